@@ -1,0 +1,107 @@
+"""Experiment configuration: TOML files with sections, `--set section.key=value` overrides, typed dataclasses.
+
+Precedence: dataclass defaults < the TOML file < `--set` overrides. Unknown sections or keys raise an error that
+names them (a typo never silently becomes a default). Values given with --set are parsed as TOML values
+(`3e-4`, `true`, `"rotary"`; a bare word is taken as a string) and must match the field's type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["build", "load_toml", "parse_overrides", "merge_sections", "dump_toml"]
+
+T = TypeVar("T")
+
+
+def load_toml(path: str | Path) -> dict[str, dict[str, Any]]:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: invalid TOML: {e}") from e
+    for key, val in data.items():
+        if not isinstance(val, dict):
+            raise ValueError(f"{path}: top-level key {key!r} must be a [section]")
+    return data
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """["train.lr=1e-3", "model.d_model=128"] -> {"train": {"lr": 0.001}, "model": {"d_model": 128}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not section or not name:
+            raise ValueError(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-3")
+        out.setdefault(section, {})[name] = _parse_value(value.strip())
+    return out
+
+
+def merge_sections(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for section, values in layer.items():
+            merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def _check_type(cls: type, name: str, value: Any, default: Any, where: str) -> Any:
+    if default is None or default is dataclasses.MISSING or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}.{name}: expected true/false, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, tuple) and isinstance(value, list):
+        return tuple(value)
+    if not isinstance(value, type(default)):
+        raise ValueError(f"{where}.{name}: expected {type(default).__name__}, got {value!r}")
+    return value
+
+
+def build(cls: type[T], values: dict[str, Any], *, section: str, allowed_extra: tuple[str, ...] = ()) -> T:
+    """Instantiate dataclass `cls` from `values`; unknown keys raise ValueError naming `section.key`."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = [k for k in values if k not in fields and k not in allowed_extra]
+    if unknown:
+        raise ValueError(f"unknown config key(s): {', '.join(f'{section}.{k}' for k in unknown)}; known: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for k, v in values.items():
+        if k in allowed_extra:
+            continue
+        f = fields[k]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        kwargs[k] = _check_type(cls, k, v, default, section)
+    return cls(**kwargs)
+
+
+def dump_toml(sections: dict[str, dict[str, Any]], header: str = "") -> str:
+    """Write flat sections as TOML (values: str, bool, int, float, lists of those)."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return repr(v)
+
+    lines = [f"# {h}" if h else "#" for h in header.splitlines()] if header else []
+    for section, values in sections.items():
+        lines += ["", f"[{section}]"]
+        lines += [f"{k} = {fmt(v)}" for k, v in values.items() if v is not None]
+    return "\n".join(lines).lstrip("\n") + "\n"

@@ -1,0 +1,75 @@
+"""Data: dataset registry, raw readers, preparation into a PreparedDataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from llmrec.data.dataset import EvalExamples, PreparedDataset
+from llmrec.data.prepare import SPLITS, PrepareConfig, k_core, prepare
+from llmrec.data.readers import ColumnMap, RawData, read_catalogue, read_mind, read_movielens, read_s3rec, read_table
+from llmrec.data.registry import DATASETS, resolve_dataset, sha256_file
+
+__all__ = [
+    "DATASETS",
+    "FORMATS",
+    "SPLITS",
+    "ColumnMap",
+    "EvalExamples",
+    "PrepareConfig",
+    "PreparedDataset",
+    "RawData",
+    "k_core",
+    "load_prepared",
+    "prepare",
+    "read_dataset",
+    "read_files",
+    "resolve_dataset",
+]
+
+FORMATS = ("s3rec", "movielens", "mind", "csv", "tsv", "parquet", "jsonl")
+
+
+def read_dataset(name: str, path: str | Path | None = None, *, allow_download: bool = True) -> tuple[RawData, dict[str, Any]]:
+    """Read a registry dataset by name; returns the raw data and its provenance (origin, files, checksums)."""
+    res = resolve_dataset(name, path, allow_download=allow_download)
+    if res.spec.format == "s3rec":
+        attrs = res.file(res.spec.files[1].name)
+        raw = read_s3rec(res.root / res.spec.main_file, attrs, domain=res.spec.domain)
+    else:
+        raw = read_movielens(res.root)
+    source = {"dataset": name, "origin": res.origin, "root": str(res.root), "sha256": res.checksums}
+    return raw, source
+
+
+def read_files(
+    events: str | Path,
+    fmt: str,
+    *,
+    items: str | Path | None = None,
+    columns: ColumnMap | None = None,
+    domain: str | None = None,
+) -> tuple[RawData, dict[str, Any]]:
+    """Read the user's own files in one of FORMATS; `items` is an optional catalogue file."""
+    events = Path(events)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    if fmt == "s3rec":
+        raw = read_s3rec(events, Path(items) if items else None, domain=domain or "ecommerce")
+    elif fmt == "movielens":
+        raw = read_movielens(events)
+    elif fmt == "mind":
+        raw = read_mind(events)
+    else:
+        raw = read_table(events, fmt, columns or ColumnMap())
+        if items is not None:
+            raw.items = read_catalogue(Path(items))
+            raw.source_files.append(Path(items))
+    if domain:
+        raw.domain = domain
+    source = {"files": {str(p): sha256_file(p) for p in raw.source_files if p.is_file()}, "format": fmt}
+    return raw, source
+
+
+def load_prepared(path: str | Path) -> PreparedDataset:
+    return PreparedDataset.load(path)

@@ -1,0 +1,222 @@
+"""PreparedDataset: the output of data preparation, saved as Parquet + manifest.json and loadable alone.
+
+Layout of a prepared directory::
+
+    manifest.json       source + checksums, filters, split protocol, statistics, file checksums
+    sequences.parquet   user_idx, items (list of item_idx, chronological), times (list of int64)
+    users.parquet       user_idx, user (raw id), role, n_train, valid_pos, test_pos, [+ user attributes]
+    items.parquet       item_idx (1..n_items; 0 is padding), item (raw id), title, text, categories, is_cold
+
+The split is three integers per user: training uses ``items[:n_train]`` (cold items removed), the validation
+example is ``(items[:valid_pos], items[valid_pos])`` and the test example ``(items[:test_pos], items[test_pos])``;
+-1 means "no such example". Cold-start users (role ``cold_valid`` / ``cold_test``) have n_train = 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from llmrec.data.registry import sha256_file
+
+__all__ = ["EvalExamples", "PreparedDataset"]
+
+_FILES = ("sequences.parquet", "users.parquet", "items.parquet")
+
+
+@dataclass(frozen=True)
+class EvalExamples:
+    """One next-item prediction per user: histories[i] (oldest first) → targets[i]."""
+
+    user_idx: np.ndarray  # [N] int64
+    histories: list[np.ndarray]  # N arrays of item_idx
+    targets: np.ndarray  # [N] int64 item_idx
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def _quantiles(x: np.ndarray) -> dict[str, float]:
+    if len(x) == 0:
+        return {}
+    qs = np.quantile(x, [0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0])
+    out = {k: float(v) for k, v in zip(("min", "p25", "p50", "p75", "p90", "p99", "max"), qs, strict=True)}
+    out["mean"] = float(x.mean())
+    return out
+
+
+class PreparedDataset:
+    """Per-user chronological sequences with their split, id maps and item metadata."""
+
+    def __init__(
+        self,
+        *,
+        sequences: list[np.ndarray],
+        times: list[np.ndarray],
+        users: pl.DataFrame,
+        items: pl.DataFrame,
+        manifest: dict[str, Any],
+    ) -> None:
+        if len(sequences) != users.height:
+            raise ValueError(f"{len(sequences)} sequences but {users.height} users")
+        self.sequences = sequences
+        self.times = times
+        self.users = users
+        self.items = items
+        self.manifest = manifest
+        self._n_train = users["n_train"].to_numpy()
+        self._valid_pos = users["valid_pos"].to_numpy()
+        self._test_pos = users["test_pos"].to_numpy()
+        self._is_cold_item = np.concatenate([[False], items["is_cold"].to_numpy()])  # [n_items + 1]
+        self._item_index: dict[str, int] | None = None
+        self._user_index: dict[str, int] | None = None
+
+    # ---- sizes and maps -------------------------------------------------------------------------
+    @property
+    def n_users(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def n_items(self) -> int:
+        return self.items.height
+
+    @property
+    def domain(self) -> str:
+        return str(self.manifest.get("domain", "generic"))
+
+    @property
+    def is_cold_item(self) -> np.ndarray:
+        """[n_items + 1] bool; index 0 (padding) is False."""
+        return self._is_cold_item
+
+    def item_index(self, raw_item_id: str) -> int:
+        if self._item_index is None:
+            self._item_index = dict(zip(self.items["item"].to_list(), self.items["item_idx"].to_list(), strict=True))
+        return self._item_index[str(raw_item_id)]
+
+    def user_index(self, raw_user_id: str) -> int:
+        if self._user_index is None:
+            self._user_index = dict(zip(self.users["user"].to_list(), self.users["user_idx"].to_list(), strict=True))
+        return self._user_index[str(raw_user_id)]
+
+    def raw_item_ids(self) -> list[str]:
+        """Raw id of each item_idx 1..n_items (position i holds item_idx i + 1)."""
+        return self.items["item"].to_list()  # type: ignore[no-any-return]
+
+    # ---- splits ---------------------------------------------------------------------------------
+    def train_sequences(self) -> list[np.ndarray]:
+        """Training sequence of every user that has one (cold items removed); empty ones are skipped."""
+        out = []
+        for seq, n in zip(self.sequences, self._n_train, strict=True):
+            s = seq[:n]
+            s = s[~self._is_cold_item[s]]
+            if len(s):
+                out.append(s)
+        return out
+
+    def eval_examples(self, split: str) -> EvalExamples:
+        """Validation or test examples ("valid" | "test") of the warm users."""
+        pos = {"valid": self._valid_pos, "test": self._test_pos}[split]
+        users = np.flatnonzero(pos >= 0)
+        return EvalExamples(
+            user_idx=users.astype(np.int64),
+            histories=[self.sequences[u][: pos[u]] for u in users],
+            targets=np.array([self.sequences[u][pos[u]] for u in users], dtype=np.int64),
+        )
+
+    def user_history(self, user_idx: int, split: str = "all") -> np.ndarray:
+        """A user's history for recommending: everything ("all"), or what precedes the valid/test target."""
+        seq = self.sequences[user_idx]
+        if split == "all":
+            return seq
+        p = {"valid": self._valid_pos, "test": self._test_pos}[split][user_idx]
+        return seq[:p] if p >= 0 else seq
+
+    def cold_users(self, role: str) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(user_idx, full sequences) of the cold-start users with `role` ("cold_valid" | "cold_test")."""
+        users = np.flatnonzero((self.users["role"] == role).to_numpy())
+        return users.astype(np.int64), [self.sequences[u] for u in users]
+
+    def item_popularity(self) -> np.ndarray:
+        """[n_items + 1] count of each item in the training sequences."""
+        seqs = self.train_sequences()
+        flat = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.int64)
+        return np.bincount(flat, minlength=self.n_items + 1)
+
+    # ---- statistics -----------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
+        n_inter = int(lengths.sum())
+        flat = np.concatenate(self.sequences) if self.sequences else np.zeros(0, dtype=np.int64)
+        pop = np.bincount(flat, minlength=self.n_items + 1)[1:]
+        roles = self.users["role"].value_counts().sort("role")
+        return {
+            "users": self.n_users,
+            "items": self.n_items,
+            "interactions": n_inter,
+            "density": n_inter / max(1, self.n_users * self.n_items),
+            "sequence_length": _quantiles(lengths),
+            "item_popularity": _quantiles(pop),
+            "train_events": int(sum(len(s) for s in self.train_sequences())),
+            "valid_examples": int((self._valid_pos >= 0).sum()),
+            "test_examples": int((self._test_pos >= 0).sum()),
+            "cold_items": int(self._is_cold_item.sum()),
+            "roles": dict(zip(roles["role"].to_list(), roles["count"].to_list(), strict=True)),
+        }
+
+    # ---- persistence ----------------------------------------------------------------------------
+    def save(self, out: str | Path) -> Path:
+        """Write to `out` atomically: a temporary sibling directory renamed into place."""
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            pl.DataFrame(
+                {
+                    "user_idx": np.arange(self.n_users, dtype=np.int32),
+                    "items": [s.astype(np.int32) for s in self.sequences],
+                    "times": self.times,
+                },
+                schema={"user_idx": pl.Int32, "items": pl.List(pl.Int32), "times": pl.List(pl.Int64)},
+            ).write_parquet(tmp / "sequences.parquet")
+            self.users.write_parquet(tmp / "users.parquet")
+            self.items.write_parquet(tmp / "items.parquet")
+            manifest = dict(self.manifest)
+            manifest["files"] = {f: sha256_file(tmp / f) for f in _FILES}
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path, *, verify: bool = True) -> PreparedDataset:
+        path = Path(path)
+        mpath = path / "manifest.json"
+        if not mpath.is_file():
+            raise FileNotFoundError(f"{path}: not a prepared dataset (no manifest.json); run `llmrec data prepare` first")
+        manifest = json.loads(mpath.read_text())
+        if verify:
+            for f, want in manifest.get("files", {}).items():
+                got = sha256_file(path / f)
+                if got != want:
+                    raise ValueError(f"{path / f}: checksum mismatch with manifest.json (expected {want}, got {got})")
+        seqs = pl.read_parquet(path / "sequences.parquet").sort("user_idx")
+        return cls(
+            sequences=[np.asarray(s, dtype=np.int64) for s in seqs["items"].to_list()],
+            times=[np.asarray(t, dtype=np.int64) for t in seqs["times"].to_list()],
+            users=pl.read_parquet(path / "users.parquet"),
+            items=pl.read_parquet(path / "items.parquet"),
+            manifest=manifest,
+        )

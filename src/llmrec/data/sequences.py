@@ -1,0 +1,64 @@
+"""From item sequences to tensors: left padding, next-item training examples and length-bucketed batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from llmrec.types import PAD_ID, SeqBatch
+
+__all__ = ["bucketed_batches", "pad_left", "training_windows"]
+
+
+def pad_left(histories: Sequence[np.ndarray], max_len: int) -> torch.Tensor:
+    """Right-align the most recent `max_len` items of each history: [B, L] with L = longest kept length (>= 1)."""
+    L = max(1, min(max_len, max((len(h) for h in histories), default=1)))
+    out = np.full((len(histories), L), PAD_ID, dtype=np.int64)
+    for i, h in enumerate(histories):
+        h = h[-L:]
+        if len(h):
+            out[i, L - len(h) :] = h
+    return torch.from_numpy(out)
+
+
+def training_windows(sequences: Sequence[np.ndarray], max_seq_len: int, *, all_windows: bool = True) -> list[np.ndarray]:
+    """Training windows of at most max_seq_len + 1 items (input = w[:-1], target = w[1:]).
+
+    The most recent window always; with `all_windows`, a sequence longer than the window is cut from its end
+    into windows that overlap by one item, so every event is a target exactly once. Sequences shorter than
+    2 items teach nothing and are dropped.
+    """
+    out = []
+    for s in sequences:
+        end = len(s)
+        while end >= 2:
+            out.append(s[max(0, end - max_seq_len - 1) : end])
+            if not all_windows:
+                break
+            end -= max_seq_len
+    return out
+
+
+def bucketed_batches(
+    windows: Sequence[np.ndarray], batch_size: int, generator: torch.Generator
+) -> Iterator[SeqBatch]:
+    """Batches of similar length (little padding), in random order, reshuffled by `generator` each call.
+
+    Sorting by length plus uniform jitter keeps batches homogeneous but not identical from epoch to epoch.
+    """
+    lengths = torch.tensor([len(w) for w in windows], dtype=torch.float64)
+    jitter = torch.rand(len(windows), generator=generator, dtype=torch.float64) * 2.0
+    order = torch.argsort(lengths + jitter).numpy()
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for ci in torch.randperm(len(chunks), generator=generator).tolist():
+        rows = [windows[j] for j in chunks[ci]]
+        L = max(len(r) for r in rows) - 1
+        inputs = np.full((len(rows), L), PAD_ID, dtype=np.int64)
+        targets = np.full((len(rows), L), PAD_ID, dtype=np.int64)
+        for i, r in enumerate(rows):
+            n = len(r) - 1
+            inputs[i, L - n :] = r[:-1]
+            targets[i, L - n :] = r[1:]
+        yield SeqBatch(item_ids=torch.from_numpy(inputs), targets=torch.from_numpy(targets))

@@ -1,0 +1,296 @@
+"""Decoder-only next-item language model over item tokens.
+
+A causal transformer reads a user's item sequence as tokens and predicts the next item with a softmax over the
+whole catalogue: L(θ) = −Σ_i log P(y_i | x_<i; θ), computed only at real (non-padding) positions. With
+``loss="bce"``, one sampled negative and learned positions this is SASRec as in its paper
+(Kang & McAuley, ICDM 2018, https://arxiv.org/abs/1808.09781); the cross-entropy variant follows
+"Turning Dross Into Gold Loss: is BERT4Rec really better than SASRec?" (Klenitskiy & Vasilev, RecSys 2023,
+https://arxiv.org/abs/2309.07602), which shows the full softmax is what closes the gap to later models.
+
+Differences from the SASRec paper: pre-LayerNorm blocks, GELU feed-forward, optional rotary positions, tied
+input/output item embeddings, and optional item-side features (attribute ids, frozen text embeddings) that are
+added to the id embedding on both the input and the output side — so an item never seen in training still has
+a meaningful output embedding through its features (cold-start items).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from llmrec.types import PAD_ID, SeqBatch
+
+__all__ = ["NextItemLM", "NextItemLMConfig", "RecOutput"]
+
+LOSSES = ("ce", "sampled", "bce")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NextItemLMConfig:
+    n_items: int  # catalogue size; item ids are 1..n_items, 0 is padding (written by data preparation)
+    max_seq_len: int = 50  # longest history the model reads (most recent items kept)
+    d_model: int = 64  # width
+    n_layers: int = 2  # transformer blocks
+    n_heads: int = 2  # attention heads; d_model % n_heads == 0
+    d_ff: int = 256  # feed-forward width
+    dropout: float = 0.3  # dropout in blocks
+    emb_dropout: float = 0.3  # dropout on the input embeddings (sparse data overfits ids fast)
+    pos_encoding: str = "learned"  # "learned" | "rotary" | "none"
+    tie_weights: bool = True  # output item table = input item table
+    loss: str = "ce"  # "ce" full softmax | "sampled" shared-negative softmax with log-Q | "bce" SASRec, 1 negative
+    n_negatives: int = 256  # shared negatives per batch for loss="sampled"
+    label_smoothing: float = 0.0  # for loss="ce"
+    n_attributes: int = 0  # attribute vocabulary size (0 = no attribute feature); ids 1..n_attributes
+    max_item_attributes: int = 0  # attributes per item (padded with 0)
+    text_dim: int = 0  # dimension of frozen item text embeddings (0 = none)
+
+    def __post_init__(self) -> None:
+        if self.n_items < 1:
+            raise ValueError(f"n_items must be >= 1, got {self.n_items}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.pos_encoding not in ("learned", "rotary", "none"):
+            raise ValueError(f"pos_encoding must be learned|rotary|none, got {self.pos_encoding!r}")
+        if self.pos_encoding == "rotary" and (self.d_model // self.n_heads) % 2:
+            raise ValueError("rotary positions need an even head dimension")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if (self.n_attributes > 0) != (self.max_item_attributes > 0):
+            raise ValueError("n_attributes and max_item_attributes must both be set or both be 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NextItemLMConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown NextItemLMConfig keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+@dataclass
+class RecOutput:
+    logits: torch.Tensor  # [N, V+1] at the real positions (training) or [B, V+1] at the last position
+    loss: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None  # [B, L, D] final hidden states
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class _Block(nn.Module):
+    """Pre-LN transformer block: x + Attn(LN(x)); x + MLP(LN(x))."""
+
+    def __init__(self, c: NextItemLMConfig) -> None:
+        super().__init__()
+        self.n_heads = c.n_heads
+        self.ln1 = nn.LayerNorm(c.d_model)
+        self.qkv = nn.Linear(c.d_model, 3 * c.d_model)
+        self.proj = nn.Linear(c.d_model, c.d_model)
+        self.ln2 = nn.LayerNorm(c.d_model)
+        self.mlp = nn.Sequential(nn.Linear(c.d_model, c.d_ff), nn.GELU(), nn.Linear(c.d_ff, c.d_model))
+        self.drop = nn.Dropout(c.dropout)
+        self.attn_dropout = c.dropout
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)  # 3 x [B, L, D]
+        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # [B, H, L, Dh]
+        if rope is not None:
+            q, k = _rotate(q, *rope), _rotate(k, *rope)
+        p = self.attn_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # [B, H, L, Dh]
+        y = y.transpose(1, 2).reshape(B, L, D)
+        x = x + self.drop(self.proj(y))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
+class NextItemLM(nn.Module):
+    """Causal transformer over item tokens with a (tied) softmax over the catalogue."""
+
+    def __init__(self, config: NextItemLMConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        V = c.n_items + 1
+        self.item_emb = nn.Embedding(V, c.d_model, padding_idx=PAD_ID)
+        self.pos_emb = nn.Embedding(c.max_seq_len, c.d_model) if c.pos_encoding == "learned" else None
+        if c.n_attributes:
+            self.attr_emb = nn.Embedding(c.n_attributes + 1, c.d_model, padding_idx=0)
+            self.register_buffer("item_attributes", torch.zeros(V, c.max_item_attributes, dtype=torch.long))
+        if c.text_dim:
+            self.text_proj = nn.Linear(c.text_dim, c.d_model, bias=False)
+            self.register_buffer("item_text", torch.zeros(V, c.text_dim))
+        # The proposal distribution of loss="sampled" (uniform until set_item_popularity is called).
+        self.register_buffer("log_q", torch.full((V,), -math.log(c.n_items)))
+        self.emb_drop = nn.Dropout(c.emb_dropout)
+        self.blocks = nn.ModuleList(_Block(c) for _ in range(c.n_layers))
+        self.ln_f = nn.LayerNorm(c.d_model)
+        self.out_emb = None if c.tie_weights else nn.Embedding(V, c.d_model, padding_idx=PAD_ID)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+
+    # ---- item features ------------------------------------------------------------------------
+    def set_item_attributes(self, attributes: torch.Tensor) -> None:
+        """attributes: [V+1, A] attribute ids per item (0 = none)."""
+        self.item_attributes.copy_(attributes)
+
+    def set_item_text(self, text: torch.Tensor) -> None:
+        """text: [V+1, text_dim] frozen text embeddings (row 0 = padding, zeros)."""
+        self.item_text.copy_(text)
+
+    def set_item_popularity(self, counts: torch.Tensor, alpha: float = 0.75) -> None:
+        """Proposal for the sampled softmax: q ∝ (count + 1)^alpha over items 1..V (word2vec-style smoothing)."""
+        w = (counts.double() + 1.0) ** alpha
+        w[PAD_ID] = 0.0
+        self.log_q.copy_(torch.log(w / w.sum()).float().clamp_min(-1e4))
+
+    def _item_features(self, ids: torch.Tensor) -> torch.Tensor:
+        """Feature part of the item representation for ids of any shape [...] -> [..., D]."""
+        out = torch.zeros(*ids.shape, self.config.d_model, device=ids.device)
+        if self.config.n_attributes:
+            a = self.item_attributes[ids]  # [..., A]
+            e = self.attr_emb(a)  # [..., A, D]
+            n = (a > 0).sum(-1, keepdim=True).clamp_min(1)  # [..., 1]
+            out = out + e.sum(-2) / n
+        if self.config.text_dim:
+            out = out + self.text_proj(self.item_text[ids])
+        return out
+
+    def _has_features(self) -> bool:
+        return bool(self.config.n_attributes or self.config.text_dim)
+
+    def item_table(self) -> torch.Tensor:
+        """[V+1, D] output embedding of every item (row 0 = padding)."""
+        w = self.item_emb.weight if self.out_emb is None else self.out_emb.weight
+        if self._has_features():
+            w = w + self._item_features(torch.arange(w.shape[0], device=w.device))
+        return w
+
+    # ---- encoder ------------------------------------------------------------------------------
+    def encode(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """item_ids [B, L] left-padded -> hidden states [B, L, D]."""
+        c = self.config
+        B, L = item_ids.shape
+        if L > c.max_seq_len:
+            item_ids = item_ids[:, -c.max_seq_len :]
+            L = c.max_seq_len
+        is_real = item_ids != PAD_ID  # [B, L]
+        x = self.item_emb(item_ids)  # [B, L, D]
+        if self._has_features():
+            x = x + self._item_features(item_ids) * is_real.unsqueeze(-1)
+        # Positions count real items from the start of the (possibly truncated) history: 0, 1, 2, ...
+        pos = (torch.cumsum(is_real.long(), dim=1) - 1).clamp_min(0)  # [B, L]
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(pos)
+        x = self.emb_drop(x)
+        rope = None
+        if c.pos_encoding == "rotary":
+            dh = c.d_model // c.n_heads
+            inv = 1.0 / (10000 ** (torch.arange(0, dh // 2, device=x.device).float() / (dh // 2)))
+            ang = pos.float().unsqueeze(-1) * inv  # [B, L, Dh/2]
+            rope = (ang.cos().unsqueeze(1), ang.sin().unsqueeze(1))  # [B, 1, L, Dh/2]
+        # Causal mask that also hides padding keys; each position always sees itself so no row is empty.
+        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()  # [L, L]
+        mask = causal & is_real[:, None, None, :]  # [B, 1, L, L]
+        mask = mask | torch.eye(L, dtype=torch.bool, device=x.device)
+        for block in self.blocks:
+            x = block(x, mask, rope)
+        return self.ln_f(x)  # [B, L, D]
+
+    # ---- training -----------------------------------------------------------------------------
+    def forward(self, batch: SeqBatch) -> RecOutput:
+        h = self.encode(batch.item_ids)  # [B, L, D]
+        if batch.targets is None:
+            logits = h[:, -1] @ self.item_table().T  # [B, V+1]
+            logits[:, PAD_ID] = float("-inf")
+            return RecOutput(logits=logits, hidden=h)
+        targets = batch.targets[:, -h.shape[1] :]
+        real = targets != PAD_ID  # [B, L]
+        hs = h[real]  # [N, D]: only real positions pay for the output layer
+        y = targets[real]  # [N]
+        table = self.item_table()  # [V+1, D]
+        if self.config.loss == "ce":
+            logits = hs @ table.T  # [N, V+1]
+            logits[:, PAD_ID] = float("-inf")
+            loss = F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
+        elif self.config.loss == "sampled":
+            logits, loss = self._sampled_softmax(hs, y, table)
+        else:
+            logits, loss = self._bce_one_negative(hs, y, table)
+        return RecOutput(logits=logits, loss=loss, hidden=h)
+
+    def _sampled_softmax(self, hs: torch.Tensor, y: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Softmax over [target, K shared negatives], negatives ~ q with log-Q correction (Bengio & Senécal 2008)."""
+        K = self.config.n_negatives
+        neg = torch.multinomial(self.log_q.exp(), K, replacement=True)  # [K]
+        pos_logit = (hs * table[y]).sum(-1, keepdim=True) - self.log_q[y].unsqueeze(-1)  # [N, 1]
+        neg_logit = hs @ table[neg].T - self.log_q[neg]  # [N, K]
+        neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == y.unsqueeze(1), float("-inf"))  # accidental hits
+        logits = torch.cat([pos_logit, neg_logit], dim=1)  # [N, 1+K]
+        return logits, F.cross_entropy(logits, torch.zeros_like(y))
+
+    def _bce_one_negative(self, hs: torch.Tensor, y: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """SASRec's loss: −log σ(s_pos) − log(1 − σ(s_neg)) with one uniform negative per position."""
+        neg = torch.randint(1, self.config.n_items + 1, y.shape, device=y.device)  # [N]
+        neg = torch.where(neg == y, neg % self.config.n_items + 1, neg)  # never the target itself
+        pos_logit = (hs * table[y]).sum(-1)  # [N]
+        neg_logit = (hs * table[neg]).sum(-1)  # [N]
+        loss = F.binary_cross_entropy_with_logits(
+            torch.cat([pos_logit, neg_logit]), torch.cat([torch.ones_like(pos_logit), torch.zeros_like(neg_logit)])
+        )
+        return torch.stack([pos_logit, neg_logit], dim=1), loss
+
+    # ---- inference ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """item_ids [B, L] left-padded histories -> scores [B, V+1] for the next item (column 0 = -inf)."""
+        return self.forward(SeqBatch(item_ids=item_ids)).logits
+
+    @torch.no_grad()
+    def generate(self, item_ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k next items: (ids [B, K], scores [B, K]); never returns PAD."""
+        scores = self.score(item_ids)
+        top = scores.topk(min(k, self.config.n_items), dim=1)
+        return top.indices, top.values
+
+    # ---- persistence (safetensors + JSON, no pickle) -------------------------------------------
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps({"model_type": "next-item-lm", **self.config.to_dict()}, indent=2))
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path / "model.safetensors"))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> NextItemLM:
+        path = Path(path)
+        cfg = json.loads((path / "config.json").read_text())
+        cfg.pop("model_type", None)
+        model = cls(NextItemLMConfig.from_dict(cfg))
+        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        model.eval()
+        return model

@@ -1,0 +1,241 @@
+"""One training loop for every sequence model, with hooks instead of trainer subclasses.
+
+`train(model, windows, config, ...)` runs AdamW with warm-up + cosine decay and gradient clipping over
+length-bucketed batches, evaluates on validation after each epoch (an `evaluate` callable returning metrics),
+stops early on the validation metric, keeps the best weights, writes a checkpoint every epoch, and resumes
+exactly from the last completed epoch: the batch order, dropout and negative sampling of epoch e are seeded by
+(seed, e), so a resumed run replays the same epochs as an uninterrupted one.
+
+Checkpoints are safetensors + JSON (no pickle): ``<run>/checkpoint/{model,optimizer}.safetensors, state.json``
+and the best weights in ``<run>/best/``. Per-epoch metrics go to ``<run>/metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from llmrec.data.sequences import bucketed_batches
+from llmrec.models.next_item_lm import NextItemLM
+
+__all__ = ["Callback", "TrainConfig", "TrainResult", "train"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    epochs: int = 200  # upper bound; early stopping usually ends sooner
+    batch_size: int = 256  # sequences per batch
+    lr: float = 2e-3  # peak learning rate
+    weight_decay: float = 0.0  # AdamW decay on weight matrices (not biases / norms)
+    warmup_steps: int = 200  # linear warm-up
+    schedule: str = "cosine"  # "cosine" decay to 10% over `epochs`, or "constant"
+    grad_clip: float = 1.0  # max gradient norm (0 = off)
+    patience: int = 10  # epochs without improvement of `metric` before stopping
+    metric: str = "ndcg@10"  # validation metric to maximise
+    seed: int = 0  # seeds model init (by the caller), batch order, dropout and sampling
+    max_minutes: float | None = None  # wall-clock budget; stops after the epoch that exceeds it
+    num_threads: int = 0  # torch threads (0 = leave as is)
+    progress: bool = True  # tqdm progress bar
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be cosine|constant, got {self.schedule!r}")
+        if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
+            raise ValueError("batch_size and epochs must be >= 1 and lr > 0")
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_metric: float
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+
+class Callback(Protocol):
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], model: NextItemLM) -> None: ...
+
+
+def _lr_factor(step: int, total: int, c: TrainConfig) -> float:
+    if step < c.warmup_steps:
+        return (step + 1) / c.warmup_steps
+    if c.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - c.warmup_steps) / max(1, total - c.warmup_steps))
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _make_optimizer(model: torch.nn.Module, c: TrainConfig) -> torch.optim.AdamW:
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
+    groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=c.lr, betas=(0.9, 0.98))
+
+
+def _save_checkpoint(run_dir: Path, model: NextItemLM, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Atomically replace <run>/checkpoint with model + optimizer tensors (safetensors) and state (JSON)."""
+    tmp = run_dir / "checkpoint.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    sd = opt.state_dict()
+    tensors = {f"{i}.{k}": v.contiguous() for i, s in sd["state"].items() for k, v in s.items() if torch.is_tensor(v)}
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    state = {**state, "param_groups": sd["param_groups"]}
+    (tmp / "state.json").write_text(json.dumps(state, indent=1))
+    final = run_dir / "checkpoint"
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def _load_checkpoint(run_dir: Path, model: NextItemLM, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    ck = run_dir / "checkpoint"
+    model.load_state_dict(load_file(str(ck / "model.safetensors")))
+    state: dict[str, Any] = json.loads((ck / "state.json").read_text())
+    tensors = load_file(str(ck / "optimizer.safetensors"))
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in tensors.items():
+        i, name = key.split(".", 1)
+        opt_state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": opt_state, "param_groups": state.pop("param_groups")})
+    return state
+
+
+def _append_csv(path: Path, row: dict[str, float]) -> None:
+    is_new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if is_new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def train(
+    model: NextItemLM,
+    windows: Sequence[np.ndarray],
+    config: TrainConfig,
+    *,
+    evaluate: Callable[[NextItemLM], dict[str, float]] | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> TrainResult:
+    """Train `model` on next-item windows (see data.sequences.training_windows); returns the best epoch's result.
+
+    On return the model holds the best validation weights (the last weights when `evaluate` is None).
+    """
+    c = config
+    if c.num_threads:
+        torch.set_num_threads(c.num_threads)
+    if not windows:
+        raise ValueError("no training windows: every training sequence is shorter than 2 items")
+    run = Path(run_dir) if run_dir is not None else None
+    if run is not None:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "train_config.json").write_text(json.dumps(asdict(c), indent=2))
+    opt = _make_optimizer(model, c)
+    n_batches = math.ceil(len(windows) / c.batch_size)
+    total_steps = n_batches * c.epochs
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "best_metric": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    if resume:
+        if run is None or not (run / "checkpoint" / "state.json").exists():
+            raise FileNotFoundError(f"--resume: no checkpoint in {run}")
+        state = _load_checkpoint(run, model, opt)
+        (run / "metrics.csv").unlink(missing_ok=True)  # rewritten from the checkpoint: drops rows of a lost epoch
+        for row in state["history"]:
+            _append_csv(run / "metrics.csv", row)
+    best_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    if resume and run is not None and (run / "best" / "model.safetensors").exists():
+        best_weights = load_file(str(run / "best" / "model.safetensors"))
+    t0 = time.perf_counter() - float(state.get("seconds", 0.0))
+    stopped_early = False
+    for epoch in range(int(state["epoch"]) + 1, c.epochs + 1):
+        model.train()
+        torch.manual_seed(c.seed * 1_000_003 + epoch)  # dropout and negatives of this epoch
+        gen = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)  # batch order of this epoch
+        t_epoch = time.perf_counter()
+        losses: list[float] = []
+        bar = tqdm(
+            bucketed_batches(windows, c.batch_size, gen),
+            total=n_batches,
+            desc=f"epoch {epoch}",
+            unit="batch",
+            disable=not c.progress,
+            leave=False,
+        )
+        n_seq = 0
+        for batch in bar:
+            factor = _lr_factor(int(state["step"]), total_steps, c)
+            for g in opt.param_groups:
+                g["lr"] = c.lr * factor
+            out = model(batch)
+            assert out.loss is not None
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if c.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+            opt.step()
+            state["step"] = int(state["step"]) + 1
+            losses.append(out.loss.item())
+            n_seq += batch.item_ids.shape[0]
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", seq_s=f"{n_seq / (time.perf_counter() - t_epoch):.0f}")
+        bar.close()
+        logs: dict[str, float] = {"epoch": float(epoch), "train_loss": float(np.mean(losses)), "lr": c.lr * factor}
+        logs["train_seconds"] = time.perf_counter() - t_epoch
+        if evaluate is not None:
+            model.eval()
+            metrics = evaluate(model)
+            logs.update({f"valid_{k}": v for k, v in metrics.items()})
+            current = metrics[c.metric]
+        else:
+            current = -float(np.mean(losses))
+        if current > float(state["best_metric"]):
+            state.update(best_metric=current, best_epoch=epoch, bad_epochs=0)
+            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if run is not None:
+                model.save_pretrained(run / "best")
+        else:
+            state["bad_epochs"] = int(state["bad_epochs"]) + 1
+        logs["seconds"] = time.perf_counter() - t0
+        state["history"].append(logs)
+        state["epoch"] = epoch
+        state["seconds"] = logs["seconds"]
+        if run is not None:
+            _append_csv(run / "metrics.csv", logs)
+            _save_checkpoint(run, model, opt, state)
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, logs, model)
+        if c.progress:
+            shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k.startswith("valid_") and "@10" in k)
+            tqdm.write(f"epoch {epoch:3d} loss {logs['train_loss']:.4f} {shown} ({logs['train_seconds']:.1f}s)")
+        if int(state["bad_epochs"]) >= c.patience:
+            stopped_early = True
+            break
+        if c.max_minutes is not None and logs["seconds"] > 60 * c.max_minutes:
+            break
+    model.load_state_dict(best_weights)
+    model.eval()
+    return TrainResult(
+        best_epoch=int(state["best_epoch"]),
+        best_metric=float(state["best_metric"]),
+        epochs_run=int(state["epoch"]),
+        history=list(state["history"]),
+        seconds=float(state.get("seconds", 0.0)),
+        stopped_early=stopped_early,
+    )

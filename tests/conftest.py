@@ -1,0 +1,107 @@
+"""Shared test setup and tiny fixtures.
+
+Environment, set at import so that it holds before any library code reads it:
+- LLMREC_DATA_MIRROR: the shared reference datasets (``<repo>/../shared/datasets``) unless already set;
+- LLMREC_CACHE_DIR, MPLCONFIGDIR: a temporary folder, removed at exit, so tests never write ``~/.cache``;
+- HF_HUB_OFFLINE=1: a pretrained model must come from a local path, never the network;
+- OMP_NUM_THREADS=1 (unless set): torch reads it on import; the machines have 2 shared cores.
+torch itself is not imported here: a test checks that ``llmrec --help`` does not import it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from llmrec.data import PreparedDataset, RawData
+
+REPO = Path(__file__).resolve().parents[1]
+MIRROR = Path(os.environ.setdefault("LLMREC_DATA_MIRROR", str(REPO.parent / "shared" / "datasets")))
+
+_TMP = Path(tempfile.mkdtemp(prefix="llmrec-tests-"))
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
+os.environ["LLMREC_CACHE_DIR"] = str(_TMP / "cache")
+os.environ["MPLCONFIGDIR"] = str(_TMP / "matplotlib")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _torch_one_thread() -> Iterator[None]:
+    """One torch thread in every test that runs with torch loaded, without importing torch ourselves."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+    yield
+
+
+# ---- tiny data: 20 users x 50 items ------------------------------------------------------------------------
+# Built by a seeded generator so the list is the same on every machine; small enough to read in a debugger.
+TINY_USERS = 20
+TINY_ITEMS = 50
+
+
+def tiny_events() -> list[tuple[str, str, int, float]]:
+    """(user, item, time, value) rows in file order: users "u01".."u20", items "1".."50", 6-12 events each.
+
+    Times are increasing per user with some ties (two events at the same second), ratings 1-5.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(20240601)
+    rows: list[tuple[str, str, int, float]] = []
+    for u in range(1, TINY_USERS + 1):
+        n = int(rng.integers(6, 13))
+        items = rng.choice(TINY_ITEMS, size=n, replace=False) + 1
+        steps = rng.integers(0, 4, size=n)  # a 0 step makes a tie in time
+        times = 1_000_000 + u * 1_000 + np.cumsum(steps)
+        values = rng.integers(1, 6, size=n)
+        rows += [(f"u{u:02d}", str(i), int(t), float(v)) for i, t, v in zip(items, times, values, strict=True)]
+    return rows
+
+
+@pytest.fixture
+def tiny_raw() -> RawData:
+    """RawData of ~20 users x 50 items with a catalogue (title, text, categories) for every item."""
+    import polars as pl
+
+    from llmrec.data import RawData
+
+    rows = tiny_events()
+    events = pl.DataFrame(
+        {
+            "user": [r[0] for r in rows],
+            "item": [r[1] for r in rows],
+            "time": [r[2] for r in rows],
+            "value": [r[3] for r in rows],
+        },
+        schema={"user": pl.String, "item": pl.String, "time": pl.Int64, "value": pl.Float64},
+    )
+    genres = ("drama", "comedy", "jazz", "rock", "sports")
+    items = pl.DataFrame(
+        {
+            "item": [str(i) for i in range(1, TINY_ITEMS + 1)],
+            "title": [f"Item {i}" for i in range(1, TINY_ITEMS + 1)],
+            "text": [f"Item {i}, a {genres[i % 5]} thing." for i in range(1, TINY_ITEMS + 1)],
+            "categories": [[genres[i % 5]] for i in range(1, TINY_ITEMS + 1)],
+        },
+        schema={"item": pl.String, "title": pl.String, "text": pl.String, "categories": pl.List(pl.String)},
+    )
+    return RawData(events=events, items=items, users=None, domain="generic", source_files=[])
+
+
+@pytest.fixture
+def tiny_prepared(tiny_raw: RawData) -> PreparedDataset:
+    """tiny_raw prepared with the defaults: dedupe, no k-core, leave-one-out split."""
+    from llmrec.data import PrepareConfig, prepare
+
+    return prepare(tiny_raw, PrepareConfig(split="loo"))
