@@ -6,8 +6,7 @@ top: the two consoles and ``_user_errors``, the one place that turns bad user in
 stderr and exit code 2, without a traceback.
 
 Imports of torch, polars and ``llmrec.data`` happen inside the command functions, so ``llmrec --help`` stays
-fast and imports neither (``tests/test_cli_data.py`` checks this). This module is also the only place that
-reads the environment on the user's behalf (STYLE.md section 5): the library receives explicit arguments.
+fast and imports neither (``tests/test_cli_data.py`` checks this).
 """
 
 from __future__ import annotations
@@ -38,7 +37,15 @@ err_console = Console(stderr=True, highlight=False)
 # User errors: bad files, bad options, missing or corrupted datasets. Anything else is a bug and keeps its
 # traceback. DatasetNotFoundError is a FileNotFoundError; DataError and ChecksumError are ValueErrors; they are
 # listed anyway so that the contract reads here.
-_USER_ERRORS: tuple[type[Exception], ...] = (DataError, ChecksumError, DatasetNotFoundError, ValueError, FileNotFoundError)
+_USER_ERRORS: tuple[type[Exception], ...] = (
+    DataError,
+    ChecksumError,
+    DatasetNotFoundError,
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    KeyError,  # llmrec.recommend.UnknownIdError: an unknown user or item id
+)
 
 
 @contextmanager
@@ -264,6 +271,159 @@ def data_list() -> None:
         places = f"cache: {cache_dir()}; mirror: {os.environ.get('LLMREC_DATA_MIRROR') or '(LLMREC_DATA_MIRROR not set)'}"
     console.print(table)
     console.print(places, markup=False, soft_wrap=True)
+
+
+# ---- llmrec train / evaluate / recommend / tune ---------------------------------------------------------------
+def _open_dataset(dataset: str, prepared_root: Path) -> tuple[Any, Path]:
+    """A prepared dataset folder, or a registry name prepared (leave-one-out, no filters) into `prepared_root`."""
+    from llmrec.data import DATASETS, PreparedDataset, prepare, read_dataset
+
+    as_path = Path(dataset)
+    if (as_path / "manifest.json").is_file():
+        return PreparedDataset.load(as_path), as_path.resolve()
+    if dataset not in DATASETS:
+        raise ValueError(f"--dataset {dataset!r} is neither a prepared dataset folder nor a registry name ({', '.join(DATASETS)})")
+    if (prepared_root / "manifest.json").is_file():
+        return PreparedDataset.load(prepared_root), prepared_root.resolve()
+    with err_console.status(f"preparing {dataset} ..."):
+        raw, source = read_dataset(dataset)
+        prepared = prepare(raw, source=source)
+        prepared.save(prepared_root)
+    return prepared, prepared_root.resolve()
+
+
+def _config_sections(config: Path | None, overrides: list[str] | None) -> dict[str, dict[str, Any]]:
+    from llmrec.config import load_toml, merge_sections, parse_overrides
+
+    file_sections = load_toml(config) if config is not None else {}
+    return merge_sections(file_sections, parse_overrides(overrides or []))
+
+
+def _metrics_table(report: dict[str, Any], splits: list[str], ks: list[int]) -> Table:
+    table = Table("split", *(f"{m}@{k}" for k in ks for m in ("recall", "ndcg")), "mrr", "users", title="full ranking")
+    for split in splits:
+        row = report[split]
+        cells = [f"{row[f'{m}@{k}']:.4f}" for k in ks for m in ("recall", "ndcg")]
+        table.add_row(split, *cells, f"{row['mrr']:.4f}", _int(report["n_users"][split]))
+    return table
+
+
+@app.command("train")
+def train_cmd(
+    dataset: Annotated[str, typer.Option(help="A prepared dataset folder, or a registry name (prepared with defaults).")],
+    out: Annotated[Path, typer.Option("--out", help="Model artifact folder to write.")],
+    model: Annotated[str, typer.Option(help="next-item-lm | sasrec | most-popular | item-knn")] = "next-item-lm",
+    config: Annotated[Path | None, typer.Option(help="TOML file with [model] and [train] sections.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=1e-3 (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted training of the same --out.")] = False,
+    threads: Annotated[int, typer.Option(help="torch threads (0 = all cores).")] = 0,
+) -> None:
+    """Train a model; early stopping on validation NDCG@10; writes a self-describing artifact folder."""
+    with _user_errors():
+        sections = _config_sections(config, set_)
+        if out.exists() and not (out / "config.json").is_file() and any(out.iterdir()):
+            raise FileExistsError(f"{out}: exists and is not a model folder; refusing to replace it")
+        import torch
+
+        from llmrec.experiment import train_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        prepared, prepared_dir = _open_dataset(dataset, out.parent / f"{dataset}-data")
+        summary = train_model(prepared, prepared_dir, model, out, sections, resume=resume)
+    shown = {k: summary[k] for k in ("model", "best_epoch", "epochs_run", "best_valid", "seconds") if k in summary}
+    console.print(f"trained {json.dumps(shown)} → {out}", markup=False, soft_wrap=True)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[Path, typer.Option(help="Model artifact folder.")],
+    out: Annotated[Path | None, typer.Option(help="Report JSON path (a .md and a .png are written beside it).")] = None,
+    dataset: Annotated[Path | None, typer.Option(help="Prepared dataset (default: the one the model was trained on).")] = None,
+    exclude_seen: Annotated[bool, typer.Option(help="Do not rank items already in the history.")] = False,
+    sampled: Annotated[int, typer.Option(help="Also report the sampled-negatives protocol with this many negatives.")] = 0,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% confidence intervals.")] = 1000,
+) -> None:
+    """Full-ranking leave-one-out evaluation (valid and test): Recall/Precision/NDCG/MRR@k, segments, CIs."""
+    with _user_errors():
+        from llmrec.data import PreparedDataset
+        from llmrec.experiment import evaluate_model, write_evaluation
+
+        if dataset is None:
+            meta_path = model / "dataset.json"
+            if not meta_path.is_file() or "prepared_path" not in json.loads(meta_path.read_text()):
+                raise ValueError(f"{model}: the model does not record its dataset; pass --dataset")
+            dataset = Path(json.loads(meta_path.read_text())["prepared_path"])
+        prepared = PreparedDataset.load(dataset)
+        report = evaluate_model(model, prepared, exclude_seen=exclude_seen, n_boot=n_boot, sampled_negatives=sampled)
+        paths = write_evaluation(report, out, model) if out is not None else []
+    console.print(_metrics_table(report, ["valid", "test"], [5, 10, 20]))
+    console.print(f"seen items {'excluded' if exclude_seen else 'not excluded'}; ranking over all {prepared.n_items:,} items")
+    for p in paths:
+        console.print(f"wrote {p}", markup=False, soft_wrap=True)
+
+
+@app.command("recommend")
+def recommend_cmd(
+    model: Annotated[Path, typer.Option(help="Model artifact folder.")],
+    user: Annotated[str | None, typer.Option(help="A raw user id known to the model.")] = None,
+    history: Annotated[str | None, typer.Option(help="Raw item ids, oldest first, comma-separated.")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 10,
+    exclude_seen: Annotated[bool, typer.Option(help="Do not recommend items already in the history.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Top-k recommendations for a known user or for a given history."""
+    with _user_errors():
+        if (user is None) == (history is None):
+            raise ValueError("give exactly one of --user ID or --history ID,ID,...")
+        if k < 1:
+            raise ValueError(f"-k must be >= 1, got {k}")
+        from llmrec.recommend import Recommender
+
+        rec = Recommender.load(model)
+        hist = [h.strip() for h in history.split(",") if h.strip()] if history is not None else None
+        recs = rec.recommend(history=hist, user=user, k=k, exclude_seen=exclude_seen)
+    if as_json:
+        typer.echo(json.dumps([r.__dict__ for r in recs], indent=2))
+        return
+    table = Table("rank", "item", "score", "title", title=f"top {k}")
+    for r in recs:
+        table.add_row(str(r.rank), r.item_id, f"{r.score:.4f}", r.title or "")
+    console.print(table)
+
+
+@app.command("tune")
+def tune_cmd(
+    dataset: Annotated[Path, typer.Option(help="A prepared dataset folder.")],
+    out: Annotated[Path, typer.Option(help="Where to write the best config (TOML, for `llmrec train --config`).")],
+    trials: Annotated[int, typer.Option(help="Maximum number of trials.")] = 20,
+    budget_minutes: Annotated[float, typer.Option(help="Wall-time budget for the whole search.")] = 60.0,
+    config: Annotated[Path | None, typer.Option(help="Base config; searched keys override it.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Base overrides, e.g. train.epochs=50.")] = None,
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+) -> None:
+    """Search hyperparameters with Optuna on the validation metric (pruning poor trials), write the best config."""
+    with _user_errors():
+        from llmrec.config import build
+        from llmrec.data import PreparedDataset
+        from llmrec.train import TrainConfig
+        from llmrec.tune import tune
+
+        sections = _config_sections(config, set_)
+        base_train = build(TrainConfig, sections.get("train", {}), section="train")
+        model_params = dict(sections.get("model", {}))
+        use_attributes = bool(model_params.pop("use_attributes", False))
+        summary = tune(
+            PreparedDataset.load(dataset),
+            base_model=model_params,
+            base_train=base_train,
+            n_trials=trials,
+            budget_minutes=budget_minutes,
+            seed=seed,
+            out=out,
+            use_attributes=use_attributes,
+        )
+    console.print(f"best validation value {summary['best_value']:.4f} after {len(summary['trials'])} trials → {out}")
 
 
 def main() -> None:

@@ -282,6 +282,12 @@ def test_read_table_rejects_missing_column_naming_found_ones(tmp_path: Path) -> 
     assert "missing column 'item_id'" in err.reason and "found columns: user_id, sku, timestamp" in err.reason
 
 
+def test_read_table_rejects_missing_mapped_value_column(tmp_path: Path) -> None:
+    path = _write(tmp_path / "e.csv", "user_id,item_id,timestamp\nu,i,1\n")
+    with pytest.raises(DataError, match="missing column 'rating'"):
+        read_table(path, "csv", ColumnMap(value="rating"))
+
+
 def test_read_table_rejects_row_with_too_many_fields(tmp_path: Path) -> None:
     err = _bad(_write(tmp_path / "e.csv", "user_id,item_id,timestamp\nu,i,1\nu,i,2,9\n"), "csv")
     assert err.line == 3 and "expected 3 fields like the header, found 4" in err.reason

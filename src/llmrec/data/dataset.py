@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from llmrec.data.registry import sha256_file
+from llmrec.errors import ChecksumError
 
 __all__ = ["EvalExamples", "PreparedDataset"]
 
@@ -176,6 +177,8 @@ class PreparedDataset:
     def save(self, out: str | Path) -> Path:
         """Write to `out` atomically: a temporary sibling directory renamed into place."""
         out = Path(out)
+        if out.exists() and not (out / "manifest.json").is_file():
+            raise FileExistsError(f"{out}: exists and is not a prepared dataset; refusing to replace it")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         try:
@@ -211,7 +214,7 @@ class PreparedDataset:
             for f, want in manifest.get("files", {}).items():
                 got = sha256_file(path / f)
                 if got != want:
-                    raise ValueError(f"{path / f}: checksum mismatch with manifest.json (expected {want}, got {got})")
+                    raise ChecksumError(f"{path / f}: checksum mismatch with manifest.json (expected {want}, got {got})")
         seqs = pl.read_parquet(path / "sequences.parquet").sort("user_idx")
         return cls(
             sequences=[np.asarray(s, dtype=np.int64) for s in seqs["items"].to_list()],

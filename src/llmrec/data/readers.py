@@ -38,8 +38,14 @@ __all__ = [
 
 DOMAINS = ("ecommerce", "movies", "music", "news", "generic")
 TABLE_FORMATS = ("csv", "tsv", "parquet", "jsonl")
+EVENT_TYPES = (pl.String(), pl.String(), pl.Int64(), pl.Float64())  # user, item, time, value
 USER_COLUMNS = ("user", "age", "gender", "occupation", "zip")  # MovieLens user attributes
-CATALOGUE_SCHEMA = {"item": pl.String, "title": pl.String, "text": pl.String, "categories": pl.List(pl.String)}
+CATALOGUE_SCHEMA: dict[str, pl.DataType] = {
+    "item": pl.String(),
+    "title": pl.String(),
+    "text": pl.String(),
+    "categories": pl.List(pl.String()),
+}
 # u.genre order, used when a copy of ml-100k lacks that file.
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -94,11 +100,6 @@ class ColumnMap:
         return cls(**given)  # type: ignore[arg-type]  # keys checked above
 
 
-def _check_domain(domain: str) -> None:
-    if domain not in DOMAINS:
-        raise ValueError(f"unknown domain {domain!r}; expected one of {', '.join(DOMAINS)}")
-
-
 # ---- line-oriented files (S3-Rec, MovieLens, MIND) -----------------------------------------------------------
 
 
@@ -140,9 +141,8 @@ def _int_id(token: str, what: str, path: Path, line: int) -> str:
 
 
 def _events(rows: list[tuple[str, str, int]] | list[tuple[str, str, int, float]]) -> pl.DataFrame:
-    schema: dict[str, Any] = {"user": pl.String, "item": pl.String, "time": pl.Int64, "value": pl.Float64}
-    n_columns = len(rows[0]) if rows else 3
-    return pl.DataFrame(rows, schema=dict(list(schema.items())[:n_columns]), orient="row")
+    names = ["user", "item", "time", "value"][: len(rows[0]) if rows else 3]
+    return pl.DataFrame(rows, schema=dict(zip(names, EVENT_TYPES, strict=False)), orient="row")
 
 
 def _catalogue(rows: list[tuple[str, str | None, str | None, list[str]]]) -> pl.DataFrame:
@@ -150,7 +150,7 @@ def _catalogue(rows: list[tuple[str, str | None, str | None, list[str]]]) -> pl.
 
 
 def _users(rows: list[Any]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema={c: pl.String for c in USER_COLUMNS}, orient="row")
+    return pl.DataFrame(rows, schema=dict.fromkeys(USER_COLUMNS, pl.String()), orient="row")
 
 
 def read_s3rec(path: Path, attributes_path: Path | None = None, *, domain: str = "ecommerce") -> RawData:
@@ -159,7 +159,8 @@ def read_s3rec(path: Path, attributes_path: Path | None = None, *, domain: str =
     There are no timestamps: an event's time is its position in the user's line (0, 1, 2, ...). Attribute
     ids are anonymous, so they become categories "attr_<id>" (first occurrence order, repeats dropped).
     """
-    _check_domain(domain)
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; expected one of {', '.join(DOMAINS)}")
     rows: list[tuple[str, str, int]] = []
     for line_no, line in enumerate(_read_lines(path), 1):
         tokens = line.split()
@@ -248,22 +249,19 @@ def _read_ml1m(path: Path) -> RawData:
     catalogue = users = None
     if (movie_path := path / "movies.dat").is_file():
         sources.append(movie_path)
-        records = _records(movie_path, "::", 3, latin1_fallback=True)
-        catalogue = _catalogue(
-            [
-                _movie(_int_id(i, "movie id", movie_path, n), title, genres.split("|"))
-                for n, (i, title, genres) in records
-            ]
-        )
+        movies = []
+        for n, (item, title, genres) in _records(movie_path, "::", 3, latin1_fallback=True):
+            movies.append(_movie(_int_id(item, "movie id", movie_path, n), title, [g for g in genres.split("|") if g]))
+        catalogue = _catalogue(movies)
     if (user_path := path / "users.dat").is_file():
         sources.append(user_path)
-        rows = []
-        for line_no, (user, gender, age, occupation, zip_code) in _records(user_path, "::", 5, latin1_fallback=True):
-            code = int(_int_id(occupation, "occupation code", user_path, line_no))
-            rows.append(
-                (user, age, gender, ML1M_OCCUPATIONS[code] if code < len(ML1M_OCCUPATIONS) else occupation, zip_code)
+        people = []
+        for n, (user, gender, age, job, zip_code) in _records(user_path, "::", 5, latin1_fallback=True):
+            code = int(_int_id(job, "occupation code", user_path, n))
+            people.append(
+                (user, age, gender, ML1M_OCCUPATIONS[code] if code < len(ML1M_OCCUPATIONS) else job, zip_code)
             )
-        users = _users(rows)
+        users = _users(people)
     return RawData(events, catalogue, users, "movies", sources)
 
 
@@ -349,7 +347,7 @@ def _records_with_lines(path: Path, fmt: str) -> Iterator[tuple[int, list[str] |
                 yield start, record
             start = reader.line_num + 1
     except csv.Error as e:  # e.g. an unclosed quote running into the field size limit
-        raise DataError(f"malformed {fmt}: {e}", path=path, line=start) from None
+        raise DataError(f"malformed {fmt} record from here (an unclosed quote?): {e}", path=path, line=start) from None
 
 
 def _find_bad_line(path: Path, fmt: str, reason: str) -> NoReturn:
@@ -390,7 +388,7 @@ def _load_table(path: Path, fmt: str, required: list[str], optional: list[str]) 
         elif fmt == "jsonl":
             schema = dict(pl.scan_ndjson(path).collect_schema())  # from the first 100 records
         else:
-            schema = {name: pl.String for name in next(_csv_reader(path, fmt), [])}
+            schema = dict.fromkeys(next(_csv_reader(path, fmt), []), pl.String())
         if missing := [c for c in required if c not in schema]:
             found = ", ".join(schema)
             raise DataError(f"missing column {', '.join(map(repr, missing))}; found columns: {found}", path=path)
@@ -460,12 +458,12 @@ def _time_exprs(column: str, dtype: pl.DataType, path: Path) -> tuple[pl.Expr, p
 def read_table(path: Path, fmt: str, columns: ColumnMap = ColumnMap()) -> RawData:
     """Read a generic event table: csv or tsv with a header, parquet, or jsonl; domain "generic".
 
-    Times must be numbers >= 0 (floats are truncated); without a time column, time is the row order.
-    An empty value cell is null.
+    Every column named in `columns` must exist. Times must be numbers >= 0 (floats are truncated); without a
+    time column, time is the row order. An empty value cell is null.
     """
     fmt = _format(path, fmt)
-    optional = [c for c in (columns.event, columns.value) if c is not None]
-    df = _load_table(path, fmt, [columns.user, columns.item, *filter(None, [columns.time])], optional)
+    named = [columns.user, columns.item, columns.time, columns.event, columns.value]
+    df = _load_table(path, fmt, [c for c in named if c is not None], [])  # a column named in the map must exist
     checks = [(_empty(columns.user), "empty user id", columns.user)]
     checks.append((_empty(columns.item), "empty item id", columns.item))
     time = pl.int_range(pl.len(), dtype=pl.Int64)

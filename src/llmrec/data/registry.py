@@ -200,7 +200,7 @@ def _download(spec: DatasetSpec, dest: Path, timeout: float = 60.0) -> None:
 def resolve_dataset(name: str, path: str | Path | None = None, *, allow_download: bool = True) -> ResolvedDataset:
     """Find dataset `name` (see the module docstring for the order) and verify its files."""
     if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+        raise DatasetNotFoundError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
     spec = DATASETS[name]
     tried: list[str] = []
     candidates: list[tuple[str, Path]] = []

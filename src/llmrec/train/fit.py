@@ -28,7 +28,7 @@ from llmrec.data.sequences import pad_left, training_windows
 from llmrec.eval.evaluate import compute_ranks
 from llmrec.eval.metrics import summarize
 from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig
-from llmrec.train.loop import TrainConfig, TrainResult, train
+from llmrec.train.loop import Callback, TrainConfig, TrainResult, train
 
 __all__ = [
     "ScoreFn",
@@ -103,10 +103,20 @@ def fit(
     use_attributes: bool = False,
     run_dir: str | Path | None = None,
     resume: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> tuple[NextItemLM, TrainResult, list[str]]:
+    """Build a model for `dataset`, train it with early stopping on validation, return it with the best weights."""
     model, vocab = build_model(dataset, params, use_attributes=use_attributes, seed=train_config.seed)
     windows = training_windows(dataset.train_sequences(), model.config.max_seq_len)
-    result = train(model, windows, train_config, evaluate=validation_evaluator(dataset), run_dir=run_dir, resume=resume)
+    result = train(
+        model,
+        windows,
+        train_config,
+        evaluate=validation_evaluator(dataset),
+        run_dir=run_dir,
+        resume=resume,
+        callbacks=callbacks,
+    )
     return model, result, vocab
 
 
@@ -117,6 +127,8 @@ class _Saveable(Protocol):
 def save_artifact(model: _Saveable, dataset: PreparedDataset, out: str | Path, *, attributes: list[str] | None = None) -> Path:
     """Write the self-describing model directory atomically (temporary sibling, then rename)."""
     out = Path(out)
+    if out.exists() and not (out / "config.json").is_file():
+        raise FileExistsError(f"{out}: exists and is not a model directory; refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

@@ -1,0 +1,109 @@
+"""Hyperparameter search with Optuna on the validation metric (never the test targets).
+
+Each trial trains a next-item LM with sampled hyperparameters; the validation metric is reported to Optuna
+after every epoch so the median pruner stops poor trials early. The study runs until `n_trials` or the
+wall-time budget is spent, and the best parameters are written as a TOML file that `llmrec train --config`
+takes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from llmrec.config import dump_toml
+from llmrec.data.dataset import PreparedDataset
+from llmrec.models.next_item_lm import NextItemLM
+from llmrec.train.fit import fit
+from llmrec.train.loop import TrainConfig
+
+__all__ = ["SEARCH_SPACE", "tune"]
+
+# name -> (section, kind, choices or (low, high)); kept small: each trial is a full training run.
+SEARCH_SPACE: dict[str, tuple[str, str, Any]] = {
+    "d_model": ("model", "categorical", [64, 128]),
+    "n_layers": ("model", "categorical", [1, 2, 3]),
+    "dropout": ("model", "float", (0.1, 0.5)),
+    "emb_dropout": ("model", "float", (0.1, 0.6)),
+    "lr": ("train", "log", (3e-4, 5e-3)),
+    "weight_decay": ("train", "log", (1e-4, 0.3)),
+}
+
+
+class _PruneCallback:
+    def __init__(self, trial: Any, metric: str) -> None:
+        self.trial = trial
+        self.metric = metric
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], model: NextItemLM) -> None:
+        import optuna
+
+        self.trial.report(logs[f"valid_{self.metric}"], epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned()
+
+
+def tune(
+    dataset: PreparedDataset,
+    *,
+    base_model: dict[str, Any] | None = None,
+    base_train: TrainConfig | None = None,
+    n_trials: int = 20,
+    budget_minutes: float = 60.0,
+    seed: int = 0,
+    out: str | Path | None = None,
+    use_attributes: bool = False,
+) -> dict[str, Any]:
+    """Run the study; returns {"best_value", "best_params", "trials"} and writes `out` (TOML) when given."""
+    import optuna
+
+    base_model = dict(base_model or {})
+    base_train = base_train or TrainConfig()
+    metric = base_train.metric
+    started = time.perf_counter()
+
+    def objective(trial: optuna.Trial) -> float:
+        model_p = dict(base_model)
+        train_p: dict[str, Any] = {}
+        for name, (section, kind, spec) in SEARCH_SPACE.items():
+            if kind == "categorical":
+                v = trial.suggest_categorical(name, spec)
+            elif kind == "log":
+                v = trial.suggest_float(name, spec[0], spec[1], log=True)
+            else:
+                v = trial.suggest_float(name, spec[0], spec[1])
+            (model_p if section == "model" else train_p)[name] = v
+        model_p["n_heads"] = 2
+        model_p["d_ff"] = 4 * int(model_p["d_model"])
+        remaining = budget_minutes - (time.perf_counter() - started) / 60
+        cfg = replace(base_train, **train_p, progress=False, max_minutes=max(0.5, remaining))
+        _, result, _ = fit(dataset, model_p, cfg, use_attributes=use_attributes, callbacks=[_PruneCallback(trial, metric)])
+        return result.best_metric
+
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5)
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=n_trials, timeout=budget_minutes * 60)
+    best = study.best_trial.params
+    model_best = {k: v for k, v in best.items() if SEARCH_SPACE[k][0] == "model"}
+    model_best.update({k: v for k, v in base_model.items() if k not in model_best})
+    model_best.update(n_heads=2, d_ff=4 * int(best["d_model"]))
+    train_best = {**{k: v for k, v in asdict(base_train).items() if k not in ("progress", "max_minutes")}}
+    train_best.update({k: v for k, v in best.items() if SEARCH_SPACE[k][0] == "train"})
+    summary = {
+        "best_value": study.best_value,
+        "best_params": {"model": model_best, "train": train_best},
+        "trials": [
+            {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params} for t in study.trials
+        ],
+    }
+    if out is not None:
+        header = (
+            f"Written by `llmrec tune` ({len(study.trials)} trials, {time.strftime('%Y-%m-%d')}).\n"
+            f"Best validation {metric}: {study.best_value:.4f}"
+        )
+        Path(out).write_text(dump_toml({"model": model_best, "train": train_best}, header=header))
+    return summary
