@@ -300,7 +300,7 @@ def _config_sections(config: Path | None, overrides: list[str] | None) -> dict[s
 
 
 def _metrics_table(report: dict[str, Any], splits: list[str], ks: list[int]) -> Table:
-    table = Table("split", *(f"{m}@{k}" for k in ks for m in ("recall", "ndcg")), "mrr", "users", title="full ranking")
+    table = Table("split", *(f"{m}@{k}" for k in ks for m in ("R", "N")), "MRR", "users", title="full ranking (R = recall, N = NDCG)")
     for split in splits:
         row = report[split]
         cells = [f"{row[f'{m}@{k}']:.4f}" for k in ks for m in ("recall", "ndcg")]

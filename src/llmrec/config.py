@@ -67,7 +67,7 @@ def _check_type(cls: type, name: str, value: Any, default: Any, where: str) -> A
         return float(value)
     if isinstance(default, tuple) and isinstance(value, list):
         return tuple(value)
-    if not isinstance(value, type(default)):
+    if not isinstance(value, type(default)) or isinstance(value, bool):  # bool is an int in Python, not in TOML
         raise ValueError(f"{where}.{name}: expected {type(default).__name__}, got {value!r}")
     return value
 

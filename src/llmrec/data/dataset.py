@@ -28,7 +28,7 @@ import polars as pl
 from llmrec.data.registry import sha256_file
 from llmrec.errors import ChecksumError
 
-__all__ = ["EvalExamples", "PreparedDataset"]
+__all__ = ["EvalExamples", "PreparedDataset", "split_lists"]
 
 _FILES = ("sequences.parquet", "users.parquet", "items.parquet")
 
@@ -43,6 +43,15 @@ class EvalExamples:
 
     def __len__(self) -> int:
         return len(self.targets)
+
+
+def split_lists(items: pl.Series, times: pl.Series) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Two list columns -> per-row int64 numpy views, without materialising Python objects per event."""
+    lengths = items.list.len().to_numpy()
+    cuts = np.cumsum(lengths)[:-1]
+    flat_items = items.explode().to_numpy().astype(np.int64, copy=False)
+    flat_times = times.explode().to_numpy().astype(np.int64, copy=False)
+    return np.split(flat_items, cuts), np.split(flat_times, cuts)
 
 
 def _quantiles(x: np.ndarray) -> dict[str, float]:
@@ -182,14 +191,14 @@ class PreparedDataset:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         try:
+            lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
             pl.DataFrame(
                 {
-                    "user_idx": np.arange(self.n_users, dtype=np.int32),
-                    "items": [s.astype(np.int32) for s in self.sequences],
-                    "times": self.times,
-                },
-                schema={"user_idx": pl.Int32, "items": pl.List(pl.Int32), "times": pl.List(pl.Int64)},
-            ).write_parquet(tmp / "sequences.parquet")
+                    "user_idx": np.repeat(np.arange(self.n_users, dtype=np.int32), lengths),
+                    "items": np.concatenate(self.sequences).astype(np.int32) if self.n_users else np.zeros(0, np.int32),
+                    "times": np.concatenate(self.times) if self.n_users else np.zeros(0, np.int64),
+                }
+            ).group_by("user_idx", maintain_order=True).agg("items", "times").write_parquet(tmp / "sequences.parquet")
             self.users.write_parquet(tmp / "users.parquet")
             self.items.write_parquet(tmp / "items.parquet")
             manifest = dict(self.manifest)
@@ -216,9 +225,10 @@ class PreparedDataset:
                 if got != want:
                     raise ChecksumError(f"{path / f}: checksum mismatch with manifest.json (expected {want}, got {got})")
         seqs = pl.read_parquet(path / "sequences.parquet").sort("user_idx")
+        sequences, times = split_lists(seqs["items"], seqs["times"])
         return cls(
-            sequences=[np.asarray(s, dtype=np.int64) for s in seqs["items"].to_list()],
-            times=[np.asarray(t, dtype=np.int64) for t in seqs["times"].to_list()],
+            sequences=sequences,
+            times=times,
             users=pl.read_parquet(path / "users.parquet"),
             items=pl.read_parquet(path / "items.parquet"),
             manifest=manifest,

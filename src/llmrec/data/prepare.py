@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from llmrec.data.dataset import PreparedDataset
+from llmrec.data.dataset import PreparedDataset, split_lists
 from llmrec.data.readers import RawData
 
 __all__ = ["SPLITS", "PrepareConfig", "k_core", "prepare"]
@@ -89,6 +89,13 @@ def _id_order(values: pl.Series) -> pl.Series:
     return uniq.sort("id")["id"]
 
 
+def _dense_ids(values: pl.Series) -> pl.Series:
+    """0-based ids in the order of `_id_order` (a dense rank: no join against a string map needed)."""
+    as_int = values.cast(pl.Int64, strict=False)
+    key = as_int if as_int.null_count() == 0 else values
+    return (key.rank("dense") - 1).cast(pl.Int32)
+
+
 def _split_positions(lengths: np.ndarray, times: list[np.ndarray], config: PrepareConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
     n = len(lengths)
     has_test = lengths >= 2
@@ -137,8 +144,18 @@ def prepare(raw: RawData, config: PrepareConfig | None = None, *, source: dict[s
             raise ValueError("min_value needs a value column (map it with --columns value=...)")
         events = events.filter(pl.col("value") >= config.min_value)
         steps.append({"step": f"value >= {config.min_value}", "events": events.height})
+    if events.height == 0:
+        raise ValueError("no events left after filtering")
+    # Integer ids early (canonical raw-id order), so dedupe, k-core, sort and grouping never hash strings.
+    item_raw = _id_order(events["item"])
+    user_raw = _id_order(events["user"])
+    events = events.select("_row", _dense_ids(events["user"]).alias("user"), _dense_ids(events["item"]).alias("item"), "time")
     if config.dedupe:
-        events = events.unique(subset=["user", "item", "time"], keep="first", maintain_order=True)
+        # Sort-based dedupe (neighbours compared after sorting): a hash-based unique() over 10M rows costs ~1.5 GB
+        # more peak memory. Among repeats the first in file order (smallest _row) is kept.
+        events = events.sort(["user", "time", "item", "_row"])
+        same = [pl.col(c) == pl.col(c).shift(1) for c in ("user", "time", "item")]
+        events = events.filter(~(same[0] & same[1] & same[2]).fill_null(False))
         steps.append({"step": "dedupe (user, item, time)", "events": events.height})
     if config.user_core > 1 or config.item_core > 1:
         events = k_core(events, config.user_core, config.item_core)
@@ -146,12 +163,15 @@ def prepare(raw: RawData, config: PrepareConfig | None = None, *, source: dict[s
     if events.height == 0:
         raise ValueError("no events left after filtering")
 
-    # Contiguous ids: items 1..n (0 = padding), users 0..n-1, in canonical raw-id order.
-    item_order = _id_order(events["item"])
-    user_order = _id_order(events["user"])
-    item_map = pl.DataFrame({"item": item_order, "item_idx": np.arange(1, len(item_order) + 1, dtype=np.int32)})
-    user_map = pl.DataFrame({"user": user_order, "user_idx": np.arange(len(user_order), dtype=np.int32)})
-    events = events.join(item_map, on="item").join(user_map, on="user")
+    # Contiguous ids of what survived: items 1..n (0 = padding), users 0..n-1, still in canonical raw-id order.
+    kept_items = events["item"].unique().sort()
+    kept_users = events["user"].unique().sort()
+    item_map = pl.DataFrame({"item": item_raw.gather(kept_items), "item_idx": np.arange(1, len(kept_items) + 1, dtype=np.int32)})
+    user_map = pl.DataFrame({"user": user_raw.gather(kept_users), "user_idx": np.arange(len(kept_users), dtype=np.int32)})
+    events = events.join(pl.DataFrame({"item": kept_items, "item_idx": item_map["item_idx"]}), on="item").join(
+        pl.DataFrame({"user": kept_users, "user_idx": user_map["user_idx"]}), on="user"
+    )
+    item_order = item_map["item"]
 
     # Stable chronological sort: ties in time keep file order, so the test targets never move.
     seqs = (
@@ -160,8 +180,7 @@ def prepare(raw: RawData, config: PrepareConfig | None = None, *, source: dict[s
         .agg(pl.col("item_idx").alias("items"), pl.col("time").alias("times"))
         .sort("user_idx")
     )
-    sequences = [np.asarray(s, dtype=np.int64) for s in seqs["items"].to_list()]
-    times = [np.asarray(t, dtype=np.int64) for t in seqs["times"].to_list()]
+    sequences, times = split_lists(seqs["items"], seqs["times"])
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
 
     rng = np.random.default_rng(config.seed)

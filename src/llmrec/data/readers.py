@@ -423,7 +423,10 @@ def _read_csv(path: Path, fmt: str, columns: list[str]) -> pl.DataFrame:
         table = pa_csv.read_csv(path, parse_options=parse, convert_options=convert)
     except pa.ArrowInvalid as e:
         _find_bad_line(path, fmt, f"cannot read {fmt}: {e}")
-    return pl.DataFrame(pl.from_arrow(table))
+    df = pl.DataFrame(pl.from_arrow(table))
+    del table
+    pa.default_memory_pool().release_unused()  # polars copied the columns; hand the arrow buffers back now
+    return df
 
 
 def _raise_first(df: pl.DataFrame, path: Path, fmt: str, checks: list[tuple[pl.Expr, str, str]]) -> None:

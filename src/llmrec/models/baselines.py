@@ -11,6 +11,7 @@ Both are saved as safetensors + JSON like the neural models.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,9 +82,11 @@ class ItemKNN:
         rows = np.concatenate([np.full(len(np.unique(s)), u) for u, s in enumerate(train_sequences)])
         cols = np.concatenate([np.unique(s) for s in train_sequences])
         X = torch.sparse_coo_tensor(
-            torch.from_numpy(np.stack([rows, cols])), torch.ones(len(rows)), (len(train_sequences), V)
+            torch.from_numpy(np.stack([rows, cols])), torch.ones(len(rows)), (len(train_sequences), V), check_invariants=True
         ).coalesce()  # [U, V]
-        co = torch.sparse.mm(X.t().coalesce(), X).coalesce()  # [V, V] co-occurrence counts
+        with warnings.catch_warnings():  # sparse @ sparse goes through CSR internally, which warns that it is "beta"
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            co = torch.sparse.mm(X.t().coalesce(), X).coalesce()  # [V, V] co-occurrence counts
         i, j = co.indices()
         n_ij = co.values()
         n = torch.from_numpy(np.bincount(cols, minlength=V)).float()  # [V] users per item
@@ -95,7 +98,7 @@ class ItemKNN:
         i, j, sim = i[order], j[order], sim[order]
         rank = torch.arange(len(i)) - torch.searchsorted(i, i)
         k = rank < neighbours
-        S = torch.sparse_coo_tensor(torch.stack([i[k], j[k]]), sim[k].float(), (V, V))
+        S = torch.sparse_coo_tensor(torch.stack([i[k], j[k]]), sim[k].float(), (V, V), check_invariants=True)
         return cls(S, decay=decay, max_seq_len=max_seq_len)
 
     @torch.no_grad()
@@ -125,4 +128,5 @@ class ItemKNN:
         cfg = json.loads((path / "config.json").read_text())
         t = load_file(str(path / "model.safetensors"))
         V = cfg["n_items"] + 1
-        return cls(torch.sparse_coo_tensor(t["indices"], t["values"], (V, V)), decay=cfg["decay"], max_seq_len=cfg["max_seq_len"])
+        S = torch.sparse_coo_tensor(t["indices"], t["values"], (V, V), check_invariants=True)  # indices come from a file
+        return cls(S, decay=cfg["decay"], max_seq_len=cfg["max_seq_len"])

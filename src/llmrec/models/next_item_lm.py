@@ -135,7 +135,9 @@ class NextItemLM(nn.Module):
             self.text_proj = nn.Linear(c.text_dim, c.d_model, bias=False)
             self.register_buffer("item_text", torch.zeros(V, c.text_dim))
         # The proposal distribution of loss="sampled" (uniform until set_item_popularity is called).
-        self.register_buffer("log_q", torch.full((V,), -math.log(c.n_items)))
+        log_q = torch.full((V,), -math.log(c.n_items))
+        log_q[PAD_ID] = -1e4  # PAD is never a negative (as in set_item_popularity)
+        self.register_buffer("log_q", log_q)
         self.emb_drop = nn.Dropout(c.emb_dropout)
         self.blocks = nn.ModuleList(_Block(c) for _ in range(c.n_layers))
         self.ln_f = nn.LayerNorm(c.d_model)
@@ -237,7 +239,8 @@ class NextItemLM(nn.Module):
         if self.config.loss == "ce":
             logits = hs @ table.T  # [N, V+1]
             logits[:, PAD_ID] = float("-inf")
-            loss = F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
+            # PAD (column 0) is not a class: the softmax, and label smoothing, run over the real items 1..V only
+            loss = F.cross_entropy(logits[:, 1:], y - 1, label_smoothing=self.config.label_smoothing)
         elif self.config.loss == "sampled":
             logits, loss = self._sampled_softmax(hs, y, table)
         else:

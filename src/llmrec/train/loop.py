@@ -176,7 +176,7 @@ def train(
             total=n_batches,
             desc=f"epoch {epoch}",
             unit="batch",
-            disable=not c.progress,
+            disable=None if c.progress else True,  # None: off when stderr is not a terminal
             leave=False,
         )
         n_seq = 0

@@ -1,0 +1,197 @@
+"""Training windows and batches on literal input; the loop's early stopping, best weights, checkpoints and --resume."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from llmrec.data import PreparedDataset
+from llmrec.data.sequences import bucketed_batches, pad_left, training_windows
+from llmrec.models.next_item_lm import NextItemLM
+from llmrec.train import TrainConfig, build_model, train, validation_evaluator
+
+TINY_MODEL = dict(max_seq_len=8, d_model=16, n_layers=1, n_heads=2, d_ff=32, dropout=0.2, emb_dropout=0.2, n_negatives=16)
+TIMING = ("train_seconds", "seconds")  # the only fields of a history row that differ between two equal runs
+
+
+def _arrays(*seqs: list[int]) -> list[np.ndarray]:
+    return [np.array(s, dtype=np.int64) for s in seqs]
+
+
+def _lists(arrays: list[np.ndarray]) -> list[list[int]]:
+    return [a.tolist() for a in arrays]
+
+
+# ---- sequences ----------------------------------------------------------------------------------------------
+def test_pad_left_keeps_the_most_recent_items() -> None:
+    out = pad_left(_arrays([1, 2, 3, 4, 5], [6], []), 3)
+    assert out.tolist() == [[3, 4, 5], [0, 0, 6], [0, 0, 0]]
+    assert pad_left(_arrays([], []), 3).tolist() == [[0], [0]]
+
+
+def test_training_windows_literal() -> None:
+    seqs = _arrays([1, 2, 3, 4, 5, 6, 7, 8], [9, 10], [11])
+    # cut from the end, 3 targets per window, consecutive windows share one item; [11] teaches nothing
+    assert _lists(training_windows(seqs, 3)) == [[5, 6, 7, 8], [2, 3, 4, 5], [1, 2], [9, 10]]
+    assert _lists(training_windows(seqs, 3, all_windows=False)) == [[5, 6, 7, 8], [9, 10]]
+    assert _lists(training_windows(seqs, 10)) == [[1, 2, 3, 4, 5, 6, 7, 8], [9, 10]]
+
+
+@pytest.mark.parametrize("max_seq_len", [1, 2, 3, 5])
+def test_training_windows_every_event_but_the_first_is_a_target_once(max_seq_len: int) -> None:
+    for n in range(13):
+        seq = np.arange(100, 100 + n)
+        windows = training_windows([seq], max_seq_len)
+        targets = sorted(t for w in windows for t in w[1:].tolist())
+        assert targets == seq[1:].tolist(), (n, _lists(windows))
+        assert all(2 <= len(w) <= max_seq_len + 1 for w in windows)
+        for newer, older in zip(windows, windows[1:], strict=False):
+            assert older[-1] == newer[0]  # overlap by exactly one item
+
+
+def test_bucketed_batches_literal() -> None:
+    windows = _arrays([5, 6, 7, 8], [2, 3, 4, 5], [1, 2])
+    (batch,) = bucketed_batches(windows, 3, torch.Generator().manual_seed(0))
+    assert batch.targets is not None
+    rows = sorted(zip(batch.item_ids.tolist(), batch.targets.tolist(), strict=True))
+    assert rows == [([0, 0, 1], [0, 0, 2]), ([2, 3, 4], [3, 4, 5]), ([5, 6, 7], [6, 7, 8])]
+
+
+def test_bucketed_batches_group_lengths_and_cover_every_window_once() -> None:
+    # lengths 2 and 6 differ by more than the jitter (< 2): batches of 2 never mix them
+    windows = _arrays([1, 2], [3, 4], [1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12])
+    for seed in range(5):
+        batches = list(bucketed_batches(windows, 2, torch.Generator().manual_seed(seed)))
+        assert sorted(tuple(b.item_ids.shape) for b in batches) == [(2, 1), (2, 5)]
+        seen = sorted(t for b in batches for t in b.targets[b.targets > 0].tolist())  # type: ignore[union-attr]
+        assert seen == [2, 2, 3, 4, 4, 5, 6, 8, 9, 10, 11, 12]
+    again = [b.item_ids.tolist() for b in bucketed_batches(windows, 2, torch.Generator().manual_seed(3))]
+    assert again == [b.item_ids.tolist() for b in bucketed_batches(windows, 2, torch.Generator().manual_seed(3))]
+
+
+# ---- the loop ------------------------------------------------------------------------------------------------
+def _setup(ds: PreparedDataset, **model: Any) -> tuple[NextItemLM, list[np.ndarray]]:
+    m, _ = build_model(ds, {**TINY_MODEL, **model}, seed=0)
+    return m, training_windows(ds.train_sequences(), m.config.max_seq_len)
+
+
+def _config(**overrides: Any) -> TrainConfig:
+    base: dict[str, Any] = dict(epochs=4, batch_size=8, lr=1e-2, warmup_steps=2, patience=10, progress=False)
+    return TrainConfig(**{**base, **overrides})
+
+
+def _state(model: NextItemLM) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class _Snapshots:
+    """Callback: the weights at the end of every epoch."""
+
+    def __init__(self) -> None:
+        self.weights: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], model: NextItemLM) -> None:
+        self.weights[epoch] = _state(model)
+
+
+class _KillAfter:
+    """Callback: a Ctrl-C at the end of `epoch` (the checkpoint of that epoch is already written)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], model: NextItemLM) -> None:
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_train_stops_early_and_restores_the_best_weights(tiny_prepared: PreparedDataset) -> None:
+    model, windows = _setup(tiny_prepared)
+    script: Iterator[float] = iter([0.1, 0.3, 0.2, 0.25, 0.9, 0.9])  # best at epoch 2, then 2 epochs without gain
+
+    def evaluate(m: NextItemLM) -> dict[str, float]:
+        assert not m.training
+        return {"ndcg@10": next(script)}
+
+    snaps = _Snapshots()
+    result = train(model, windows, _config(epochs=6, patience=2), evaluate=evaluate, callbacks=[snaps])
+    assert (result.stopped_early, result.epochs_run, result.best_epoch, result.best_metric) == (True, 4, 2, 0.3)
+    assert [row["valid_ndcg@10"] for row in result.history] == [0.1, 0.3, 0.2, 0.25]
+    assert sorted(snaps.weights) == [1, 2, 3, 4]
+    assert not model.training
+    final = model.state_dict()
+    for k, v in snaps.weights[2].items():
+        assert torch.equal(final[k], v), k
+    assert not torch.equal(final["item_emb.weight"], snaps.weights[4]["item_emb.weight"])  # it did move on
+
+
+def test_train_without_evaluate_keeps_the_lowest_training_loss(tiny_prepared: PreparedDataset) -> None:
+    model, windows = _setup(tiny_prepared)
+    result = train(model, windows, _config(epochs=2))
+    losses = [row["train_loss"] for row in result.history]
+    assert result.best_metric == -min(losses) and result.best_epoch == 1 + losses.index(min(losses))
+    with pytest.raises(ValueError, match="no training windows"):
+        train(model, [], _config())
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled", "bce"])
+def test_resume_after_a_kill_equals_the_uninterrupted_run(tiny_prepared: PreparedDataset, loss: str, tmp_path: Path) -> None:
+    """Dropout, negatives and batch order of epoch e are seeded by (seed, e); the optimizer state is checkpointed.
+
+    So the resumed run must replay epochs 3-4 bit for bit: weights and metrics are compared exactly (rtol=atol=0),
+    both the last epoch's weights and the best weights that `train` returns in the model (epoch 2 here).
+    """
+    evaluate = validation_evaluator(tiny_prepared, ks=(10,))
+
+    model_a, windows = _setup(tiny_prepared, loss=loss)
+    snaps_a = _Snapshots()
+    result_a = train(model_a, windows, _config(), evaluate=evaluate, run_dir=tmp_path / "a", callbacks=[snaps_a])
+
+    run = tmp_path / "b"
+    model_b, _ = _setup(tiny_prepared, loss=loss)
+    with pytest.raises(KeyboardInterrupt):
+        train(model_b, windows, _config(), evaluate=evaluate, run_dir=run, callbacks=[_KillAfter(2)])
+    with open(run / "metrics.csv", "a") as f:  # a row of an epoch whose checkpoint was never written
+        f.write("3," + ",".join(["0"] * 6) + "\n")
+
+    fresh, _ = _setup(tiny_prepared, loss=loss)
+    snaps_b = _Snapshots()
+    result_b = train(fresh, windows, _config(), evaluate=evaluate, run_dir=run, resume=True, callbacks=[snaps_b])
+
+    assert sorted(snaps_b.weights) == [3, 4]
+    torch.testing.assert_close(snaps_b.weights[4], snaps_a.weights[4], rtol=0, atol=0)
+    torch.testing.assert_close(fresh.state_dict(), model_a.state_dict(), rtol=0, atol=0)
+    assert (result_b.epochs_run, result_b.best_epoch, result_b.best_metric) == (4, result_a.best_epoch, result_a.best_metric)
+
+    def untimed(history: list[dict[str, float]]) -> list[dict[str, float]]:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
+
+    assert untimed(result_b.history) == untimed(result_a.history)
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["epoch"]) for r in rows] == [1.0, 2.0, 3.0, 4.0]
+    assert [float(r["valid_ndcg@10"]) for r in rows] == [row["valid_ndcg@10"] for row in result_a.history]
+
+    # safetensors + JSON only, no pickle anywhere
+    assert sorted(p.name for p in (run / "checkpoint").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+    ]
+    assert {p.suffix for p in run.rglob("*") if p.is_file()} <= {".safetensors", ".json", ".csv"}
+    assert not (run / "checkpoint.tmp").exists()
+
+
+def test_resume_without_a_checkpoint_fails(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
+    model, windows = _setup(tiny_prepared)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(model, windows, _config(), run_dir=tmp_path / "empty", resume=True)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(model, windows, _config(), resume=True)
