@@ -56,9 +56,18 @@ def merge_sections(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
     return merged
 
 
-def _check_type(cls: type, name: str, value: Any, default: Any, where: str) -> Any:
-    if default is None or default is dataclasses.MISSING or value is None:
+_SCALARS: dict[str, Any] = {"int": 0, "float": 0.0, "str": "", "bool": False}
+
+
+def _check_type(cls: type, name: str, value: Any, default: Any, where: str, annotation: str = "") -> Any:
+    if value is None:
         return value
+    if default is None or default is dataclasses.MISSING:
+        # `X | None` fields and required fields: check against the annotation's scalar type when there is one.
+        base = annotation.replace(" ", "").replace("|None", "")
+        if base not in _SCALARS:
+            return value
+        default = _SCALARS[base]
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ValueError(f"{where}.{name}: expected true/false, got {value!r}")
@@ -84,7 +93,7 @@ def build(cls: type[T], values: dict[str, Any], *, section: str, allowed_extra: 
             continue
         f = fields[k]
         default = f.default if f.default is not dataclasses.MISSING else None
-        kwargs[k] = _check_type(cls, k, v, default, section)
+        kwargs[k] = _check_type(cls, k, v, default, section, str(f.type))
     return cls(**kwargs)
 
 

@@ -79,6 +79,8 @@ class ItemKNN:
     ) -> ItemKNN:
         """Cosine of the user×item incidence columns, shrunk by n_ij / (n_ij + shrink), top `neighbours` per item."""
         V = n_items + 1
+        if not len(train_sequences):
+            raise ValueError("ItemKNN.fit: no training sequences")
         rows = np.concatenate([np.full(len(np.unique(s)), u) for u, s in enumerate(train_sequences)])
         cols = np.concatenate([np.unique(s) for s in train_sequences])
         X = torch.sparse_coo_tensor(
