@@ -237,10 +237,13 @@ class NextItemLM(nn.Module):
         y = targets[real]  # [N]
         table = self.item_table()  # [V+1, D]
         if self.config.loss == "ce":
-            logits = hs @ table.T  # [N, V+1]
+            # PAD is not a class: the softmax (and label smoothing) run over the real items 1..V only. Multiplying
+            # by table[1:] directly avoids writing -inf into, and slicing, the largest tensor of the step.
+            item_logits = hs @ table[1:].T  # [N, V]
+            loss = F.cross_entropy(item_logits, y - 1, label_smoothing=self.config.label_smoothing)
+            logits = item_logits.new_empty(item_logits.shape[0], item_logits.shape[1] + 1)  # [N, V+1]
             logits[:, PAD_ID] = float("-inf")
-            # PAD (column 0) is not a class: the softmax, and label smoothing, run over the real items 1..V only
-            loss = F.cross_entropy(logits[:, 1:], y - 1, label_smoothing=self.config.label_smoothing)
+            logits[:, 1:] = item_logits.detach()
         elif self.config.loss == "sampled":
             logits, loss = self._sampled_softmax(hs, y, table)
         else:
