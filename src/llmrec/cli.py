@@ -343,6 +343,7 @@ def evaluate_cmd(
     exclude_seen: Annotated[bool, typer.Option(help="Do not rank items already in the history.")] = False,
     sampled: Annotated[int, typer.Option(help="Also report the sampled-negatives protocol with this many negatives.")] = 0,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% confidence intervals.")] = 1000,
+    baseline: Annotated[Path | None, typer.Option(help="Another model folder: adds a paired test against it.")] = None,
 ) -> None:
     """Full-ranking leave-one-out evaluation (valid and test): Recall/Precision/NDCG/MRR@k, segments, CIs."""
     with _user_errors():
@@ -355,10 +356,21 @@ def evaluate_cmd(
                 raise ValueError(f"{model}: the model does not record its dataset; pass --dataset")
             dataset = Path(json.loads(meta_path.read_text())["prepared_path"])
         prepared = PreparedDataset.load(dataset)
-        report = evaluate_model(model, prepared, exclude_seen=exclude_seen, n_boot=n_boot, sampled_negatives=sampled)
+        report = evaluate_model(
+            model, prepared, exclude_seen=exclude_seen, n_boot=n_boot, sampled_negatives=sampled, baseline_dir=baseline
+        )
         paths = write_evaluation(report, out, model) if out is not None else []
     console.print(_metrics_table(report, ["valid", "test"], [5, 10, 20]))
     console.print(f"seen items {'excluded' if exclude_seen else 'not excluded'}; ranking over all {prepared.n_items:,} items")
+    for split, tests in report.get("extra", {}).get("paired", {}).items():
+        if isinstance(tests, dict):
+            for metric, t in tests.items():
+                console.print(
+                    f"paired vs {baseline} ({split} {metric}): diff {t['mean_diff']:+.4f} "
+                    f"[{t['ci_lo']:+.4f}, {t['ci_hi']:+.4f}], p = {t['p_value']:.4f}",
+                    markup=False,
+                    soft_wrap=True,
+                )
     for p in paths:
         console.print(f"wrote {p}", markup=False, soft_wrap=True)
 

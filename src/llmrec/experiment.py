@@ -11,6 +11,7 @@ Config sections: ``[model]`` (NextItemLMConfig fields, plus ``use_attributes``; 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,7 +21,8 @@ import numpy as np
 
 from llmrec.config import build
 from llmrec.data.dataset import PreparedDataset
-from llmrec.eval.evaluate import EvalResult, evaluate_split, sampled_metrics, sampled_ranks
+from llmrec.eval.evaluate import EvalResult, compute_ranks, evaluate_split, paired_test, sampled_metrics, sampled_ranks
+from llmrec.eval.metrics import ndcg_at_k, recall_at_k
 from llmrec.eval.report import build_report, write_report
 from llmrec.models.baselines import ItemKNN, MostPopular
 from llmrec.models.next_item_lm import NextItemLMConfig
@@ -75,6 +77,9 @@ def train_model(
     if model in ("next-item-lm", "sasrec"):
         use_attributes = bool(params.pop("use_attributes", False))
         run_dir = out.parent / f".{out.name}.train"  # training state lives beside the artifact until it is complete
+        if resume and not (run_dir / "checkpoint").is_dir() and (out / "train" / "checkpoint").is_dir():
+            # A finished run keeps its state in out/train; copy it back (the artifact stays intact until replaced).
+            shutil.copytree(out / "train", run_dir, dirs_exist_ok=True)
         nn_model, result, vocab = fit(
             dataset, params, train_cfg, use_attributes=use_attributes, run_dir=run_dir, resume=resume
         )
@@ -110,16 +115,15 @@ def evaluate_model(
     ks: tuple[int, ...] = (1, 5, 10, 20),
     n_boot: int = 1000,
     sampled_negatives: int = 0,
+    baseline_dir: Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Full-ranking evaluation of a model artifact on the prepared dataset's splits; returns the report dict."""
-    model = load_model(model_dir)
-    max_len = int(getattr(getattr(model, "config", None), "max_seq_len", 0) or getattr(model, "max_seq_len", 50))
+    """Full-ranking evaluation of a model artifact on the prepared dataset's splits; returns the report dict.
 
-    from llmrec.data.sequences import pad_left
-
-    def score_fn(histories: list[np.ndarray]) -> Any:
-        return model.score(pad_left(histories, max_len))
+    With `baseline_dir`, a second model is ranked on the same users and the report's ``extra.paired`` holds a
+    paired test (bootstrap CI of the difference, sign-flip permutation p-value) for NDCG@10 and Recall@10.
+    """
+    score_fn = _score_fn(model_dir)
 
     pop = dataset.item_popularity()
     results: dict[str, EvalResult] = {}
@@ -139,6 +143,18 @@ def evaluate_model(
         if sampled_negatives:
             r = sampled_ranks(score_fn, ex.histories, ex.targets, n_negatives=sampled_negatives, popularity=None)
             sampled[split] = sampled_metrics(r, n_negatives=sampled_negatives, ks=ks)
+    extra: dict[str, Any] | None = None
+    if baseline_dir is not None:
+        base_fn = _score_fn(baseline_dir)
+        extra = {"paired": {"baseline": str(baseline_dir)}}
+        for split in splits:
+            ex = dataset.eval_examples(split)
+            base = compute_ranks(base_fn, ex.histories, ex.targets, exclude_seen=exclude_seen)
+            ours = results[split].ranks
+            extra["paired"][split] = {
+                "ndcg@10": paired_test(ndcg_at_k(ours, 10), ndcg_at_k(base, 10)),
+                "recall@10": paired_test(recall_at_k(ours, 10), recall_at_k(base, 10)),
+            }
     protocol = {
         "split": dataset.manifest.get("split", {}).get("protocol", "loo"),
         "exclude_seen": exclude_seen,
@@ -152,7 +168,21 @@ def evaluate_model(
         dataset=str(dataset.manifest.get("source", {}).get("dataset", dataset.manifest.get("source", {}))),
         protocol=protocol,
         sampled=sampled or None,
+        extra=extra,
     )
+
+
+def _score_fn(model_dir: Path) -> Any:
+    """Batch of internal-id histories -> [B, V+1] scores, for any model type."""
+    from llmrec.data.sequences import pad_left
+
+    model = load_model(model_dir)
+    max_len = int(getattr(getattr(model, "config", None), "max_seq_len", 0) or getattr(model, "max_seq_len", 50))
+
+    def score_fn(histories: list[np.ndarray]) -> Any:
+        return model.score(pad_left(histories, max_len))
+
+    return score_fn
 
 
 def write_evaluation(report: dict[str, Any], out_json: Path, model_dir: Path) -> list[Path]:

@@ -84,8 +84,8 @@ def tune(
 
     sampler = optuna.samplers.TPESampler(seed=seed)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # before create_study, which logs at INFO
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(objective, n_trials=n_trials, timeout=budget_minutes * 60)
     best = study.best_trial.params
     model_best = {k: v for k, v in best.items() if SEARCH_SPACE[k][0] == "model"}

@@ -160,6 +160,8 @@ def train(
         (run / "metrics.csv").unlink(missing_ok=True)  # rewritten from the checkpoint: drops rows of a lost epoch
         for row in state["history"]:
             _append_csv(run / "metrics.csv", row)
+    elif run is not None:
+        (run / "metrics.csv").unlink(missing_ok=True)  # a fresh run never appends to an earlier run's log
     best_weights = {k: v.clone() for k, v in model.state_dict().items()}
     if resume and run is not None and (run / "best" / "model.safetensors").exists():
         best_weights = load_file(str(run / "best" / "model.safetensors"))

@@ -1,0 +1,298 @@
+"""`llmrec train / evaluate / recommend / tune` through typer's CliRunner on the tiny prepared dataset."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from safetensors.numpy import load_file
+from typer.testing import CliRunner, Result
+
+from llmrec.cli import app
+from llmrec.data import PreparedDataset
+
+runner = CliRunner()
+
+# A model small enough for a test: every neural run below uses these sizes.
+TINY = ["--set", "model.d_model=16", "--set", "model.n_layers=1", "--set", "model.d_ff=32", "--set", "model.max_seq_len=8"]
+TWO_EPOCHS = ["--set", "train.epochs=2"]
+ARTIFACT_FILES = {"config.json", "model.safetensors", "items.parquet", "histories.parquet", "dataset.json", "training.json"}
+
+
+def _invoke(*args: str | Path) -> Result:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _train(data: Path, out: Path, model: str = "next-item-lm", *args: str | Path) -> Result:
+    return _invoke("train", "--dataset", data, "--out", out, "--model", model, *args)
+
+
+def _assert_user_error(result: Result, *fragments: str) -> None:
+    """Exit code 2 with `error: ...` on stderr naming every fragment, and no traceback."""
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
+    assert "Traceback" not in result.output
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _no_temporary_folders(parent: Path) -> None:
+    # training state (.M.train) and half-written artifacts (.M.tmp-*) must not outlive a finished command
+    assert not [p.name for p in parent.iterdir() if p.name.startswith(".")]
+
+
+@pytest.fixture
+def data(tiny_prepared: PreparedDataset, tmp_path: Path) -> Path:
+    return tiny_prepared.save(tmp_path / "data")
+
+
+@pytest.fixture
+def lm(data: Path, tmp_path: Path) -> Path:
+    """A next-item LM trained for two epochs through the CLI."""
+    result = _train(data, tmp_path / "lm", "next-item-lm", *TWO_EPOCHS, *TINY)
+    assert result.exit_code == 0, result.output
+    return tmp_path / "lm"
+
+
+@pytest.fixture
+def popular(data: Path, tmp_path: Path) -> Path:
+    """A most-popular model (instant): enough for the argument checks of `recommend`."""
+    result = _train(data, tmp_path / "pop", "most-popular")
+    assert result.exit_code == 0, result.output
+    return tmp_path / "pop"
+
+
+# ---- train -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", ["next-item-lm", "sasrec", "most-popular", "item-knn"])
+def test_train_writes_an_artifact(model: str, data: Path, tmp_path: Path) -> None:
+    neural = model in ("next-item-lm", "sasrec")
+    out = tmp_path / "model"
+    # The baselines have no d_model, n_layers, ...; they take the [train] section and ignore it.
+    result = _train(data, out, model, *TWO_EPOCHS, *(TINY if neural else []))
+    assert result.exit_code == 0, result.output
+    assert f'trained {{"model": "{model}"' in result.stdout
+
+    assert ARTIFACT_FILES <= {p.name for p in out.iterdir()}
+    summary = _json(out / "training.json")
+    assert summary["model"] == model and summary["dataset"] == str(data.resolve())
+    assert _json(out / "dataset.json")["prepared_path"] == str(data.resolve())  # what `evaluate` falls back on
+    config = _json(out / "config.json")
+    if neural:
+        assert config["model_type"] == "next-item-lm"
+        assert (config["d_model"], config["n_layers"], config["d_ff"], config["max_seq_len"]) == (16, 1, 32, 8)
+        assert summary["epochs_run"] == 2 and summary["train"]["epochs"] == 2
+        with (out / "train" / "metrics.csv").open() as f:
+            assert [row["epoch"] for row in csv.DictReader(f)] == ["1.0", "2.0"]
+    else:
+        assert config["model_type"] == model
+    if model == "sasrec":  # the paper's preset sits under the user's [model] keys
+        assert (config["loss"], config["n_heads"]) == ("bce", 1)
+    _no_temporary_folders(tmp_path)
+
+
+def test_config_file_then_set_precedence(data: Path, tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(
+        "[model]\nd_model = 32\nn_layers = 1\nd_ff = 32\nmax_seq_len = 8\n\n[train]\nepochs = 1\nlr = 0.01\n"
+    )
+    out = tmp_path / "model"
+    result = _train(data, out, "next-item-lm", "--config", config, "--set", "model.d_model=16", "--set", "train.epochs=2")
+    assert result.exit_code == 0, result.output
+
+    saved = _json(out / "config.json")
+    assert saved["d_model"] == 16  # --set beats the file
+    assert (saved["d_ff"], saved["max_seq_len"]) == (32, 8)  # the file beats the defaults
+    assert saved["dropout"] == 0.3  # a default nobody set
+    train = _json(out / "training.json")["train"]
+    assert (train["epochs"], train["lr"]) == (2, 0.01)
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("model.foo=1", "model.foo"),
+        ("train.lr=abc", "train.lr"),
+        ("optim.lr=0.1", "optim"),
+        ("lr=0.1", "section.key=value"),
+    ],
+)
+def test_bad_set_exits_2_naming_the_key(override: str, named: str, data: Path, tmp_path: Path) -> None:
+    result = _train(data, tmp_path / "model", "next-item-lm", *TINY, "--set", override)
+    _assert_user_error(result, named)
+    assert not (tmp_path / "model").exists()
+    _no_temporary_folders(tmp_path)
+
+
+@pytest.mark.parametrize("model", ["most-popular", "item-knn"])
+def test_baselines_reject_transformer_keys(model: str, data: Path, tmp_path: Path) -> None:
+    result = _train(data, tmp_path / "model", model, "--set", "model.d_model=16")
+    _assert_user_error(result, "d_model")
+
+
+def test_resume_a_finished_run(lm: Path, data: Path, tmp_path: Path) -> None:
+    before = load_file(str(lm / "model.safetensors"))
+    result = _train(data, lm, "next-item-lm", *TWO_EPOCHS, *TINY, "--resume")
+    assert result.exit_code == 0, result.output
+    assert "epoch " not in result.stdout  # nothing left to train
+
+    assert _json(lm / "training.json")["epochs_run"] == 2
+    with (lm / "train" / "metrics.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 2  # history kept, not duplicated
+    after = load_file(str(lm / "model.safetensors"))
+    assert before.keys() == after.keys()
+    assert all((before[k] == after[k]).all() for k in before)  # the best weights again
+    _no_temporary_folders(tmp_path)
+
+
+def test_a_fresh_run_replaces_the_log_of_an_interrupted_one(data: Path, tmp_path: Path) -> None:
+    stale = tmp_path / ".model.train"  # what an interrupted `train --out model` leaves behind
+    stale.mkdir()
+    (stale / "metrics.csv").write_text("epoch,train_loss\n7.0,9.9\n")
+    result = _train(data, tmp_path / "model", "next-item-lm", *TWO_EPOCHS, *TINY)
+    assert result.exit_code == 0, result.output
+    with (tmp_path / "model" / "train" / "metrics.csv").open() as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["1.0", "2.0"]
+
+
+def test_resume_without_a_run_is_a_user_error(data: Path, tmp_path: Path) -> None:
+    result = _train(data, tmp_path / "model", "next-item-lm", *TWO_EPOCHS, *TINY, "--resume")
+    _assert_user_error(result, "--resume", "no checkpoint")
+
+
+# ---- evaluate ------------------------------------------------------------------------------------------------------
+def _evaluate(model: Path, out: Path, *args: str) -> dict[str, Any]:
+    result = _invoke("evaluate", "--model", model, "--out", out, "--n-boot", "20", *args)
+    assert result.exit_code == 0, result.output
+    report: dict[str, Any] = _json(out)
+    return report
+
+
+def test_evaluate_writes_json_markdown_and_png(lm: Path, tmp_path: Path) -> None:
+    out = tmp_path / "R.json"
+    result = _invoke("evaluate", "--model", lm, "--out", out, "--n-boot", "20")
+    assert result.exit_code == 0, result.output
+    for suffix in (".json", ".md", ".png"):
+        assert f"wrote {out.with_suffix(suffix)}" in result.stdout
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## test" in out.with_suffix(".md").read_text()
+
+    report = _json(out)
+    for split in ("valid", "test"):
+        for metric in ("recall@10", "ndcg@10"):
+            value = report[split][metric]
+            assert isinstance(value, float) and 0.0 <= value <= 1.0, (split, metric, value)
+    assert report["protocol"]["exclude_seen"] is False
+    assert report["protocol"]["ranking"] == "full"
+    assert "sampled" not in report
+
+
+def test_evaluate_exclude_seen_flips_the_protocol(lm: Path, tmp_path: Path) -> None:
+    report = _evaluate(lm, tmp_path / "R.json", "--exclude-seen")
+    assert report["protocol"]["exclude_seen"] is True
+    assert "excluded" in _invoke("evaluate", "--model", lm, "--n-boot", "20", "--exclude-seen").stdout
+
+
+def test_evaluate_sampled_numbers_live_under_their_own_key(lm: Path, tmp_path: Path) -> None:
+    full = _evaluate(lm, tmp_path / "full.json")
+    with_sampled = _evaluate(lm, tmp_path / "sampled.json", "--sampled", "20")
+
+    assert set(with_sampled["sampled"]) == {"valid", "test"}
+    for values in with_sampled["sampled"].values():
+        assert values and all(key.startswith("sampled-20/") for key in values)
+    # the full-ranking tables are untouched
+    for split in ("valid", "test"):
+        assert with_sampled[split] == full[split]
+    assert {k for k in with_sampled if k != "sampled"} == set(full)
+
+
+# ---- recommend -----------------------------------------------------------------------------------------------------
+def test_recommend_for_a_user_prints_k_rows(lm: Path, tiny_prepared: PreparedDataset) -> None:
+    user = tiny_prepared.users["user"][0]
+    result = _invoke("recommend", "--model", lm, "--user", user, "-k", "3")
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│")]  # table body, not the header
+    assert len(rows) == 3
+    assert [row.split("│")[1].strip() for row in rows] == ["1", "2", "3"]
+
+
+def test_recommend_for_a_history_as_json(lm: Path, tiny_prepared: PreparedDataset) -> None:
+    raw = tiny_prepared.raw_item_ids()
+    result = _invoke("recommend", "--model", lm, "--history", f"{raw[0]},{raw[1]}", "-k", "4", "--json")
+    assert result.exit_code == 0, result.output
+    recs = json.loads(result.stdout)
+    assert [r["rank"] for r in recs] == [1, 2, 3, 4]
+    titles = dict(zip(tiny_prepared.items["item"].to_list(), tiny_prepared.items["title"].to_list(), strict=True))
+    for r in recs:
+        assert r["title"] == titles[r["item_id"]]
+    scores = [r["score"] for r in recs]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--history", "1,no-such-item"], "no-such-item"),
+        (["--user", "no-such-user"], "no-such-user"),
+    ],
+)
+def test_recommend_unknown_id_exits_2(args: list[str], named: str, popular: Path) -> None:
+    _assert_user_error(_invoke("recommend", "--model", popular, *args), named)
+
+
+@pytest.mark.parametrize("args", [[], ["--user", "u01", "--history", "1,2"]], ids=["neither", "both"])
+def test_recommend_needs_exactly_one_of_user_or_history(args: list[str], popular: Path) -> None:
+    _assert_user_error(_invoke("recommend", "--model", popular, *args), "exactly one of --user")
+
+
+# ---- tune ----------------------------------------------------------------------------------------------------------
+def _tune_then_train(data: Path, tmp_path: Path) -> dict[str, Any]:
+    best = tmp_path / "best.toml"
+    result = _invoke(
+        "tune", "--dataset", data, "--out", best, "--trials", "2", "--budget-minutes", "1", *TWO_EPOCHS, *TINY
+    )
+    assert result.exit_code == 0, result.output
+    assert "after 2 trials" in result.stdout
+    sections = tomllib.loads(best.read_text())
+    assert set(sections) == {"model", "train"}
+    assert sections["train"]["epochs"] == 2  # the base config survives the search
+
+    result = _train(data, tmp_path / "model", "next-item-lm", "--config", best)
+    assert result.exit_code == 0, result.output
+    assert _json(tmp_path / "model" / "config.json")["d_model"] == sections["model"]["d_model"]
+    return sections
+
+
+def test_tune_writes_a_config_that_train_accepts(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("optuna")
+    import llmrec.tune
+
+    # One value per size keeps the trials tiny; every kind of parameter (categorical, float, log) still runs.
+    tiny_space = {
+        "d_model": ("model", "categorical", [16]),
+        "n_layers": ("model", "categorical", [1]),
+        "dropout": ("model", "float", (0.1, 0.2)),
+        "lr": ("train", "log", (1e-3, 1e-2)),
+    }
+    monkeypatch.setattr(llmrec.tune, "SEARCH_SPACE", tiny_space)
+    sections = _tune_then_train(data, tmp_path)
+    model, train = sections["model"], sections["train"]
+    assert (model["d_model"], model["n_layers"], model["n_heads"], model["d_ff"]) == (16, 1, 2, 64)
+    assert model["max_seq_len"] == 8  # from the base --set, not searched
+    assert 0.1 <= model["dropout"] <= 0.2 and 1e-3 <= train["lr"] <= 1e-2
+
+
+def test_tune_with_the_real_search_space(data: Path, tmp_path: Path) -> None:
+    # d_model up to 128 and 3 layers, but 20 users and 2 epochs: still well under a second per trial.
+    pytest.importorskip("optuna")
+    from llmrec.tune import SEARCH_SPACE
+
+    sections = _tune_then_train(data, tmp_path)
+    assert sections["model"]["d_model"] in SEARCH_SPACE["d_model"][2]
