@@ -162,9 +162,11 @@ def evaluate_model(
         "ks": list(ks),
     }
     config = json.loads((model_dir / "config.json").read_text())
+    training = model_dir / "training.json"  # names presets such as "sasrec" that share a model_type
+    model_name = json.loads(training.read_text())["model"] if training.exists() else config.get("model_type")
     return build_report(
         results,
-        model_name=str(config.get("model_type")),
+        model_name=str(model_name),
         dataset=str(dataset.manifest.get("source", {}).get("dataset", dataset.manifest.get("source", {}))),
         protocol=protocol,
         sampled=sampled or None,
