@@ -424,7 +424,7 @@ def tune_cmd(
         sections = _config_sections(config, set_)
         base_train = build(TrainConfig, sections.get("train", {}), section="train")
         model_params = dict(sections.get("model", {}))
-        use_attributes = bool(model_params.pop("use_attributes", False))
+        use_attributes = bool(model_params.pop("use_attributes", True))
         summary = tune(
             PreparedDataset.load(dataset),
             base_model=model_params,

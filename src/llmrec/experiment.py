@@ -36,7 +36,15 @@ __all__ = ["MODEL_NAMES", "MODEL_PRESETS", "evaluate_model", "train_model"]
 # point-wise feed-forward of width d, binary cross-entropy with one sampled negative, dropout 0.5 on sparse data.
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "next-item-lm": {},
-    "sasrec": {"loss": "bce", "n_heads": 1, "d_ff": 64, "dropout": 0.5, "emb_dropout": 0.5, "pos_encoding": "learned"},
+    "sasrec": {
+        "loss": "bce",
+        "n_heads": 1,
+        "d_ff": 64,
+        "dropout": 0.5,
+        "emb_dropout": 0.5,
+        "pos_encoding": "learned",
+        "use_attributes": False,  # the paper's SASRec sees item ids only
+    },
 }
 MODEL_NAMES = ("next-item-lm", "sasrec", "most-popular", "item-knn")
 _KNN_KEYS = ("neighbours", "shrink", "decay", "max_seq_len")
@@ -75,7 +83,7 @@ def train_model(
     t0 = time.perf_counter()
     summary: dict[str, Any] = {"model": model, "params": params}
     if model in ("next-item-lm", "sasrec"):
-        use_attributes = bool(params.pop("use_attributes", False))
+        use_attributes = bool(params.pop("use_attributes", True))  # a no-op when the catalogue has no categories
         run_dir = out.parent / f".{out.name}.train"  # training state lives beside the artifact until it is complete
         if resume and not (run_dir / "checkpoint").is_dir() and (out / "train" / "checkpoint").is_dir():
             # A finished run keeps its state in out/train; copy it back (the artifact stays intact until replaced).

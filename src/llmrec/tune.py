@@ -54,7 +54,7 @@ def tune(
     budget_minutes: float = 60.0,
     seed: int = 0,
     out: str | Path | None = None,
-    use_attributes: bool = False,
+    use_attributes: bool = True,
 ) -> dict[str, Any]:
     """Run the study; returns {"best_value", "best_params", "trials"} and writes `out` (TOML) when given."""
     import optuna

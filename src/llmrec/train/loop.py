@@ -40,7 +40,7 @@ class TrainConfig:
     batch_size: int = 256  # sequences per batch
     lr: float = 2e-3  # peak learning rate
     weight_decay: float = 0.0  # AdamW decay on weight matrices (not biases / norms)
-    warmup_steps: int = 200  # linear warm-up
+    warmup_steps: int = 200  # linear warm-up (capped at 10% of all steps)
     schedule: str = "cosine"  # "cosine" decay to 10% over `epochs`, or "constant"
     grad_clip: float = 1.0  # max gradient norm (0 = off)
     patience: int = 10  # epochs without improvement of `metric` before stopping
@@ -72,11 +72,12 @@ class Callback(Protocol):
 
 
 def _lr_factor(step: int, total: int, c: TrainConfig) -> float:
-    if step < c.warmup_steps:
-        return (step + 1) / c.warmup_steps
+    warmup = min(c.warmup_steps, max(1, total // 10))  # small data: never spend more than 10% of steps warming up
+    if step < warmup:
+        return (step + 1) / warmup
     if c.schedule == "constant":
         return 1.0
-    progress = min(1.0, (step - c.warmup_steps) / max(1, total - c.warmup_steps))
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
