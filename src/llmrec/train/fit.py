@@ -24,9 +24,11 @@ import polars as pl
 import torch
 
 from llmrec.data.dataset import PreparedDataset
+from llmrec.data.registry import cache_dir
 from llmrec.data.sequences import pad_left, training_windows
 from llmrec.eval.evaluate import compute_ranks
 from llmrec.eval.metrics import summarize
+from llmrec.index.text_encoder import SentenceTransformerEncoder, TextEncoder, encode_items
 from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig
 from llmrec.train.loop import Callback, TrainConfig, TrainResult, train
 
@@ -57,9 +59,20 @@ def attribute_matrix(items: pl.DataFrame, max_attributes: int = 8) -> tuple[torc
 
 
 def build_model(
-    dataset: PreparedDataset, params: dict[str, Any] | None = None, *, use_attributes: bool = False, seed: int = 0
+    dataset: PreparedDataset,
+    params: dict[str, Any] | None = None,
+    *,
+    use_attributes: bool = False,
+    use_text: bool = False,
+    text_encoder: TextEncoder | None = None,
+    text_cache_dir: str | Path | None = None,
+    seed: int = 0,
 ) -> tuple[NextItemLM, list[str]]:
-    """A NextItemLM sized for `dataset` (n_items and feature sizes come from the data, the rest from params)."""
+    """A NextItemLM sized for `dataset` (n_items and feature sizes come from the data, the rest from params).
+
+    use_text: add frozen text embeddings of the catalogue (`text_encoder`, default all-MiniLM-L6-v2), cached in
+    `text_cache_dir` (default ``<llmrec cache>/text-embeddings``); they travel in the model's state dict.
+    """
     params = dict(params or {})
     vocab: list[str] = []
     attrs = None
@@ -67,10 +80,18 @@ def build_model(
         attrs, vocab = attribute_matrix(dataset.items)
         if vocab:
             params.update(n_attributes=len(vocab), max_item_attributes=attrs.shape[1])
+    text = None
+    if use_text:
+        encoder = text_encoder if text_encoder is not None else SentenceTransformerEncoder()
+        cache = text_cache_dir if text_cache_dir is not None else cache_dir() / "text-embeddings"
+        text = torch.from_numpy(encode_items(dataset.items, dataset.domain, encoder, cache))  # [V+1, text_dim]
+        params.update(text_dim=text.shape[1])
     torch.manual_seed(seed)
     model = NextItemLM(NextItemLMConfig(n_items=dataset.n_items, **params))
     if attrs is not None and vocab:
         model.set_item_attributes(attrs)
+    if text is not None:
+        model.set_item_text(text)
     if model.config.loss == "sampled":
         model.set_item_popularity(torch.from_numpy(dataset.item_popularity()))
     return model, vocab
