@@ -1,7 +1,7 @@
 """The ``llmrec`` command line (entry point ``main``).
 
-Layout: ``app`` is the root Typer app; each group of commands is a sub-app (``data_app`` today; ``train``,
-``evaluate``, ``recommend``, ``tune`` and ``serve`` join it later). The helpers every command shares sit at the
+Layout: ``app`` is the root Typer app; each group of commands is a sub-app (``data_app``); ``train``,
+``evaluate``, ``recommend``, ``tune`` and ``serve`` are top-level commands. The helpers every command shares sit at the
 top: the two consoles and ``_user_errors``, the one place that turns bad user input into ``error: ...`` on
 stderr and exit code 2, without a traceback.
 
@@ -340,22 +340,33 @@ def evaluate_cmd(
     model: Annotated[Path, typer.Option(help="Model artifact folder.")],
     out: Annotated[Path | None, typer.Option(help="Report JSON path (a .md and a .png are written beside it).")] = None,
     dataset: Annotated[Path | None, typer.Option(help="Prepared dataset (default: the one the model was trained on).")] = None,
-    exclude_seen: Annotated[bool, typer.Option(help="Do not rank items already in the history.")] = False,
+    exclude_seen: Annotated[
+        bool | None, typer.Option(help="Do not rank items already in the history [default: no for loo, yes for cold-start].")
+    ] = None,
     sampled: Annotated[int, typer.Option(help="Also report the sampled-negatives protocol with this many negatives.")] = 0,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% confidence intervals.")] = 1000,
     baseline: Annotated[Path | None, typer.Option(help="Another model folder: adds a paired test against it.")] = None,
+    protocol: Annotated[
+        str, typer.Option(help="loo: warm users, leave-one-out | cold-start: held-out users, first n = 1, 2, 3, 5 items.")
+    ] = "loo",
 ) -> None:
-    """Full-ranking leave-one-out evaluation (valid and test): Recall/Precision/NDCG/MRR@k, segments, CIs."""
+    """Full-ranking evaluation: leave-one-out (valid and test) or cold-start users; Recall/NDCG@k with 95% CIs."""
     with _user_errors():
         from llmrec.data import PreparedDataset
         from llmrec.experiment import evaluate_model, write_evaluation
 
+        if protocol not in ("loo", "cold-start"):
+            raise ValueError(f"--protocol must be loo or cold-start, got {protocol!r}")
         if dataset is None:
             meta_path = model / "dataset.json"
             if not meta_path.is_file() or "prepared_path" not in json.loads(meta_path.read_text()):
                 raise ValueError(f"{model}: the model does not record its dataset; pass --dataset")
             dataset = Path(json.loads(meta_path.read_text())["prepared_path"])
         prepared = PreparedDataset.load(dataset)
+        if protocol == "cold-start":
+            _evaluate_cold_start(model, prepared, exclude_seen=exclude_seen is not False, n_boot=n_boot, out=out)
+            return
+        exclude_seen = bool(exclude_seen)
         report = evaluate_model(
             model, prepared, exclude_seen=exclude_seen, n_boot=n_boot, sampled_negatives=sampled, baseline_dir=baseline
         )
@@ -375,6 +386,75 @@ def evaluate_cmd(
         console.print(f"wrote {p}", markup=False, soft_wrap=True)
 
 
+def _evaluate_cold_start(model: Path, prepared: Any, *, exclude_seen: bool, n_boot: int, out: Path | None) -> None:
+    """`evaluate --protocol cold-start`: the cold_test users, zero-shot and (with an adapter) adapted."""
+    from llmrec.meta.tasks import evaluate_cold_start
+    from llmrec.meta.training import cold_start_table
+    from llmrec.recommend import Recommender
+
+    _, sequences = prepared.cold_users("cold_test")
+    if not sequences:
+        raise ValueError("the dataset has no cold_test users: prepare it with --split cold-user")
+    rec = Recommender.load(model)
+    score_fns: dict[str, Any] = {"zero-shot": rec.score_batch}
+    if rec.adapter is not None:
+        score_fns["adapted"] = lambda histories: rec.score_batch(histories, adapt=True)
+    results = {name: evaluate_cold_start(fn, sequences, exclude_seen=exclude_seen, n_boot=n_boot) for name, fn in score_fns.items()}
+    first = next(iter(results.values()))
+    table = Table("method", "n", "NDCG@10 [95% CI]", "Recall@10 [95% CI]", title=f"cold-start users ({first.n_users})")
+    for name, r in results.items():
+        for n in r.support_sizes:
+            cells = []
+            for m in ("ndcg@10", "recall@10"):
+                lo, hi = r.ci.get(n, {}).get(m, (float("nan"), float("nan")))
+                cells.append(f"{r.metrics[n][m]:.4f} [{lo:.4f}, {hi:.4f}]")
+            table.add_row(name, str(n), *cells)
+    console.print(table)
+    console.print(
+        f"support = the first n items, query = the next item; seen items {'excluded' if exclude_seen else 'not excluded'}; "
+        f"ranking over all {prepared.n_items:,} items",
+        markup=False,
+        soft_wrap=True,
+    )
+    if out is not None:
+        report = {"protocol": "cold-start", "model": str(model), **{name: r.to_dict() for name, r in results.items()}}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        out.with_suffix(".md").write_text(cold_start_table(results) + "\n")
+        console.print(f"wrote {out}", markup=False, soft_wrap=True)
+
+
+@app.command("meta-train")
+def meta_train_cmd(
+    dataset: Annotated[Path, typer.Option(help="A prepared dataset with a cold-user split (cold_valid users pick settings).")],
+    base: Annotated[Path, typer.Option(help="The base next-item-lm artifact, trained on this dataset.")],
+    out: Annotated[Path, typer.Option("--out", help="Meta-trained artifact folder to write.")],
+    method: Annotated[str, typer.Option(help="maml | finetune | in-context | in-context+maml")] = "maml",
+    config: Annotated[Path | None, typer.Option(help="TOML with [adapter] [meta] [episodic] [train] sections.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. meta.outer_lr=0.02 (repeatable).")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads (0 = all cores).")] = 0,
+) -> None:
+    """Meta-train for cold-start users: a per-user adapter (MAML) and/or the LM on short-context episodes."""
+    with _user_errors():
+        sections = _config_sections(config, set_)
+        import torch
+
+        from llmrec.data import PreparedDataset
+        from llmrec.meta.training import meta_train_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        summary = meta_train_model(PreparedDataset.load(dataset), base, out, method, sections)
+    shown = {k: summary[k] for k in ("method", "valid_zero_shot", "valid_adapted", "seconds") if k in summary}
+    console.print(f"meta-trained {json.dumps(shown)} → {out}", markup=False, soft_wrap=True)
+
+
+_DIVERSITY_HELP = "0..1: re-rank the top candidates for variety (maximal marginal relevance, λ = 1 − diversity)."
+_QUERY_HELP = 'What you are in the mood for, in words, e.g. "a light-hearted animated film for the kids".'
+_QUERY_WEIGHT_HELP = "0..1: weight of --query against your history (0 = history only, 1 = query only)."
+_GENERATOR_HELP = "A local Hugging Face causal LM folder to word the reasons (default: a template)."
+
+
 @app.command("recommend")
 def recommend_cmd(
     model: Annotated[Path, typer.Option(help="Model artifact folder.")],
@@ -383,8 +463,16 @@ def recommend_cmd(
     k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 10,
     exclude_seen: Annotated[bool, typer.Option(help="Do not recommend items already in the history.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Add why: the history items behind each item, in words.")] = False,
+    diversity: Annotated[float, typer.Option(help=_DIVERSITY_HELP)] = 0.0,
+    query: Annotated[str | None, typer.Option(help=_QUERY_HELP)] = None,
+    query_weight: Annotated[float, typer.Option(help=_QUERY_WEIGHT_HELP)] = 0.7,
+    generator: Annotated[Path | None, typer.Option(help=_GENERATOR_HELP)] = None,
 ) -> None:
     """Top-k recommendations for a known user or for a given history."""
+    if explain:
+        _explain(model, user, history, k, exclude_seen, as_json, "occlusion", diversity, query, query_weight, generator)
+        return
     with _user_errors():
         if (user is None) == (history is None):
             raise ValueError("give exactly one of --user ID or --history ID,ID,...")
@@ -394,13 +482,83 @@ def recommend_cmd(
 
         rec = Recommender.load(model)
         hist = [h.strip() for h in history.split(",") if h.strip()] if history is not None else None
-        recs = rec.recommend(history=hist, user=user, k=k, exclude_seen=exclude_seen)
+        recs = rec.recommend(
+            history=hist, user=user, k=k, exclude_seen=exclude_seen, query=query, query_weight=query_weight, diversity=diversity
+        )
     if as_json:
         typer.echo(json.dumps([r.__dict__ for r in recs], indent=2))
         return
     table = Table("rank", "item", "score", "title", title=f"top {k}")
     for r in recs:
         table.add_row(str(r.rank), r.item_id, f"{r.score:.4f}", r.title or "")
+    console.print(table)
+
+
+@app.command("explain")
+def explain_cmd(
+    model: Annotated[Path, typer.Option(help="Model artifact folder.")],
+    user: Annotated[str | None, typer.Option(help="A raw user id known to the model.")] = None,
+    history: Annotated[str | None, typer.Option(help="Raw item ids, oldest first, comma-separated.")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 5,
+    exclude_seen: Annotated[bool, typer.Option(help="Do not recommend items already in the history.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    method: Annotated[str, typer.Option(help="occlusion (exact) | gradient (gradient × input, LM only).")] = "occlusion",
+    diversity: Annotated[float, typer.Option(help=_DIVERSITY_HELP)] = 0.0,
+    query: Annotated[str | None, typer.Option(help=_QUERY_HELP)] = None,
+    query_weight: Annotated[float, typer.Option(help=_QUERY_WEIGHT_HELP)] = 0.7,
+    generator: Annotated[Path | None, typer.Option(help=_GENERATOR_HELP)] = None,
+) -> None:
+    """Recommend, and show which history items drove each recommendation (attribution scores and a reason)."""
+    _explain(model, user, history, k, exclude_seen, as_json, method, diversity, query, query_weight, generator)
+
+
+def _explain(
+    model: Path,
+    user: str | None,
+    history: str | None,
+    k: int,
+    exclude_seen: bool,
+    as_json: bool,
+    method: str,
+    diversity: float,
+    query: str | None,
+    query_weight: float,
+    generator: Path | None,
+) -> None:
+    """`explain` and `recommend --explain`: one table row (or JSON object) per item, with its reason."""
+    with _user_errors():
+        if (user is None) == (history is None):
+            raise ValueError("give exactly one of --user ID or --history ID,ID,...")
+        if k < 1:
+            raise ValueError(f"-k must be >= 1, got {k}")
+        from llmrec.explain.text import load_text_generator
+        from llmrec.recommend import Recommender
+
+        rec = Recommender.load(model)
+        hist = [h.strip() for h in history.split(",") if h.strip()] if history is not None else None
+        explanations = rec.explain(
+            history=hist,
+            user=user,
+            k=k,
+            exclude_seen=exclude_seen,
+            query=query,
+            query_weight=query_weight,
+            diversity=diversity,
+            method=method,
+            generator=load_text_generator(generator),
+        )
+    if as_json:
+        rows = [
+            {**e.recommendation.__dict__, "reason": e.text, "contributions": [c.__dict__ for c in e.contributions]}
+            for e in explanations
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("rank", "item", "score", "title", "because of (attribution)", "reason", title=f"top {k}, explained")
+    for e in explanations:
+        r = e.recommendation
+        causes = "\n".join(f"{c.title or c.item_id} ({c.weight:+.3f})" for c in e.contributions[:3])
+        table.add_row(str(r.rank), r.item_id, f"{r.score:.4f}", r.title or "", causes, e.text)
     console.print(table)
 
 
@@ -436,6 +594,87 @@ def tune_cmd(
             use_attributes=use_attributes,
         )
     console.print(f"best validation value {summary['best_value']:.4f} after {len(summary['trials'])} trials → {out}")
+
+
+# ---- llmrec serve ---------------------------------------------------------------------------------------------
+# With --workers N uvicorn imports the app in each worker process by name, so the settings travel there through
+# this environment variable (JSON) and `_serve_app_from_env` builds the app. The API key itself never goes in
+# it: only the name of the variable that holds it.
+_SERVE_SETTINGS_ENV = "LLMREC_SERVE_SETTINGS"
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _serve_api_key(api_key_env: str | None) -> str | None:
+    if api_key_env is None:
+        return None
+    key = os.environ.get(api_key_env, "")
+    if not key:
+        raise ValueError(f"--api-key-env {api_key_env}: that environment variable is not set or is empty")
+    return key
+
+
+def _serve_app_from_env() -> Any:
+    """The app of one uvicorn worker process (``--workers`` > 1), from the settings the parent process left."""
+    from llmrec.recommend import Recommender
+    from llmrec.serve import create_app
+
+    settings = json.loads(os.environ[_SERVE_SETTINGS_ENV])
+    recommender = Recommender.load(settings.pop("model"))
+    return create_app(recommender, api_key=_serve_api_key(settings.pop("api_key_env")), **settings)
+
+
+@app.command("serve")
+def serve_cmd(
+    model: Annotated[Path, typer.Option(help="Model artifact folder.")],
+    host: Annotated[str, typer.Option(help="Address to listen on; the default keeps the service on this machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes, each with its own copy of the model.")] = 1,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding an API key; /v1 routes then need it as X-API-Key.")
+    ] = None,
+    max_batch: Annotated[int, typer.Option(help="Most requests in one forward pass.")] = 64,
+    max_wait_ms: Annotated[float, typer.Option(help="Longest wait for more requests to join a batch.")] = 2.0,
+    max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get 413.")] = 1 << 20,
+    graceful_timeout: Annotated[int, typer.Option(help="Seconds in-flight requests get to finish on SIGTERM/Ctrl-C.")] = 30,
+    access_log: Annotated[bool, typer.Option(help="Log one line per request.")] = True,
+) -> None:
+    """Serve recommendations over HTTP (FastAPI + uvicorn): /v1/recommend, /metrics, /docs, a demo page at /."""
+    with _user_errors():
+        if workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {workers}")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"--port must be in 0..65535, got {port}")
+        api_key = _serve_api_key(api_key_env)
+        import uvicorn
+
+        from llmrec.recommend import Recommender
+        from llmrec.serve import create_app
+
+        recommender = Recommender.load(model)  # a bad folder fails here, before any port is bound
+        target: Any
+        if workers == 1:
+            target = create_app(
+                recommender, api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes
+            )
+        else:
+            del recommender  # each worker loads its own
+            settings = {"model": str(model.resolve()), "api_key_env": api_key_env, "max_batch": max_batch}
+            os.environ[_SERVE_SETTINGS_ENV] = json.dumps(
+                {**settings, "max_wait_ms": max_wait_ms, "max_body_bytes": max_body_bytes}
+            )
+            target = "llmrec.cli:_serve_app_from_env"
+    if host not in _LOOPBACK and api_key is None:
+        err_console.print(f"warning: listening on {host} without an API key (see --api-key-env)", markup=False)
+    err_console.print(f"serving {model} at http://{host}:{port}/ (demo page; API under /v1, docs at /docs)", markup=False, soft_wrap=True)
+    uvicorn.run(
+        target,
+        host=host,
+        port=port,
+        workers=workers,
+        factory=workers > 1,
+        timeout_graceful_shutdown=graceful_timeout,
+        access_log=access_log,
+    )
 
 
 def main() -> None:

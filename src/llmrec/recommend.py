@@ -8,19 +8,27 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import polars as pl
 import torch
 
 from llmrec.data.sequences import pad_left
+from llmrec.meta.maml import UserAdapter, has_adapter, make_adapted_score_fn
 from llmrec.models.baselines import ItemKNN, MostPopular
 from llmrec.models.next_item_lm import NextItemLM
 
-__all__ = ["Recommendation", "Recommender", "UnknownIdError", "load_model"]
+if TYPE_CHECKING:
+    from llmrec.explain.text import ItemInfo, TextGenerator
+
+__all__ = ["Contribution", "Explanation", "Recommendation", "Recommender", "UnknownIdError", "load_model"]
+
+
+CITE_SHARE = 0.25  # explain(): a history item is cited as a reason when its attribution is >= this share of the top one
 
 
 class UnknownIdError(KeyError):
@@ -48,6 +56,22 @@ class Recommendation:
     title: str | None = None
 
 
+@dataclass(frozen=True)
+class Contribution:
+    """How much one history item raised (> 0) or lowered (< 0) a recommended item's score."""
+
+    item_id: str  # raw item id
+    weight: float  # attribution in score units (occlusion: the score drop when the item is removed)
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class Explanation:
+    recommendation: Recommendation
+    contributions: list[Contribution]  # the history items with the largest attributions, largest first
+    text: str  # a short reason in words (llmrec.explain.text)
+
+
 def load_model(path: str | Path) -> Any:
     """Load any llmrec model directory by its config.json `model_type` (safetensors + JSON, no pickle)."""
     path = Path(path)
@@ -55,9 +79,13 @@ def load_model(path: str | Path) -> Any:
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
     model_type = json.loads(cfg_path.read_text()).get("model_type")
+    if model_type == "t5-semantic":  # imported here: transformers is a heavy import the other models never need
+        from llmrec.models.seq2seq import T5SemanticRecommender
+
+        return T5SemanticRecommender.from_pretrained(path)
     loaders = {"next-item-lm": NextItemLM, "most-popular": MostPopular, "item-knn": ItemKNN}
     if model_type not in loaders:
-        raise ValueError(f"{cfg_path}: unknown model_type {model_type!r}; known: {', '.join(loaders)}")
+        raise ValueError(f"{cfg_path}: unknown model_type {model_type!r}; known: {', '.join(loaders)}, t5-semantic")
     return loaders[model_type].from_pretrained(path)
 
 
@@ -73,6 +101,14 @@ class Recommender:
         self.histories = histories
         self.meta = meta
         self.max_seq_len = int(getattr(getattr(model, "config", None), "max_seq_len", 0) or getattr(model, "max_seq_len", 50))
+        # Intent queries (recommend(query=...)): the text encoder loads on the first query; item embeddings are
+        # computed once (cached on disk in text_cache_dir, keyed by item text) and kept here.
+        self.text_encoder: Any = None  # llmrec.index.text_encoder.TextEncoder; None = the default model, lazily
+        self.text_cache_dir: Path | None = None  # None = <llmrec cache dir>/text-embeddings
+        self._item_text_emb: torch.Tensor | None = None  # [V+1, E]
+        self._diversity_features: tuple[np.ndarray, str] | None = None
+        # Per-user adaptation (recommend(..., adapt=True)): the meta-trained adapter of a `llmrec meta-train` artifact.
+        self.adapter: UserAdapter | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
@@ -84,7 +120,10 @@ class Recommender:
             h = pl.read_parquet(path / "histories.parquet")
             histories = {u: np.asarray(s, dtype=np.int64) for u, s in zip(h["user"].to_list(), h["items"].to_list(), strict=True)}
         meta = json.loads((path / "dataset.json").read_text()) if (path / "dataset.json").exists() else {}
-        return cls(model, items, histories, meta)
+        rec = cls(model, items, histories, meta)
+        if has_adapter(path):
+            rec.adapter = UserAdapter.from_pretrained(path)
+        return rec
 
     @property
     def n_items(self) -> int:
@@ -101,23 +140,54 @@ class Recommender:
             raise UnknownIdError("user", [str(user)])
         return self.histories[str(user)]
 
-    def score_batch(self, histories: list[np.ndarray]) -> torch.Tensor:
-        """[B, V+1] scores for internal-id histories (column 0 = -inf)."""
+    def score_batch(self, histories: list[np.ndarray], *, adapt: bool = False) -> torch.Tensor:
+        """[B, V+1] scores for internal-id histories (column 0 = -inf).
+
+        adapt: first fit each history's user vector (the inner loop of `llmrec.meta.maml`, a few ms per user)."""
+        if adapt:
+            if self.adapter is None or not isinstance(self.model, NextItemLM):
+                raise ValueError("adapt=True needs a meta-trained artifact with an adapter (see `llmrec meta-train`)")
+            return make_adapted_score_fn(self.model, self.adapter)(histories)
         return self.model.score(pad_left(histories, self.max_seq_len))
 
     def recommend_batch(
-        self, histories: list[np.ndarray], k: int = 10, *, exclude_seen: bool = False
+        self,
+        histories: list[np.ndarray],
+        k: int = 10,
+        *,
+        exclude_seen: bool | Sequence[bool] = False,
+        query: str | None = None,
+        query_weight: float = 0.7,
+        diversity: float = 0.0,
+        adapt: bool = False,
     ) -> list[list[Recommendation]]:
+        """Top-k for each internal-id history; `exclude_seen` for all rows or one flag per row (the service
+        batches requests that differ in it into one forward pass).
+
+        query: a natural-language intent blended with the personal scores (`llmrec.rerank.blend_query`, weight
+        `query_weight`); the reported score is then the blended one. diversity: in [0, 1], re-rank the top
+        candidates by maximal marginal relevance with λ = 1 − diversity (`llmrec.rerank.mmr`)."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        scores = self.score_batch(histories)
-        if exclude_seen:
-            for i, h in enumerate(histories):
-                if len(h):
-                    scores[i, torch.from_numpy(h)] = float("-inf")
-        top = scores.topk(min(k, self.n_items), dim=1)
+        excluded = [exclude_seen] * len(histories) if isinstance(exclude_seen, bool) else list(exclude_seen)
+        if len(excluded) != len(histories):
+            raise ValueError(f"exclude_seen has {len(excluded)} flags for {len(histories)} histories")
+        if not 0.0 <= diversity <= 1.0:
+            raise ValueError(f"diversity must be in [0, 1], got {diversity}")
+        scores = self.score_batch(histories, adapt=adapt)
+        if query is not None:
+            from llmrec.rerank import blend_query
+
+            scores = blend_query(scores, self.query_similarity(query), query_weight)
+        for i, (h, is_excluded) in enumerate(zip(histories, excluded, strict=True)):
+            if is_excluded and len(h):
+                scores[i, torch.from_numpy(h)] = float("-inf")
+        if diversity > 0.0:
+            values, indices = self._diversify(scores, k, 1.0 - diversity)
+        else:
+            values, indices = scores.topk(min(k, self.n_items), dim=1)
         out = []
-        for vals, idx in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+        for vals, idx in zip(values.tolist(), indices.tolist(), strict=True):
             recs = [
                 Recommendation(self.raw_ids[j - 1], float(v), r + 1, self.titles[j - 1])
                 for r, (v, j) in enumerate(zip(vals, idx, strict=True))
@@ -127,10 +197,129 @@ class Recommender:
         return out
 
     def recommend(
-        self, *, history: list[str] | None = None, user: str | None = None, k: int = 10, exclude_seen: bool = False
+        self,
+        *,
+        history: list[str] | None = None,
+        user: str | None = None,
+        k: int = 10,
+        exclude_seen: bool = False,
+        query: str | None = None,
+        query_weight: float = 0.7,
+        diversity: float = 0.0,
+        adapt: bool = False,
     ) -> list[Recommendation]:
-        """Top-k items for a raw history (oldest first) or a known raw user id."""
+        """Top-k items for a raw history (oldest first) or a known raw user id (options: see recommend_batch;
+        adapt=True fits the artifact's per-user adapter to the history first: cold-start users)."""
+        h = self._history(history, user)
+        return self.recommend_batch(
+            [h], k, exclude_seen=exclude_seen, query=query, query_weight=query_weight, diversity=diversity, adapt=adapt
+        )[0]
+
+    def _history(self, history: list[str] | None, user: str | None) -> np.ndarray:
         if (history is None) == (user is None):
             raise ValueError("give exactly one of history= or user=")
-        h = self.encode_history(history) if history is not None else self.user_history(str(user))
-        return self.recommend_batch([h], k, exclude_seen=exclude_seen)[0]
+        return self.encode_history(history) if history is not None else self.user_history(str(user))
+
+    # ---- diversity and intent ------------------------------------------------------------------------------
+    def _diversify(self, scores: torch.Tensor, k: int, lam: float, n_candidates: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+        """MMR over each row's top max(n_candidates, 5k) items -> (scores, item ids), each [B, K], like topk."""
+        from llmrec.rerank import mmr_rerank
+
+        top = scores.topk(min(max(n_candidates, 5 * k), self.n_items), dim=1)  # [B, N]
+        features, metric = self.diversity_features()
+        cand, val = top.indices.numpy(), top.values.numpy()
+        picked = mmr_rerank(cand, val, features, k, lam, metric)  # [B, K] item ids
+        pos = torch.from_numpy((cand[:, :, None] == picked[:, None, :]).argmax(1))  # [B, K] positions in cand
+        return top.values.gather(1, pos), torch.from_numpy(picked)
+
+    def diversity_features(self) -> tuple[np.ndarray, str]:
+        """Item features for diversity: multi-hot categories (Jaccard) when the catalogue has them, else the
+        model's item embeddings (cosine). [V+1, F] and the metric name."""
+        if self._diversity_features is None:
+            from llmrec.eval.diversity import multi_hot
+
+            cats = self.items["categories"].to_list() if "categories" in self.items.columns else []
+            if any(cats):
+                self._diversity_features = (multi_hot(cats)[0], "jaccard")
+            elif isinstance(self.model, NextItemLM):
+                self._diversity_features = (self.model.item_table().detach().numpy(), "cosine")
+            else:
+                raise ValueError("diversity needs item categories in the catalogue or a model with item embeddings")
+        return self._diversity_features
+
+    def query_similarity(self, query: str) -> torch.Tensor:
+        """Cosine similarity [V+1] between the query's text embedding and every item's (column 0 = padding)."""
+        if not query.strip():
+            raise ValueError("the query is empty")
+        if self.text_encoder is None:
+            from llmrec.index.text_encoder import SentenceTransformerEncoder
+
+            self.text_encoder = SentenceTransformerEncoder()
+        if self._item_text_emb is None:
+            from llmrec.data.registry import cache_dir
+            from llmrec.index.text_encoder import encode_items
+
+            where = self.text_cache_dir or cache_dir() / "text-embeddings"
+            domain = str(self.meta.get("domain") or "generic")
+            emb = encode_items(self.items, domain, self.text_encoder, where, progress=False)  # [V+1, E], unit rows
+            self._item_text_emb = torch.from_numpy(emb)
+        q = torch.from_numpy(np.asarray(self.text_encoder.encode([query]), dtype=np.float32))[0]  # [E]
+        return self._item_text_emb @ q  # [V+1]
+
+    # ---- explanations -------------------------------------------------------------------------------------
+    def explain(
+        self,
+        *,
+        history: list[str] | None = None,
+        user: str | None = None,
+        k: int = 5,
+        exclude_seen: bool = False,
+        query: str | None = None,
+        query_weight: float = 0.7,
+        diversity: float = 0.0,
+        method: str = "occlusion",
+        n_contributions: int = 5,
+        n_reasons: int = 2,
+        generator: TextGenerator | None = None,
+    ) -> list[Explanation]:
+        """Recommend (same options as recommend) and explain each item by the history items behind its score.
+
+        The attribution is of the model's own score (a query blend or diversity re-ranking chooses among
+        items, but the model's score is what the history drives). method: "occlusion" (exact) | "gradient".
+        The text cites up to `n_reasons` history items: those with a positive attribution of at least
+        CITE_SHARE of the strongest one (a distant second is not a reason). generator: an
+        `llmrec.explain.text.TextGenerator` (default: the template generator).
+        """
+        from llmrec.explain.attribution import attribute
+        from llmrec.explain.text import Reason, TemplateGenerator
+
+        h = self._history(history, user)
+        recs = self.recommend_batch(
+            [h], k, exclude_seen=exclude_seen, query=query, query_weight=query_weight, diversity=diversity
+        )[0]
+        if not recs:
+            return []
+        targets = [self.item_index[r.item_id] for r in recs]
+        weights = attribute(self.model, h, targets, self.max_seq_len, method)  # [K, T]
+        generator = generator or TemplateGenerator()
+        domain = str(self.meta.get("domain") or "generic")
+        out = []
+        for rec, j, w in zip(recs, targets, weights, strict=True):
+            per_item: dict[int, float] = {}
+            for item, a in zip(h.tolist(), w.tolist(), strict=True):  # an item seen twice: its parts add up
+                per_item[item] = per_item.get(item, 0.0) + a
+            ranked = sorted(per_item.items(), key=lambda t: -t[1])
+            contributions = [Contribution(self.raw_ids[i - 1], a, self.titles[i - 1]) for i, a in ranked[:n_contributions]]
+            strongest = ranked[0][1] if ranked else 0.0
+            cited = [i for i, a in ranked[:n_reasons] if a > 0 and a >= CITE_SHARE * strongest]
+            causes = tuple(self.item_info(i) for i in cited)
+            text = generator.generate(Reason(item=self.item_info(j), causes=causes, domain=domain))
+            out.append(Explanation(rec, contributions, text))
+        return out
+
+    def item_info(self, item_idx: int) -> ItemInfo:
+        """The catalogue facts of internal item `item_idx` as an `llmrec.explain.text.ItemInfo`."""
+        from llmrec.explain.text import ItemInfo
+
+        cats = self.items.row(item_idx - 1, named=True).get("categories")  # list[str] | None
+        return ItemInfo(self.raw_ids[item_idx - 1], self.titles[item_idx - 1], tuple(cats or ()))

@@ -1,0 +1,130 @@
+"""Explanations through the Python API (`Recommender.explain`) and the CLI (`llmrec explain`, `recommend --explain
+--diversity --query`) on the tiny artifact."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from llmrec.cli import app
+from llmrec.data import PreparedDataset
+from llmrec.explain.attribution import occlusion
+from llmrec.explain.text import Reason, TemplateGenerator
+from llmrec.models.baselines import MostPopular
+from llmrec.recommend import Recommender
+from llmrec.train import build_model, save_artifact
+
+TINY_MODEL = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
+runner = CliRunner()
+
+
+@pytest.fixture
+def artifact(tiny_prepared: PreparedDataset, tmp_path: Path) -> Path:
+    model = build_model(tiny_prepared, TINY_MODEL, seed=0)[0].eval()
+    return save_artifact(model, tiny_prepared, tmp_path / "model")
+
+
+def test_explain_attributes_each_recommended_item(artifact: Path) -> None:
+    rec = Recommender.load(artifact)
+    user = next(iter(rec.histories))
+    h = rec.histories[user]
+    explanations = rec.explain(user=user, k=3, n_contributions=4)
+    assert [e.recommendation for e in explanations] == rec.recommend(user=user, k=3)
+    weights = occlusion(rec.model, h, [rec.item_index[e.recommendation.item_id] for e in explanations], rec.max_seq_len)
+    for e, w in zip(explanations, weights, strict=True):
+        per_item: dict[int, float] = {}
+        for i, a in zip(h.tolist(), w.tolist(), strict=True):
+            per_item[i] = per_item.get(i, 0.0) + a
+        best = sorted(per_item.items(), key=lambda t: -t[1])[:4]
+        assert [c.item_id for c in e.contributions] == [rec.raw_ids[i - 1] for i, _ in best]
+        assert [c.weight for c in e.contributions] == pytest.approx([a for _, a in best])
+        assert all(c.title == f"Item {c.item_id}" for c in e.contributions)
+        causes = tuple(rec.item_info(i) for i, a in best[:2] if a > 0 and a >= 0.25 * best[0][1])
+        item = rec.item_info(rec.item_index[e.recommendation.item_id])
+        assert e.text == TemplateGenerator().generate(Reason(item, causes, "generic"))
+
+
+def test_explain_options_pass_through(artifact: Path) -> None:
+    rec = Recommender.load(artifact)
+    user = list(rec.histories)[1]
+
+    class Shouting:
+        def generate(self, reason: Reason) -> str:
+            return reason.item.name.upper()
+
+    diverse = rec.explain(user=user, k=4, diversity=1.0, exclude_seen=True, method="gradient", generator=Shouting())
+    assert [e.recommendation for e in diverse] == rec.recommend(user=user, k=4, diversity=1.0, exclude_seen=True)
+    assert all(e.text == (e.recommendation.title or "").upper() for e in diverse)
+    with pytest.raises(ValueError, match="unknown attribution method"):
+        rec.explain(user=user, method="rollout")
+
+
+def test_explain_without_any_driving_item(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
+    path = save_artifact(MostPopular.fit(tiny_prepared.train_sequences(), tiny_prepared.n_items), tiny_prepared, tmp_path / "pop")
+    rec = Recommender.load(path)
+    (e,) = rec.explain(user=next(iter(rec.histories)), k=1)
+    assert all(c.weight == 0.0 for c in e.contributions)  # the same list for everyone: the history plays no part
+    assert e.text.startswith("Recommended to you: ")
+
+
+# ---- CLI -----------------------------------------------------------------------------------------------------
+class _WordEncoder:
+    """Unit vector per distinct genre word: the query "jazz" is similar to the jazz items only."""
+
+    name = "word-encoder"
+    dim = 5
+    GENRES = ("drama", "comedy", "jazz", "rock", "sports")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        out = np.array([[float(g in t.lower()) for g in self.GENRES] for t in texts], dtype=np.float32)
+        n = np.linalg.norm(out, axis=1, keepdims=True)
+        return np.divide(out, n, out=np.zeros_like(out), where=n > 0)
+
+
+def test_cli_explain_json_and_table(artifact: Path) -> None:
+    user = next(iter(Recommender.load(artifact).histories))
+    result = runner.invoke(app, ["explain", "--model", str(artifact), "--user", user, "-k", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["rank"] for r in rows] == [1, 2]
+    assert all(r["reason"] and len(r["contributions"]) == 5 for r in rows)
+    table = runner.invoke(
+        app, ["recommend", "--model", str(artifact), "--user", user, "-k", "2", "--explain", "--diversity", "0.3"]
+    )
+    assert table.exit_code == 0, table.output
+    assert "top 2, explained" in table.stdout
+
+
+def test_cli_recommend_query(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmrec.index import text_encoder
+
+    monkeypatch.setattr(text_encoder, "SentenceTransformerEncoder", _WordEncoder)
+    user = next(iter(Recommender.load(artifact).histories))
+    args = ["recommend", "--model", str(artifact), "--user", user, "-k", "5", "--json", "--query", "some jazz"]
+    result = runner.invoke(app, [*args, "--query-weight", "1.0"])
+    assert result.exit_code == 0, result.output
+    titles = [r["title"] for r in json.loads(result.stdout)]
+    assert len(titles) == 5 and all(int(t.split()[1]) % 5 == 2 for t in titles)  # "Item i" is jazz when i % 5 == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "rollout"], "unknown attribution method 'rollout'"),
+        (["--diversity", "2"], "diversity must be in [0, 1]"),
+        (["--generator", "/nonexistent/gpt"], "not a local model folder"),
+    ],
+)
+def test_cli_explain_user_errors(artifact: Path, args: list[str], message: str) -> None:
+    user = next(iter(Recommender.load(artifact).histories))
+    result = runner.invoke(app, ["explain", "--model", str(artifact), "--user", user, *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and message in result.stderr
