@@ -3,9 +3,11 @@
 Model names (`--model`):
 - ``next-item-lm``: the decoder-only next-item LM, full-softmax cross-entropy (defaults = best found on validation);
 - ``sasrec``: SASRec as in its paper: the same transformer trained with binary cross-entropy, one negative;
-- ``most-popular`` and ``item-knn``: the non-neural floors.
+- ``most-popular`` and ``item-knn``: the non-neural floors;
+- ``t5-semantic``: generative retrieval, a T5 over semantic ids of the items' text embeddings (`fit_t5_semantic`).
 Config sections: ``[model]`` (NextItemLMConfig fields, plus ``use_attributes``; for item-knn ``neighbours``,
-``shrink``, ``decay``) and ``[train]`` (TrainConfig fields).
+``shrink``, ``decay``; for t5-semantic T5SemanticConfig fields plus ``n_levels``, ``codebook_size``,
+``semantic_seed``, ``text_model``) and ``[train]`` (TrainConfig fields).
 """
 
 from __future__ import annotations
@@ -46,13 +48,19 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         "use_attributes": False,  # the paper's SASRec sees item ids only
     },
 }
-MODEL_NAMES = ("next-item-lm", "sasrec", "most-popular", "item-knn")
+MODEL_NAMES = ("next-item-lm", "sasrec", "most-popular", "item-knn", "t5-semantic")
 _KNN_KEYS = ("neighbours", "shrink", "decay", "max_seq_len")
+# [model] keys of t5-semantic that choose its semantic ids rather than the T5 (defaults in fit_t5_semantic).
+_SEMANTIC_ID_KEYS = ("n_levels", "codebook_size", "semantic_seed", "text_model")
 
 
 def _check_model_keys(model: str, params: dict[str, Any]) -> None:
     if model in ("next-item-lm", "sasrec"):
         build(NextItemLMConfig, {"n_items": 1, **params}, section="model", allowed_extra=("use_attributes",))
+    elif model == "t5-semantic":
+        from llmrec.models.seq2seq import T5SemanticConfig
+
+        build(T5SemanticConfig, {"n_items": 1, "codebook_sizes": (1,), **params}, section="model", allowed_extra=_SEMANTIC_ID_KEYS)
     elif model == "item-knn":
         unknown = [k for k in params if k not in _KNN_KEYS]
         if unknown:
@@ -100,6 +108,21 @@ def train_model(
             stopped_early=result.stopped_early,
             train=asdict(train_cfg),
         )
+    elif model == "t5-semantic":
+        run_dir = out.parent / f".{out.name}.train"
+        if resume and not (run_dir / "checkpoint").is_dir() and (out / "train" / "checkpoint").is_dir():
+            shutil.copytree(out / "train", run_dir, dirs_exist_ok=True)
+        t5_model, result = fit_t5_semantic(dataset, params, train_cfg, run_dir=run_dir, resume=resume)
+        save_artifact(t5_model, dataset, out)
+        run_dir.replace(out / "train")
+        summary.update(
+            best_epoch=result.best_epoch,
+            epochs_run=result.epochs_run,
+            best_valid=result.best_metric,
+            stopped_early=result.stopped_early,
+            semantic_ids=t5_model.semantic_ids.stats(),
+            train=asdict(train_cfg),
+        )
     elif model == "most-popular":
         save_artifact(MostPopular.fit(dataset.train_sequences(), dataset.n_items), dataset, out)
     else:
@@ -112,6 +135,53 @@ def train_model(
     meta_path.write_text(json.dumps(meta, indent=2))
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def fit_t5_semantic(
+    dataset: PreparedDataset,
+    params: dict[str, Any],
+    train_cfg: TrainConfig,
+    *,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    text_encoder: Any = None,
+    text_cache_dir: Path | None = None,
+) -> tuple[Any, Any]:
+    """Generative retrieval on `dataset`: semantic ids, then the T5 trained with early stopping on validation.
+
+    Semantic ids quantise the text embeddings of the whole catalogue, cold items included (they need no
+    interaction); params: T5SemanticConfig fields plus n_levels (3), codebook_size (64), semantic_seed (0) and
+    text_model (a local sentence-transformers path; default all-MiniLM-L6-v2). Every event after a user's first is one
+    training example. Items that are never a training target are marked cold for the back-off (cold_weight).
+    Returns (T5SemanticRecommender, TrainResult).
+    """
+    import torch
+
+    from llmrec.data.registry import cache_dir
+    from llmrec.index import SentenceTransformerEncoder, build_semantic_ids, encode_items
+    from llmrec.models.seq2seq import T5SemanticConfig, T5SemanticRecommender, prefix_windows
+    from llmrec.train.fit import validation_evaluator
+    from llmrec.train.loop import train
+
+    params = dict(params)
+    n_levels, codebook_size = int(params.pop("n_levels", 3)), int(params.pop("codebook_size", 64))
+    semantic_seed, text_model = int(params.pop("semantic_seed", 0)), params.pop("text_model", None)
+    encoder = text_encoder if text_encoder is not None else SentenceTransformerEncoder(text_model)
+    cache = text_cache_dir if text_cache_dir is not None else cache_dir() / "text-embeddings"
+    emb = encode_items(dataset.items, dataset.domain, encoder, cache, progress=train_cfg.progress)  # [V+1, E]
+    ids = build_semantic_ids(emb, n_levels=n_levels, codebook_size=codebook_size, seed=semantic_seed)
+    torch.manual_seed(train_cfg.seed)
+    config = T5SemanticConfig(n_items=dataset.n_items, codebook_sizes=ids.codebook_sizes, **params)
+    model = T5SemanticRecommender(config, ids)
+    sequences = dataset.train_sequences()
+    seen = torch.zeros(dataset.n_items + 1, dtype=torch.bool)
+    targets = [s[1:] for s in sequences if len(s) > 1]
+    if targets:
+        seen[torch.from_numpy(np.concatenate(targets))] = True
+    model.set_seen_items(seen)
+    windows = prefix_windows(sequences, config.max_seq_len)
+    result = train(model, windows, train_cfg, evaluate=validation_evaluator(dataset), run_dir=run_dir, resume=resume)  # type: ignore[arg-type]
+    return model, result
 
 
 def evaluate_model(
@@ -163,15 +233,20 @@ def evaluate_model(
                 "ndcg@10": paired_test(ndcg_at_k(ours, 10), ndcg_at_k(base, 10)),
                 "recall@10": paired_test(recall_at_k(ours, 10), recall_at_k(base, 10)),
             }
+    training = json.loads((model_dir / "training.json").read_text()) if (model_dir / "training.json").exists() else {}
+    refit = bool(training.get("train", {}).get("refit_on_valid", False))
     protocol = {
+        # A refit model was retrained on train + valid events after selection: its valid numbers are not held out;
+        # the held-out validation metric of the selection run is `selection_valid`.
+        "valid_held_out": not refit,
+        **({"selection_valid": {training["train"].get("metric", "ndcg@10"): training.get("best_valid")}} if refit else {}),
         "split": dataset.manifest.get("split", {}).get("protocol", "loo"),
         "exclude_seen": exclude_seen,
         "ranking": "full",
         "ks": list(ks),
     }
     config = json.loads((model_dir / "config.json").read_text())
-    training = model_dir / "training.json"  # names presets such as "sasrec" that share a model_type
-    model_name = json.loads(training.read_text())["model"] if training.exists() else config.get("model_type")
+    model_name = training.get("model", config.get("model_type"))  # names presets such as "sasrec"
     return build_report(
         results,
         model_name=str(model_name),

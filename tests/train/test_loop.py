@@ -131,11 +131,24 @@ def test_train_stops_early_and_restores_the_best_weights(tiny_prepared: Prepared
     assert not torch.equal(final["item_emb.weight"], snaps.weights[4]["item_emb.weight"])  # it did move on
 
 
-def test_train_without_evaluate_keeps_the_lowest_training_loss(tiny_prepared: PreparedDataset) -> None:
+def test_train_without_evaluate_keeps_the_last_epoch(tiny_prepared: PreparedDataset) -> None:
     model, windows = _setup(tiny_prepared)
-    result = train(model, windows, _config(epochs=2))
-    losses = [row["train_loss"] for row in result.history]
-    assert result.best_metric == -min(losses) and result.best_epoch == 1 + losses.index(min(losses))
+    result = train(model, windows, _config(epochs=3))
+    assert (result.best_epoch, result.epochs_run, len(result.history)) == (3, 3, 3)
+
+
+def test_train_stop_after_keeps_the_schedule_of_all_epochs(tiny_prepared: PreparedDataset) -> None:
+    model_a, windows = _setup(tiny_prepared)
+    full = train(model_a, windows, _config(epochs=4))
+    model_b, _ = _setup(tiny_prepared)
+    cut = train(model_b, windows, _config(epochs=4), stop_after=2)
+    assert cut.epochs_run == 2
+    assert [r["lr"] for r in cut.history] == [r["lr"] for r in full.history[:2]]
+    assert [r["train_loss"] for r in cut.history] == [r["train_loss"] for r in full.history[:2]]
+
+
+def test_train_rejects_no_windows(tiny_prepared: PreparedDataset) -> None:
+    model, windows = _setup(tiny_prepared)
     with pytest.raises(ValueError, match="no training windows"):
         train(model, [], _config())
 
@@ -195,3 +208,23 @@ def test_resume_without_a_checkpoint_fails(tiny_prepared: PreparedDataset, tmp_p
         train(model, windows, _config(), run_dir=tmp_path / "empty", resume=True)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(model, windows, _config(), resume=True)
+
+
+def test_train_sequences_through_valid_adds_valid_target_never_test(tiny_prepared: PreparedDataset) -> None:
+    base = tiny_prepared.train_sequences()
+    refit = tiny_prepared.train_sequences(through="valid")
+    valid, test = tiny_prepared.eval_examples("valid"), tiny_prepared.eval_examples("test")
+    assert [len(s) for s in refit] == [len(s) + 1 for s in base]
+    for seq, v_target, t_hist in zip(refit, valid.targets, test.histories, strict=True):
+        assert seq[-1] == v_target
+        assert np.array_equal(seq, t_hist)  # exactly the test history: the test target is never in training
+
+
+def test_fit_refit_on_valid_retrains_for_the_selected_epochs(tiny_prepared: PreparedDataset) -> None:
+    from llmrec.train.fit import fit
+
+    cfg = _config(epochs=3, refit_on_valid=False)
+    plain, res_plain, _ = fit(tiny_prepared, TINY_MODEL, cfg)
+    refit, res_refit, _ = fit(tiny_prepared, TINY_MODEL, _config(epochs=3, refit_on_valid=True))
+    assert res_refit.best_epoch == res_plain.best_epoch and res_refit.best_metric == res_plain.best_metric
+    assert not torch.equal(plain.item_emb.weight, refit.item_emb.weight)

@@ -122,10 +122,19 @@ class PreparedDataset:
         return self.items["item"].to_list()  # type: ignore[no-any-return]
 
     # ---- splits ---------------------------------------------------------------------------------
-    def train_sequences(self) -> list[np.ndarray]:
-        """Training sequence of every user that has one (cold items removed); empty ones are skipped."""
+    def train_sequences(self, through: str = "train") -> list[np.ndarray]:
+        """Training sequence of every user that has one (cold items removed); empty ones are skipped.
+
+        through="valid" also includes each user's validation target (for a final refit after model selection);
+        test targets are never included.
+        """
+        if through not in ("train", "valid"):
+            raise ValueError(f"through must be 'train' or 'valid', got {through!r}")
+        ends = self._n_train
+        if through == "valid":
+            ends = np.where(self._valid_pos >= 0, np.maximum(self._n_train, self._valid_pos + 1), self._n_train)
         out = []
-        for seq, n in zip(self.sequences, self._n_train, strict=True):
+        for seq, n in zip(self.sequences, ends, strict=True):
             s = seq[:n]
             s = s[~self._is_cold_item[s]]
             if len(s):

@@ -138,6 +138,14 @@ def fit(
         resume=resume,
         callbacks=callbacks,
     )
+    if train_config.refit_on_valid and result.best_epoch > 0:
+        # Standard refit after model selection: a fresh model (same seed and schedule) trained on train + valid
+        # events for the selected number of epochs. Test targets stay unseen; valid numbers of the refit model
+        # are no longer held-out, so the selection run's validation metric is what `result` reports.
+        model, _ = build_model(dataset, params, use_attributes=use_attributes, seed=train_config.seed)
+        refit_windows = training_windows(dataset.train_sequences(through="valid"), model.config.max_seq_len)
+        refit_dir = None if run_dir is None else Path(run_dir) / "refit"
+        train(model, refit_windows, train_config, run_dir=refit_dir, resume=False, stop_after=result.best_epoch)
     return model, result, vocab
 
 

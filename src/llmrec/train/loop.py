@@ -49,6 +49,7 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget; stops after the epoch that exceeds it
     num_threads: int = 0  # torch threads (0 = leave as is)
     progress: bool = True  # tqdm progress bar
+    refit_on_valid: bool = False  # after selecting the epoch on valid, retrain on train + valid events for that many epochs
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "constant"):
@@ -136,10 +137,13 @@ def train(
     run_dir: str | Path | None = None,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
+    stop_after: int | None = None,
 ) -> TrainResult:
     """Train `model` on next-item windows (see data.sequences.training_windows); returns the best epoch's result.
 
     On return the model holds the best validation weights (the last weights when `evaluate` is None).
+    `stop_after` ends training after that epoch while keeping the learning-rate schedule of `config.epochs`
+    (used to refit for exactly the selected number of epochs).
     """
     c = config
     if c.num_threads:
@@ -168,7 +172,8 @@ def train(
         best_weights = load_file(str(run / "best" / "model.safetensors"))
     t0 = time.perf_counter() - float(state.get("seconds", 0.0))
     stopped_early = False
-    for epoch in range(int(state["epoch"]) + 1, c.epochs + 1):
+    last_epoch = c.epochs if stop_after is None else min(c.epochs, stop_after)
+    for epoch in range(int(state["epoch"]) + 1, last_epoch + 1):
         model.train()
         torch.manual_seed(c.seed * 1_000_003 + epoch)  # dropout and negatives of this epoch
         gen = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)  # batch order of this epoch
@@ -207,7 +212,7 @@ def train(
             logs.update({f"valid_{k}": v for k, v in metrics.items()})
             current = metrics[c.metric]
         else:
-            current = -float(np.mean(losses))
+            current = float(epoch)  # nothing to select on: the latest weights are the result
         if current > float(state["best_metric"]):
             state.update(best_metric=current, best_epoch=epoch, bad_epochs=0)
             best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
