@@ -233,3 +233,22 @@ def test_config_from_dict_names_the_unknown_key_and_round_trips() -> None:
         NextItemLMConfig.from_dict({"n_items": 5, "d_modle": 16})
     c = _config(loss="bce", pos_encoding="rotary")
     assert NextItemLMConfig.from_dict(c.to_dict()) == c
+
+
+def test_chunked_ce_equals_full_softmax_loss_and_gradients() -> None:
+    torch.manual_seed(0)
+    cfg = dict(n_items=50, d_model=16, n_heads=2, d_ff=32, n_layers=1, dropout=0.0, emb_dropout=0.0, label_smoothing=0.1)
+    full = NextItemLM(NextItemLMConfig(**cfg, ce_chunk_size=10_000))
+    chunked = NextItemLM(NextItemLMConfig(**cfg, ce_chunk_size=7))
+    chunked.load_state_dict(full.state_dict())
+    x = torch.randint(1, 51, (4, 9))
+    y = torch.randint(1, 51, (4, 9))
+    x[0, :3] = 0
+    y[0, :3] = 0
+    out_full, out_chunked = full(SeqBatch(x, y)), chunked(SeqBatch(x, y))
+    assert out_full.logits is not None and out_chunked.logits is None  # 33 positions > 7: chunked
+    torch.testing.assert_close(out_chunked.loss, out_full.loss)
+    out_full.loss.backward()
+    out_chunked.loss.backward()
+    for (name, p), q in zip(full.named_parameters(), chunked.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, msg=name)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from llmrec.types import PAD_ID, SeqBatch
 
@@ -48,6 +49,7 @@ class NextItemLMConfig:
     loss: str = "ce"  # "ce" full softmax | "sampled" shared-negative softmax with log-Q | "bce" SASRec, 1 negative
     n_negatives: int = 256  # shared negatives per batch for loss="sampled"
     label_smoothing: float = 0.0  # for loss="ce"
+    ce_chunk_size: int = 2048  # loss="ce" in training: positions per softmax chunk when a batch has more (memory cap)
     n_attributes: int = 0  # attribute vocabulary size (0 = no attribute feature); ids 1..n_attributes
     max_item_attributes: int = 0  # attributes per item (padded with 0)
     text_dim: int = 0  # dimension of frozen item text embeddings (0 = none)
@@ -80,7 +82,9 @@ class NextItemLMConfig:
 
 @dataclass
 class RecOutput:
-    logits: torch.Tensor  # [N, V+1] at the real positions (training) or [B, V+1] at the last position
+    # [N, V+1] at the real positions (training) or [B, V+1] at the last position; None when the training loss
+    # was computed in chunks (the full [N, V+1] matrix is never built then)
+    logits: torch.Tensor | None
     loss: torch.Tensor | None = None
     hidden: torch.Tensor | None = None  # [B, L, D] final hidden states
 
@@ -239,6 +243,8 @@ class NextItemLM(nn.Module):
         if self.config.loss == "ce":
             # PAD is not a class: the softmax (and label smoothing) run over the real items 1..V only. Multiplying
             # by table[1:] directly avoids writing -inf into, and slicing, the largest tensor of the step.
+            if self.training and hs.shape[0] > self.config.ce_chunk_size:
+                return RecOutput(logits=None, loss=self._chunked_ce(hs, y, table[1:]), hidden=h)
             item_logits = hs @ table[1:].T  # [N, V]
             loss = F.cross_entropy(item_logits, y - 1, label_smoothing=self.config.label_smoothing)
             logits = item_logits.new_empty(item_logits.shape[0], item_logits.shape[1] + 1)  # [N, V+1]
@@ -249,6 +255,21 @@ class NextItemLM(nn.Module):
         else:
             logits, loss = self._bce_one_negative(hs, y, table)
         return RecOutput(logits=logits, loss=loss, hidden=h)
+
+    def _chunked_ce(self, hs: torch.Tensor, y: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Full-softmax cross-entropy over position chunks, each recomputed in backward (activation checkpointing).
+
+        A batch of long sequences has ~10k real positions; their [N, V] logits, softmax and gradient would take
+        GBs at once. Per chunk only [chunk, V] lives, for one extra matmul in backward. Same value as unchunked.
+        """
+
+        def chunk_loss(h: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(h @ w.T, t - 1, label_smoothing=self.config.label_smoothing, reduction="sum")
+
+        total = hs.new_zeros(())
+        for h, t in zip(hs.split(self.config.ce_chunk_size), y.split(self.config.ce_chunk_size), strict=True):
+            total = total + checkpoint(chunk_loss, h, t, items, use_reentrant=False)
+        return total / hs.shape[0]
 
     def _sampled_softmax(self, hs: torch.Tensor, y: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Softmax over [target, K shared negatives], negatives ~ q with log-Q correction (Bengio & Senécal 2008)."""
@@ -275,7 +296,9 @@ class NextItemLM(nn.Module):
     @torch.no_grad()
     def score(self, item_ids: torch.Tensor) -> torch.Tensor:
         """item_ids [B, L] left-padded histories -> scores [B, V+1] for the next item (column 0 = -inf)."""
-        return self.forward(SeqBatch(item_ids=item_ids)).logits
+        logits = self.forward(SeqBatch(item_ids=item_ids)).logits
+        assert logits is not None  # inference always builds the [B, V+1] scores
+        return logits
 
     @torch.no_grad()
     def generate(self, item_ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
