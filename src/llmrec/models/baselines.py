@@ -62,6 +62,10 @@ class ItemKNN:
 
     def __init__(self, sim: torch.Tensor, *, decay: float = 0.8, max_seq_len: int = 50) -> None:
         self.sim = sim.coalesce()  # sparse [V+1, V+1], top-n neighbours per row
+        # S^T in CSR, built once: CSR @ dense is a fast kernel; transposing COO per batch was the bottleneck.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            self._sim_t_csr = self.sim.t().coalesce().to_sparse_csr()
         self.n_items = sim.shape[0] - 1
         self.decay = decay
         self.max_seq_len = max_seq_len
@@ -110,7 +114,7 @@ class ItemKNN:
         w = self.decay ** torch.arange(L - 1, -1, -1, dtype=torch.float32)  # [L], most recent = 1
         w = w.expand(B, L) * (ids != PAD_ID)
         q = torch.zeros(B, self.n_items + 1).scatter_add_(1, ids, w)  # [B, V+1] weighted history
-        s = torch.sparse.mm(self.sim.t(), q.t()).t()  # [B, V+1] = q @ S
+        s = (self._sim_t_csr @ q.t()).t()  # [B, V+1] = q @ S
         s[:, PAD_ID] = float("-inf")
         return s
 
