@@ -312,7 +312,7 @@ def _metrics_table(report: dict[str, Any], splits: list[str], ks: list[int]) -> 
 def train_cmd(
     dataset: Annotated[str, typer.Option(help="A prepared dataset folder, or a registry name (prepared with defaults).")],
     out: Annotated[Path, typer.Option("--out", help="Model artifact folder to write.")],
-    model: Annotated[str, typer.Option(help="next-item-lm | sasrec | most-popular | item-knn")] = "next-item-lm",
+    model: Annotated[str, typer.Option(help="next-item-lm | sasrec | most-popular | item-knn | t5-semantic")] = "next-item-lm",
     config: Annotated[Path | None, typer.Option(help="TOML file with [model] and [train] sections.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=1e-3 (repeatable).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted training of the same --out.")] = False,
@@ -445,7 +445,7 @@ def meta_train_cmd(
         if threads:
             torch.set_num_threads(threads)
         summary = meta_train_model(PreparedDataset.load(dataset), base, out, method, sections)
-    shown = {k: summary[k] for k in ("method", "valid_zero_shot", "valid_adapted", "seconds") if k in summary}
+    shown = {k: summary[k] for k in ("method", "valid_zero_shot", "valid", "warm_valid_base", "warm_valid", "seconds")}
     console.print(f"meta-trained {json.dumps(shown)} → {out}", markup=False, soft_wrap=True)
 
 

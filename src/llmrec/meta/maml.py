@@ -1,0 +1,317 @@
+"""Per-user adaptation from a handful of items, and the meta-learning of where that adaptation starts.
+
+**The adapter: a user vector on the output side.** One vector u ∈ R^D per user, added to the LM's final hidden
+state before the item softmax:
+
+    logits_j = (h_t + u) · e_j  =  h_t · e_j  +  u · e_j          (e_j = the item's output embedding)
+
+i.e. the user factor of matrix factorisation laid on top of the sequence model. Why this one of the three the
+issue lists (a user token, a low-rank adapter on the last block, the output bias):
+
+- the output bias (one free scalar per item) can only raise the support items themselves: its gradient
+  is softmax − one-hot, so an item never in the support just gets pushed down with everything else. A cold
+  user needs the *neighbours* of the support raised; u moves every item through the shared embedding
+  geometry, so items close to the support rise together;
+- a low-rank adapter on the last block has 2·r·D parameters per adapted matrix, far more than ≤ 5 items can
+  pin down without overfitting; u has D (64), and a meta-learned start and step size regularise it;
+- a user token on the input side needs a backward pass through every block at each inner step; u sits after
+  the transformer, so the support's hidden states are computed once (no gradient) and each inner step is one
+  [n, D] × [D, V] product: adaptation costs ~1 ms, far inside the 50 ms budget, and the base weights are
+  never in the autograd graph at all.
+
+**Inner loop** (`adapt`): k steps of plain SGD on u alone, through `torch.func.functional_call` on the adapter
+with u as the only swapped tensor. The support loss is the LM's own: ``support_loss="next"`` scores each
+support item from the state of the items before it (n − 1 targets; with one item there is nothing to fit and
+u stays at its start), ``"bag"`` scores every support item from the state after the whole support (the MF
+objective "this user chose these"; fits even n = 1). Which one is chosen on cold-start validation users.
+Deterministic: no sampling, dropout off.
+
+**Outer loop** (`meta_train`): first-order MAML (Finn et al., ICML 2017, https://arxiv.org/abs/1703.03400,
+"first-order approximation" §5.2) over episodes from training users: adapt u from its start u₀ on the support,
+take the query loss at the adapted u, and move u₀ by that loss's gradient at the adapted point. The inner step
+size α is meta-learned too (Meta-SGD, Li et al. 2017, https://arxiv.org/abs/1707.09835, with one scalar α
+rather than one per parameter): u_k = u₀ − α Σ_i g_i with the inner gradients g_i treated as constants, so
+∂L/∂α = −⟨∇L(u_k), Σ_i g_i⟩ comes out of the same backward pass. The base LM is frozen: only u₀ and log α learn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.func import functional_call
+
+from llmrec.data.sequences import pad_left
+from llmrec.meta.tasks import SUPPORT_SIZES, EpisodeSampler
+from llmrec.models.next_item_lm import NextItemLM
+from llmrec.types import PAD_ID
+
+__all__ = [
+    "AdapterConfig",
+    "MetaConfig",
+    "MetaResult",
+    "UserAdapter",
+    "adapt",
+    "adapted_scores",
+    "has_adapter",
+    "make_adapted_score_fn",
+    "meta_train",
+]
+
+SUPPORT_LOSSES = ("next", "bag")
+_CONFIG_FILE = "adapter.json"
+_WEIGHTS_FILE = "adapter.safetensors"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdapterConfig:
+    d_model: int  # width of the LM it adapts (written from the LM's config)
+    inner_steps: int = 5  # SGD steps on the user's support
+    inner_lr: float = 1.0  # initial SGD step size (meta-training may learn it)
+    support_loss: str = "bag"  # "bag": every support item from the last state | "next": each item from its prefix
+    max_support_len: int = 50  # a long history is fitted on its most recent items only
+
+    def __post_init__(self) -> None:
+        if self.support_loss not in SUPPORT_LOSSES:
+            raise ValueError(f"support_loss must be one of {SUPPORT_LOSSES}, got {self.support_loss!r}")
+        if self.inner_steps < 0 or self.inner_lr <= 0 or self.max_support_len < 1 or self.d_model < 1:
+            raise ValueError("inner_steps >= 0, inner_lr > 0, max_support_len >= 1 and d_model >= 1 are required")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AdapterConfig:
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown AdapterConfig keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+class UserAdapter(nn.Module):
+    """u₀ (the start of every user's vector) and log α (the inner step size); forward adds u to hidden states."""
+
+    def __init__(self, config: AdapterConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.user = nn.Parameter(torch.zeros(config.d_model))  # [D] u₀; zero = the base LM unchanged
+        self.log_inner_lr = nn.Parameter(torch.tensor(math.log(config.inner_lr)))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [B, N, D] + user ([D] shared or [B, D] per user, as swapped in by the inner loop) -> [B, N, D]."""
+        user = self.user if self.user.ndim == 2 else self.user.unsqueeze(0)  # [B or 1, D]
+        return hidden + user.unsqueeze(1)
+
+    @property
+    def inner_lr(self) -> float:
+        return float(self.log_inner_lr.detach().exp())
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write adapter.json + adapter.safetensors into `path` (beside a model's own files)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / _CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
+        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(path / _WEIGHTS_FILE))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> UserAdapter:
+        path = Path(path)
+        adapter = cls(AdapterConfig.from_dict(json.loads((path / _CONFIG_FILE).read_text())))
+        adapter.load_state_dict(load_file(str(path / _WEIGHTS_FILE)))
+        return adapter.eval()
+
+
+def has_adapter(path: str | Path) -> bool:
+    return (Path(path) / _CONFIG_FILE).is_file()
+
+
+# ---- inner loop -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Support:
+    """What the inner loop needs from the frozen LM, computed once per batch of users (no gradient)."""
+
+    states: torch.Tensor  # [B, N, D] hidden states that score the support targets
+    targets: torch.Tensor  # [B, N] support items (PAD where none)
+    last: torch.Tensor  # [B, D] state after the whole history: scores the next item
+    table: torch.Tensor  # [V+1, D] output item embeddings
+
+
+@torch.no_grad()
+def _support(model: NextItemLM, item_ids: torch.Tensor, config: AdapterConfig) -> _Support:
+    """item_ids [B, L] left-padded histories -> the support of each (its last max_support_len items)."""
+    h = model.encode(item_ids)  # [B, L', D] (L' <= max_seq_len: the model keeps the most recent items)
+    ids = item_ids[:, -h.shape[1] :]  # [B, L']
+    M = config.max_support_len
+    if config.support_loss == "next":
+        states = h[:, :-1][:, -M:]  # [B, N, D]: the state after item t ...
+        targets = ids[:, 1:][:, -M:].clone()  # [B, N]    ... scores item t+1
+        targets[ids[:, :-1][:, -M:] == PAD_ID] = PAD_ID  # the first real item has no state before it
+    else:
+        targets = ids[:, -M:]  # [B, N]
+        states = h[:, -1:].expand(-1, targets.shape[1], -1)  # [B, N, D]
+    # detach: without item features item_table() is the embedding Parameter itself, and the LM must stay out of
+    # every graph (no gradient may reach it, not even an accumulated .grad).
+    return _Support(states=states, targets=targets, last=h[:, -1], table=model.item_table().detach())
+
+
+def _nll(shifted: torch.Tensor, table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Sum over users of each user's mean −log P(target) over its real targets. [B, N, D] -> scalar."""
+    B, N, _ = shifted.shape
+    logits = shifted @ table[1:].T  # [B, N, V] (PAD is not a class, as in the LM's own loss)
+    real = targets != PAD_ID  # [B, N]
+    nll = F.cross_entropy(logits.reshape(B * N, logits.shape[-1]), (targets - 1).clamp_min(0).reshape(-1), reduction="none")
+    per_user = (nll.view(B, N) * real).sum(1) / real.sum(1).clamp_min(1)  # [B]
+    return per_user.sum()
+
+
+def _inner_loop(adapter: UserAdapter, support: _Support, steps: int, *, keep_graph: bool) -> torch.Tensor:
+    """k SGD steps on each user's vector from u₀: returns [B, D].
+
+    keep_graph=False (inference): the result is detached. keep_graph=True (meta-training): the result stays a
+    function of u₀ (identity, first order) and α, with the inner gradients as constants.
+    """
+    B = support.states.shape[0]
+    with torch.enable_grad():  # adaptation needs gradients even inside evaluation's torch.no_grad()
+        user = adapter.user.expand(B, -1)  # [B, D]
+        lr = adapter.log_inner_lr.exp()
+        if not keep_graph:
+            user, lr = user.detach().clone().requires_grad_(True), lr.detach()
+        for _ in range(steps):
+            shifted = functional_call(adapter, {"user": user}, (support.states,))  # [B, N, D]
+            loss = _nll(shifted, support.table, support.targets)
+            (grad,) = torch.autograd.grad(loss, user)  # [B, D]; users are independent terms of the sum
+            user = user - lr * grad
+    return user if keep_graph else user.detach()
+
+
+def adapt(model: NextItemLM, adapter: UserAdapter, item_ids: torch.Tensor, *, steps: int | None = None) -> torch.Tensor:
+    """Adapted user vectors [B, D] for left-padded histories item_ids [B, L]; the LM is read, never changed."""
+    support = _support(model, item_ids, adapter.config)
+    return _inner_loop(adapter, support, adapter.config.inner_steps if steps is None else steps, keep_graph=False)
+
+
+@torch.no_grad()
+def adapted_scores(
+    model: NextItemLM, adapter: UserAdapter, item_ids: torch.Tensor, *, steps: int | None = None
+) -> torch.Tensor:
+    """Next-item scores [B, V+1] after adapting to each history item_ids [B, L] (column 0 = -inf)."""
+    support = _support(model, item_ids, adapter.config)
+    user = _inner_loop(adapter, support, adapter.config.inner_steps if steps is None else steps, keep_graph=False)
+    scores = (support.last + user) @ support.table.T  # [B, V+1]
+    scores[:, PAD_ID] = float("-inf")
+    return scores
+
+
+def make_adapted_score_fn(
+    model: NextItemLM, adapter: UserAdapter, *, steps: int | None = None, chunk: int = 64
+) -> Callable[[list[np.ndarray]], torch.Tensor]:
+    """A ScoreFn (llmrec.eval) that adapts to every history before scoring it, `chunk` users at a time."""
+
+    def score(histories: list[np.ndarray]) -> torch.Tensor:
+        parts = [
+            adapted_scores(model, adapter, pad_left(histories[i : i + chunk], model.config.max_seq_len), steps=steps)
+            for i in range(0, len(histories), chunk)
+        ]
+        return torch.cat(parts)
+
+    return score
+
+
+# ---- outer loop -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetaConfig:
+    support_sizes: tuple[int, ...] = SUPPORT_SIZES  # support sizes of the training episodes
+    n_query: int = 1  # query items per episode
+    max_start: int = 0  # episodes start at the user's first item (0) or up to this far in
+    meta_batch_size: int = 64  # episodes per outer step
+    meta_steps: int = 2000  # upper bound on outer steps; early stopping usually ends sooner
+    outer_lr: float = 0.01  # Adam on u₀ and log α
+    learn_inner_lr: bool = True  # meta-learn α (else it stays at AdapterConfig.inner_lr)
+    eval_every: int = 100  # outer steps between validation evaluations
+    patience: int = 5  # evaluations without improvement before stopping
+    seed: int = 0  # episode sampling
+
+    def __post_init__(self) -> None:
+        if self.meta_batch_size < 1 or self.meta_steps < 1 or self.eval_every < 1 or self.outer_lr <= 0:
+            raise ValueError("meta_batch_size, meta_steps, eval_every must be >= 1 and outer_lr > 0")
+
+
+@dataclass
+class MetaResult:
+    best_step: int
+    best_metric: float
+    steps_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def meta_train(
+    model: NextItemLM,
+    adapter: UserAdapter,
+    sequences: Sequence[np.ndarray],
+    config: MetaConfig,
+    *,
+    evaluate: Callable[[UserAdapter], float] | None = None,
+) -> MetaResult:
+    """First-order MAML on (u₀, log α) over episodes from `sequences` (training users only); the LM stays frozen.
+
+    `evaluate(adapter)` (higher is better, on validation users) runs every `eval_every` steps; the adapter ends
+    with the best evaluated state (the last state when evaluate is None).
+    """
+    model.eval()
+    sampler = EpisodeSampler(
+        sequences, support_sizes=config.support_sizes, n_query=config.n_query, max_start=config.max_start, seed=config.seed
+    )
+    params = [adapter.user] + ([adapter.log_inner_lr] if config.learn_inner_lr else [])
+    opt = torch.optim.Adam(params, lr=config.outer_lr)
+    best = {k: v.detach().clone() for k, v in adapter.state_dict().items()}
+    best_metric, best_step, bad, losses = -math.inf, 0, 0, []
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    step = 0
+    for step in range(1, config.meta_steps + 1):
+        episodes = sampler.sample(config.meta_batch_size)
+        windows = [ep.window(sequences[ep.row]) for ep in episodes]
+        supports = [w[: ep.n_support] for w, ep in zip(windows, episodes, strict=True)]
+        support = _support(model, pad_left(supports, model.config.max_seq_len), adapter.config)
+        user = _inner_loop(adapter, support, adapter.config.inner_steps, keep_graph=True)  # [B, D]
+        # Query item j is predicted from everything before it (support + earlier queries), as at test time.
+        q = config.n_query
+        with torch.no_grad():
+            context = model.encode(pad_left([w[:-1] for w in windows], model.config.max_seq_len))[:, -q:]  # [B, Q, D]
+        targets = torch.from_numpy(np.stack([w[-q:] for w in windows]))  # [B, Q]
+        shifted = functional_call(adapter, {"user": user}, (context,))  # [B, Q, D]
+        loss = _nll(shifted, support.table, targets).div(len(episodes))
+        opt.zero_grad(set_to_none=True)
+        torch.autograd.backward(loss)
+        opt.step()
+        losses.append(loss.item())
+        if step % config.eval_every and step != config.meta_steps:
+            continue
+        row = {"step": float(step), "query_loss": float(np.mean(losses[-config.eval_every :])), "inner_lr": adapter.inner_lr}
+        if evaluate is not None:
+            metric = evaluate(adapter)
+            row["valid"] = metric
+        else:
+            metric = -row["query_loss"]
+        history.append(row)
+        if metric > best_metric:
+            best_metric, best_step, bad = metric, step, 0
+            best = {k: v.detach().clone() for k, v in adapter.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= config.patience:
+                break
+    adapter.load_state_dict(best)
+    return MetaResult(best_step=best_step, best_metric=best_metric, steps_run=step, history=history, seconds=time.perf_counter() - t0)

@@ -1,0 +1,166 @@
+"""Request and response bodies of the HTTP service (pydantic; no torch), and so its OpenAPI document.
+
+Limits live here, next to the fields they bound, so that the OpenAPI document states them and a client (or a
+fuzzer) can read them: ``k`` in [1, 1000], ids up to 256 characters, a history up to 10,000 ids (the model reads
+only its ``max_seq_len`` most recent ones; the answer says when it cut), a batch up to 256 requests.
+
+Options beyond the plain next-item ranking: ``explain`` (the history items behind each recommendation, and a
+sentence), ``diversity`` (maximal-marginal-relevance re-ranking), ``query`` (a text intent blended into the scores)
+and ``adapt`` (few-shot adaptation, for artifacts with a meta-trained adapter). An option that the loaded artifact
+cannot serve is answered 422 ``not_available``, with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "MAX_BATCH_REQUESTS",
+    "MAX_EXPLAIN_K",
+    "MAX_HISTORY",
+    "MAX_ID_CHARS",
+    "MAX_K",
+    "BatchRecommendRequest",
+    "BatchRecommendResponse",
+    "Contribution",
+    "ErrorResponse",
+    "FieldError",
+    "HealthResponse",
+    "ItemExplanation",
+    "ItemInfo",
+    "ItemList",
+    "ReadyResponse",
+    "RecommendRequest",
+    "RecommendResponse",
+    "RecommendedItem",
+]
+
+MAX_K = 1000
+MAX_ID_CHARS = 256
+MAX_HISTORY = 10_000
+MAX_BATCH_REQUESTS = 256
+MAX_EXPLAIN_K = 100  # explaining costs one scoring pass per history item: bounded
+
+RawId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
+
+
+class RecommendRequest(BaseModel):
+    """Exactly one of ``user_id`` (a user the model was trained on) or ``history`` (raw item ids, oldest first)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: RawId | None = Field(None, description="A raw user id known to the model.")
+    history: list[RawId] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_HISTORY,
+        description="Raw item ids, oldest first. Only the most recent max_seq_len are read (see `truncated`).",
+    )
+    k: int = Field(10, ge=1, le=MAX_K, description="How many items to return.")
+    exclude_seen: bool = Field(False, description="Leave out items already in the history.")
+    explain: bool = Field(
+        False,
+        description=f"Explain each item: the history items behind it and a sentence (needs k <= {MAX_EXPLAIN_K}).",
+    )
+    diversity: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Re-rank for variety: 0 = by score, 1 = most diverse (MMR, λ = 1 − diversity).",
+    )
+    query: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1000,
+        description='A text intent ("something for summer") blended into the scores; needs the `text` extra.',
+    )
+    adapt: bool = Field(
+        False, description="Adapt to the history first (cold start); needs an artifact with an adapter."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RecommendRequest:
+        if (self.user_id is None) == (self.history is None):
+            raise ValueError("give exactly one of user_id or history")
+        if self.explain and self.k > MAX_EXPLAIN_K:
+            raise ValueError(f"explain needs k <= {MAX_EXPLAIN_K}, got {self.k}")
+        return self
+
+
+class Contribution(BaseModel):
+    item_id: str = Field(description="A history item (raw id).")
+    title: str | None = None
+    weight: float = Field(description="How much it raised (> 0) or lowered (< 0) the recommended item's score.")
+
+
+class ItemExplanation(BaseModel):
+    text: str = Field(description="A short reason in words.")
+    contributions: list[Contribution] = Field(description="History items with the largest weights, largest first.")
+
+
+class RecommendedItem(BaseModel):
+    item_id: str = Field(description="Raw item id.")
+    score: float = Field(description="Model score (blended with the query, if any); higher ranks first.")
+    rank: int = Field(ge=1, description="1-based.")
+    title: str | None = Field(None, description="Catalogue title, when known.")
+    explanation: ItemExplanation | None = Field(None, description="With `explain`: why this item.")
+
+
+class RecommendResponse(BaseModel):
+    items: list[RecommendedItem]
+    user_id: str | None = Field(None, description="The user asked about, if any.")
+    history_length: int = Field(ge=0, description="Items in the history (the user's stored one or the one sent).")
+    history_used: int = Field(ge=0, description="Most recent items the model read: min(history_length, max_seq_len).")
+    truncated: bool = Field(description="True when the history was longer than the model reads.")
+
+
+class BatchRecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests: list[RecommendRequest] = Field(min_length=1, max_length=MAX_BATCH_REQUESTS)
+
+
+class BatchRecommendResponse(BaseModel):
+    results: list[RecommendResponse] = Field(description="One answer per request, in order.")
+
+
+class ItemInfo(BaseModel):
+    item_id: str
+    title: str | None = None
+    text: str | None = None
+    categories: list[str] = Field(default_factory=list)
+
+
+class ItemList(BaseModel):
+    items: list[ItemInfo]
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description='"ok"')
+
+
+class ReadyResponse(BaseModel):
+    status: str = Field(description='"ready"')
+    n_items: int
+    max_seq_len: int
+    max_batch: int
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error the service sends has this shape (validation errors included)."""
+
+    code: str = Field(
+        description="invalid_request | unknown_ids | not_available | not_found | unauthorized | body_too_large | "
+        "overloaded | model_error | not_ready | http_error | internal_error"
+    )
+    message: str
+    ids: list[str] = Field(default_factory=list, description="unknown_ids: the ids the model does not know.")
+    errors: list[FieldError] = Field(default_factory=list, description="invalid_request: one entry per field.")

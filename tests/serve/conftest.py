@@ -1,0 +1,95 @@
+"""Fixtures of the service tests: a tiny model artifact (tests/conftest.py's 20 users x 50 items) and its app.
+
+``client`` runs the app's lifespan (the micro-batcher starts, a warm-up request passes) inside a TestClient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from llmrec.data import PreparedDataset
+    from llmrec.recommend import Recommender
+
+TINY_MODEL = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
+
+
+@pytest.fixture
+def serve_artifact(tiny_prepared: PreparedDataset, tmp_path: Path) -> Path:
+    """A next-item LM artifact (max_seq_len 8) over the tiny catalogue: titles are "Item <id>"."""
+    from llmrec.train import build_model, save_artifact
+
+    model = build_model(tiny_prepared, TINY_MODEL, seed=0)[0].eval()
+    return save_artifact(model, tiny_prepared, tmp_path / "model")
+
+
+@pytest.fixture
+def recommender(serve_artifact: Path) -> Recommender:
+    from llmrec.recommend import Recommender
+
+    return Recommender.load(serve_artifact)
+
+
+@pytest.fixture
+def make_client() -> Iterator[Any]:
+    """make_client(app) -> a started TestClient (lifespan run), closed after the test."""
+    from fastapi.testclient import TestClient
+
+    opened: list[TestClient] = []
+
+    def make(app: FastAPI, **kwargs: Any) -> TestClient:
+        client = TestClient(app, **kwargs)
+        client.__enter__()
+        opened.append(client)
+        return client
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(recommender: Recommender, make_client: Any) -> TestClient:
+    from llmrec.serve import create_app
+
+    return make_client(create_app(recommender))
+
+
+@pytest.fixture
+def live_server() -> Iterator[Any]:
+    """live_server(app) -> "http://127.0.0.1:PORT": the app under uvicorn in a thread, stopped after the test."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(app: FastAPI) -> str:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))  # the OS picks a free port; uvicorn serves on this very socket
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        servers.append((server, thread))
+        host, port = sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
