@@ -252,3 +252,24 @@ def test_chunked_ce_equals_full_softmax_loss_and_gradients() -> None:
     out_chunked.loss.backward()
     for (name, p), q in zip(full.named_parameters(), chunked.parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, msg=name)
+
+
+def test_item_table_cache_is_invalidated_by_weight_and_feature_changes() -> None:
+    torch.manual_seed(0)
+    m = NextItemLM(NextItemLMConfig(n_items=20, d_model=8, n_heads=2, d_ff=16, n_layers=1, n_attributes=3, max_item_attributes=2))
+    m.eval()
+    x = torch.randint(1, 21, (2, 5))
+    first = m.score(x)
+    assert m.score(x) is not first and torch.equal(m.score(x), first)
+    with torch.no_grad():
+        m.item_emb.weight[3] += 1.0  # in-place weight change (as an optimizer step does)
+    fresh = NextItemLM(NextItemLMConfig(**m.config.to_dict()))
+    fresh.load_state_dict(m.state_dict())
+    fresh.eval()
+    torch.testing.assert_close(m.score(x), fresh.score(x))
+    m.set_item_attributes(torch.randint(0, 4, (21, 2)))  # feature buffer change
+    fresh.set_item_attributes(m.item_attributes.clone())
+    torch.testing.assert_close(m.score(x), fresh.score(x))
+    m.load_state_dict(NextItemLM(NextItemLMConfig(**m.config.to_dict())).state_dict())  # weights replaced
+    fresh.load_state_dict(m.state_dict())
+    torch.testing.assert_close(m.score(x), fresh.score(x))
