@@ -110,7 +110,9 @@ def test_config_file_then_set_precedence(data: Path, tmp_path: Path) -> None:
     saved = _json(out / "config.json")
     assert saved["d_model"] == 16  # --set beats the file
     assert (saved["d_ff"], saved["max_seq_len"]) == (32, 8)  # the file beats the defaults
-    assert saved["dropout"] == 0.3  # a default nobody set
+    from llmrec.models import NextItemLMConfig
+
+    assert saved["dropout"] == NextItemLMConfig(n_items=1).dropout  # a default nobody set
     train = _json(out / "training.json")["train"]
     assert (train["epochs"], train["lr"]) == (2, 0.01)
 

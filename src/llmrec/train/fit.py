@@ -145,7 +145,8 @@ def fit(
         model, _ = build_model(dataset, params, use_attributes=use_attributes, seed=train_config.seed)
         refit_windows = training_windows(dataset.train_sequences(through="valid"), model.config.max_seq_len)
         refit_dir = None if run_dir is None else Path(run_dir) / "refit"
-        train(model, refit_windows, train_config, run_dir=refit_dir, resume=False, stop_after=result.best_epoch)
+        resume_refit = resume and refit_dir is not None and (refit_dir / "checkpoint" / "state.json").exists()
+        train(model, refit_windows, train_config, run_dir=refit_dir, resume=resume_refit, stop_after=result.best_epoch)
     return model, result, vocab
 
 

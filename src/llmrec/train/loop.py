@@ -36,20 +36,20 @@ __all__ = ["Callback", "TrainConfig", "TrainResult", "train"]
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    epochs: int = 200  # upper bound; early stopping usually ends sooner
+    epochs: int = 30  # cosine horizon and upper bound; early stopping usually ends sooner
     batch_size: int = 256  # sequences per batch
     lr: float = 2e-3  # peak learning rate
     weight_decay: float = 0.0  # AdamW decay on weight matrices (not biases / norms)
     warmup_steps: int = 200  # linear warm-up (capped at 10% of all steps)
     schedule: str = "cosine"  # "cosine" decay to 10% over `epochs`, or "constant"
     grad_clip: float = 1.0  # max gradient norm (0 = off)
-    patience: int = 10  # epochs without improvement of `metric` before stopping
+    patience: int = 5  # epochs without improvement of `metric` before stopping
     metric: str = "ndcg@10"  # validation metric to maximise
     seed: int = 0  # seeds model init (by the caller), batch order, dropout and sampling
     max_minutes: float | None = None  # wall-clock budget; stops after the epoch that exceeds it
     num_threads: int = 0  # torch threads (0 = leave as is)
     progress: bool = True  # tqdm progress bar
-    refit_on_valid: bool = False  # after selecting the epoch on valid, retrain on train + valid events for that many epochs
+    refit_on_valid: bool = True  # after selecting the epoch on valid, retrain on train + valid events for that many epochs
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "constant"):
