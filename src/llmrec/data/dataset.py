@@ -15,9 +15,6 @@ example is ``(items[:valid_pos], items[valid_pos])`` and the test example ``(ite
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from llmrec.atomic import atomic_directory
 from llmrec.data.registry import sha256_file
 from llmrec.errors import ChecksumError
 
@@ -194,12 +192,7 @@ class PreparedDataset:
     # ---- persistence ----------------------------------------------------------------------------
     def save(self, out: str | Path) -> Path:
         """Write to `out` atomically: a temporary sibling directory renamed into place."""
-        out = Path(out)
-        if out.exists() and not (out / "manifest.json").is_file():
-            raise FileExistsError(f"{out}: exists and is not a prepared dataset; refusing to replace it")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        try:
+        with atomic_directory(out, marker="manifest.json") as tmp:
             lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
             pl.DataFrame(
                 {
@@ -213,13 +206,7 @@ class PreparedDataset:
             manifest = dict(self.manifest)
             manifest["files"] = {f: sha256_file(tmp / f) for f in _FILES}
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return out
+        return Path(out)
 
     @classmethod
     def load(cls, path: str | Path, *, verify: bool = True) -> PreparedDataset:

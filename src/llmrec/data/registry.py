@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.request
 import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmrec.atomic import atomic_directory
 from llmrec.errors import ChecksumError, DatasetNotFoundError
 
 __all__ = [
@@ -167,9 +167,7 @@ def _verify(spec: DatasetSpec, folder: Path) -> dict[str, str]:
 
 def _download(spec: DatasetSpec, dest: Path, timeout: float = 60.0) -> None:
     """Download into a temporary folder next to dest, verify, then rename into place."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=dest.parent))
-    try:
+    with atomic_directory(dest) as tmp:
         if spec.url.endswith(".zip"):
             archive = tmp / "archive.zip"
             with urllib.request.urlopen(spec.url, timeout=timeout) as r, open(archive, "wb") as out:
@@ -188,13 +186,7 @@ def _download(spec: DatasetSpec, dest: Path, timeout: float = 60.0) -> None:
                 except OSError:
                     if f.required:
                         raise
-        _verify(spec, tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        _verify(spec, tmp)  # a checksum mismatch raises here, before anything replaces dest
 
 
 def resolve_dataset(name: str, path: str | Path | None = None, *, allow_download: bool = True) -> ResolvedDataset:

@@ -12,9 +12,6 @@ A model artifact directory is self-describing (no other file and no network need
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +20,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from llmrec.atomic import atomic_directory
 from llmrec.data.dataset import PreparedDataset
 from llmrec.data.registry import cache_dir
 from llmrec.data.sequences import pad_left, training_windows
@@ -156,12 +154,7 @@ class _Saveable(Protocol):
 
 def save_artifact(model: _Saveable, dataset: PreparedDataset, out: str | Path, *, attributes: list[str] | None = None) -> Path:
     """Write the self-describing model directory atomically (temporary sibling, then rename)."""
-    out = Path(out)
-    if out.exists() and not (out / "config.json").is_file():
-        raise FileExistsError(f"{out}: exists and is not a model directory; refusing to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out, marker="config.json") as tmp:
         model.save_pretrained(tmp)
         dataset.items.write_parquet(tmp / "items.parquet")
         pl.DataFrame(
@@ -172,11 +165,5 @@ def save_artifact(model: _Saveable, dataset: PreparedDataset, out: str | Path, *
             (tmp / "attributes.json").write_text(json.dumps(attributes))
         meta = {k: dataset.manifest.get(k) for k in ("domain", "source", "stats", "split")}
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return Path(out)
 
