@@ -373,6 +373,14 @@ def evaluate_cmd(
         paths = write_evaluation(report, out, model) if out is not None else []
     console.print(_metrics_table(report, ["valid", "test"], [5, 10, 20]))
     console.print(f"seen items {'excluded' if exclude_seen else 'not excluded'}; ranking over all {prepared.n_items:,} items")
+    if not report["protocol"].get("valid_held_out", True):
+        held_out = ", ".join(f"{k} {v:.4f}" for k, v in report["protocol"].get("selection_valid", {}).items() if v is not None)
+        console.print(
+            "note: the model was refit on train + valid events, so its valid row is not held out; "
+            f"held-out validation of the selection run: {held_out}",
+            markup=False,
+            soft_wrap=True,
+        )
     for split, tests in report.get("extra", {}).get("paired", {}).items():
         if isinstance(tests, dict):
             for metric, t in tests.items():
