@@ -146,14 +146,17 @@ def fit_t5_semantic(
     resume: bool = False,
     text_encoder: Any = None,
     text_cache_dir: Path | None = None,
+    evaluate: Any = None,
 ) -> tuple[Any, Any]:
     """Generative retrieval on `dataset`: semantic ids, then the T5 trained with early stopping on validation.
 
     Semantic ids quantise the text embeddings of the whole catalogue, cold items included (they need no
     interaction); params: T5SemanticConfig fields plus n_levels (3), codebook_size (64), semantic_seed (0) and
     text_model (a local sentence-transformers path; default all-MiniLM-L6-v2). Every event after a user's first is one
-    training example. Items that are never a training target are marked cold for the back-off (cold_weight).
-    Returns (T5SemanticRecommender, TrainResult).
+    training example. Items that are never a training target are marked cold (see T5SemanticConfig.cold_weight).
+    evaluate: the early-stopping metric function (default: all validation targets). With train_cfg.refit_on_valid, a
+    fresh model is then trained on train + valid events for the selected number of epochs, as `train.fit.fit` does.
+    Returns (model, TrainResult of the selection run).
     """
     import torch
 
@@ -170,17 +173,26 @@ def fit_t5_semantic(
     cache = text_cache_dir if text_cache_dir is not None else cache_dir() / "text-embeddings"
     emb = encode_items(dataset.items, dataset.domain, encoder, cache, progress=train_cfg.progress)  # [V+1, E]
     ids = build_semantic_ids(emb, n_levels=n_levels, codebook_size=codebook_size, seed=semantic_seed)
-    torch.manual_seed(train_cfg.seed)
     config = T5SemanticConfig(n_items=dataset.n_items, codebook_sizes=ids.codebook_sizes, **params)
-    model = T5SemanticRecommender(config, ids)
-    sequences = dataset.train_sequences()
-    seen = torch.zeros(dataset.n_items + 1, dtype=torch.bool)
-    targets = [s[1:] for s in sequences if len(s) > 1]
-    if targets:
-        seen[torch.from_numpy(np.concatenate(targets))] = True
-    model.set_seen_items(seen)
-    windows = prefix_windows(sequences, config.max_seq_len)
-    result = train(model, windows, train_cfg, evaluate=validation_evaluator(dataset), run_dir=run_dir, resume=resume)  # type: ignore[arg-type]
+
+    def build(sequences: list[np.ndarray]) -> tuple[T5SemanticRecommender, list[np.ndarray]]:
+        torch.manual_seed(train_cfg.seed)
+        model = T5SemanticRecommender(config, ids)
+        seen = torch.zeros(dataset.n_items + 1, dtype=torch.bool)
+        targets = [s[1:] for s in sequences if len(s) > 1]
+        if targets:
+            seen[torch.from_numpy(np.concatenate(targets))] = True
+        model.set_seen_items(seen)
+        return model, prefix_windows(sequences, config.max_seq_len)
+
+    model, windows = build(dataset.train_sequences())
+    evaluate = evaluate if evaluate is not None else validation_evaluator(dataset)
+    result = train(model, windows, train_cfg, evaluate=evaluate, run_dir=run_dir, resume=resume)  # type: ignore[arg-type]
+    if train_cfg.refit_on_valid and result.best_epoch > 0:
+        model, windows = build(dataset.train_sequences(through="valid"))
+        refit_dir = None if run_dir is None else Path(run_dir) / "refit"
+        resume_refit = resume and refit_dir is not None and (refit_dir / "checkpoint" / "state.json").exists()
+        train(model, windows, train_cfg, run_dir=refit_dir, resume=resume_refit, stop_after=result.best_epoch)  # type: ignore[arg-type]
     return model, result
 
 

@@ -72,6 +72,18 @@ def test_no_steps_from_zero_is_the_base_model(tiny_cold: PreparedDataset, tiny_l
     assert not torch.equal(adapted_scores(tiny_lm, adapter, ids), tiny_lm.score(ids))
 
 
+def test_histories_longer_than_max_history_are_scored_by_the_base(tiny_cold: PreparedDataset, tiny_lm: NextItemLM) -> None:
+    adapter = UserAdapter(AdapterConfig(d_model=16, max_history=3))
+    torch.nn.init.normal_(adapter.user)  # a meta-learned start would move short histories even before any step
+    ids = pad_left([s[:n] for s, n in zip(tiny_cold.train_sequences()[:4], (2, 3, 4, 6), strict=True)], 8)
+    user = adapt(tiny_lm, adapter, ids)
+    assert (user[:2] != 0).all() and (user[2:] == 0).all()
+    scores, base = adapted_scores(tiny_lm, adapter, ids), tiny_lm.score(ids)
+    assert torch.equal(scores[2:], base[2:]) and not torch.equal(scores[:2], base[:2])
+    with pytest.raises(ValueError, match="max_history=3 is shorter than the largest support size 5"):
+        meta_train(tiny_lm, adapter, tiny_cold.train_sequences(), QUICK_META)
+
+
 def test_next_item_support_with_one_item_stays_at_the_start(tiny_cold: PreparedDataset, tiny_lm: NextItemLM) -> None:
     # With support_loss="next" a single item has no transition to fit: the user vector stays u0.
     adapter = UserAdapter(AdapterConfig(d_model=16, support_loss="next"))

@@ -24,7 +24,9 @@ with u as the only swapped tensor. The support loss is the LM's own: ``support_l
 support item from the state of the items before it (n − 1 targets; with one item there is nothing to fit and
 u stays at its start), ``"bag"`` scores every support item from the state after the whole support (the MF
 objective "this user chose these"; fits even n = 1). Which one is chosen on cold-start validation users.
-Deterministic: no sampling, dropout off.
+Deterministic: no sampling, dropout off. Only histories of at most ``max_history`` items (default 5, the largest
+meta-training support) are adapted; a longer history is scored by the LM exactly as without the adapter — the
+adapter is a cold-start tool, and fitted to a long history it costs warm users accuracy (docs/cold-start.md).
 
 **Outer loop** (`meta_train`): first-order MAML (Finn et al., ICML 2017, https://arxiv.org/abs/1703.03400,
 "first-order approximation" §5.2) over episodes from training users: adapt u from its start u₀ on the support,
@@ -79,13 +81,13 @@ class AdapterConfig:
     inner_steps: int = 5  # SGD steps on the user's support
     inner_lr: float = 1.0  # initial SGD step size (meta-training may learn it)
     support_loss: str = "bag"  # "bag": every support item from the last state | "next": each item from its prefix
-    max_support_len: int = 50  # a long history is fitted on its most recent items only
+    max_history: int = 5  # longer histories are not adapted (the base LM scores them); >= the meta-training supports
 
     def __post_init__(self) -> None:
         if self.support_loss not in SUPPORT_LOSSES:
             raise ValueError(f"support_loss must be one of {SUPPORT_LOSSES}, got {self.support_loss!r}")
-        if self.inner_steps < 0 or self.inner_lr <= 0 or self.max_support_len < 1 or self.d_model < 1:
-            raise ValueError("inner_steps >= 0, inner_lr > 0, max_support_len >= 1 and d_model >= 1 are required")
+        if self.inner_steps < 0 or self.inner_lr <= 0 or self.max_history < 1 or self.d_model < 1:
+            raise ValueError("inner_steps >= 0, inner_lr > 0, max_history >= 1 and d_model >= 1 are required")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AdapterConfig:
@@ -147,10 +149,10 @@ class _Support:
 
 @torch.no_grad()
 def _support(model: NextItemLM, item_ids: torch.Tensor, config: AdapterConfig) -> _Support:
-    """item_ids [B, L] left-padded histories -> the support of each (its last max_support_len items)."""
+    """item_ids [B, L] left-padded histories -> the support of each (at most its last max_history items)."""
     h = model.encode(item_ids)  # [B, L', D] (L' <= max_seq_len: the model keeps the most recent items)
     ids = item_ids[:, -h.shape[1] :]  # [B, L']
-    M = config.max_support_len
+    M = config.max_history
     if config.support_loss == "next":
         states = h[:, :-1][:, -M:]  # [B, N, D]: the state after item t ...
         targets = ids[:, 1:][:, -M:].clone()  # [B, N]    ... scores item t+1
@@ -194,18 +196,28 @@ def _inner_loop(adapter: UserAdapter, support: _Support, steps: int, *, keep_gra
 
 
 def adapt(model: NextItemLM, adapter: UserAdapter, item_ids: torch.Tensor, *, steps: int | None = None) -> torch.Tensor:
-    """Adapted user vectors [B, D] for left-padded histories item_ids [B, L]; the LM is read, never changed."""
+    """Adapted user vectors [B, D] for left-padded histories item_ids [B, L]; the LM is read, never changed.
+
+    Histories longer than ``max_history`` get the zero vector: the adapter is meta-trained on few-shot supports and
+    is not used on long histories, which the base LM already reads well (docs/cold-start.md, warm users).
+    """
     support = _support(model, item_ids, adapter.config)
-    return _inner_loop(adapter, support, adapter.config.inner_steps if steps is None else steps, keep_graph=False)
+    user = _inner_loop(adapter, support, adapter.config.inner_steps if steps is None else steps, keep_graph=False)
+    is_short = (item_ids != PAD_ID).sum(1) <= adapter.config.max_history  # [B]
+    return user * is_short.unsqueeze(1)
 
 
 @torch.no_grad()
 def adapted_scores(
     model: NextItemLM, adapter: UserAdapter, item_ids: torch.Tensor, *, steps: int | None = None
 ) -> torch.Tensor:
-    """Next-item scores [B, V+1] after adapting to each history item_ids [B, L] (column 0 = -inf)."""
+    """Next-item scores [B, V+1] after adapting to each history item_ids [B, L] (column 0 = -inf).
+
+    A history longer than ``max_history`` is scored exactly as the base LM scores it.
+    """
     support = _support(model, item_ids, adapter.config)
     user = _inner_loop(adapter, support, adapter.config.inner_steps if steps is None else steps, keep_graph=False)
+    user = user * ((item_ids != PAD_ID).sum(1) <= adapter.config.max_history).unsqueeze(1)  # [B, D]
     scores = (support.last + user) @ support.table.T  # [B, V+1]
     scores[:, PAD_ID] = float("-inf")
     return scores
@@ -269,6 +281,10 @@ def meta_train(
     `evaluate(adapter)` (higher is better, on validation users) runs every `eval_every` steps; the adapter ends
     with the best evaluated state (the last state when evaluate is None).
     """
+    if max(config.support_sizes) > adapter.config.max_history:
+        raise ValueError(
+            f"adapter.max_history={adapter.config.max_history} is shorter than the largest support size {max(config.support_sizes)}"
+        )
     model.eval()
     sampler = EpisodeSampler(
         sequences, support_sizes=config.support_sizes, n_query=config.n_query, max_start=config.max_start, seed=config.seed
