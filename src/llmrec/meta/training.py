@@ -19,9 +19,7 @@ in-context LM also the warm users' validation targets (an epoch that costs them 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from llmrec.atomic import atomic_directory
 from llmrec.config import build
 from llmrec.data.dataset import PreparedDataset
 from llmrec.meta.in_context import EPISODIC_TRAIN_DEFAULTS, EpisodicConfig, constrained_metric, episodic_finetune
@@ -158,9 +157,7 @@ def _write_artifact(base_dir: Path, out: Path, model: NextItemLM, adapter: UserA
         raise FileExistsError(f"{out}: exists and is not a model directory; refusing to replace it")
     if out.resolve() == base_dir.resolve():
         raise ValueError("--out must differ from --base")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out, marker="config.json") as tmp:
         for p in base_dir.iterdir():
             if p.is_file() and not p.name.startswith("adapter."):
                 shutil.copy2(p, tmp / p.name)
@@ -168,12 +165,6 @@ def _write_artifact(base_dir: Path, out: Path, model: NextItemLM, adapter: UserA
         if adapter is not None:
             adapter.save_pretrained(tmp)
         (tmp / "meta.json").write_text(json.dumps(summary, indent=2, default=str))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def cold_start_table(results: dict[str, ColdStartResult], metrics: tuple[str, ...] = ("ndcg@10", "recall@10")) -> str:
