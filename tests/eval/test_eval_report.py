@@ -124,3 +124,22 @@ def test_comparison_markdown_side_by_side() -> None:
     assert "full ranking over all items" in table
     b["dataset"] = "other"
     assert "**Warning:**" in comparison_markdown({"a": a, "b": b})
+
+
+def test_markdown_flags_valid_numbers_of_a_refit_model(tmp_path: Path) -> None:
+    from llmrec.eval.evaluate import evaluate_split
+    from llmrec.eval.report import build_report, write_report
+
+    def score_fn(histories: list[np.ndarray]) -> torch.Tensor:
+        s = torch.arange(6, dtype=torch.float32).repeat(len(histories), 1)
+        s[:, 0] = float("-inf")
+        return s
+
+    res = evaluate_split(score_fn, [np.array([1]), np.array([2])], np.array([5, 3]), ks=(1,), n_boot=0)
+    protocol = {"valid_held_out": False, "selection_valid": {"ndcg@10": 0.0498}}
+    report = build_report({"valid": res, "test": res}, model_name="m", dataset="d", protocol=protocol)
+    paths = write_report(report, tmp_path / "r.json")
+    text = paths[1].read_text()
+    assert "not held out" in text and "0.0498" in text
+    plain = build_report({"valid": res}, model_name="m", dataset="d", protocol={})
+    assert "not held out" not in write_report(plain, tmp_path / "p.json")[1].read_text()

@@ -189,6 +189,14 @@ def _segments_table(segments: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def _markdown(report: Mapping[str, Any]) -> str:
     lines = [f"# {report.get('model', '?')} on {report.get('dataset', '?')}", "", _protocol_line(report), ""]
     lines.append("Intervals are 95% percentile-bootstrap intervals over users.")
+    protocol = report.get("protocol", {})
+    if protocol.get("valid_held_out") is False:
+        held = ", ".join(f"{k} {_fmt(v)}" for k, v in protocol.get("selection_valid", {}).items())
+        lines += [
+            "",
+            "**The model was refit on train + valid events after model selection: its valid numbers are not "
+            f"held out.** Held-out validation of the selection run: {held or 'not recorded'}.",
+        ]
     for split in _splits(report):
         n = report.get("n_users", {}).get(split)
         lines += ["", f"## {split} ({_fmt(n)} users)", ""]
