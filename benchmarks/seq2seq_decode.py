@@ -11,7 +11,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 from transformers import GenerationConfig
 
@@ -59,5 +58,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.random.seed(0)
     main()

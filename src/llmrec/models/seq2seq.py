@@ -188,7 +188,7 @@ class T5SemanticRecommender(nn.Module):
         item_tokens = torch.stack([self.code_tokens[t][codes[:, t].clamp_min(0)] for t in range(c.depth)], 1)
         item_tokens[PAD_ID] = PAD_TOKEN
         self.item_tokens = item_tokens  # [V+1, T] token ids of every item's id
-        # Items seen as a training target (set by `set_seen_items`); the others are cold for the back-off.
+        # Items seen as a training target (set by `set_seen_items`); the others are cold (cold_weight).
         self.register_buffer("is_seen", torch.ones(c.n_items + 1, dtype=torch.bool))
 
     # ---- pretrained variant ----------------------------------------------------------------------
