@@ -463,6 +463,18 @@ _QUERY_WEIGHT_HELP = "0..1: weight of --query against your history (0 = history 
 _GENERATOR_HELP = "A local Hugging Face causal LM folder to word the reasons (default: a template)."
 
 
+def _request(model: Path, user: str | None, history: str | None, k: int) -> tuple[Any, list[str] | None]:
+    """Shared checks of `recommend` and `explain`: exactly one of --user/--history, k >= 1; loads the model."""
+    if (user is None) == (history is None):
+        raise ValueError("give exactly one of --user ID or --history ID,ID,...")
+    if k < 1:
+        raise ValueError(f"-k must be >= 1, got {k}")
+    from llmrec.recommend import Recommender
+
+    hist = [h.strip() for h in history.split(",") if h.strip()] if history is not None else None
+    return Recommender.load(model), hist
+
+
 @app.command("recommend")
 def recommend_cmd(
     model: Annotated[Path, typer.Option(help="Model artifact folder.")],
@@ -482,14 +494,7 @@ def recommend_cmd(
         _explain(model, user, history, k, exclude_seen, as_json, "occlusion", diversity, query, query_weight, generator)
         return
     with _user_errors():
-        if (user is None) == (history is None):
-            raise ValueError("give exactly one of --user ID or --history ID,ID,...")
-        if k < 1:
-            raise ValueError(f"-k must be >= 1, got {k}")
-        from llmrec.recommend import Recommender
-
-        rec = Recommender.load(model)
-        hist = [h.strip() for h in history.split(",") if h.strip()] if history is not None else None
+        rec, hist = _request(model, user, history, k)
         recs = rec.recommend(
             history=hist, user=user, k=k, exclude_seen=exclude_seen, query=query, query_weight=query_weight, diversity=diversity
         )
@@ -535,15 +540,9 @@ def _explain(
 ) -> None:
     """`explain` and `recommend --explain`: one table row (or JSON object) per item, with its reason."""
     with _user_errors():
-        if (user is None) == (history is None):
-            raise ValueError("give exactly one of --user ID or --history ID,ID,...")
-        if k < 1:
-            raise ValueError(f"-k must be >= 1, got {k}")
         from llmrec.explain.text import load_text_generator
-        from llmrec.recommend import Recommender
 
-        rec = Recommender.load(model)
-        hist = [h.strip() for h in history.split(",") if h.strip()] if history is not None else None
+        rec, hist = _request(model, user, history, k)
         explanations = rec.explain(
             history=hist,
             user=user,
