@@ -317,8 +317,13 @@ def train_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=1e-3 (repeatable).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted training of the same --out.")] = False,
     threads: Annotated[int, typer.Option(help="torch threads (0 = all cores).")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda (auto: CUDA when available).")] = "auto",
 ) -> None:
-    """Train a model; early stopping on validation NDCG@10; writes a self-describing artifact folder."""
+    """Train a model; early stopping on validation NDCG@10; writes a self-describing artifact folder.
+
+    Runs data-parallel (DDP) when launched with `torchrun --nproc-per-node N` or `accelerate launch
+    --num_processes N`: the global batch is split across processes, only rank 0 writes.
+    """
     with _user_errors():
         sections = _config_sections(config, set_)
         if out.exists() and not (out / "config.json").is_file() and any(out.iterdir()):
@@ -326,12 +331,23 @@ def train_cmd(
         import torch
 
         from llmrec.experiment import train_model
+        from llmrec.train import distributed
 
         if threads:
             torch.set_num_threads(threads)
-        prepared, prepared_dir = _open_dataset(dataset, out.parent / f"{dataset}-data")
-        summary = train_model(prepared, prepared_dir, model, out, sections, resume=resume)
-    shown = {k: summary[k] for k in ("model", "best_epoch", "epochs_run", "best_valid", "seconds") if k in summary}
+        ctx = distributed.init_from_env(device)
+        try:
+            if ctx.is_main:  # one process prepares a registry dataset; the others then read it
+                prepared, prepared_dir = _open_dataset(dataset, out.parent / f"{dataset}-data")
+            distributed.barrier()
+            if not ctx.is_main:
+                prepared, prepared_dir = _open_dataset(dataset, out.parent / f"{dataset}-data")
+            summary = train_model(prepared, prepared_dir, model, out, sections, resume=resume)
+        finally:
+            distributed.shutdown()
+    if not ctx.is_main:
+        return
+    shown = {k: summary[k] for k in ("model", "best_epoch", "epochs_run", "best_valid", "seconds", "world_size") if k in summary}
     console.print(f"trained {json.dumps(shown)} → {out}", markup=False, soft_wrap=True)
 
 

@@ -29,6 +29,7 @@ from llmrec.eval.report import build_report, write_report
 from llmrec.models.baselines import ItemKNN, MostPopular
 from llmrec.models.next_item_lm import NextItemLMConfig
 from llmrec.recommend import load_model
+from llmrec.train import distributed
 from llmrec.train.fit import fit, save_artifact
 from llmrec.train.loop import TrainConfig
 
@@ -90,17 +91,22 @@ def train_model(
     train_cfg = build(TrainConfig, {"progress": progress, **sections.get("train", {})}, section="train")
     t0 = time.perf_counter()
     summary: dict[str, Any] = {"model": model, "params": params}
+    ctx = distributed.current()
+    if ctx.enabled and model not in ("next-item-lm", "sasrec"):
+        raise ValueError(f"model {model!r} trains in a single process; distributed training supports next-item-lm and sasrec")
     if model in ("next-item-lm", "sasrec"):
         use_attributes = bool(params.pop("use_attributes", True))  # a no-op when the catalogue has no categories
         run_dir = out.parent / f".{out.name}.train"  # training state lives beside the artifact until it is complete
-        if resume and not (run_dir / "checkpoint").is_dir() and (out / "train" / "checkpoint").is_dir():
+        if ctx.is_main and resume and not (run_dir / "checkpoint").is_dir() and (out / "train" / "checkpoint").is_dir():
             # A finished run keeps its state in out/train; copy it back (the artifact stays intact until replaced).
             shutil.copytree(out / "train", run_dir, dirs_exist_ok=True)
+        distributed.barrier()
         nn_model, result, vocab = fit(
             dataset, params, train_cfg, use_attributes=use_attributes, run_dir=run_dir, resume=resume
         )
-        save_artifact(nn_model, dataset, out, attributes=vocab)
-        run_dir.replace(out / "train")
+        if ctx.is_main:
+            save_artifact(nn_model, dataset, out, attributes=vocab)
+            run_dir.replace(out / "train")
         summary.update(
             best_epoch=result.best_epoch,
             epochs_run=result.epochs_run,
@@ -129,11 +135,17 @@ def train_model(
         save_artifact(ItemKNN.fit(dataset.train_sequences(), dataset.n_items, **params), dataset, out)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     summary["dataset"] = str(dataset_dir)
+    if ctx.enabled:
+        summary["world_size"] = ctx.world_size
+    if not ctx.is_main:
+        distributed.barrier()  # rank 0 finishes writing the artifact before any rank returns
+        return summary
     meta_path = out / "dataset.json"
     meta = json.loads(meta_path.read_text())
     meta["prepared_path"] = str(dataset_dir)
     meta_path.write_text(json.dumps(meta, indent=2))
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
+    distributed.barrier()
     return summary
 
 

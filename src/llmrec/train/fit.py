@@ -28,6 +28,7 @@ from llmrec.eval.evaluate import compute_ranks
 from llmrec.eval.metrics import summarize
 from llmrec.index.text_encoder import SentenceTransformerEncoder, TextEncoder, encode_items
 from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig
+from llmrec.train import distributed
 from llmrec.train.loop import Callback, TrainConfig, TrainResult, train
 
 __all__ = [
@@ -97,17 +98,26 @@ def build_model(
 
 def make_score_fn(model: NextItemLM) -> ScoreFn:
     def score(histories: list[np.ndarray]) -> torch.Tensor:
-        return model.score(pad_left(histories, model.config.max_seq_len))
+        device = model.item_emb.weight.device
+        scores = model.score(pad_left(histories, model.config.max_seq_len).to(device))
+        return scores if device.type == "cpu" else scores.cpu()
 
     return score
 
 
 def validation_evaluator(dataset: PreparedDataset, ks: Sequence[int] = (10, 20)) -> Callable[[NextItemLM], dict[str, float]]:
-    """Full-ranking metrics on the validation targets (never the test targets), for early stopping."""
+    """Full-ranking metrics on the validation targets (never the test targets), for early stopping.
+
+    Under data-parallel training each rank ranks its share of the users and the ranks are gathered, so every
+    process computes the same metrics as a single process would.
+    """
     ex = dataset.eval_examples("valid")
 
     def evaluate(model: NextItemLM) -> dict[str, float]:
-        ranks = compute_ranks(make_score_fn(model), ex.histories, ex.targets)
+        ctx = distributed.current()
+        part = distributed.shard_rows(len(ex.targets), ctx)
+        local = compute_ranks(make_score_fn(model), ex.histories[part], ex.targets[part])
+        ranks = np.asarray(distributed.gather_in_order(local.tolist(), len(ex.targets), ctx), dtype=local.dtype)
         m = summarize(ranks, ks)
         return {k: m[k] for k in m if k.startswith(("ndcg@", "recall@"))}
 

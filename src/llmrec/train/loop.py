@@ -7,7 +7,13 @@ exactly from the last completed epoch: the batch order, dropout and negative sam
 (seed, e), so a resumed run replays the same epochs as an uninterrupted one.
 
 Checkpoints are safetensors + JSON (no pickle): ``<run>/checkpoint/{model,optimizer}.safetensors, state.json``
-and the best weights in ``<run>/best/``. Per-epoch metrics go to ``<run>/metrics.csv``.
+and the best weights in ``<run>/best/``. Per-epoch metrics go to ``<run>/metrics.csv``, the loss of every
+optimisation step to ``<run>/steps.csv``.
+
+Under ``torchrun`` / ``accelerate launch`` the same loop trains with DistributedDataParallel (see
+`llmrec.train.distributed`): each rank takes its rows of the same global batch, the loss is weighted so the
+averaged gradient is the single-process gradient, and only rank 0 writes. The global batch order does not
+depend on the number of processes, so a checkpoint resumes under any world size.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from tqdm.auto import tqdm
 
 from llmrec.data.sequences import bucketed_batches
 from llmrec.models.next_item_lm import NextItemLM
+from llmrec.train import distributed
+from llmrec.types import PAD_ID, SeqBatch
 
 __all__ = ["Callback", "TrainConfig", "TrainResult", "train"]
 
@@ -120,12 +128,47 @@ def _load_checkpoint(run_dir: Path, model: NextItemLM, opt: torch.optim.Optimize
 
 
 def _append_csv(path: Path, row: dict[str, float]) -> None:
+    _append_rows(path, [row])
+
+
+def _append_rows(path: Path, rows: list[dict[str, float]]) -> None:
+    if not rows:
+        return
     is_new = not path.exists()
     with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
         if is_new:
             w.writeheader()
-        w.writerow(row)
+        w.writerows(rows)
+
+
+def _truncate_steps(path: Path, last_step: int) -> None:
+    """Keep the step log consistent with a resumed checkpoint: drop steps after `last_step` (a lost epoch)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if float(r["step"]) <= last_step]
+    path.unlink()
+    _append_rows(path, [{k: float(v) for k, v in r.items()} for r in rows])
+
+
+def _local_rows(batch: SeqBatch, ctx: distributed.DistContext) -> tuple[SeqBatch, float]:
+    """This rank's part of a global batch and the factor that makes its mean loss a share of the global mean.
+
+    Rank r's loss is a mean over its n_r target positions; scaled by n_r * W / N, DDP's gradient average over
+    the W ranks equals the gradient of the global mean over all N positions. A rank left without rows (a global
+    batch smaller than W) trains on one borrowed row with weight 0, so every rank still joins the all-reduce.
+    """
+    if not ctx.enabled:
+        return batch, 1.0
+    assert batch.targets is not None
+    rows = distributed.shard_rows(batch.item_ids.shape[0], ctx)
+    local = SeqBatch(item_ids=batch.item_ids[rows], targets=batch.targets[rows])
+    if local.item_ids.shape[0] == 0:
+        return SeqBatch(item_ids=batch.item_ids[:1], targets=batch.targets[:1]), 0.0
+    n_global = int((batch.targets != PAD_ID).sum())
+    n_local = int((local.targets != PAD_ID).sum())
+    return local, n_local * ctx.world_size / max(1, n_global)
 
 
 def train(
@@ -150,8 +193,10 @@ def train(
         torch.set_num_threads(c.num_threads)
     if not windows:
         raise ValueError("no training windows: every training sequence is shorter than 2 items")
+    ctx = distributed.current()
+    main = ctx.is_main  # only rank 0 writes files and prints
     run = Path(run_dir) if run_dir is not None else None
-    if run is not None:
+    if run is not None and main:
         run.mkdir(parents=True, exist_ok=True)
         (run / "train_config.json").write_text(json.dumps(asdict(c), indent=2))
     opt = _make_optimizer(model, c)
@@ -162,14 +207,28 @@ def train(
         if run is None or not (run / "checkpoint" / "state.json").exists():
             raise FileNotFoundError(f"--resume: no checkpoint in {run}")
         state = _load_checkpoint(run, model, opt)
-        (run / "metrics.csv").unlink(missing_ok=True)  # rewritten from the checkpoint: drops rows of a lost epoch
-        for row in state["history"]:
-            _append_csv(run / "metrics.csv", row)
-    elif run is not None:
+        if main:
+            (run / "metrics.csv").unlink(missing_ok=True)  # rewritten from the checkpoint: drops a lost epoch's rows
+            for row in state["history"]:
+                _append_csv(run / "metrics.csv", row)
+            _truncate_steps(run / "steps.csv", int(state["step"]))
+    elif run is not None and main:
         (run / "metrics.csv").unlink(missing_ok=True)  # a fresh run never appends to an earlier run's log
+        (run / "steps.csv").unlink(missing_ok=True)
+    distributed.barrier()  # nobody starts while rank 0 still rewrites the logs
     best_weights = {k: v.clone() for k, v in model.state_dict().items()}
     if resume and run is not None and (run / "best" / "model.safetensors").exists():
         best_weights = load_file(str(run / "best" / "model.safetensors"))
+    if ctx.device.type != "cpu":
+        model.to(ctx.device)
+        for s_ in opt.state.values():
+            for k_, v_ in s_.items():
+                if torch.is_tensor(v_) and v_.ndim > 0:
+                    s_[k_] = v_.to(ctx.device)
+    net: torch.nn.Module = model
+    if ctx.enabled:
+        # Broadcasts rank 0's weights on construction, then averages gradients across ranks in backward.
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     t0 = time.perf_counter() - float(state.get("seconds", 0.0))
     stopped_early = False
     last_epoch = c.epochs if stop_after is None else min(c.epochs, stop_after)
@@ -184,23 +243,28 @@ def train(
             total=n_batches,
             desc=f"epoch {epoch}",
             unit="batch",
-            disable=None if c.progress else True,  # None: off when stderr is not a terminal
+            disable=None if (c.progress and main) else True,  # None: off when stderr is not a terminal
             leave=False,
         )
         n_seq = 0
+        step_rows: list[dict[str, float]] = []
         for batch in bar:
             factor = _lr_factor(int(state["step"]), total_steps, c)
             for g in opt.param_groups:
                 g["lr"] = c.lr * factor
-            out = model(batch)
+            local, weight = _local_rows(batch, ctx)
+            out = net(local.to(ctx.device) if ctx.device.type != "cpu" else local)
             assert out.loss is not None
             opt.zero_grad(set_to_none=True)
-            out.loss.backward()
+            (out.loss * weight if ctx.enabled else out.loss).backward()
             if c.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
             opt.step()
             state["step"] = int(state["step"]) + 1
-            losses.append(out.loss.item())
+            # the global batch's mean loss (for one process simply this batch's loss)
+            loss = distributed.all_reduce_sum([out.loss.item() * weight], ctx)[0] / ctx.world_size if ctx.enabled else out.loss.item()
+            losses.append(loss)
+            step_rows.append({"step": float(state["step"]), "epoch": float(epoch), "loss": loss, "lr": c.lr * factor})
             n_seq += batch.item_ids.shape[0]
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", seq_s=f"{n_seq / (time.perf_counter() - t_epoch):.0f}")
         bar.close()
@@ -216,7 +280,7 @@ def train(
         if current > float(state["best_metric"]):
             state.update(best_metric=current, best_epoch=epoch, bad_epochs=0)
             best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if run is not None:
+            if run is not None and main:
                 model.save_pretrained(run / "best")
         else:
             state["bad_epochs"] = int(state["bad_epochs"]) + 1
@@ -224,20 +288,25 @@ def train(
         state["history"].append(logs)
         state["epoch"] = epoch
         state["seconds"] = logs["seconds"]
-        if run is not None:
+        if run is not None and main:
             _append_csv(run / "metrics.csv", logs)
+            _append_rows(run / "steps.csv", step_rows)
             _save_checkpoint(run, model, opt, state)
+        distributed.barrier()  # the epoch's checkpoint is on disk before any rank moves on
         for cb in callbacks:
             cb.on_epoch_end(epoch, logs, model)
-        if c.progress:
+        if c.progress and main:
             shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k.startswith("valid_") and "@10" in k)
             tqdm.write(f"epoch {epoch:3d} loss {logs['train_loss']:.4f} {shown} ({logs['train_seconds']:.1f}s)")
         if int(state["bad_epochs"]) >= c.patience:
             stopped_early = True
             break
-        if c.max_minutes is not None and logs["seconds"] > 60 * c.max_minutes:
+        # each rank has its own clock: stop together when any rank ran out of time
+        if c.max_minutes is not None and distributed.any_rank(logs["seconds"] > 60 * c.max_minutes, ctx):
             break
     model.load_state_dict(best_weights)
+    if ctx.device.type != "cpu":
+        model.to("cpu")  # artifacts and inference are device-independent
     model.eval()
     return TrainResult(
         best_epoch=int(state["best_epoch"]),
