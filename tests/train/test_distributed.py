@@ -151,3 +151,30 @@ def test_resume_under_a_different_world_size(tiny_dir: Path, tmp_path: Path) -> 
     assert [r["step"] for r in a] == [r["step"] for r in b]
     diff = np.abs(np.array([r["loss"] for r in a]) - np.array([r["loss"] for r in b]))
     assert diff.max() < LOSS_TOLERANCE, diff
+
+
+def test_environment_without_a_launcher_is_one_cpu_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmrec.train import distributed
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        ctx = distributed.init_from_env("cpu")
+        assert (ctx.rank, ctx.world_size, ctx.enabled, ctx.is_main, ctx.device.type) == (0, 1, False, True, "cpu")
+        assert distributed.current() == ctx
+        assert distributed.all_reduce_sum([1.5, 2.0], ctx) == [1.5, 2.0]
+        assert distributed.gather_in_order([3, 4], 2, ctx) == [3, 4]
+    finally:
+        distributed.shutdown()
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE='two' is not an integer"):
+        distributed.init_from_env("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "5")
+    with pytest.raises(ValueError, match="RANK=5 is outside"):
+        distributed.init_from_env("cpu")
+    with pytest.raises(ValueError, match="device must be"):
+        distributed.init_from_env("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            distributed.init_from_env("cuda")

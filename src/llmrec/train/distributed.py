@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_active: DistContext | None = None  # set by init_from_env (e.g. a single process on a CUDA device)
 
 
 @dataclass(frozen=True)
@@ -91,11 +92,16 @@ def init_from_env(device: str = "auto") -> DistContext:
         if not 0 <= rank < world:
             raise ValueError(f"RANK={rank} is outside 0..WORLD_SIZE-1={world - 1}")
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://", rank=rank, world_size=world)
-    return DistContext(rank=rank, world_size=world, local_rank=local, device=dev) if world > 1 else DistContext(device=dev)
+    global _active
+    _active = DistContext(rank=rank, world_size=world, local_rank=local, device=dev) if world > 1 else DistContext(device=dev)
+    return _active
 
 
 def current() -> DistContext:
-    """The active context: the process group's rank and size when one is initialised, else a single process."""
+    """The active context: the process group's rank and size when one is initialised, else a single process
+    (on the device `init_from_env` chose, CPU by default)."""
+    if _active is not None and (_active.enabled == (dist.is_available() and dist.is_initialized())):
+        return _active
     if dist.is_available() and dist.is_initialized():
         world, rank = dist.get_world_size(), dist.get_rank()
         backend = dist.get_backend()
@@ -106,6 +112,9 @@ def current() -> DistContext:
 
 
 def shutdown() -> None:
+    """Leave the process group (if any) and forget the device choice."""
+    global _active
+    _active = None
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
