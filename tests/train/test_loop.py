@@ -228,3 +228,59 @@ def test_fit_refit_on_valid_retrains_for_the_selected_epochs(tiny_prepared: Prep
     refit, res_refit, _ = fit(tiny_prepared, TINY_MODEL, _config(epochs=3, refit_on_valid=True))
     assert res_refit.best_epoch == res_plain.best_epoch and res_refit.best_metric == res_plain.best_metric
     assert not torch.equal(plain.item_emb.weight, refit.item_emb.weight)
+
+
+def test_ema_keeps_the_moving_average_of_the_weights(tiny_prepared: PreparedDataset) -> None:
+    """With ema_decay = d the returned weights are w_1 then w ← d·w + (1 − d)·θ_t after every step t."""
+    decay = 0.7
+    model_a, windows = _setup(tiny_prepared)
+    trajectory: list[dict[str, torch.Tensor]] = []
+    train(model_a, windows, _config(epochs=2))  # plain run: the last weights
+    plain = _state(model_a)
+
+    model_b, _ = _setup(tiny_prepared)
+    orig_step = torch.optim.AdamW.step
+
+    def recording_step(self: torch.optim.AdamW, *args: Any, **kwargs: Any) -> Any:
+        out = orig_step(self, *args, **kwargs)
+        trajectory.append(_state(model_b))
+        return out
+
+    torch.optim.AdamW.step = recording_step  # type: ignore[method-assign]
+    try:
+        train(model_b, windows, _config(epochs=2, ema_decay=decay))
+    finally:
+        torch.optim.AdamW.step = orig_step  # type: ignore[method-assign]
+    # the raw trajectory is the plain run's (EMA only reads the weights)
+    torch.testing.assert_close(trajectory[-1], plain, rtol=0, atol=0)
+    want = {k: v.clone() for k, v in trajectory[0].items()}
+    for theta in trajectory[1:]:
+        for k, v in want.items():
+            if v.is_floating_point():
+                v.mul_(decay).add_(theta[k], alpha=1 - decay)
+    got = _state(model_b)
+    for k, v in want.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-6, msg=k)
+    assert not torch.equal(got["item_emb.weight"], plain["item_emb.weight"])
+
+
+def test_resume_with_ema_equals_the_uninterrupted_run(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
+    evaluate = validation_evaluator(tiny_prepared, ks=(10,))
+    model_a, windows = _setup(tiny_prepared)
+    result_a = train(model_a, windows, _config(ema_decay=0.9), evaluate=evaluate, run_dir=tmp_path / "a")
+    model_b, _ = _setup(tiny_prepared)
+    with pytest.raises(KeyboardInterrupt):
+        train(model_b, windows, _config(ema_decay=0.9), evaluate=evaluate, run_dir=tmp_path / "b", callbacks=[_KillAfter(2)])
+    assert (tmp_path / "b" / "checkpoint" / "ema.safetensors").exists()
+    fresh, _ = _setup(tiny_prepared)
+    result_b = train(fresh, windows, _config(ema_decay=0.9), evaluate=evaluate, run_dir=tmp_path / "b", resume=True)
+    torch.testing.assert_close(fresh.state_dict(), model_a.state_dict(), rtol=0, atol=0)
+    assert (result_b.best_epoch, result_b.best_metric) == (result_a.best_epoch, result_a.best_metric)
+    # a checkpoint written without EMA cannot silently resume an EMA run
+    plain, _ = _setup(tiny_prepared)
+    train(plain, windows, _config(epochs=1), run_dir=tmp_path / "c")
+    with pytest.raises(FileNotFoundError, match="no ema.safetensors"):
+        train(plain, windows, _config(ema_decay=0.9), run_dir=tmp_path / "c", resume=True)
+    with pytest.raises(ValueError, match="ema_decay"):
+        _config(ema_decay=1.0)

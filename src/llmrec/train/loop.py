@@ -58,12 +58,15 @@ class TrainConfig:
     num_threads: int = 0  # torch threads (0 = leave as is)
     progress: bool = True  # tqdm progress bar
     refit_on_valid: bool = True  # after selecting the epoch on valid, retrain on train + valid events for that many epochs
+    ema_decay: float = 0.0  # > 0: validate, select and keep an exponential moving average of the weights (per step)
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be cosine|constant, got {self.schedule!r}")
         if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
             raise ValueError("batch_size and epochs must be >= 1 and lr > 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 @dataclass
@@ -97,12 +100,16 @@ def _make_optimizer(model: torch.nn.Module, c: TrainConfig) -> torch.optim.AdamW
     return torch.optim.AdamW(groups, lr=c.lr, betas=(0.9, 0.98))
 
 
-def _save_checkpoint(run_dir: Path, model: NextItemLM, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+def _save_checkpoint(
+    run_dir: Path, model: NextItemLM, opt: torch.optim.Optimizer, state: dict[str, Any], ema: NextItemLM | None = None
+) -> None:
     """Atomically replace <run>/checkpoint with model + optimizer tensors (safetensors) and state (JSON)."""
     tmp = run_dir / "checkpoint.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
+    if ema is not None:
+        save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(tmp / "ema.safetensors"))
     sd = opt.state_dict()
     tensors = {f"{i}.{k}": v.contiguous() for i, s in sd["state"].items() for k, v in s.items() if torch.is_tensor(v)}
     save_file(tensors, str(tmp / "optimizer.safetensors"))
@@ -114,9 +121,15 @@ def _save_checkpoint(run_dir: Path, model: NextItemLM, opt: torch.optim.Optimize
     os.replace(tmp, final)
 
 
-def _load_checkpoint(run_dir: Path, model: NextItemLM, opt: torch.optim.Optimizer) -> dict[str, Any]:
+def _load_checkpoint(
+    run_dir: Path, model: NextItemLM, opt: torch.optim.Optimizer, ema: NextItemLM | None = None
+) -> dict[str, Any]:
     ck = run_dir / "checkpoint"
     model.load_state_dict(load_file(str(ck / "model.safetensors")))
+    if ema is not None:
+        if not (ck / "ema.safetensors").exists():
+            raise FileNotFoundError(f"{ck}: train.ema_decay > 0 but the checkpoint has no ema.safetensors (trained without EMA?)")
+        ema.load_state_dict(load_file(str(ck / "ema.safetensors")))
     state: dict[str, Any] = json.loads((ck / "state.json").read_text())
     tensors = load_file(str(ck / "optimizer.safetensors"))
     opt_state: dict[int, dict[str, torch.Tensor]] = {}
@@ -200,13 +213,20 @@ def train(
         run.mkdir(parents=True, exist_ok=True)
         (run / "train_config.json").write_text(json.dumps(asdict(c), indent=2))
     opt = _make_optimizer(model, c)
+    # Weight averaging (torch.optim.swa_utils): `ema` holds the averaged copy that is validated and kept.
+    averaged = None
+    if c.ema_decay > 0:
+        averaged = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(c.ema_decay))
+    ema: NextItemLM | None = None if averaged is None else averaged.module
     n_batches = math.ceil(len(windows) / c.batch_size)
     total_steps = n_batches * c.epochs
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_metric": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
     if resume:
         if run is None or not (run / "checkpoint" / "state.json").exists():
             raise FileNotFoundError(f"--resume: no checkpoint in {run}")
-        state = _load_checkpoint(run, model, opt)
+        state = _load_checkpoint(run, model, opt, ema)
+        if averaged is not None:
+            averaged.n_averaged.fill_(int(state["step"]))
         if main:
             (run / "metrics.csv").unlink(missing_ok=True)  # rewritten from the checkpoint: drops a lost epoch's rows
             for row in state["history"]:
@@ -221,6 +241,8 @@ def train(
         best_weights = load_file(str(run / "best" / "model.safetensors"))
     if ctx.device.type != "cpu":
         model.to(ctx.device)
+        if averaged is not None:
+            averaged.to(ctx.device)
         for s_ in opt.state.values():
             for k_, v_ in s_.items():
                 if torch.is_tensor(v_) and v_.ndim > 0:
@@ -260,6 +282,8 @@ def train(
             if c.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
             opt.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             state["step"] = int(state["step"]) + 1
             # the global batch's mean loss (for one process simply this batch's loss)
             loss = distributed.all_reduce_sum([out.loss.item() * weight], ctx)[0] / ctx.world_size if ctx.enabled else out.loss.item()
@@ -270,18 +294,19 @@ def train(
         bar.close()
         logs: dict[str, float] = {"epoch": float(epoch), "train_loss": float(np.mean(losses)), "lr": c.lr * factor}
         logs["train_seconds"] = time.perf_counter() - t_epoch
+        kept = model if ema is None else ema  # the weights that are validated, selected and returned
         if evaluate is not None:
-            model.eval()
-            metrics = evaluate(model)
+            kept.eval()
+            metrics = evaluate(kept)
             logs.update({f"valid_{k}": v for k, v in metrics.items()})
             current = metrics[c.metric]
         else:
             current = float(epoch)  # nothing to select on: the latest weights are the result
         if current > float(state["best_metric"]):
             state.update(best_metric=current, best_epoch=epoch, bad_epochs=0)
-            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_weights = {k: v.detach().clone() for k, v in kept.state_dict().items()}
             if run is not None and main:
-                model.save_pretrained(run / "best")
+                kept.save_pretrained(run / "best")
         else:
             state["bad_epochs"] = int(state["bad_epochs"]) + 1
         logs["seconds"] = time.perf_counter() - t0
@@ -291,7 +316,7 @@ def train(
         if run is not None and main:
             _append_csv(run / "metrics.csv", logs)
             _append_rows(run / "steps.csv", step_rows)
-            _save_checkpoint(run, model, opt, state)
+            _save_checkpoint(run, model, opt, state, ema)
         distributed.barrier()  # the epoch's checkpoint is on disk before any rank moves on
         for cb in callbacks:
             cb.on_epoch_end(epoch, logs, model)
