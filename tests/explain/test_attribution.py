@@ -116,7 +116,21 @@ def test_deletion_test_on_an_additive_model() -> None:
     assert len(result.curve_random) == 4 and result.curve_random[0] == 0.0
     assert result.mean_drop_random < result.mean_drop_attributed
     assert result.win_rate == 1.0  # no random pair of 10 × 2 draws hit the top pair (seeded)
+    assert result.identical_rate == 0.0 and result.win_rate_distinct == 1.0
     assert result.to_dict()["method"] == "occlusion"
+
+
+def test_deletion_test_counts_random_draws_identical_to_the_attributed_pair() -> None:
+    # 3 items, 2 deleted: a random pair is the attributed pair a third of the time; that is a tie, never a win
+    S = torch.sparse_coo_tensor(
+        torch.tensor([[1, 2, 3], [4, 4, 4]]), torch.tensor([0.1, 0.2, 0.3]), (5, 5), check_invariants=True
+    )
+    knn = ItemKNN(S, decay=1.0, max_seq_len=20)
+    result = deletion_test(knn, [np.array([1, 2, 3])] * 10, 20, targets=[4] * 10, curve_steps=2, n_random=6, seed=0)
+    assert 0.0 < result.identical_rate < 1.0
+    assert result.win_rate == pytest.approx(1.0 - result.identical_rate)  # every other draw loses to the optimal pair
+    assert result.win_rate_distinct == 1.0
+    assert result.to_dict()["identical_rate"] == result.identical_rate
 
 
 def test_deletion_test_defaults_to_the_top_unseen_item(lm: NextItemLM) -> None:

@@ -130,6 +130,10 @@ class DeletionResult:
     mean_drop_random: float  # ... after deleting n_remove random items (from the model's window)
     curve_attributed: list[float]  # mean drop after deleting the top-m attributed items, m = 0..M
     curve_random: list[float]  # mean drop after deleting m random items, m = 0..M
+    # Share of the (case, random draw) pairs whose random draw deleted exactly the attributed items (same positions):
+    # a tie, counted as no win. Short histories make it common (3 items, 2 deleted: a third of the draws).
+    identical_rate: float = 0.0
+    win_rate_distinct: float = float("nan")  # win rate over the pairs whose random draw differs from the attributed one
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,7 +169,7 @@ def deletion_test(
     else:
         tgt = np.asarray(targets, dtype=np.int64).reshape(-1)
     M = curve_steps
-    wins, drops_attr, drops_rand = [], [], []
+    wins, identical, drops_attr, drops_rand = [], [], [], []
     curves_attr, curves_rand = [], []
     for h, j in zip(hs, tgt, strict=True):
         window = _window(len(h), max_seq_len)
@@ -182,9 +186,12 @@ def deletion_test(
         drops_attr.append(drop[0, n_remove - 1])
         drops_rand.append(drop[1:, n_remove - 1].mean())
         wins.extend(drop[0, n_remove - 1] > drop[1:, n_remove - 1])
+        top = set(by_attr[:n_remove].tolist())
+        identical.extend(set(order[:n_remove].tolist()) == top for order in orders[1:])
     if not wins:
         raise ValueError(f"no history has more than curve_steps={M} items in the model's window")
     zero = [0.0]
+    distinct = ~np.array(identical)
     return DeletionResult(
         method=method,
         n_cases=len(drops_attr),
@@ -194,4 +201,6 @@ def deletion_test(
         mean_drop_random=float(np.mean(drops_rand)),
         curve_attributed=zero + np.mean(curves_attr, 0).tolist(),
         curve_random=zero + np.mean(curves_rand, 0).tolist(),
+        identical_rate=float(np.mean(identical)),
+        win_rate_distinct=float(np.mean(np.array(wins)[distinct])) if distinct.any() else float("nan"),
     )
