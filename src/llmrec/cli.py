@@ -150,6 +150,14 @@ def data_prepare(
     cold_user_fraction: Annotated[float | None, typer.Option(help="cold-user: share of users held out.")] = None,
     cold_item_fraction: Annotated[float | None, typer.Option(help="cold-item: share of items held out.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the cold-user / cold-item draws.")] = 0,
+    streaming: Annotated[
+        bool | None,
+        typer.Option(
+            "--streaming/--in-memory",
+            help="Streaming engine for logs larger than memory (parquet/csv/tsv; --events may be a directory or a "
+            "glob). Default: streaming for a directory, a glob or files over 1 GiB, else in memory. Same output.",
+        ),
+    ] = None,
 ) -> None:
     """Read a dataset (by name, or your own files), filter, split, and save it as a prepared dataset."""
     with _user_errors():
@@ -182,6 +190,23 @@ def data_prepare(
 
         if domain is not None and domain not in DOMAINS:
             raise ValueError(f"unknown domain {domain!r}; one of {', '.join(DOMAINS)}")
+        if _use_streaming(streaming, dataset, events, fmt):
+            assert events is not None and fmt is not None  # checked by _use_streaming
+            from llmrec.data.streaming import prepare_streaming
+
+            with err_console.status("reading ...") as status:
+                manifest = prepare_streaming(
+                    str(events),
+                    fmt,
+                    out,
+                    columns=ColumnMap.parse(columns) if columns else None,
+                    config=config,
+                    items=items,
+                    domain=domain,
+                    progress=status.update,
+                )
+            _print_prepared(manifest["stats"], config.split, out, "streaming")
+            return
         with err_console.status("reading ...") as status:
             if dataset is not None:
                 if dataset not in DATASETS:
@@ -196,10 +221,35 @@ def data_prepare(
             prepared = prepare(raw, config, source=source)
             status.update(f"writing {out} ...")
             prepared.save(out)
-    stats = prepared.manifest["stats"]
+    _print_prepared(prepared.manifest["stats"], config.split, out, "in memory")
+
+
+STREAMING_THRESHOLD = 2**30  # bytes of input above which `data prepare` streams by default
+
+
+def _use_streaming(streaming: bool | None, dataset: str | None, events: Path | None, fmt: str | None) -> bool:
+    """--streaming / --in-memory as given; by default stream a directory, a glob, or input over 1 GiB."""
+    from llmrec.data.streaming import STREAMING_FORMATS
+
+    if streaming is False or dataset is not None or events is None:
+        if streaming and dataset is not None:
+            raise ValueError("--streaming goes with --events (parquet, csv or tsv), not with --dataset")
+        if streaming is False and events is not None and not events.is_file():
+            raise ValueError(f"{events}: the in-memory path reads one file; use --streaming for a directory or glob")
+        return False
+    if fmt not in STREAMING_FORMATS:
+        if streaming:
+            raise ValueError(f"--streaming reads {', '.join(STREAMING_FORMATS)}, not --format {fmt}")
+        return False
+    if streaming or not events.is_file():
+        return True
+    return events.stat().st_size > STREAMING_THRESHOLD
+
+
+def _print_prepared(stats: dict[str, Any], split: str, out: Path, engine: str) -> None:
     console.print(
         f"prepared {_int(stats['users'])} users, {_int(stats['items'])} items, "
-        f"{_int(stats['interactions'])} interactions (split {config.split}) → {out}",
+        f"{_int(stats['interactions'])} interactions (split {split}, {engine}) → {out}",
         markup=False,
         soft_wrap=True,
     )

@@ -115,6 +115,13 @@ def test_prepare_ids_follow_canonical_order_not_first_appearance() -> None:
     assert mixed.raw_item_ids() == ["10", "9", "b7"]  # not all numeric: lexicographic
 
 
+def test_prepare_keeps_ids_apart_that_are_equal_as_numbers() -> None:
+    # "7" and "07" are two items; read as numbers they would merge (and shift every later item's raw id).
+    ds = prepare(_raw([("a", "07", 1), ("a", "7", 2), ("a", "8", 3), ("b", "8", 1)]))
+    assert ds.raw_item_ids() == ["07", "7", "8"]  # lexicographic, since numeric order cannot tell them apart
+    assert _raw_sequences(ds) == {"a": ["07", "7", "8"], "b": ["8"]}
+
+
 # ---- splits ----------------------------------------------------------------------------------------------------
 def test_loo_split_positions() -> None:
     rows = [("a", str(i), i) for i in range(1, 5)] + [("b", "1", 1), ("b", "2", 2)] + [("c", "3", 1)]

@@ -9,6 +9,7 @@ from llmrec.data.dataset import EvalExamples, PreparedDataset
 from llmrec.data.prepare import SPLITS, PrepareConfig, k_core, prepare
 from llmrec.data.readers import ColumnMap, RawData, read_catalogue, read_mind, read_movielens, read_s3rec, read_table
 from llmrec.data.registry import DATASETS, resolve_dataset, sha256_file
+from llmrec.data.streaming import prepare_streaming
 
 __all__ = [
     "DATASETS",
@@ -22,6 +23,7 @@ __all__ = [
     "k_core",
     "load_prepared",
     "prepare",
+    "prepare_streaming",
     "read_dataset",
     "read_files",
     "resolve_dataset",

@@ -26,7 +26,7 @@ from llmrec.atomic import atomic_directory
 from llmrec.data.registry import sha256_file
 from llmrec.errors import ChecksumError
 
-__all__ = ["EvalExamples", "PreparedDataset", "split_lists"]
+__all__ = ["EvalExamples", "PreparedDataset", "sequence_stats", "split_lists"]
 
 _FILES = ("sequences.parquet", "users.parquet", "items.parquet")
 
@@ -59,6 +59,31 @@ def _quantiles(x: np.ndarray) -> dict[str, float]:
     out = {k: float(v) for k, v in zip(("min", "p25", "p50", "p75", "p90", "p99", "max"), qs, strict=True)}
     out["mean"] = float(x.mean())
     return out
+
+
+def sequence_stats(
+    *, lengths: np.ndarray, item_counts: np.ndarray, train_events: int, users: pl.DataFrame, n_cold_items: int
+) -> dict[str, Any]:
+    """The manifest's statistics from per-user sequence lengths [n_users], per-item counts [n_items] and the split.
+
+    One function for the in-memory and the streaming preparation, so both write the same numbers.
+    """
+    n_inter = int(lengths.sum())
+    n_users, n_items = len(lengths), len(item_counts)
+    roles = users["role"].value_counts().sort("role")
+    return {
+        "users": n_users,
+        "items": n_items,
+        "interactions": n_inter,
+        "density": n_inter / max(1, n_users * n_items),
+        "sequence_length": _quantiles(lengths),
+        "item_popularity": _quantiles(item_counts),
+        "train_events": train_events,
+        "valid_examples": int((users["valid_pos"] >= 0).sum()),
+        "test_examples": int((users["test_pos"] >= 0).sum()),
+        "cold_items": n_cold_items,
+        "roles": dict(zip(roles["role"].to_list(), roles["count"].to_list(), strict=True)),
+    }
 
 
 class PreparedDataset:
@@ -171,23 +196,14 @@ class PreparedDataset:
     # ---- statistics -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
-        n_inter = int(lengths.sum())
         flat = np.concatenate(self.sequences) if self.sequences else np.zeros(0, dtype=np.int64)
-        pop = np.bincount(flat, minlength=self.n_items + 1)[1:]
-        roles = self.users["role"].value_counts().sort("role")
-        return {
-            "users": self.n_users,
-            "items": self.n_items,
-            "interactions": n_inter,
-            "density": n_inter / max(1, self.n_users * self.n_items),
-            "sequence_length": _quantiles(lengths),
-            "item_popularity": _quantiles(pop),
-            "train_events": int(sum(len(s) for s in self.train_sequences())),
-            "valid_examples": int((self._valid_pos >= 0).sum()),
-            "test_examples": int((self._test_pos >= 0).sum()),
-            "cold_items": int(self._is_cold_item.sum()),
-            "roles": dict(zip(roles["role"].to_list(), roles["count"].to_list(), strict=True)),
-        }
+        return sequence_stats(
+            lengths=lengths,
+            item_counts=np.bincount(flat, minlength=self.n_items + 1)[1:],
+            train_events=int(sum(len(s) for s in self.train_sequences())),
+            users=self.users,
+            n_cold_items=int(self._is_cold_item.sum()),
+        )
 
     # ---- persistence ----------------------------------------------------------------------------
     def save(self, out: str | Path) -> Path:

@@ -15,6 +15,7 @@ protocol we support:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -78,25 +79,45 @@ def k_core(events: pl.DataFrame, user_core: int, item_core: int) -> pl.DataFrame
             return events
 
 
-def _id_order(values: pl.Series) -> pl.Series:
-    """Unique raw ids in a canonical order: numeric when every id is an integer, else lexicographic.
+def _id_order(values: pl.Series) -> tuple[pl.Series, bool]:
+    """Unique raw ids in a canonical order, and whether that order is numeric.
 
-    The order never depends on who interacted first, so ids leak nothing about sequences (the P5 trap).
+    Numeric when every id is an integer and distinct ids stay distinct as integers (not both "7" and "07"),
+    else lexicographic. The order never depends on who interacted first, so ids leak nothing about
+    sequences (the P5 trap).
     """
-    uniq = pl.DataFrame({"id": values.unique()}).with_columns(num=pl.col("id").cast(pl.Int64, strict=False))
-    if uniq["num"].null_count() == 0:
-        return uniq.sort("num")["id"]
-    return uniq.sort("id")["id"]
+    uniq = values.unique()
+    num = uniq.cast(pl.Int64, strict=False)
+    if num.null_count() == 0 and num.n_unique() == len(uniq):
+        return uniq.gather(num.arg_sort()), True
+    return uniq.sort(), False
 
 
-def _dense_ids(values: pl.Series) -> pl.Series:
+def _dense_ids(values: pl.Series, numeric: bool) -> pl.Series:
     """0-based ids in the order of `_id_order` (a dense rank: no join against a string map needed)."""
-    as_int = values.cast(pl.Int64, strict=False)
-    key = as_int if as_int.null_count() == 0 else values
+    key = values.cast(pl.Int64) if numeric else values
     return (key.rank("dense") - 1).cast(pl.Int32)
 
 
-def _split_positions(lengths: np.ndarray, times: list[np.ndarray], config: PrepareConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def temporal_cutoffs(config: PrepareConfig, quantile: Callable[[float], float]) -> tuple[float, float]:
+    """(valid_cutoff, test_cutoff): the configured times, else the 0.8 / 0.9 quantiles of all event times."""
+    t1 = config.valid_cutoff if config.valid_cutoff is not None else quantile(0.8)
+    t2 = config.test_cutoff if config.test_cutoff is not None else quantile(0.9)
+    if t2 < t1:
+        raise ValueError(f"test_cutoff ({t2}) must not precede valid_cutoff ({t1})")
+    return t1, t2
+
+
+def _split_positions(
+    lengths: np.ndarray,
+    config: PrepareConfig,
+    rng: np.random.Generator,
+    before_cutoffs: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Per user (all [n_users]): role, n_train, valid_pos, test_pos.
+
+    before_cutoffs (temporal only): per user, the number of events before valid_cutoff and before test_cutoff.
+    """
     n = len(lengths)
     has_test = lengths >= 2
     has_valid = lengths >= 3
@@ -105,16 +126,10 @@ def _split_positions(lengths: np.ndarray, times: list[np.ndarray], config: Prepa
     n_train = lengths - has_test - has_valid
     role = np.array(["train"] * n, dtype=object)
     if config.split == "temporal":
-        all_t = np.concatenate(times) if times else np.zeros(0)
-        t1 = config.valid_cutoff if config.valid_cutoff is not None else float(np.quantile(all_t, 0.8))
-        t2 = config.test_cutoff if config.test_cutoff is not None else float(np.quantile(all_t, 0.9))
-        if t2 < t1:
-            raise ValueError(f"test_cutoff ({t2}) must not precede valid_cutoff ({t1})")
-        for u, t in enumerate(times):
-            n_train[u] = int(np.searchsorted(t, t1, side="left"))
-            first_test = int(np.searchsorted(t, t2, side="left"))
-            valid_pos[u] = n_train[u] if 0 < n_train[u] < first_test else -1
-            test_pos[u] = first_test if 0 < first_test < len(t) else -1
+        assert before_cutoffs is not None, "the temporal split needs the counts before the cut-offs"
+        n_train, first_test = (np.asarray(c, dtype=np.int64) for c in before_cutoffs)
+        valid_pos = np.where((n_train > 0) & (n_train < first_test), n_train, -1)
+        test_pos = np.where((first_test > 0) & (first_test < lengths), first_test, -1)
     elif config.split == "cold-user":
         eligible = np.flatnonzero(lengths >= 2)
         n_cold = int(round(config.cold_user_fraction * n))
@@ -147,9 +162,10 @@ def prepare(raw: RawData, config: PrepareConfig | None = None, *, source: dict[s
     if events.height == 0:
         raise ValueError("no events left after filtering")
     # Integer ids early (canonical raw-id order), so dedupe, k-core, sort and grouping never hash strings.
-    item_raw = _id_order(events["item"])
-    user_raw = _id_order(events["user"])
-    events = events.select("_row", _dense_ids(events["user"]).alias("user"), _dense_ids(events["item"]).alias("item"), "time")
+    item_raw, item_numeric = _id_order(events["item"])
+    user_raw, user_numeric = _id_order(events["user"])
+    user, item = _dense_ids(events["user"], user_numeric), _dense_ids(events["item"], item_numeric)
+    events = events.select("_row", user.alias("user"), item.alias("item"), "time")
     if config.dedupe:
         # Sort-based dedupe (neighbours compared after sorting): a hash-based unique() over 10M rows costs ~1.5 GB
         # more peak memory. Among repeats the first in file order (smallest _row) is kept.
@@ -184,7 +200,15 @@ def prepare(raw: RawData, config: PrepareConfig | None = None, *, source: dict[s
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
 
     rng = np.random.default_rng(config.seed)
-    split = _split_positions(lengths, times, config, rng)
+    before_cutoffs = None
+    if config.split == "temporal":
+        all_t = np.concatenate(times)
+        t1, t2 = temporal_cutoffs(config, lambda q: float(np.quantile(all_t, q)))
+        before_cutoffs = (
+            np.array([np.searchsorted(t, t1, side="left") for t in times], dtype=np.int64),
+            np.array([np.searchsorted(t, t2, side="left") for t in times], dtype=np.int64),
+        )
+    split = _split_positions(lengths, config, rng, before_cutoffs)
     users = user_map.with_columns(
         pl.Series("role", split["role"].tolist(), dtype=pl.String),
         pl.Series("n_train", split["n_train"], dtype=pl.Int64),
