@@ -686,14 +686,67 @@ def _serve_api_key(api_key_env: str | None) -> str | None:
     return key
 
 
+_ANN_HELP = (
+    "Top-k through a FAISS index (docs/scaling.md): auto = above --ann-threshold items; off = score every item; "
+    "flat (exact) | ivf | hnsw = that index. A saved one in <model>/ann (llmrec build-index) is used when it matches."
+)
+_ANN_THRESHOLD_HELP = "--ann auto uses an index above this many items."
+
+
+def _load_recommender(model: Path, ann: str, ann_threshold: int) -> Any:
+    """Recommender.load with an ANN mode; a missing faiss is a user error here (it is an optional extra)."""
+    from llmrec.recommend import Recommender
+
+    try:
+        return Recommender.load(model, ann=ann, ann_threshold=ann_threshold)
+    except ImportError as e:
+        raise ValueError(f"--ann {ann}: {e}") from None
+
+
 def _serve_app_from_env() -> Any:
     """The app of one uvicorn worker process (``--workers`` > 1), from the settings the parent process left."""
-    from llmrec.recommend import Recommender
     from llmrec.serve import create_app
 
     settings = json.loads(os.environ[_SERVE_SETTINGS_ENV])
-    recommender = Recommender.load(settings.pop("model"))
+    recommender = _load_recommender(Path(settings.pop("model")), settings.pop("ann"), settings.pop("ann_threshold"))
     return create_app(recommender, api_key=_serve_api_key(settings.pop("api_key_env")), **settings)
+
+
+@app.command("build-index")
+def build_index_cmd(
+    model: Annotated[Path, typer.Option(help="Model artifact folder (a next-item LM); the index goes to <model>/ann.")],
+    kind: Annotated[str, typer.Option(help="auto (flat up to 100,000 items, else ivf) | flat | ivf | hnsw.")] = "auto",
+    target_recall: Annotated[float, typer.Option(help="Recall@10 against exact search that the search parameter is calibrated to.")] = 0.99,
+    threads: Annotated[int, typer.Option(help="FAISS threads for building.")] = 0,
+) -> None:
+    """Build the approximate-retrieval index of a large catalogue once, so that `serve --ann` loads it at start."""
+    with _user_errors():
+        if kind not in ("auto", "flat", "ivf", "hnsw"):
+            raise ValueError(f"--kind must be auto, flat, ivf or hnsw; got {kind!r}")
+        if threads < 0:
+            raise ValueError(f"--threads must be >= 0 (0 = all cores), got {threads}")
+        from llmrec.atomic import atomic_directory
+        from llmrec.recommend import ANN_DIR
+
+        rec = _load_recommender(model, "off", 0)
+        import faiss
+
+        if threads:
+            faiss.omp_set_num_threads(threads)
+        index = rec.use_ann(kind, threshold=0, target_recall=target_recall)
+        if index is None:
+            raise ValueError(f"{model}: an index needs a next-item LM artifact (item embeddings)")
+        with atomic_directory(model / ANN_DIR, marker="index.json") as tmp:
+            index.save(tmp)
+    info = index.info
+    detail = {"ivf": f"nlist {info.nlist}, nprobe {info.nprobe}", "hnsw": f"M {info.hnsw_m}, efSearch {info.ef_search}"}
+    recall = f"; recall@{info.calibration_k} {info.calibrated_recall:.3f} on {info.n_calibration_queries} queries" if info.target_recall else ""
+    err_console.print(
+        f"{info.kind} index of {info.n_items:,} items ({detail.get(info.kind, 'exact')}{recall}) "
+        f"in {info.build_seconds:.1f} s -> {model / ANN_DIR}",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("serve")
@@ -710,6 +763,8 @@ def serve_cmd(
     max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get 413.")] = 1 << 20,
     graceful_timeout: Annotated[int, typer.Option(help="Seconds in-flight requests get to finish on SIGTERM/Ctrl-C.")] = 30,
     access_log: Annotated[bool, typer.Option(help="Log one line per request.")] = True,
+    ann: Annotated[str, typer.Option(help=_ANN_HELP)] = "auto",
+    ann_threshold: Annotated[int, typer.Option(help=_ANN_THRESHOLD_HELP)] = 200_000,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn): /v1/recommend, /metrics, /docs, a demo page at /."""
     with _user_errors():
@@ -717,13 +772,16 @@ def serve_cmd(
             raise ValueError(f"--workers must be >= 1, got {workers}")
         if not 0 <= port <= 65535:
             raise ValueError(f"--port must be in 0..65535, got {port}")
+        if ann not in ("auto", "off", "flat", "ivf", "hnsw"):
+            raise ValueError(f"--ann must be auto, off, flat, ivf or hnsw; got {ann!r}")
         api_key = _serve_api_key(api_key_env)
         import uvicorn
 
-        from llmrec.recommend import Recommender
         from llmrec.serve import create_app
 
-        recommender = Recommender.load(model)  # a bad folder fails here, before any port is bound
+        recommender = _load_recommender(model, ann, ann_threshold)  # a bad folder fails here, before any port is bound
+        if recommender.ann is not None:
+            err_console.print(f"retrieval through {recommender.ann!r}", markup=False, soft_wrap=True)
         target: Any
         if workers == 1:
             target = create_app(
@@ -733,7 +791,7 @@ def serve_cmd(
             del recommender  # each worker loads its own
             settings = {"model": str(model.resolve()), "api_key_env": api_key_env, "max_batch": max_batch}
             os.environ[_SERVE_SETTINGS_ENV] = json.dumps(
-                {**settings, "max_wait_ms": max_wait_ms, "max_body_bytes": max_body_bytes}
+                {**settings, "max_wait_ms": max_wait_ms, "max_body_bytes": max_body_bytes, "ann": ann, "ann_threshold": ann_threshold}
             )
             target = "llmrec.cli:_serve_app_from_env"
     if host not in _LOOPBACK and api_key is None:

@@ -3,11 +3,20 @@
     rec = Recommender.load("runs/beauty/model")
     rec.recommend(history=["1", "5", "9"], k=10)   # -> list[Recommendation]
     rec.recommend(user="42", k=10, exclude_seen=True)
+
+Large catalogues: above ``ANN_THRESHOLD`` items (or when asked, ``load(path, ann="hnsw")`` / ``use_ann``), the
+top-k come from a FAISS index over the item table (``llmrec.index.ann``): the model encodes the history, the
+index returns candidates by inner product with the last hidden state, and the candidates are re-scored exactly
+with the model's item table. Diversity re-ranks those candidates (the same max(100, 5k) pool as full scoring);
+a ``query`` blend and ``adapt`` need the whole score row (the blend standardises over the catalogue) and fall
+back to full scoring.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +33,27 @@ from llmrec.models.next_item_lm import NextItemLM
 
 if TYPE_CHECKING:
     from llmrec.explain.text import ItemInfo, TextGenerator
+    from llmrec.index.ann import ItemIndex
 
-__all__ = ["Contribution", "Explanation", "Recommendation", "Recommender", "UnknownIdError", "load_model"]
+__all__ = [
+    "ANN_MODES",
+    "ANN_THRESHOLD",
+    "Contribution",
+    "Explanation",
+    "Recommendation",
+    "Recommender",
+    "UnknownIdError",
+    "load_model",
+]
 
+
+log = logging.getLogger("llmrec.recommend")
 
 CITE_SHARE = 0.25  # explain(): a history item is cited as a reason when its attribution is >= this share of the top one
+ANN_THRESHOLD = 200_000  # ann="auto": retrieve through a FAISS index above this many items (docs/scaling.md)
+ANN_MODES = ("auto", "off", "flat", "ivf", "hnsw")
+ANN_DIR = "ann"  # where an artifact keeps a saved index (`llmrec build-index`)
+N_CANDIDATES = 100  # diversity: MMR re-ranks each row's top max(N_CANDIDATES, 5k) items
 
 
 class UnknownIdError(KeyError):
@@ -109,9 +134,13 @@ class Recommender:
         self._diversity_features: tuple[np.ndarray, str] | None = None
         # Per-user adaptation (recommend(..., adapt=True)): the meta-trained adapter of a `llmrec meta-train` artifact.
         self.adapter: UserAdapter | None = None
+        # Approximate retrieval for large catalogues (use_ann); None = score every item.
+        self.ann: ItemIndex | None = None
 
     @classmethod
-    def load(cls, path: str | Path) -> Recommender:
+    def load(cls, path: str | Path, *, ann: str = "auto", ann_threshold: int = ANN_THRESHOLD) -> Recommender:
+        """Load an artifact folder. ann: "auto" | "off" | "flat" | "ivf" | "hnsw" (see `use_ann`); a saved index
+        in ``<path>/ann`` is used when it matches."""
         path = Path(path)
         model = load_model(path)
         items = pl.read_parquet(path / "items.parquet")
@@ -123,7 +152,70 @@ class Recommender:
         rec = cls(model, items, histories, meta)
         if has_adapter(path):
             rec.adapter = UserAdapter.from_pretrained(path)
+        rec.use_ann(ann, threshold=ann_threshold, index_dir=path / ANN_DIR)
         return rec
+
+    # ---- approximate retrieval -----------------------------------------------------------------------------
+    def use_ann(
+        self,
+        mode: str = "auto",
+        *,
+        threshold: int = ANN_THRESHOLD,
+        index_dir: str | Path | None = None,
+        target_recall: float = 0.99,
+    ) -> ItemIndex | None:
+        """Retrieve top-k through a FAISS index instead of scoring every item; returns the index (None: off).
+
+        mode: "off"; "auto" = an index of kind "auto" when the catalogue has more than `threshold` items and the
+        model is a next-item LM (else off); "flat" | "ivf" | "hnsw" = that kind whatever the size. A saved index in
+        `index_dir` is loaded when it was built from this model's item table (and is of the asked kind); otherwise
+        one is built, its search parameter calibrated to `target_recall` recall@10 on the hidden states of up to
+        1,000 stored users. The index is a snapshot of the item table: call again after changing the weights.
+        """
+        if mode not in ANN_MODES:
+            raise ValueError(f"ann must be one of {', '.join(ANN_MODES)}; got {mode!r}")
+        is_lm = isinstance(self.model, NextItemLM)
+        if mode == "off" or (mode == "auto" and (not is_lm or self.n_items <= threshold)):
+            self.ann = None
+            return None
+        if not isinstance(self.model, NextItemLM):
+            raise ValueError(f"ann={mode} needs a next-item LM (item embeddings); this model is {type(self.model).__name__}")
+        if mode == "auto" and importlib.util.find_spec("faiss") is None:  # the optional extra is not installed
+            log.warning("%d items but faiss is not installed (pip install 'llmrec[scale]'): scoring every item", self.n_items)
+            self.ann = None
+            return None
+        from llmrec.index.ann import ItemIndex
+
+        table = self._item_table().numpy()  # [V+1, D]
+        if index_dir is not None and (Path(index_dir) / "index.json").is_file():
+            try:
+                saved = ItemIndex.load(index_dir, table)
+            except (ValueError, RuntimeError):  # stale (other weights) or unreadable (faiss raises RuntimeError)
+                saved = None
+            if saved is not None and mode in ("auto", saved.kind):
+                self.ann = saved
+                return saved
+        self.ann = ItemIndex.build(table, mode, queries=self._calibration_queries(), target_recall=target_recall)
+        return self.ann
+
+    def _item_table(self) -> torch.Tensor:
+        assert isinstance(self.model, NextItemLM)
+        with torch.no_grad():
+            return self.model.item_table().detach()  # [V+1, D]
+
+    def _calibration_queries(self, n: int = 1000, seed: int = 0) -> np.ndarray | None:
+        """Last hidden states [Q, D] of up to n stored histories (seeded sample), the index's calibration queries."""
+        if not self.histories or not isinstance(self.model, NextItemLM):
+            return None
+        users = sorted(self.histories)
+        rng = np.random.default_rng(seed)
+        picked = [users[i] for i in sorted(rng.choice(len(users), size=min(n, len(users)), replace=False))]
+        with torch.no_grad():
+            out = [
+                self.model.encode(pad_left([self.histories[u] for u in picked[i : i + 256]], self.max_seq_len))[:, -1]
+                for i in range(0, len(picked), 256)
+            ]
+        return torch.cat(out).numpy()
 
     @property
     def n_items(self) -> int:
@@ -174,6 +266,9 @@ class Recommender:
             raise ValueError(f"exclude_seen has {len(excluded)} flags for {len(histories)} histories")
         if not 0.0 <= diversity <= 1.0:
             raise ValueError(f"diversity must be in [0, 1], got {diversity}")
+        if self.ann is not None and not adapt and query is None:
+            values, indices = self._retrieve(histories, k, excluded, diversity)
+            return self._ranked(values, indices)
         scores = self.score_batch(histories, adapt=adapt)
         if query is not None:
             from llmrec.rerank import blend_query
@@ -186,6 +281,10 @@ class Recommender:
             values, indices = self._diversify(scores, k, 1.0 - diversity)
         else:
             values, indices = scores.topk(min(k, self.n_items), dim=1)
+        return self._ranked(values, indices)
+
+    def _ranked(self, values: torch.Tensor, indices: torch.Tensor) -> list[list[Recommendation]]:
+        """Scores and item ids [B, K] (descending; -inf = nothing) -> Recommendations per row."""
         out = []
         for vals, idx in zip(values.tolist(), indices.tolist(), strict=True):
             recs = [
@@ -220,17 +319,43 @@ class Recommender:
             raise ValueError("give exactly one of history= or user=")
         return self.encode_history(history) if history is not None else self.user_history(str(user))
 
+    def _retrieve(
+        self, histories: list[np.ndarray], k: int, excluded: list[bool], diversity: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The index path of recommend_batch -> (scores, item ids) [B, K], like topk over the full scores.
+
+        Candidates come from the index by inner product with the last hidden state, then are re-scored with the
+        model's item table (the same numbers full scoring gives, whatever the index kind) and sorted."""
+        assert self.ann is not None and isinstance(self.model, NextItemLM)
+        n_candidates = max(N_CANDIDATES, 5 * k) if diversity > 0.0 else k
+        with torch.no_grad():
+            h = self.model.encode(pad_left(histories, self.max_seq_len))[:, -1]  # [B, D]
+            exclude = [hist if is_excluded else None for hist, is_excluded in zip(histories, excluded, strict=True)]
+            _, found = self.ann.search(h.numpy(), n_candidates, exclude=exclude)  # [B, N] item ids, 0 = none
+            ids = torch.from_numpy(found)  # [B, N]
+            scores = torch.einsum("bnd,bd->bn", self._item_table()[ids], h)  # [B, N]
+            scores = scores.masked_fill(ids == 0, float("-inf"))
+            values, order = scores.sort(dim=1, descending=True, stable=True)
+            ids = ids.gather(1, order)
+        if diversity > 0.0:
+            return self._mmr(values, ids, k, 1.0 - diversity)
+        return values, ids
+
     # ---- diversity and intent ------------------------------------------------------------------------------
-    def _diversify(self, scores: torch.Tensor, k: int, lam: float, n_candidates: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
-        """MMR over each row's top max(n_candidates, 5k) items -> (scores, item ids), each [B, K], like topk."""
+    def _diversify(self, scores: torch.Tensor, k: int, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """MMR over each row's top max(N_CANDIDATES, 5k) items -> (scores, item ids), each [B, K], like topk."""
+        top = scores.topk(min(max(N_CANDIDATES, 5 * k), self.n_items), dim=1)  # [B, N]
+        return self._mmr(top.values, top.indices, k, lam)
+
+    def _mmr(self, values: torch.Tensor, indices: torch.Tensor, k: int, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """MMR re-ranking of candidates (scores, item ids) [B, N] in descending score -> [B, K] of each."""
         from llmrec.rerank import mmr_rerank
 
-        top = scores.topk(min(max(n_candidates, 5 * k), self.n_items), dim=1)  # [B, N]
         features, metric = self.diversity_features()
-        cand, val = top.indices.numpy(), top.values.numpy()
+        cand, val = indices.numpy(), values.numpy()
         picked = mmr_rerank(cand, val, features, k, lam, metric)  # [B, K] item ids
         pos = torch.from_numpy((cand[:, :, None] == picked[:, None, :]).argmax(1))  # [B, K] positions in cand
-        return top.values.gather(1, pos), torch.from_numpy(picked)
+        return values.gather(1, pos), torch.from_numpy(picked)
 
     def diversity_features(self) -> tuple[np.ndarray, str]:
         """Item features for diversity: multi-hot categories (Jaccard) when the catalogue has them, else the

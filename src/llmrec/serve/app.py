@@ -260,10 +260,16 @@ class _BodyLimitMiddleware:
 
 def _one_torch_thread() -> None:
     # The worker thread is the only one that runs the model; one intra-op thread keeps it from fighting the event
-    # loop (and anything else on the machine) for cores. torch is already imported by the Recommender.
+    # loop (and anything else on the machine) for cores. torch is already imported by the Recommender, and so is
+    # faiss when the Recommender retrieves through an index (its OpenMP thread count is per calling thread).
+    import sys
+
     import torch
 
     torch.set_num_threads(1)
+    faiss = sys.modules.get("faiss")
+    if faiss is not None:
+        faiss.omp_set_num_threads(1)
 
 
 def create_app(
