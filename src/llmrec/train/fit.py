@@ -98,7 +98,7 @@ def build_model(
 
 def make_score_fn(model: NextItemLM) -> ScoreFn:
     def score(histories: list[np.ndarray]) -> torch.Tensor:
-        device = model.item_emb.weight.device
+        device = next(model.parameters()).device
         scores = model.score(pad_left(histories, model.config.max_seq_len).to(device))
         return scores if device.type == "cpu" else scores.cpu()
 
