@@ -33,7 +33,7 @@ def test_defaults_then_file_then_set(tmp_path: Path) -> None:
     }
     train = build(TrainConfig, sections["train"], section="train")
     assert train == TrainConfig(lr=3e-4, epochs=5)
-    assert train.batch_size == 256  # the default, untouched by file and --set
+    assert train.batch_size == 128  # the default, untouched by file and --set
     model = build(NextItemLMConfig, sections["model"], section="model")
     assert (model.d_model, model.pos_encoding, model.loss, model.n_layers) == (32, "rotary", "bce", 2)
 

@@ -52,7 +52,7 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 MODEL_NAMES = ("next-item-lm", "sasrec", "most-popular", "item-knn", "t5-semantic")
 _KNN_KEYS = ("neighbours", "shrink", "decay", "max_seq_len")
 # [model] keys of t5-semantic that choose its semantic ids rather than the T5 (defaults in fit_t5_semantic).
-_SEMANTIC_ID_KEYS = ("n_levels", "codebook_size", "semantic_seed", "text_model")
+_SEMANTIC_ID_KEYS = ("n_levels", "codebook_size", "semantic_seed", "text_model", "semantic_source", "collab_model")
 
 
 def _check_model_keys(model: str, params: dict[str, Any]) -> None:
@@ -149,6 +149,33 @@ def train_model(
     return summary
 
 
+SEMANTIC_SOURCES = ("text", "collaborative", "text+collaborative")
+
+
+def collaborative_item_embeddings(model_dir: str | Path, n_items: int) -> np.ndarray:
+    """[n_items + 1, D] output item table of a trained next-item LM (ids + item features), for semantic ids.
+
+    The collaborative source of TIGER-style ids: items that users consume together get nearby vectors, which
+    anonymised or thin item text cannot give. The model must cover the same catalogue (same item indices), so
+    train it on the same prepared dataset, and on training events only when the T5 is selected on validation.
+    """
+    import torch
+
+    from llmrec.models.next_item_lm import NextItemLM
+
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model.collab_model: {path} is not a model directory (no config.json)")
+    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    if model_type != "next-item-lm":
+        raise ValueError(f"model.collab_model: {path} holds a {model_type!r} model; a next-item-lm is needed")
+    lm = NextItemLM.from_pretrained(path).eval()
+    if lm.config.n_items != n_items:
+        raise ValueError(f"model.collab_model: {path} has {lm.config.n_items} items, the dataset has {n_items}: not the same catalogue")
+    with torch.no_grad():
+        return lm.item_table().float().cpu().numpy().copy()
+
+
 def fit_t5_semantic(
     dataset: PreparedDataset,
     params: dict[str, Any],
@@ -163,8 +190,10 @@ def fit_t5_semantic(
     """Generative retrieval on `dataset`: semantic ids, then the T5 trained with early stopping on validation.
 
     Semantic ids quantise the text embeddings of the whole catalogue, cold items included (they need no
-    interaction); params: T5SemanticConfig fields plus n_levels (3), codebook_size (64), semantic_seed (0) and
-    text_model (a local sentence-transformers path; default all-MiniLM-L6-v2). Every event after a user's first is one
+    interaction); params: T5SemanticConfig fields plus n_levels (3), codebook_size (64), semantic_seed (0),
+    text_model (a local sentence-transformers path; default all-MiniLM-L6-v2), semantic_source ("text",
+    "collaborative" or "text+collaborative": which item embeddings are quantised) and collab_model (a trained
+    next-item-lm directory, for the collaborative sources). Every event after a user's first is one
     training example. Items that are never a training target are marked cold (see T5SemanticConfig.cold_weight).
     evaluate: the early-stopping metric function (default: all validation targets). With train_cfg.refit_on_valid, a
     fresh model is then trained on train + valid events for the selected number of epochs, as `train.fit.fit` does.
@@ -181,9 +210,20 @@ def fit_t5_semantic(
     params = dict(params)
     n_levels, codebook_size = int(params.pop("n_levels", 3)), int(params.pop("codebook_size", 64))
     semantic_seed, text_model = int(params.pop("semantic_seed", 0)), params.pop("text_model", None)
-    encoder = text_encoder if text_encoder is not None else SentenceTransformerEncoder(text_model)
-    cache = text_cache_dir if text_cache_dir is not None else cache_dir() / "text-embeddings"
-    emb = encode_items(dataset.items, dataset.domain, encoder, cache, progress=train_cfg.progress)  # [V+1, E]
+    source, collab_model = str(params.pop("semantic_source", "text")), params.pop("collab_model", None)
+    parts: list[np.ndarray] = []
+    if source not in SEMANTIC_SOURCES:
+        raise ValueError(f"model.semantic_source: {source!r} is not one of {', '.join(SEMANTIC_SOURCES)}")
+    if source in ("text", "text+collaborative"):
+        encoder = text_encoder if text_encoder is not None else SentenceTransformerEncoder(text_model)
+        cache = text_cache_dir if text_cache_dir is not None else cache_dir() / "text-embeddings"
+        parts.append(encode_items(dataset.items, dataset.domain, encoder, cache, progress=train_cfg.progress))  # [V+1, E]
+    if source in ("collaborative", "text+collaborative"):
+        if not collab_model:
+            raise ValueError(f"model.semantic_source = {source!r} needs model.collab_model: a trained next-item-lm directory")
+        parts.append(collaborative_item_embeddings(collab_model, dataset.n_items))  # [V+1, D]
+    # each part L2-normalised per item, so text and collaborative weigh the same in the concatenation
+    emb = np.concatenate([p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12) for p in parts], axis=1)
     ids = build_semantic_ids(emb, n_levels=n_levels, codebook_size=codebook_size, seed=semantic_seed)
     config = T5SemanticConfig(n_items=dataset.n_items, codebook_sizes=ids.codebook_sizes, **params)
 

@@ -345,3 +345,54 @@ def test_fit_t5_semantic_trains_saves_and_recommends(tiny_prepared: Any, tmp_pat
     recs = rec.recommend(user=user, k=5)
     assert len(recs) == 5 and [r.rank for r in recs] == [1, 2, 3, 4, 5]
     assert all(a.score >= b.score for a, b in zip(recs, recs[1:]))
+
+
+def test_collaborative_semantic_ids_come_from_the_lm_item_table(tiny_prepared: Any, tmp_path: Path) -> None:
+    """semantic_source="collaborative" quantises the next-item LM's output item table; text+collaborative concatenates."""
+    from llmrec.experiment import collaborative_item_embeddings, fit_t5_semantic
+    from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig
+    from llmrec.train.loop import TrainConfig
+
+    torch.manual_seed(0)
+    lm = NextItemLM(NextItemLMConfig(n_items=tiny_prepared.n_items, d_model=8, n_layers=1, n_heads=1, d_ff=16, max_seq_len=5))
+    lm.save_pretrained(tmp_path / "lm")
+    table = collaborative_item_embeddings(tmp_path / "lm", tiny_prepared.n_items)
+    np.testing.assert_allclose(table, lm.eval().item_table().detach().numpy(), rtol=0, atol=0)
+
+    cfg = TrainConfig(epochs=1, batch_size=16, progress=False, refit_on_valid=False)
+    base = {**TINY, "n_levels": 2, "codebook_size": 4}
+    model, _ = fit_t5_semantic(tiny_prepared, {**base, "semantic_source": "collaborative", "collab_model": str(tmp_path / "lm")}, cfg)
+    unit = table / np.maximum(np.linalg.norm(table, axis=1, keepdims=True), 1e-12)
+    expected = build_semantic_ids(unit, n_levels=2, codebook_size=4, seed=0)
+    assert torch.equal(model.semantic_ids.codes, expected.codes)
+
+    enc = _HashEncoder()
+    both, _ = fit_t5_semantic(
+        tiny_prepared,
+        {**base, "semantic_source": "text+collaborative", "collab_model": str(tmp_path / "lm")},
+        cfg,
+        text_encoder=enc,
+        text_cache_dir=tmp_path / "cache",
+    )
+    text_only, _ = fit_t5_semantic(tiny_prepared, base, cfg, text_encoder=enc, text_cache_dir=tmp_path / "cache")
+    assert both.semantic_ids.codes.shape == model.semantic_ids.codes.shape
+    assert not torch.equal(both.semantic_ids.codes, model.semantic_ids.codes)
+    assert not torch.equal(both.semantic_ids.codes, text_only.semantic_ids.codes)
+
+
+def test_collaborative_source_rejects_bad_settings(tiny_prepared: Any, tmp_path: Path) -> None:
+    from llmrec.experiment import fit_t5_semantic
+    from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig
+    from llmrec.train.loop import TrainConfig
+
+    cfg = TrainConfig(epochs=1, batch_size=16, progress=False)
+    base = {**TINY, "n_levels": 2, "codebook_size": 4}
+    with pytest.raises(ValueError, match="semantic_source"):
+        fit_t5_semantic(tiny_prepared, {**base, "semantic_source": "graph"}, cfg)
+    with pytest.raises(ValueError, match="collab_model"):
+        fit_t5_semantic(tiny_prepared, {**base, "semantic_source": "collaborative"}, cfg)
+    with pytest.raises(FileNotFoundError, match="not a model directory"):
+        fit_t5_semantic(tiny_prepared, {**base, "semantic_source": "collaborative", "collab_model": str(tmp_path)}, cfg)
+    NextItemLM(NextItemLMConfig(n_items=tiny_prepared.n_items + 3, d_model=8, n_layers=1, n_heads=1, d_ff=16)).save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="not the same catalogue"):
+        fit_t5_semantic(tiny_prepared, {**base, "semantic_source": "collaborative", "collab_model": str(tmp_path / "other")}, cfg)
