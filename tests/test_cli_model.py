@@ -139,6 +139,27 @@ def test_baselines_reject_transformer_keys(model: str, data: Path, tmp_path: Pat
     _assert_user_error(result, "d_model")
 
 
+def test_t5_on_collaborative_semantic_ids_through_the_cli(lm: Path, data: Path, tmp_path: Path, tiny_prepared: PreparedDataset) -> None:
+    """t5-semantic with ids from a trained next-item LM's item table (no text encoder involved), then recommend."""
+    t5_args = ["--set", "model.d_model=16", "--set", "model.n_layers=1", "--set", "model.d_ff=32", "--set", "model.max_seq_len=5",
+               "--set", "model.n_levels=2", "--set", "model.codebook_size=4", "--set", "model.num_beams=8", "--set", "train.epochs=1"]
+    out = tmp_path / "t5"
+    result = _train(data, out, "t5-semantic", *t5_args, "--set", "model.semantic_source=collaborative", "--set", f"model.collab_model={lm}")
+    assert result.exit_code == 0, result.output
+    assert _json(out / "config.json")["model_type"] == "t5-semantic"
+    stats = _json(out / "training.json")["semantic_ids"]
+    assert stats, stats
+    raw = tiny_prepared.raw_item_ids()
+    rec = _invoke("recommend", "--model", out, "--history", f"{raw[0]},{raw[1]}", "-k", "3", "--json")
+    assert rec.exit_code == 0, rec.output
+    assert [r["rank"] for r in json.loads(rec.stdout)] == [1, 2, 3]
+    # a missing LM directory is a user error naming the key, and leaves nothing behind
+    bad = _train(data, tmp_path / "t5bad", "t5-semantic", *t5_args, "--set", "model.semantic_source=collaborative",
+                 "--set", f"model.collab_model={tmp_path / 'nope'}")
+    _assert_user_error(bad, "model.collab_model")
+    assert not (tmp_path / "t5bad").exists()
+
+
 def test_resume_a_finished_run(lm: Path, data: Path, tmp_path: Path) -> None:
     before = load_file(str(lm / "model.safetensors"))
     result = _train(data, lm, "next-item-lm", *TWO_EPOCHS, *TINY, "--resume")
