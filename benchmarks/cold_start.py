@@ -6,8 +6,9 @@ Stages (each skipped when its output already exists in WORK_DIR, so a run can be
 1. data/       DATASET prepared with the cold-user split (15% of users held out: half cold_valid, half cold_test);
 2. base/       the next-item LM trained on the training users (`llmrec train`'s code path; early stopping on the
                warm users' validation targets);
-3. <method>/   `llmrec meta-train` for finetune, maml (support_loss bag and next: the better on cold_valid is
-               kept), in-context, in-context+maml; every choice is made on cold_valid users;
+3. <method>/   `llmrec meta-train` for finetune, maml (support_loss bag / next x preconditioner scalar / diagonal /
+               matrix: the best on cold_valid is kept), in-context, in-context+<that maml variant>; every choice
+               is made on cold_valid users;
 4. results.json, results.md, results.png: cold_test users read once, for every method, n = 1, 2, 3, 5, with 95%
                bootstrap CIs, paired tests against the zero-shot LM; warm users' leave-one-out test NDCG@10 of each
                model (the control) and, on 2,000 warm users, what adapting every history (no max_history) would
@@ -43,7 +44,12 @@ from llmrec.models.next_item_lm import NextItemLM
 from llmrec.train.fit import make_score_fn
 
 BASE_DEFAULTS = {"model": {"max_seq_len": 200}, "train": {"epochs": 200, "patience": 10, "progress": False}}
-MAML_VARIANTS = {"maml-bag": {"adapter": {"support_loss": "bag"}}, "maml-next": {"adapter": {"support_loss": "next"}}}
+# The maml adapter's support loss and step preconditioner (scalar α, diagonal, full matrix); the best on cold_valid is kept.
+MAML_VARIANTS = {
+    f"maml-{pc}-{loss}" if pc != "scalar" else f"maml-{loss}": {"adapter": {"support_loss": loss, "preconditioner": pc}}
+    for pc in ("scalar", "diagonal", "matrix")
+    for loss in ("bag", "next")
+}
 # Episodic fine-tuning with and without replay of ordinary windows; the better on cold_valid is kept (each run keeps
 # only epochs whose warm validation NDCG@10 stays within 2% of the base's: episodic.warm_tolerance).
 WARM_LIMIT = 2000  # warm users for the (slow) "adapt every history" diagnostic
@@ -181,7 +187,7 @@ def main() -> None:
     # in-context+maml = the maml adapter meta-trained on top of the chosen episodic LM (the same as `--method
     # in-context+maml` with that LM's settings, without training the LM a second time).
     both = merge_sections(meta_sections, {"adapter": MAML_VARIANTS[best_maml]["adapter"]})
-    paths["in-context+maml"] = _meta(ds, work, "in-context+maml", "maml", both, timings, base=paths["in-context"])
+    paths["in-context+maml"] = _meta(ds, work, f"in-context+{best_maml}", "maml", both, timings, base=paths["in-context"])
 
     # ---- cold_test users: read once ----------------------------------------------------------------------
     train_seqs = ds.train_sequences()

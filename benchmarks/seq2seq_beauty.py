@@ -2,6 +2,8 @@
 
 Usage: python benchmarks/seq2seq_beauty.py WORK_DIR [--minutes 60] [--valid-users 2000] [--threads 1]
                                            [--set model.d_model=128 --set train.lr=1e-3 ...]
+                                           [--refit-epochs N]   # N chosen on valid by an earlier run (its best epoch):
+                                                                # no selection run, train N epochs on train + valid
 
 1. data/   beauty prepared with the defaults (`llmrec data prepare --dataset beauty`: 22,363 users, 12,101 items);
 2. t5/     `fit_t5_semantic` (MiniLM text embeddings -> 3 x 256 residual k-means codes + disambiguation, T5 trained on
@@ -50,6 +52,7 @@ def main() -> None:
     ap.add_argument("--valid-users", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--refit-epochs", type=int, default=None, help="skip selection: train this many epochs (chosen on valid earlier) on train + valid")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     work: Path = a.work
@@ -59,7 +62,8 @@ def main() -> None:
         raw, source = read_dataset("beauty")
         prepare(raw, PrepareConfig(), source=source).save(work / "data")
     ds = PreparedDataset.load(work / "data")
-    sections = merge_sections(DEFAULTS, {"train": {"max_minutes": a.minutes}}, parse_overrides(a.set))
+    refit = {"refit_on_valid": True} if a.refit_epochs else {}
+    sections = merge_sections(DEFAULTS, {"train": {"max_minutes": a.minutes, **refit}}, parse_overrides(a.set))
     valid = ds.eval_examples("valid")
     sample = np.random.default_rng(0).choice(len(valid), size=min(a.valid_users, len(valid)), replace=False)
 
@@ -71,9 +75,9 @@ def main() -> None:
     if not (work / "t5" / "config.json").exists():
         t0 = time.perf_counter()
         cfg = TrainConfig(**sections["train"])
-        model, result = fit_t5_semantic(ds, sections["model"], cfg, run_dir=work / "run", evaluate=evaluate)
+        model, result = fit_t5_semantic(ds, sections["model"], cfg, run_dir=work / "run", evaluate=evaluate, selected_epoch=a.refit_epochs)
         save_artifact(model, ds, work / "t5")
-        (work / "t5" / "training.json").write_text(json.dumps({"model": "t5-semantic", "params": sections, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "seconds": time.perf_counter() - t0}, indent=1))
+        (work / "t5" / "training.json").write_text(json.dumps({"model": "t5-semantic", "params": sections, "refit_epochs": a.refit_epochs, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "seconds": time.perf_counter() - t0}, indent=1))
         _log(f"trained: best epoch {result.best_epoch}/{result.epochs_run} ({time.perf_counter() - t0:.0f}s)")
     model = T5SemanticRecommender.from_pretrained(work / "t5")
     out: dict[str, Any] = {"config": sections, "semantic_ids": model.semantic_ids.stats(), "tiger": TIGER}

@@ -1,7 +1,8 @@
 """Train and evaluate the next-item LM on a prepared dataset; print valid and test metrics as JSON.
 
-Usage: python benchmarks/train_lm.py PREPARED_DIR RUN_DIR [--set model.d_model=128 --set train.lr=1e-3 ...]
-Hyperparameters are picked on the validation metrics; the test line is printed for the record only.
+Usage: python benchmarks/train_lm.py PREPARED_DIR RUN_DIR [--set model.d_model=128 --set train.lr=1e-3 ...] [--no-test]
+Hyperparameters are picked on the validation metrics; the test line is printed for the record only. With --no-test the
+test targets are not read at all (use it for tuning runs, so that no choice can see them).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--attributes", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-test", action="store_true", help="evaluate on validation only; never read the test targets")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model_params: dict[str, object] = {}
@@ -49,7 +51,7 @@ def main() -> None:
     model, result, _ = fit(ds, model_params, TrainConfig(**train_params), use_attributes=a.attributes, run_dir=a.run_dir)
     train_s = time.perf_counter() - t0
     out = {"params": {"model": model_params, "train": train_params, "attributes": a.attributes}}
-    for split in ("valid", "test"):
+    for split in ("valid",) if a.no_test else ("valid", "test"):
         ex = ds.eval_examples(split)
         t1 = time.perf_counter()
         ranks = compute_ranks(make_score_fn(model), ex.histories, ex.targets)

@@ -186,6 +186,7 @@ def fit_t5_semantic(
     text_encoder: Any = None,
     text_cache_dir: Path | None = None,
     evaluate: Any = None,
+    selected_epoch: int | None = None,
 ) -> tuple[Any, Any]:
     """Generative retrieval on `dataset`: semantic ids, then the T5 trained with early stopping on validation.
 
@@ -197,7 +198,10 @@ def fit_t5_semantic(
     training example. Items that are never a training target are marked cold (see T5SemanticConfig.cold_weight).
     evaluate: the early-stopping metric function (default: all validation targets). With train_cfg.refit_on_valid, a
     fresh model is then trained on train + valid events for the selected number of epochs, as `train.fit.fit` does.
-    Returns (model, TrainResult of the selection run).
+    selected_epoch: the epoch count already chosen on validation by an earlier run with the same settings (e.g. its
+    `best_epoch`): the selection run is skipped, and the model trains for exactly that many epochs of the
+    `train_cfg.epochs` schedule, on train + valid events with refit_on_valid, else on train events.
+    Returns (model, TrainResult of the selection run, or of the only run when selected_epoch is given).
     """
     import torch
 
@@ -237,6 +241,13 @@ def fit_t5_semantic(
         model.set_seen_items(seen)
         return model, prefix_windows(sequences, config.max_seq_len)
 
+    if selected_epoch is not None:
+        if not 1 <= selected_epoch <= train_cfg.epochs:
+            raise ValueError(f"selected_epoch: {selected_epoch} is outside the schedule's 1..{train_cfg.epochs} epochs (train.epochs)")
+        through = "valid" if train_cfg.refit_on_valid else "train"
+        model, windows = build(dataset.train_sequences(through=through))
+        result = train(model, windows, train_cfg, run_dir=run_dir, resume=resume, stop_after=selected_epoch)  # type: ignore[arg-type]
+        return model, result
     model, windows = build(dataset.train_sequences())
     evaluate = evaluate if evaluate is not None else validation_evaluator(dataset)
     result = train(model, windows, train_cfg, evaluate=evaluate, run_dir=run_dir, resume=resume)  # type: ignore[arg-type]

@@ -154,3 +154,26 @@ def test_adapter_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="unknown AdapterConfig keys: colour"):
         AdapterConfig.from_dict({"d_model": 16, "colour": 1})
     assert np.isclose(UserAdapter(AdapterConfig(d_model=4, inner_lr=0.25)).inner_lr, 0.25)
+
+
+@pytest.mark.parametrize("preconditioner", ["diagonal", "matrix"])
+def test_learned_preconditioner_starts_as_the_scalar_step_and_is_meta_learned(
+    tiny_cold: PreparedDataset, tiny_lm: NextItemLM, tmp_path: Path, preconditioner: str
+) -> None:
+    ids = _histories(tiny_cold)
+    scalar = UserAdapter(AdapterConfig(d_model=16, inner_steps=3))
+    pre = UserAdapter(AdapterConfig(d_model=16, inner_steps=3, preconditioner=preconditioner))
+    torch.testing.assert_close(adapt(tiny_lm, pre, ids), adapt(tiny_lm, scalar, ids))  # ones / identity = scalar
+    base, start = _snapshot(tiny_lm), pre.precond.detach().clone()
+    meta_train(tiny_lm, pre, tiny_cold.train_sequences(), QUICK_META)
+    assert _same(_snapshot(tiny_lm), base)
+    assert not torch.equal(pre.precond.detach(), start)  # the step's shape is learned, not only its size
+    moved = adapt(tiny_lm, pre, ids)
+    assert moved.shape == (5, 16) and not torch.allclose(moved, adapt(tiny_lm, scalar, ids))
+    tiny_lm.save_pretrained(tmp_path)
+    pre.save_pretrained(tmp_path)
+    loaded = UserAdapter.from_pretrained(tmp_path)
+    assert loaded.config.preconditioner == preconditioner
+    assert torch.equal(adapted_scores(tiny_lm, loaded, ids), adapted_scores(tiny_lm, pre, ids))
+    with pytest.raises(ValueError, match="preconditioner"):
+        AdapterConfig(d_model=16, preconditioner="full")

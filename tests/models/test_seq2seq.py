@@ -396,3 +396,29 @@ def test_collaborative_source_rejects_bad_settings(tiny_prepared: Any, tmp_path:
     NextItemLM(NextItemLMConfig(n_items=tiny_prepared.n_items + 3, d_model=8, n_layers=1, n_heads=1, d_ff=16)).save_pretrained(tmp_path / "other")
     with pytest.raises(ValueError, match="not the same catalogue"):
         fit_t5_semantic(tiny_prepared, {**base, "semantic_source": "collaborative", "collab_model": str(tmp_path / "other")}, cfg)
+
+
+def test_fit_t5_semantic_with_selected_epoch_skips_selection_and_refits_on_valid(tiny_prepared: Any, tmp_path: Path) -> None:
+    """selected_epoch: one run of exactly that many epochs, no validation pass, valid targets become training targets."""
+    from llmrec.experiment import fit_t5_semantic
+    from llmrec.train.loop import TrainConfig
+
+    params = {**TINY, "n_levels": 2, "codebook_size": 4}
+    calls: list[int] = []
+
+    def evaluate(model: Any) -> dict[str, float]:
+        calls.append(1)
+        return {"ndcg@10": 0.0}
+
+    kw = {"text_encoder": _HashEncoder(), "text_cache_dir": tmp_path / "cache", "evaluate": evaluate}
+    cfg = TrainConfig(epochs=4, batch_size=16, progress=False, refit_on_valid=True)
+    model, result = fit_t5_semantic(tiny_prepared, params, cfg, selected_epoch=2, **kw)  # type: ignore[arg-type]
+    assert result.epochs_run == 2 and not calls
+    seen_refit = model.is_seen.clone()
+    plain, _ = fit_t5_semantic(tiny_prepared, params, TrainConfig(epochs=4, batch_size=16, progress=False, refit_on_valid=False), selected_epoch=2, **kw)  # type: ignore[arg-type]
+    valid = tiny_prepared.eval_examples("valid")
+    only_valid = set(valid.targets.tolist()) - set(np.flatnonzero(plain.is_seen.numpy()).tolist())
+    assert only_valid, "fixture: some item must be a validation target only"
+    assert all(bool(seen_refit[i]) for i in only_valid)
+    with pytest.raises(ValueError, match="selected_epoch"):
+        fit_t5_semantic(tiny_prepared, params, cfg, selected_epoch=5, **kw)  # type: ignore[arg-type]

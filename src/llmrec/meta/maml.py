@@ -34,6 +34,13 @@ take the query loss at the adapted u, and move u₀ by that loss's gradient at t
 size α is meta-learned too (Meta-SGD, Li et al. 2017, https://arxiv.org/abs/1707.09835, with one scalar α
 rather than one per parameter): u_k = u₀ − α Σ_i g_i with the inner gradients g_i treated as constants, so
 ∂L/∂α = −⟨∇L(u_k), Σ_i g_i⟩ comes out of the same backward pass. The base LM is frozen: only u₀ and log α learn.
+
+**Learned preconditioner** (``preconditioner="diagonal" | "matrix"``): the inner step becomes α g ⊙ p or α g P,
+with p ∈ R^D (Meta-SGD's per-coordinate step, Li et al. 2017) or P ∈ R^{D×D} (a meta-learned linear warp of the
+gradient, as in Meta-Curvature, Park & Oliva 2019, https://arxiv.org/abs/1902.03356). They start at ones / the
+identity, i.e. exactly the scalar step, and are meta-learned with α by the same first-order rule: with the inner
+gradients constant, u_k is linear in p (or P), so their meta-gradient costs one product. This lets meta-training
+decide *which directions* of the user space a few support items should move, not only how far.
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ __all__ = [
 ]
 
 SUPPORT_LOSSES = ("next", "bag")
+PRECONDITIONERS = ("scalar", "diagonal", "matrix")
 _CONFIG_FILE = "adapter.json"
 _WEIGHTS_FILE = "adapter.safetensors"
 
@@ -82,10 +90,15 @@ class AdapterConfig:
     inner_lr: float = 1.0  # initial SGD step size (meta-training may learn it)
     support_loss: str = "bag"  # "bag": every support item from the last state | "next": each item from its prefix
     max_history: int = 5  # longer histories are not adapted (the base LM scores them); >= the meta-training supports
+    # How a support gradient becomes a step: "scalar" (u -= α g), "diagonal" (u -= α g ⊙ p, p ∈ R^D) or "matrix"
+    # (u -= α g P, P ∈ R^{D×D}); p and P start at ones / the identity (= "scalar") and are meta-learned with α.
+    preconditioner: str = "scalar"
 
     def __post_init__(self) -> None:
         if self.support_loss not in SUPPORT_LOSSES:
             raise ValueError(f"support_loss must be one of {SUPPORT_LOSSES}, got {self.support_loss!r}")
+        if self.preconditioner not in PRECONDITIONERS:
+            raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {self.preconditioner!r}")
         if self.inner_steps < 0 or self.inner_lr <= 0 or self.max_history < 1 or self.d_model < 1:
             raise ValueError("inner_steps >= 0, inner_lr > 0, max_history >= 1 and d_model >= 1 are required")
 
@@ -105,6 +118,16 @@ class UserAdapter(nn.Module):
         self.config = config
         self.user = nn.Parameter(torch.zeros(config.d_model))  # [D] u₀; zero = the base LM unchanged
         self.log_inner_lr = nn.Parameter(torch.tensor(math.log(config.inner_lr)))
+        if config.preconditioner == "diagonal":
+            self.precond = nn.Parameter(torch.ones(config.d_model))  # [D]
+        elif config.preconditioner == "matrix":
+            self.precond = nn.Parameter(torch.eye(config.d_model))  # [D, D]
+
+    def step(self, grad: torch.Tensor, precond: torch.Tensor | None) -> torch.Tensor:
+        """The un-scaled inner step for gradients grad [B, D]: g, g ⊙ p or g P."""
+        if precond is None:
+            return grad
+        return grad * precond if precond.ndim == 1 else grad @ precond
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [B, N, D] + user ([D] shared or [B, D] per user, as swapped in by the inner loop) -> [B, N, D]."""
@@ -185,13 +208,15 @@ def _inner_loop(adapter: UserAdapter, support: _Support, steps: int, *, keep_gra
     with torch.enable_grad():  # adaptation needs gradients even inside evaluation's torch.no_grad()
         user = adapter.user.expand(B, -1)  # [B, D]
         lr = adapter.log_inner_lr.exp()
+        precond: torch.Tensor | None = getattr(adapter, "precond", None)
         if not keep_graph:
             user, lr = user.detach().clone().requires_grad_(True), lr.detach()
+            precond = None if precond is None else precond.detach()
         for _ in range(steps):
             shifted = functional_call(adapter, {"user": user}, (support.states,))  # [B, N, D]
             loss = _nll(shifted, support.table, support.targets)
-            (grad,) = torch.autograd.grad(loss, user)  # [B, D]; users are independent terms of the sum
-            user = user - lr * grad
+            (grad,) = torch.autograd.grad(loss, user, retain_graph=False)  # [B, D]; users are independent terms
+            user = user - lr * adapter.step(grad.detach(), precond)
     return user if keep_graph else user.detach()
 
 
@@ -289,7 +314,8 @@ def meta_train(
     sampler = EpisodeSampler(
         sequences, support_sizes=config.support_sizes, n_query=config.n_query, max_start=config.max_start, seed=config.seed
     )
-    params = [adapter.user] + ([adapter.log_inner_lr] if config.learn_inner_lr else [])
+    learned_step = [adapter.log_inner_lr] + ([adapter.precond] if hasattr(adapter, "precond") else [])
+    params = [adapter.user] + (learned_step if config.learn_inner_lr else [])
     opt = torch.optim.Adam(params, lr=config.outer_lr)
     best = {k: v.detach().clone() for k, v in adapter.state_dict().items()}
     best_metric, best_step, bad, losses = -math.inf, 0, 0, []
