@@ -16,6 +16,9 @@ Stages (each skipped when its output already exists in WORK_DIR, so a run can be
    cold items), and a cold offset chosen on the validation targets: cold items' scores + offset (for the T5, the exact
    log-probability of a cold item + log cold_weight, see models/seq2seq.py); the largest cold Recall@10 whose warm
    NDCG@10 stays within 3% of the same model without offset (the issue's own constraint, applied on validation);
+   Session 4 additions: "<lm> + text map" (a ridge map from MiniLM text to the LM's output embedding, fitted on warm
+   items, replaces the cold items' rows; ridge chosen on validation), lm-attr's warm list with lm-text's cold items
+   in the quota slots, and a separate new-items list (every model ranking the cold items only);
 4. results.json / results.md: test targets split into cold and warm, Recall@10 / NDCG@10 with 95% bootstrap CIs,
    random references, and the T5's decoding throughput with 20 beams.
 Every choice is made on validation targets; test targets are read once per reported row.
@@ -63,6 +66,8 @@ T5_DEFAULTS = {
 }
 T5_WEIGHTS = [10.0 ** e for e in np.arange(-1.0, 4.01, 0.25)]  # cold_weight grid (log offsets -2.3 .. +9.2)
 LM_OFFSETS = [x / 4 for x in range(1, 25)]  # cold offsets for the LMs, x the std of their scores
+TEXTMAP_BASES = ("lm-id", "lm-attr")  # models whose cold rows get the text -> embedding map
+TEXTMAP_RIDGE = (0.1, 1.0, 10.0, 100.0)
 QUOTA_SLOTS = (1, 2)  # TIGER's epsilon = 0.1, 0.2: cold items may take at most this many of the top 10
 WARM_TOLERANCE = 0.97  # offset choice: warm NDCG@10 >= 97% of the same model without offset (on validation)
 
@@ -266,6 +271,43 @@ def main() -> None:
         spread = float(sv[:, 1:].std())  # offsets in units of the model's score spread
         scored[name] = {"valid": (sv, sv[:, cold]), "test": (st, st[:, cold]), "offsets": [0.0, *[spread * x for x in LM_OFFSETS]]}
 
+    # Attribute-to-embedding mapping (Gantner et al., ICDM 2010): a ridge regression from the MiniLM text embedding
+    # to the trained output item embedding, fitted on the warm items only; the cold items' rows of the table are
+    # replaced by the mapped text, so they are scored in the model's own geometry. Ridge strength chosen on the
+    # validation cold targets (Recall@10 among the cold items).
+    from llmrec.data.registry import cache_dir
+    from llmrec.index import SentenceTransformerEncoder, encode_items
+
+    text = torch.from_numpy(encode_items(ds.items, ds.domain, SentenceTransformerEncoder(), cache_dir() / "text-embeddings")).double()
+    X = torch.cat([text, torch.ones(len(text), 1, dtype=torch.float64)], 1)  # [V+1, E+1]
+    warm_rows = torch.from_numpy(np.flatnonzero(~is_cold[1:]) + 1)
+    textmap: dict[str, Any] = {}
+    for name in TEXTMAP_BASES:
+        lm = NextItemLM.from_pretrained(work / name).eval()
+        with torch.no_grad():
+            table = lm.item_table().double()  # [V+1, D]
+            h = {sp: torch.cat([lm.encode(pad_left(ex.histories[i : i + 256], lm.config.max_seq_len))[:, -1] for i in range(0, len(ex.histories), 256)]).double() for sp, ex in (("valid", valid), ("test", test))}
+        fits = {}
+        for lam in TEXTMAP_RIDGE:
+            Xw = X[warm_rows]
+            W = torch.linalg.solve(Xw.T @ Xw + lam * torch.eye(X.shape[1], dtype=torch.float64), Xw.T @ table[warm_rows])  # [E+1, D]
+            mapped = table.clone()
+            mapped[cold] = X[cold] @ W
+            fits[lam] = mapped
+        def shelf_valid(mapped: torch.Tensor) -> float:
+            cs = (h["valid"] @ mapped[cold].T)[torch.from_numpy(cold_v)]
+            pos = (cold[None, :] == torch.from_numpy(valid.targets[cold_v])[:, None]).float().argmax(1)
+            return float(((cs >= cs.gather(1, pos[:, None])).sum(1) <= 10).double().mean())
+        grid = {lam: shelf_valid(m) for lam, m in fits.items()}
+        lam = max(grid, key=lambda k: grid[k])
+        full = {sp: (h[sp] @ fits[lam].T).float() for sp in h}
+        for sp in full:
+            full[sp][:, 0] = float("-inf")
+        spread = float(full["valid"][:, 1:].std())
+        scored[f"{name} + text map"] = {"valid": (full["valid"], full["valid"][:, cold]), "test": (full["test"], full["test"][:, cold]), "offsets": [0.0, *[spread * x for x in LM_OFFSETS]]}
+        textmap[name] = {"ridge_valid_grid": grid, "ridge": lam}
+        _log(f"{name} + text map: ridge {lam} chosen on validation ({grid})")
+
     rows: dict[str, dict[str, Any]] = {}
     valid_rows: dict[str, dict[str, Any]] = {}
     grids: dict[str, Any] = {}
@@ -293,6 +335,24 @@ def main() -> None:
             rv = _quota_ranks(*_quota_inputs(sc["valid"], cold), valid.targets, n_slots)
             rows[lab] = {"all": _summary(r, np.ones_like(cold_t), a.n_boot), "cold": _summary(r, cold_t, a.n_boot), "warm": _summary(r, ~cold_t, a.n_boot)}
             valid_rows[lab] = {"cold": _summary(rv, cold_v, 0), "warm": _summary(rv, ~cold_v, 0)}
+    # Two models in one list: the best warm ranker (lm-attr) fills positions 1..10-s, the best cold ranker (lm-text)
+    # gives the s cold items (a quota as above, with the cold items from another model).
+    for n_slots in QUOTA_SLOTS:
+        lab = f"lm-attr + lm-text's cold items, quota {n_slots}/10"
+        r = _quota_ranks(scored["lm-attr"]["test"][0], cold, scored["lm-text"]["test"][1], test.targets, n_slots)
+        rv = _quota_ranks(scored["lm-attr"]["valid"][0], cold, scored["lm-text"]["valid"][1], valid.targets, n_slots)
+        rows[lab] = {"all": _summary(r, np.ones_like(cold_t), a.n_boot), "cold": _summary(r, cold_t, a.n_boot), "warm": _summary(r, ~cold_t, a.n_boot)}
+        valid_rows[lab] = {"cold": _summary(rv, cold_v, 0), "warm": _summary(rv, ~cold_v, 0)}
+    # A separate new-items list (a "new arrivals" shelf beside the main list): each model ranks only the cold items;
+    # Recall@10 / NDCG@10 of the cold targets there, against a random ranking of the cold items.
+    shelf: dict[str, Any] = {}
+    for name, sc in scored.items():
+        shelf[name] = {}
+        for split, targets, mask in (("valid", valid.targets, cold_v), ("test", test.targets, cold_t)):
+            cs = sc[split][1][torch.from_numpy(mask)]  # [n_cold_targets, M]
+            pos = (cold[None, :] == torch.from_numpy(targets[mask])[:, None]).float().argmax(1)
+            r = (cs >= cs.gather(1, pos[:, None])).sum(1).numpy()  # rank among the cold items, pessimistic on ties
+            shelf[name][split] = _summary(r, np.ones(len(r), dtype=bool), a.n_boot if split == "test" else 0)
     n_cold_items = int(is_cold.sum())
     refs = {"random over all items": _random_reference(ds.n_items), "random over the cold items": _random_reference(n_cold_items)}
 
@@ -308,6 +368,8 @@ def main() -> None:
         "valid_rows": valid_rows,
         "offset_grid_valid": grids,
         "offset_tradeoff_test": tradeoff,
+        "new_items_shelf": shelf,
+        "text_map": textmap,
         "warm_ndcg_ratio_to_lm_id": {k: v["warm"]["ndcg@10"] / base for k, v in rows.items()},
         "cold_recall_ratio_to_random_cold": {k: v["cold"]["recall@10"] / refs["random over the cold items"]["recall@10"] for k, v in rows.items()},
         "random": refs,
@@ -333,6 +395,15 @@ def main() -> None:
         )
     for k, v in refs.items():
         lines.append(f"| {k} | {v['recall@10']:.4f} | {v['ndcg@10']:.4f} | | | | |")
+    rnd = refs["random over the cold items"]
+    lines += ["", "New-items list (each model ranks the cold items only; cold targets):", "",
+              "| model | test R@10 [95% CI] | test N@10 | R@10 / random over the cold items | valid R@10 |", "|---|---|---|---|---|"]
+    for k, v in shelf.items():
+        t = v["test"]
+        lines.append(
+            f"| {k} | {t['recall@10']:.4f} [{t['recall@10_ci'][0]:.4f}, {t['recall@10_ci'][1]:.4f}] | {t['ndcg@10']:.4f} "
+            f"| {t['recall@10'] / rnd['recall@10']:.2f}x | {v['valid']['recall@10']:.4f} |"
+        )
     (work / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(json.dumps({"throughput": speed, "timings_s": out["timings_s"], "wall_s": out["wall_s"]}))
