@@ -271,40 +271,34 @@ def main() -> None:
         spread = float(sv[:, 1:].std())  # offsets in units of the model's score spread
         scored[name] = {"valid": (sv, sv[:, cold]), "test": (st, st[:, cold]), "offsets": [0.0, *[spread * x for x in LM_OFFSETS]]}
 
-    # Attribute-to-embedding mapping (Gantner et al., ICDM 2010): a ridge regression from the MiniLM text embedding
-    # to the trained output item embedding, fitted on the warm items only; the cold items' rows of the table are
-    # replaced by the mapped text, so they are scored in the model's own geometry. Ridge strength chosen on the
-    # validation cold targets (Recall@10 among the cold items).
+    # Attribute-to-embedding mapping (Gantner et al., ICDM 2010; `llmrec.models.cold_items.apply_text_map`): a ridge
+    # regression from the MiniLM text embedding to the trained output item embedding, fitted on the warm items; the
+    # cold items' rows get their mapped text, so they are scored in the model's own geometry (tied weights: also their
+    # input rows). Ridge strength chosen on the validation cold targets (Recall@10 among the cold items).
     from llmrec.data.registry import cache_dir
     from llmrec.index import SentenceTransformerEncoder, encode_items
+    from llmrec.models.cold_items import apply_text_map
 
-    text = torch.from_numpy(encode_items(ds.items, ds.domain, SentenceTransformerEncoder(), cache_dir() / "text-embeddings")).double()
-    X = torch.cat([text, torch.ones(len(text), 1, dtype=torch.float64)], 1)  # [V+1, E+1]
-    warm_rows = torch.from_numpy(np.flatnonzero(~is_cold[1:]) + 1)
+    text = encode_items(ds.items, ds.domain, SentenceTransformerEncoder(), cache_dir() / "text-embeddings")  # [V+1, E]
     textmap: dict[str, Any] = {}
     for name in TEXTMAP_BASES:
-        lm = NextItemLM.from_pretrained(work / name).eval()
-        with torch.no_grad():
-            table = lm.item_table().double()  # [V+1, D]
-            h = {sp: torch.cat([lm.encode(pad_left(ex.histories[i : i + 256], lm.config.max_seq_len))[:, -1] for i in range(0, len(ex.histories), 256)]).double() for sp, ex in (("valid", valid), ("test", test))}
         fits = {}
         for lam in TEXTMAP_RIDGE:
-            Xw = X[warm_rows]
-            W = torch.linalg.solve(Xw.T @ Xw + lam * torch.eye(X.shape[1], dtype=torch.float64), Xw.T @ table[warm_rows])  # [E+1, D]
-            mapped = table.clone()
-            mapped[cold] = X[cold] @ W
-            fits[lam] = mapped
-        def shelf_valid(mapped: torch.Tensor) -> float:
-            cs = (h["valid"] @ mapped[cold].T)[torch.from_numpy(cold_v)]
+            lm = NextItemLM.from_pretrained(work / name).eval()
+            apply_text_map(lm, text, cold.numpy(), ridge=lam)
+            fn = make_score_fn(lm)
+            fits[lam] = {"valid": fn(valid.histories), "test": fn(test.histories)}
+
+        def shelf_valid(sv: torch.Tensor) -> float:
+            cs = sv[:, cold][torch.from_numpy(cold_v)]
             pos = (cold[None, :] == torch.from_numpy(valid.targets[cold_v])[:, None]).float().argmax(1)
             return float(((cs >= cs.gather(1, pos[:, None])).sum(1) <= 10).double().mean())
-        grid = {lam: shelf_valid(m) for lam, m in fits.items()}
+
+        grid = {lam: shelf_valid(f["valid"]) for lam, f in fits.items()}
         lam = max(grid, key=lambda k: grid[k])
-        full = {sp: (h[sp] @ fits[lam].T).float() for sp in h}
-        for sp in full:
-            full[sp][:, 0] = float("-inf")
-        spread = float(full["valid"][:, 1:].std())
-        scored[f"{name} + text map"] = {"valid": (full["valid"], full["valid"][:, cold]), "test": (full["test"], full["test"][:, cold]), "offsets": [0.0, *[spread * x for x in LM_OFFSETS]]}
+        sv, st = fits[lam]["valid"], fits[lam]["test"]
+        spread = float(sv[:, 1:].std())
+        scored[f"{name} + text map"] = {"valid": (sv, sv[:, cold]), "test": (st, st[:, cold]), "offsets": [0.0, *[spread * x for x in LM_OFFSETS]]}
         textmap[name] = {"ridge_valid_grid": grid, "ridge": lam}
         _log(f"{name} + text map: ridge {lam} chosen on validation ({grid})")
 
