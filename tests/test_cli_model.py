@@ -319,3 +319,39 @@ def test_tune_with_the_real_search_space(data: Path, tmp_path: Path) -> None:
 
     sections = _tune_then_train(data, tmp_path)
     assert sections["model"]["d_model"] in SEARCH_SPACE["d_model"][2]
+
+
+def test_map_cold_items_writes_a_mapped_copy_that_recommends(data: Path, lm: Path, tmp_path: Path) -> None:
+    """Items absent from training get text-mapped rows; warm rows and the base artifact stay as they were."""
+    import numpy as np
+    import torch
+
+    from llmrec.models.cold_items import untrained_items
+    from llmrec.models.next_item_lm import NextItemLM
+    from llmrec.recommend import Recommender
+
+    ds = PreparedDataset.load(data)
+    cold = untrained_items(ds, refit=_json(lm / "training.json")["train"]["refit_on_valid"])
+    assert len(cold) > 0, "fixture: some item must be missing from training"
+    result = _invoke("map-cold-items", "--model", lm, "--dataset", data, "--out", tmp_path / "mapped", "--ridge", "1.0")
+    assert result.exit_code == 0, result.output
+    assert f"mapped {len(cold)} cold items" in result.stdout
+    base, mapped = NextItemLM.from_pretrained(lm).eval(), NextItemLM.from_pretrained(tmp_path / "mapped").eval()
+    with torch.no_grad():
+        tb, tm = base.item_table(), mapped.item_table()
+    warm = np.setdiff1d(np.arange(1, ds.n_items + 1), cold)
+    assert torch.equal(tb[warm], tm[warm]) and not torch.allclose(tb[cold], tm[cold])
+    assert _json(tmp_path / "mapped" / "text_map.json")["cold_items"] == len(cold)
+    assert ARTIFACT_FILES <= {p.name for p in (tmp_path / "mapped").iterdir()}
+    recs = Recommender.load(tmp_path / "mapped").recommend(user=ds.users["user"][0], k=3)
+    assert len(recs) == 3
+    _no_temporary_folders(tmp_path)
+
+
+def test_map_cold_items_refuses_bad_input(data: Path, lm: Path, tmp_path: Path) -> None:
+    _assert_user_error(_invoke("map-cold-items", "--model", data, "--dataset", data, "--out", tmp_path / "x"), "not a next-item-lm")
+    _assert_user_error(_invoke("map-cold-items", "--model", lm, "--dataset", data, "--out", lm), "--out must differ")
+    _assert_user_error(
+        _invoke("map-cold-items", "--model", lm, "--dataset", data, "--out", tmp_path / "y", "--ridge", "-1"), "ridge must be >= 0"
+    )
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

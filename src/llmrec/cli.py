@@ -523,6 +523,23 @@ def meta_train_cmd(
     console.print(f"meta-trained {json.dumps(shown)} → {out}", markup=False, soft_wrap=True)
 
 
+@app.command("map-cold-items")
+def map_cold_items_cmd(
+    model: Annotated[Path, typer.Option(help="A trained next-item-lm artifact.")],
+    dataset: Annotated[Path, typer.Option(help="The prepared dataset it was trained on (tells which items it never saw).")],
+    out: Annotated[Path, typer.Option("--out", help="Artifact folder to write (a copy with the cold items mapped).")],
+    ridge: Annotated[float, typer.Option(help="Ridge strength of the text -> embedding regression (>= 0).")] = 0.1,
+    text_model: Annotated[str | None, typer.Option(help="Local sentence-transformers folder (default: all-MiniLM-L6-v2, offline).")] = None,
+) -> None:
+    """Give items that never occurred in training an embedding mapped from their text, so they can be recommended."""
+    with _user_errors():
+        from llmrec.data import PreparedDataset
+        from llmrec.models.cold_items import map_cold_items_artifact
+
+        summary = map_cold_items_artifact(model, PreparedDataset.load(dataset), out, ridge=ridge, text_model=text_model, progress=True)
+    console.print(f"mapped {summary['cold_items']} cold items from {summary['warm_items']} warm ones (ridge {summary['ridge']}) → {out}", markup=False, soft_wrap=True)
+
+
 _DIVERSITY_HELP = "0..1: re-rank the top candidates for variety (maximal marginal relevance, λ = 1 − diversity)."
 _QUERY_HELP = 'What you are in the mood for, in words, e.g. "a light-hearted animated film for the kids".'
 _QUERY_WEIGHT_HELP = "0..1: weight of --query against your history (0 = history only, 1 = query only)."

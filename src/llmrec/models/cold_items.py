@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ import torch
 from llmrec.models.next_item_lm import NextItemLM
 from llmrec.types import PAD_ID
 
-__all__ = ["TextMap", "apply_text_map", "fit_text_map"]
+__all__ = ["TextMap", "apply_text_map", "fit_text_map", "map_cold_items_artifact", "untrained_items"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +90,74 @@ def apply_text_map(
     model._table_cache = None
     model.train(was_training)
     return mapping
+
+
+def untrained_items(dataset: object, *, refit: bool) -> np.ndarray:
+    """Item ids 1..V that occur in no training sequence of `dataset` (a PreparedDataset): the model never saw them.
+
+    refit: the model was refit on train + valid (`train.refit_on_valid`), so validation targets count as trained.
+    """
+    sequences = dataset.train_sequences(through="valid" if refit else "train")  # type: ignore[attr-defined]
+    seen = np.zeros(dataset.n_items + 1, dtype=bool)  # type: ignore[attr-defined]
+    for s in sequences:
+        seen[s] = True
+    seen[PAD_ID] = True
+    return np.flatnonzero(~seen)
+
+
+def map_cold_items_artifact(
+    model_dir: str | Path,
+    dataset: object,
+    out: str | Path,
+    *,
+    ridge: float = 0.1,
+    text_model: str | None = None,
+    text_cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, object]:
+    """`llmrec map-cold-items`: copy a next-item-lm artifact to `out` with its untrained items' rows text-mapped.
+
+    The items' text is built from the artifact's own catalogue (as `llmrec.index.encode_items` does) and encoded with
+    `text_model` (default all-MiniLM-L6-v2, offline), cached. Writes ``text_map.json`` (ridge, item counts) beside the
+    model; returns the same summary. The write is atomic: `out` is complete or absent.
+    """
+    import json
+    import shutil
+
+    from llmrec.atomic import atomic_directory
+    from llmrec.data.registry import cache_dir
+    from llmrec.index import SentenceTransformerEncoder, encode_items
+
+    model_dir, out = Path(model_dir), Path(out)
+    config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+    if config.get("model_type") != "next-item-lm":
+        raise ValueError(f"{model_dir}: not a next-item-lm model artifact (config.json model_type)")
+    if out.resolve() == model_dir.resolve():
+        raise ValueError("--out must differ from --model")
+    model = NextItemLM.from_pretrained(model_dir).eval()
+    if model.config.n_items != dataset.n_items:  # type: ignore[attr-defined]
+        raise ValueError(f"{model_dir} has {model.config.n_items} items, the dataset has {dataset.n_items}: not the same catalogue")  # type: ignore[attr-defined]
+    training = json.loads((model_dir / "training.json").read_text()) if (model_dir / "training.json").is_file() else {}
+    refit = bool(training.get("train", {}).get("refit_on_valid", False))  # as written by llmrec train (training.json)
+    cold = untrained_items(dataset, refit=refit)
+    if len(cold) == 0:
+        raise ValueError(f"{model_dir}: every item occurs in training; there are no cold items to map")
+    encoder = SentenceTransformerEncoder(text_model)
+    cache = Path(text_cache_dir) if text_cache_dir is not None else cache_dir() / "text-embeddings"
+    text = encode_items(dataset.items, dataset.domain, encoder, cache, progress=progress)  # type: ignore[attr-defined]
+    mapping = apply_text_map(model, text, cold, ridge=ridge)
+    summary: dict[str, object] = {
+        "ridge": mapping.ridge,
+        "cold_items": int(len(cold)),
+        "warm_items": int(model.config.n_items - len(cold)),
+        "refit_on_valid": refit,
+        "text_model": text_model or "all-MiniLM-L6-v2",
+        "base": str(model_dir),
+    }
+    with atomic_directory(out, marker="config.json") as tmp:
+        for p in model_dir.iterdir():
+            if p.is_file() and p.name not in ("config.json", "model.safetensors", "text_map.json"):
+                shutil.copy2(p, tmp / p.name)
+        model.save_pretrained(tmp)
+        (tmp / "text_map.json").write_text(json.dumps(summary, indent=2))
+    return summary
