@@ -163,6 +163,12 @@ def _ranks(full: torch.Tensor, targets: np.ndarray) -> np.ndarray:
     return (full[:, 1:] >= ts).sum(1).numpy()
 
 
+def _cold_ranks(cold_scores: torch.Tensor, cold: torch.Tensor, targets: np.ndarray) -> torch.Tensor:
+    """[N] 1-based rank of each (cold) target among the cold items, pessimistic on ties; cold_scores [N, M]."""
+    pos = (cold[None, :] == torch.from_numpy(targets)[:, None]).float().argmax(1)  # [N] column of the target
+    return (cold_scores >= cold_scores.gather(1, pos[:, None])).sum(1)
+
+
 def _quota_ranks(full: torch.Tensor, cold: torch.Tensor, cold_scores: torch.Tensor, targets: np.ndarray, n_slots: int, k: int = 10) -> np.ndarray:
     """Ranks under TIGER's cold-item quota (epsilon = n_slots / k): positions k - n_slots + 1 .. k of the list hold the
     model's best n_slots cold items, the other positions its warm items in order. Only @k metrics are meaningful: a
@@ -173,8 +179,7 @@ def _quota_ranks(full: torch.Tensor, cold: torch.Tensor, cold_scores: torch.Tens
     is_warm[cold] = False
     is_warm[0] = False
     r_warm = ((full >= full.gather(1, tgt[:, None])) & is_warm).sum(1)  # [N] rank among warm items
-    pos = (cold[None, :] == tgt[:, None]).float().argmax(1)  # [N] column of the target among the cold items
-    r_cold = (cold_scores >= cold_scores.gather(1, pos[:, None])).sum(1)  # [N] rank among cold items
+    r_cold = _cold_ranks(cold_scores, cold, targets)  # [N] rank among cold items
     is_cold_target = ~is_warm[tgt]
     warm_rank = torch.where(r_warm <= k - n_slots, r_warm, r_warm + n_slots)
     cold_rank = torch.where(r_cold <= n_slots, k - n_slots + r_cold, torch.full_like(r_cold, n_items))
@@ -282,21 +287,18 @@ def main() -> None:
     text = encode_items(ds.items, ds.domain, SentenceTransformerEncoder(), cache_dir() / "text-embeddings")  # [V+1, E]
     textmap: dict[str, Any] = {}
     for name in TEXTMAP_BASES:
-        fits = {}
-        for lam in TEXTMAP_RIDGE:
+        def mapped_score_fn(ridge: float, name: str = name) -> Any:
             lm = NextItemLM.from_pretrained(work / name).eval()
-            apply_text_map(lm, text, cold.numpy(), ridge=lam)
-            fn = make_score_fn(lm)
-            fits[lam] = {"valid": fn(valid.histories), "test": fn(test.histories)}
+            apply_text_map(lm, text, cold.numpy(), ridge=ridge)
+            return make_score_fn(lm)
 
-        def shelf_valid(sv: torch.Tensor) -> float:
-            cs = sv[:, cold][torch.from_numpy(cold_v)]
-            pos = (cold[None, :] == torch.from_numpy(valid.targets[cold_v])[:, None]).float().argmax(1)
-            return float(((cs >= cs.gather(1, pos[:, None])).sum(1) <= 10).double().mean())
-
-        grid = {lam: shelf_valid(f["valid"]) for lam, f in fits.items()}
+        valid_scores = {lam: mapped_score_fn(lam)(valid.histories) for lam in TEXTMAP_RIDGE}
+        grid = {
+            lam: float((_cold_ranks(sv[torch.from_numpy(cold_v)][:, cold], cold, valid.targets[cold_v]) <= 10).double().mean())
+            for lam, sv in valid_scores.items()
+        }
         lam = max(grid, key=lambda k: grid[k])
-        sv, st = fits[lam]["valid"], fits[lam]["test"]
+        sv, st = valid_scores[lam], mapped_score_fn(lam)(test.histories)  # test: only the chosen ridge is scored
         spread = float(sv[:, 1:].std())
         scored[f"{name} + text map"] = {"valid": (sv, sv[:, cold]), "test": (st, st[:, cold]), "offsets": [0.0, *[spread * x for x in LM_OFFSETS]]}
         textmap[name] = {"ridge_valid_grid": grid, "ridge": lam}
@@ -343,9 +345,7 @@ def main() -> None:
     for name, sc in scored.items():
         shelf[name] = {}
         for split, targets, mask in (("valid", valid.targets, cold_v), ("test", test.targets, cold_t)):
-            cs = sc[split][1][torch.from_numpy(mask)]  # [n_cold_targets, M]
-            pos = (cold[None, :] == torch.from_numpy(targets[mask])[:, None]).float().argmax(1)
-            r = (cs >= cs.gather(1, pos[:, None])).sum(1).numpy()  # rank among the cold items, pessimistic on ties
+            r = _cold_ranks(sc[split][1][torch.from_numpy(mask)], cold, targets[mask]).numpy()  # rank among the cold items
             shelf[name][split] = _summary(r, np.ones(len(r), dtype=bool), a.n_boot if split == "test" else 0)
     n_cold_items = int(is_cold.sum())
     refs = {"random over all items": _random_reference(ds.n_items), "random over the cold items": _random_reference(n_cold_items)}

@@ -205,6 +205,8 @@ def fit_t5_semantic(
     """
     import torch
 
+    if selected_epoch is not None and not 1 <= selected_epoch <= train_cfg.epochs:
+        raise ValueError(f"selected_epoch: {selected_epoch} is outside the schedule's 1..{train_cfg.epochs} epochs (train.epochs)")
     from llmrec.data.registry import cache_dir
     from llmrec.index import SentenceTransformerEncoder, build_semantic_ids, encode_items
     from llmrec.models.seq2seq import T5SemanticConfig, T5SemanticRecommender, prefix_windows
@@ -241,22 +243,20 @@ def fit_t5_semantic(
         model.set_seen_items(seen)
         return model, prefix_windows(sequences, config.max_seq_len)
 
-    if selected_epoch is not None:
-        if not 1 <= selected_epoch <= train_cfg.epochs:
-            raise ValueError(f"selected_epoch: {selected_epoch} is outside the schedule's 1..{train_cfg.epochs} epochs (train.epochs)")
-        through = "valid" if train_cfg.refit_on_valid else "train"
-        model, windows = build(dataset.train_sequences(through=through))
-        result = train(model, windows, train_cfg, run_dir=run_dir, resume=resume, stop_after=selected_epoch)  # type: ignore[arg-type]
-        return model, result
-    model, windows = build(dataset.train_sequences())
-    evaluate = evaluate if evaluate is not None else validation_evaluator(dataset)
-    result = train(model, windows, train_cfg, evaluate=evaluate, run_dir=run_dir, resume=resume)  # type: ignore[arg-type]
-    if train_cfg.refit_on_valid and result.best_epoch > 0:
-        model, windows = build(dataset.train_sequences(through="valid"))
-        refit_dir = None if run_dir is None else Path(run_dir) / "refit"
-        resume_refit = resume and refit_dir is not None and (refit_dir / "checkpoint" / "state.json").exists()
-        train(model, windows, train_cfg, run_dir=refit_dir, resume=resume_refit, stop_after=result.best_epoch)  # type: ignore[arg-type]
-    return model, result
+    if selected_epoch is None:
+        model, windows = build(dataset.train_sequences())
+        evaluate = evaluate if evaluate is not None else validation_evaluator(dataset)
+        result = train(model, windows, train_cfg, evaluate=evaluate, run_dir=run_dir, resume=resume)  # type: ignore[arg-type]
+        if not (train_cfg.refit_on_valid and result.best_epoch > 0):
+            return model, result
+        epochs, fixed_dir = result.best_epoch, None if run_dir is None else Path(run_dir) / "refit"
+        resume_fixed = resume and fixed_dir is not None and (fixed_dir / "checkpoint" / "state.json").exists()
+    else:
+        epochs, fixed_dir, resume_fixed = selected_epoch, run_dir, resume
+    # A fixed number of epochs of the schedule: the refit after selection, or the only run when selected_epoch is given.
+    model, windows = build(dataset.train_sequences(through="valid" if train_cfg.refit_on_valid else "train"))
+    fixed = train(model, windows, train_cfg, run_dir=fixed_dir, resume=resume_fixed, stop_after=epochs)  # type: ignore[arg-type]
+    return model, (fixed if selected_epoch is not None else result)
 
 
 def evaluate_model(

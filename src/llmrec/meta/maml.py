@@ -215,8 +215,8 @@ def _inner_loop(adapter: UserAdapter, support: _Support, steps: int, *, keep_gra
         for _ in range(steps):
             shifted = functional_call(adapter, {"user": user}, (support.states,))  # [B, N, D]
             loss = _nll(shifted, support.table, support.targets)
-            (grad,) = torch.autograd.grad(loss, user, retain_graph=False)  # [B, D]; users are independent terms
-            user = user - lr * adapter.step(grad.detach(), precond)
+            (grad,) = torch.autograd.grad(loss, user)  # [B, D], no graph; users are independent terms of the sum
+            user = user - lr * adapter.step(grad, precond)
     return user if keep_graph else user.detach()
 
 

@@ -20,12 +20,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from llmrec.models.next_item_lm import NextItemLM
 from llmrec.types import PAD_ID
+
+if TYPE_CHECKING:
+    from llmrec.data.dataset import PreparedDataset
 
 __all__ = ["TextMap", "apply_text_map", "fit_text_map", "map_cold_items_artifact", "untrained_items"]
 
@@ -92,13 +96,13 @@ def apply_text_map(
     return mapping
 
 
-def untrained_items(dataset: object, *, refit: bool) -> np.ndarray:
-    """Item ids 1..V that occur in no training sequence of `dataset` (a PreparedDataset): the model never saw them.
+def untrained_items(dataset: PreparedDataset, *, refit: bool) -> np.ndarray:
+    """Item ids 1..V that occur in no training sequence of `dataset`: the model never saw them.
 
     refit: the model was refit on train + valid (`train.refit_on_valid`), so validation targets count as trained.
     """
-    sequences = dataset.train_sequences(through="valid" if refit else "train")  # type: ignore[attr-defined]
-    seen = np.zeros(dataset.n_items + 1, dtype=bool)  # type: ignore[attr-defined]
+    sequences = dataset.train_sequences(through="valid" if refit else "train")
+    seen = np.zeros(dataset.n_items + 1, dtype=bool)
     for s in sequences:
         seen[s] = True
     seen[PAD_ID] = True
@@ -107,7 +111,7 @@ def untrained_items(dataset: object, *, refit: bool) -> np.ndarray:
 
 def map_cold_items_artifact(
     model_dir: str | Path,
-    dataset: object,
+    dataset: PreparedDataset,
     out: str | Path,
     *,
     ridge: float = 0.1,
@@ -117,7 +121,7 @@ def map_cold_items_artifact(
 ) -> dict[str, object]:
     """`llmrec map-cold-items`: copy a next-item-lm artifact to `out` with its untrained items' rows text-mapped.
 
-    The items' text is built from the artifact's own catalogue (as `llmrec.index.encode_items` does) and encoded with
+    The items' text is built from the dataset's catalogue (`llmrec.index.encode_items`) and encoded with
     `text_model` (default all-MiniLM-L6-v2, offline), cached. Writes ``text_map.json`` (ridge, item counts) beside the
     model; returns the same summary. The write is atomic: `out` is complete or absent.
     """
@@ -135,8 +139,8 @@ def map_cold_items_artifact(
     if out.resolve() == model_dir.resolve():
         raise ValueError("--out must differ from --model")
     model = NextItemLM.from_pretrained(model_dir).eval()
-    if model.config.n_items != dataset.n_items:  # type: ignore[attr-defined]
-        raise ValueError(f"{model_dir} has {model.config.n_items} items, the dataset has {dataset.n_items}: not the same catalogue")  # type: ignore[attr-defined]
+    if model.config.n_items != dataset.n_items:
+        raise ValueError(f"{model_dir} has {model.config.n_items} items, the dataset has {dataset.n_items}: not the same catalogue")
     training = json.loads((model_dir / "training.json").read_text()) if (model_dir / "training.json").is_file() else {}
     refit = bool(training.get("train", {}).get("refit_on_valid", False))  # as written by llmrec train (training.json)
     cold = untrained_items(dataset, refit=refit)
@@ -144,7 +148,7 @@ def map_cold_items_artifact(
         raise ValueError(f"{model_dir}: every item occurs in training; there are no cold items to map")
     encoder = SentenceTransformerEncoder(text_model)
     cache = Path(text_cache_dir) if text_cache_dir is not None else cache_dir() / "text-embeddings"
-    text = encode_items(dataset.items, dataset.domain, encoder, cache, progress=progress)  # type: ignore[attr-defined]
+    text = encode_items(dataset.items, dataset.domain, encoder, cache, progress=progress)
     mapping = apply_text_map(model, text, cold, ridge=ridge)
     summary: dict[str, object] = {
         "ridge": mapping.ridge,
