@@ -1,6 +1,6 @@
 """Cold-start users benchmark (issue 5): every method, the same protocol, one table and one plot per dataset.
 
-Usage: python benchmarks/cold_start.py DATASET WORK_DIR [--threads 1] [--set model.d_model=64 ...]
+Usage: python benchmarks/cold_start.py DATASET WORK_DIR [--threads 1] [--set model.d_model=64 ...] [--final]
 
 Stages (each skipped when its output already exists in WORK_DIR, so a run can be resumed):
 1. data/       DATASET prepared with the cold-user split (15% of users held out: half cold_valid, half cold_test);
@@ -9,10 +9,11 @@ Stages (each skipped when its output already exists in WORK_DIR, so a run can be
 3. <method>/   `llmrec meta-train` for finetune, maml (support_loss bag / next x preconditioner scalar / diagonal /
                matrix: the best on cold_valid is kept), in-context, in-context+<that maml variant>; every choice
                is made on cold_valid users;
-4. results.json, results.md, results.png: cold_test users read once, for every method, n = 1, 2, 3, 5, with 95%
-               bootstrap CIs, paired tests against the zero-shot LM; warm users' leave-one-out test NDCG@10 of each
-               model (the control) and, on 2,000 warm users, what adapting every history (no max_history) would
-               cost; adaptation latency per user (one thread, batch of one).
+4. results.json, results.md, results.png: with --final, cold_test users read once, for every method, n = 1, 2, 3,
+               5, with 95% bootstrap CIs, paired tests against the zero-shot LM; warm users' leave-one-out test
+               NDCG@10 of each model (the control) and, on 2,000 warm users, what adapting every history (no
+               max_history) would cost; adaptation latency per user (one thread, batch of one). Without --final the
+               same tables are made on cold_valid users and the warm users' validation targets: no test target is read.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def _baseline_fn(model: MostPopular | ItemKNN) -> Any:
     return lambda histories: model.score(pad_left(histories, 50))
 
 
-def _warm_ndcg(score_fn: Any, ds: PreparedDataset, split: str = "test", limit: int | None = None) -> dict[str, Any]:
+def _warm_ndcg(score_fn: Any, ds: PreparedDataset, split: str, limit: int | None = None) -> dict[str, Any]:
     ex = ds.eval_examples(split)
     ranks = compute_ranks(score_fn, ex.histories[:limit], ex.targets[:limit])
     m = summarize(ranks, (10,))
@@ -157,7 +158,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="base LM overrides, e.g. model.d_model=64")
     ap.add_argument("--meta-set", action="append", default=[], help="meta-train overrides for every method")
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--final", action="store_true", help="read cold_test users and warm test targets (only for the reported run)")
     a = ap.parse_args()
+    held, warm_split = ("cold_test", "test") if a.final else ("cold_valid", "valid")
     torch.set_num_threads(a.threads)
     work: Path = a.work
     work.mkdir(parents=True, exist_ok=True)
@@ -189,9 +192,9 @@ def main() -> None:
     both = merge_sections(meta_sections, {"adapter": MAML_VARIANTS[best_maml]["adapter"]})
     paths["in-context+maml"] = _meta(ds, work, f"in-context+{best_maml}", "maml", both, timings, base=paths["in-context"])
 
-    # ---- cold_test users: read once ----------------------------------------------------------------------
+    # ---- cold_test users (with --final; else cold_valid): read once --------------------------------------
     train_seqs = ds.train_sequences()
-    _, test_seqs = ds.cold_users("cold_test")
+    _, test_seqs = ds.cold_users(held)
     base = NextItemLM.from_pretrained(work / "base")
     fns: dict[str, Any] = {
         "most-popular": _baseline_fn(MostPopular.fit(train_seqs, ds.n_items)),
@@ -215,12 +218,12 @@ def main() -> None:
     # ---- warm users (control): the leave-one-out test of each model ----------------------------------------
     # With adapt=True an artifact adapts histories of at most adapter.max_history (5) items; warm histories are longer,
     # so they are scored by the LM as it is. "adapt every history" lifts that limit, on the first WARM_LIMIT users.
-    warm: dict[str, Any] = {"base": _warm_ndcg(make_score_fn(base), ds)}
+    warm: dict[str, Any] = {"base": _warm_ndcg(make_score_fn(base), ds, warm_split)}
     for name, path in paths.items():
         model, fn = _score_fns(path)
-        warm[f"{name} (adapt=True)" if has_adapter(path) else name] = _warm_ndcg(fn, ds)
+        warm[f"{name} (adapt=True)" if has_adapter(path) else name] = _warm_ndcg(fn, ds, warm_split)
     warm_all: dict[str, Any] = {}
-    for split in ("valid", "test"):
+    for split in ("valid", "test") if a.final else ("valid",):
         maml_lm = NextItemLM.from_pretrained(paths["maml"])
         adapter = UserAdapter.from_pretrained(paths["maml"])
         every = UserAdapter(replace(adapter.config, max_history=maml_lm.config.max_seq_len))
@@ -249,14 +252,17 @@ def main() -> None:
     out = {
         "dataset": a.dataset,
         "cold_test_users": zero.n_users,
-        "protocol": {"support_sizes": list(zero.support_sizes), "n_query": 1, "exclude_seen": True, "ranking": "full", "n_boot": a.n_boot},
+        "protocol": {
+            "support_sizes": list(zero.support_sizes), "n_query": 1, "exclude_seen": True, "ranking": "full", "n_boot": a.n_boot,
+            "cold_users": held, "warm_split": warm_split, "final": a.final,
+        },
         "maml_variant": best_maml,
         "in_context_variant": best_ic,
         "warm_valid_ndcg@10": {name: json.loads((p / "meta.json").read_text())["warm_valid"] for name, p in {**paths, **variants}.items()},
         "valid": {name: _valid_of(p) for name, p in {**paths, **variants}.items()},
-        "cold_test": {name: r.to_dict() for name, r in results.items()},
+        held: {name: r.to_dict() for name, r in results.items()},
         "paired_ndcg@10_vs_zero_shot": paired,
-        "warm_test": warm,
+        f"warm_{warm_split}": warm,
         "warm_adapt_every_history": {"users": WARM_LIMIT, **warm_all},
         "latency_ms": latency,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
@@ -266,7 +272,7 @@ def main() -> None:
     }
     (work / "results.json").write_text(json.dumps(out, indent=1, default=float))
     (work / "results.md").write_text(cold_start_table(results) + "\n")
-    _plot(results, work / "results.png", f"{a.dataset}: cold-start users ({zero.n_users}), 95% bootstrap CIs")
+    _plot(results, work / "results.png", f"{a.dataset}: {held} users ({zero.n_users}), 95% bootstrap CIs")
     shutil.copy(work / "results.png", work / f"cold_start_{a.dataset}.png")
     print(cold_start_table(results))
     print(json.dumps({"warm": {k: round(v["ndcg@10"], 4) for k, v in warm.items()}, "latency": latency["5"], "timings": out["timings_s"]}, indent=1))

@@ -20,6 +20,7 @@ HOMES = {
     "Recommendation": "llmrec.recommend",
     "Recommender": "llmrec.recommend",
     "TrainConfig": "llmrec.train.loop",
+    "evaluate": "llmrec.api",
     "fit": "llmrec.train.fit",
     "prepare": "llmrec.data.prepare",
 }
@@ -36,10 +37,19 @@ def test_all_is_frozen() -> None:
         "Recommender",
         "TrainConfig",
         "__version__",
+        "evaluate",
         "fit",
         "prepare",
+        "train",
     ]
-    assert sorted(HOMES) == [n for n in llmrec.__all__ if n != "__version__"]
+    assert sorted(HOMES) == [n for n in llmrec.__all__ if n not in ("__version__", "train")]
+
+
+def test_train_is_the_callable_training_package() -> None:
+    import llmrec.train as package
+
+    assert llmrec.train is package and callable(package)
+    assert "train" in dir(llmrec)
 
 
 @pytest.mark.parametrize("name", sorted(HOMES))

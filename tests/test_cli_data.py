@@ -76,6 +76,7 @@ def test_data_prepare_records_provenance(tmp_path: Path) -> None:
     assert manifest["prepare"]["min_value"] == 4.0
     assert (manifest["prepare"]["user_core"], manifest["prepare"]["item_core"]) == (5, 5)
     assert manifest["domain"] == "movies"
+    assert manifest["name"] == "ml-100k"
 
 
 def test_data_list_shows_local_datasets() -> None:
@@ -164,7 +165,7 @@ def test_data_prepare_bad_s3rec_line_exits_2(tmp_path: Path) -> None:
         (b"", ["empty"]),
         (b"user_id,item_id,timestamp\nu1,i1,100\nu\xff2,i2,200\n", ["line 3", "UTF-8"]),
         (b"user_id,item_id,timestamp\nu1,i1,100\nu2,i2,-5\n", ["line 3", "negative"]),
-        (b"user_id,item_id,timestamp\nu1,i1,100\nu2,i2,yesterday\n", ["line 3", "'yesterday' is not a number"]),
+        (b"user_id,item_id,timestamp\nu1,i1,100\nu2,i2,yesterday\n", ["line 3", "'yesterday' is neither a number nor an ISO-8601 time"]),
     ],
     ids=["malformed-row", "missing-column", "empty-file", "non-utf8", "negative-time", "non-numeric-time"],
 )
@@ -181,7 +182,10 @@ def test_data_prepare_bad_csv_exits_2(content: bytes, fragments: list[str], tmp_
     [
         ([], "exactly one of --dataset"),
         (["--dataset", "ml-100k", "--events", "x.csv"], "exactly one of --dataset"),
-        (["--events", "x.csv"], "--events needs --format"),
+        (["--events", "x.txt"], "cannot tell the format from the name; give --format"),
+        (["--events", "x.csv", "--item-columns", "title=name"], "--item-columns maps the catalogue"),
+        (["--dataset", "ml-100k", "--item-columns", "title=name"], "go with --events"),
+        (["--events", "x.csv", "--items", "c.csv", "--item-columns", "colour=c"], "unknown column map key 'colour'"),
         (["--dataset", "ml-100k", "--format", "csv"], "go with --events"),
         (["--dataset", "ml-100k", "--split", "random"], "split must be one of"),
         (["--dataset", "ml-100k", "--domain", "space"], "unknown domain 'space'"),
@@ -194,6 +198,27 @@ def test_data_prepare_bad_csv_exits_2(content: bytes, fragments: list[str], tmp_
 def test_data_prepare_bad_options_exit_2(args: list[str], fragment: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     _assert_user_error(_invoke("data", "prepare", *args, "--out", out), out, fragment)
+
+
+def test_data_prepare_reads_recbole_atomic_files_by_extension_with_a_name(tmp_path: Path) -> None:
+    inter = "user_id:token\titem_id:token\ttimestamp:float\n" + "".join(f"{u}\t{i}\t{u * 10 + i}\n" for u in range(1, 4) for i in range(1, 5))
+    (tmp_path / "shop.inter").write_text(inter)
+    (tmp_path / "shop.item").write_text("item_id:token\ttitle:token_seq\tbrand:token\n1\tBlue mug\tacme\n2\tTowel\tacme\n")
+    out = tmp_path / "out"
+    result = _invoke("data", "prepare", "--events", tmp_path / "shop.inter", "--name", "my shop", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("warning:") == 1 and "'brand:token' is ignored" in result.stderr
+    prepared = PreparedDataset.load(out)
+    assert prepared.manifest["name"] == prepared.name == "my shop"
+    assert prepared.manifest["source"]["format"] == "recbole"
+    assert (prepared.n_users, prepared.n_items) == (3, 4)
+    assert prepared.items["title"].to_list() == ["Blue mug", "Towel", None, None]
+
+
+def test_data_prepare_refuses_a_prepared_folder_as_dataset(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
+    data = tiny_prepared.save(tmp_path / "data")
+    out = tmp_path / "o"
+    _assert_user_error(_invoke("data", "prepare", "--dataset", data, "--out", out), out, "already a prepared dataset")
 
 
 def test_data_prepare_unknown_dataset_exits_2(tmp_path: Path) -> None:

@@ -54,9 +54,9 @@ def test_recommend_from_a_raw_history(artifact: tuple[NextItemLM, Path], tiny_pr
     model, path = artifact
     rec = Recommender.load(path)
     history = _raw_history(tiny_prepared, 0)[:4]
-    recs = rec.recommend(history=history, k=5)
+    recs = rec.recommend(history=history, k=5, exclude_seen=False)
 
-    # the model's own top 5 for the same internal ids
+    # the model's own top 5 for the same internal ids (history items included, as asked)
     ids = np.array([tiny_prepared.item_index(h) for h in history])
     top = model.score(pad_left([ids], model.config.max_seq_len))[0].topk(5)
     raw = tiny_prepared.raw_item_ids()
@@ -80,9 +80,10 @@ def test_recommend_for_a_known_user_reads_the_stored_history(artifact: tuple[Nex
 def test_exclude_seen_removes_the_history(artifact: tuple[NextItemLM, Path], tiny_prepared: PreparedDataset) -> None:
     rec = Recommender.load(artifact[1])
     history = _raw_history(tiny_prepared, 1)
-    every = rec.recommend(history=history, k=rec.n_items)
+    every = rec.recommend(history=history, k=rec.n_items, exclude_seen=False)
     assert {r.item_id for r in every} >= set(history)
-    unseen = rec.recommend(history=history, k=rec.n_items, exclude_seen=True)
+    unseen = rec.recommend(history=history, k=rec.n_items)  # the default leaves the history out
+    assert unseen == rec.recommend(history=history, k=rec.n_items, exclude_seen=True)
     assert not {r.item_id for r in unseen} & set(history)
     assert len(unseen) == rec.n_items - len(set(history))
     assert [r.item_id for r in unseen] == [r.item_id for r in every if r.item_id not in history]  # same order otherwise

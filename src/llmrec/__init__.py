@@ -1,16 +1,17 @@
 """llmrec: LLM-style generative recommendation.
 
     import llmrec
-    data = llmrec.prepare(raw, llmrec.PrepareConfig(split="loo"))
-    model, result, _ = llmrec.fit(data, {"d_model": 64}, llmrec.TrainConfig(epochs=50))
-    llmrec.Recommender.load("runs/model").recommend(history=["1", "5"], k=10)
+    rec = llmrec.train("ml-100k", out="runs/ml100k", epochs=3)   # the CLI's `llmrec train`, same defaults
+    rec.recommend(history=["1", "5"], k=10)
+    report = llmrec.evaluate(rec)                                 # the CLI's `llmrec evaluate`, as a dict
+    llmrec.Recommender.load("runs/ml100k").recommend(user="7", k=10)
 
 ``import llmrec`` is cheap: the names below are imported on first use (PEP 562 module ``__getattr__``), so the
 CLI, the service and ``llmrec.__version__`` never pay for torch or polars before they need them.
 
-The training loop itself is ``llmrec.train.train``: the name ``train`` is the ``llmrec.train`` subpackage and
-is not re-exported here, because importing any submodule of it rebinds ``llmrec.train`` to the package, so a
-lazily exported function of the same name would depend on import order.
+``llmrec.train`` is the training subpackage (the loop itself is ``llmrec.train.train``) and is callable:
+calling it runs ``llmrec.api.train``. A plain function of that name could not stay bound here, because importing
+any submodule of the package rebinds ``llmrec.train`` to the package.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from llmrec.api import evaluate
     from llmrec.data import PrepareConfig, PreparedDataset, prepare
     from llmrec.models import NextItemLM, NextItemLMConfig
     from llmrec.recommend import Recommendation, Recommender
@@ -35,8 +37,10 @@ __all__ = [
     "Recommender",
     "TrainConfig",
     "__version__",
+    "evaluate",
     "fit",
     "prepare",
+    "train",
 ]
 
 # Public name -> the module that defines it (a literal table: no scanning).
@@ -48,12 +52,15 @@ _LAZY: dict[str, str] = {
     "Recommendation": "llmrec.recommend",
     "Recommender": "llmrec.recommend",
     "TrainConfig": "llmrec.train",
+    "evaluate": "llmrec.api",
     "fit": "llmrec.train",
     "prepare": "llmrec.data",
 }
 
 
 def __getattr__(name: str) -> Any:
+    if name == "train":  # the callable subpackage itself (see the module docstring)
+        return importlib.import_module("llmrec.train")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'llmrec' has no attribute {name!r}")

@@ -58,6 +58,28 @@ def _user_errors() -> Iterator[None]:
         # soft_wrap: a long path must stay on one line (no hard wraps inserted at the console width).
         err_console.print(f"error: {e}", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    except OSError as e:
+        # The file system refused (read-only, permission denied, disk full ...): the path and the reason. The
+        # writers are atomic, so nothing half-written is left behind.
+        err_console.print(f"error: {_os_error_message(e)}", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _os_error_message(e: OSError) -> str:
+    reason = e.strerror or str(e) or type(e).__name__
+    return f"{e.filename}: {reason}" if e.filename is not None else reason
+
+
+@contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Python warnings raised inside (e.g. an ignored catalogue column) as one `warning: ...` line each on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                err_console.print(f"warning: {w.message}", markup=False, soft_wrap=True)
 
 
 def _int(n: float) -> str:
@@ -69,15 +91,35 @@ def _num(x: float) -> str:
     return _int(x) if float(x).is_integer() else f"{x:,.2f}"
 
 
+# rich_markup_mode=None: help texts are plain text, so "[model] and [train] sections" or "[default: ...]" print
+# as written instead of being eaten as Rich markup tags.
 app = typer.Typer(
     name="llmrec",
     help="LLM-style generative recommendation: prepare data, train, evaluate, recommend, serve.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from llmrec import __version__
+
+        typer.echo(f"llmrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """LLM-style generative recommendation: prepare data, train, evaluate, recommend, serve."""
+
 # ---- llmrec data ... ------------------------------------------------------------------------------------------
-data_app = typer.Typer(help="Prepare datasets and inspect prepared ones.", no_args_is_help=True)
+data_app = typer.Typer(help="Prepare datasets and inspect prepared ones.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 
@@ -126,16 +168,30 @@ def _prepare_config(
 
 @data_app.command("prepare")
 def data_prepare(
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the prepared dataset to (written atomically).")],
-    dataset: Annotated[str | None, typer.Option(help="A registry dataset by name (see `llmrec data list`).")] = None,
-    path: Annotated[Path | None, typer.Option(help="With --dataset: a folder holding its files.")] = None,
-    events: Annotated[Path | None, typer.Option(help="Your own events file (instead of --dataset).")] = None,
-    fmt: Annotated[
-        str | None, typer.Option("--format", help="Format of --events: s3rec|movielens|mind|csv|tsv|parquet|jsonl.")
+    out: Annotated[Path, typer.Option("--out", help="Prepared dataset folder to write (written atomically).")],
+    dataset: Annotated[
+        str | None, typer.Option(help="A registry dataset by name (see `llmrec data list`); raw files from --path if given.")
     ] = None,
-    items: Annotated[Path | None, typer.Option(help="With --events: an item catalogue file.")] = None,
+    path: Annotated[Path | None, typer.Option(help="With --dataset: a folder holding its raw files.")] = None,
+    events: Annotated[Path | None, typer.Option(help="Your own events file or folder (instead of --dataset).")] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="Format of --events: s3rec|movielens|mind|recbole|csv|tsv|parquet|jsonl. "
+            "Default: from the extension (.csv .tsv .parquet .jsonl .inter) or the folder's files.",
+        ),
+    ] = None,
+    items: Annotated[Path | None, typer.Option(help="With --events: an item catalogue file (csv, tsv, parquet, jsonl).")] = None,
     columns: Annotated[
-        str | None, typer.Option(help="With a table format: column names, e.g. user=uid,item=sku,time=ts.")
+        str | None, typer.Option(help="With a table format: event column names, e.g. user=uid,item=sku,time=ts.")
+    ] = None,
+    item_columns: Annotated[
+        str | None,
+        typer.Option(help="With --items: catalogue column names, e.g. item=sku,title=name,text=description,categories=category."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Dataset name shown in reports. Default: the registry name or the events file's stem.")
     ] = None,
     domain: Annotated[str | None, typer.Option(help="Domain label: ecommerce, movies, music, news, ...")] = None,
     user_core: Annotated[int | None, typer.Option(help="Keep users with at least this many events.")] = None,
@@ -160,15 +216,17 @@ def data_prepare(
     ] = None,
 ) -> None:
     """Read a dataset (by name, or your own files), filter, split, and save it as a prepared dataset."""
-    with _user_errors():
+    with _user_errors(), _warnings_as_lines():
         if (dataset is None) == (events is None):
             raise ValueError("give exactly one of --dataset NAME or --events FILE")
-        if dataset is not None and (fmt or items or columns):
-            raise ValueError("--format, --items and --columns go with --events, not with --dataset")
+        if dataset is not None and (fmt or items or columns or item_columns):
+            raise ValueError("--format, --items, --columns and --item-columns go with --events, not with --dataset")
         if events is not None and path is not None:
             raise ValueError("--path goes with --dataset; give your own file with --events")
-        if events is not None and fmt is None:
-            raise ValueError("--events needs --format (s3rec|movielens|mind|csv|tsv|parquet|jsonl)")
+        if item_columns is not None and items is None:
+            raise ValueError("--item-columns maps the catalogue: give it with --items FILE")
+        if dataset is not None and (Path(dataset) / "manifest.json").is_file():
+            raise ValueError(f"--dataset {dataset}: already a prepared dataset; give it to train or evaluate as it is")
         config = _prepare_config(
             user_core=user_core,
             item_core=item_core,
@@ -185,11 +243,14 @@ def data_prepare(
         )
         out = out.resolve()
         _check_out_dir(out)
-        from llmrec.data import DATASETS, ColumnMap, prepare, read_dataset, read_files
+        from llmrec.data import DATASETS, ColumnMap, ItemColumnMap, infer_format, prepare, read_dataset, read_files
         from llmrec.data.readers import DOMAINS
 
         if domain is not None and domain not in DOMAINS:
             raise ValueError(f"unknown domain {domain!r}; one of {', '.join(DOMAINS)}")
+        if events is not None and fmt is None:
+            fmt = infer_format(events)
+        item_map = ItemColumnMap.parse(item_columns) if item_columns else None
         if _use_streaming(streaming, dataset, events, fmt):
             assert events is not None and fmt is not None  # checked by _use_streaming
             from llmrec.data.streaming import prepare_streaming
@@ -202,7 +263,9 @@ def data_prepare(
                     columns=ColumnMap.parse(columns) if columns else None,
                     config=config,
                     items=items,
+                    item_columns=item_map,
                     domain=domain,
+                    name=name,
                     progress=status.update,
                 )
             _print_prepared(manifest["stats"], config.split, out, "streaming")
@@ -216,9 +279,9 @@ def data_prepare(
             else:
                 assert events is not None and fmt is not None  # checked above
                 column_map = ColumnMap.parse(columns) if columns else None
-                raw, source = read_files(events, fmt, items=items, columns=column_map, domain=domain)
+                raw, source = read_files(events, fmt, items=items, columns=column_map, item_columns=item_map, domain=domain)
             status.update(f"preparing {raw.events.height:,} events ...")
-            prepared = prepare(raw, config, source=source)
+            prepared = prepare(raw, config, source=source, name=name)
             status.update(f"writing {out} ...")
             prepared.save(out)
     _print_prepared(prepared.manifest["stats"], config.split, out, "in memory")
@@ -365,9 +428,17 @@ def train_cmd(
     model: Annotated[str, typer.Option(help="next-item-lm | sasrec | most-popular | item-knn | t5-semantic")] = "next-item-lm",
     config: Annotated[Path | None, typer.Option(help="TOML file with [model] and [train] sections.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=1e-3 (repeatable).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=N.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted training of the same --out.")] = False,
     threads: Annotated[int, typer.Option(help="torch threads (0 = all cores).")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda (auto: CUDA when available).")] = "auto",
+    track: Annotated[
+        str | None, typer.Option(help="Log params, per-epoch metrics and the summary to: tensorboard | mlflow.")
+    ] = None,
+    track_uri: Annotated[
+        str | None,
+        typer.Option(help="tensorboard: log folder (default ./tensorboard); mlflow: a folder or tracking URI (default $MLFLOW_TRACKING_URI, else ./mlruns)."),
+    ] = None,
 ) -> None:
     """Train a model; early stopping on validation NDCG@10; writes a self-describing artifact folder.
 
@@ -375,7 +446,9 @@ def train_cmd(
     --num_processes N`: the global batch is split across processes, only rank 0 writes.
     """
     with _user_errors():
-        sections = _config_sections(config, set_)
+        sections = _config_sections(config, [*(set_ or []), *([f"train.epochs={epochs}"] if epochs is not None else [])])
+        if track is not None and track not in ("tensorboard", "mlflow"):
+            raise ValueError(f"--track must be tensorboard or mlflow, got {track!r}")
         if out.exists() and not (out / "config.json").is_file() and any(out.iterdir()):
             raise FileExistsError(f"{out}: exists and is not a model folder; refusing to replace it")
         import torch
@@ -392,13 +465,64 @@ def train_cmd(
             distributed.barrier()
             if not ctx.is_main:
                 prepared, prepared_dir = _open_dataset(dataset, out.parent / f"{dataset}-data")
-            summary = train_model(prepared, prepared_dir, model, out, sections, resume=resume)
+            tracker = _start_tracker(track, track_uri, out, {"model_type": model, "dataset": prepared.name, **sections}) if ctx.is_main else None
+            try:
+                summary = train_model(prepared, prepared_dir, model, out, sections, resume=resume, callbacks=[tracker] if tracker else [])
+            except BaseException:
+                if tracker is not None:
+                    tracker.finish(None)  # the run is marked failed
+                raise
+            if tracker is not None:
+                tracker.finish(summary)
         finally:
             distributed.shutdown()
     if not ctx.is_main:
         return
-    shown = {k: summary[k] for k in ("model", "best_epoch", "epochs_run", "best_valid", "seconds", "world_size") if k in summary}
-    console.print(f"trained {json.dumps(shown)} → {out}", markup=False, soft_wrap=True)
+    console.print(f"trained {summary['model']}", markup=False)
+    console.print(_training_table(summary, out))
+    console.print(f"model written to {out}", markup=False, soft_wrap=True)
+
+
+def _start_tracker(track: str | None, uri: str | None, out: Path, params: dict[str, Any]) -> Any:
+    """`train --track`: a started TensorBoard / MLflow tracker (llmrec.train.tracking), or None."""
+    if track is None:
+        return None
+    from llmrec.train.tracking import make_tracker
+
+    try:
+        tracker = make_tracker(track, uri=uri, run_name=out.name)
+    except ImportError as e:  # the optional `track` extra is not installed
+        raise ValueError(str(e)) from None
+    tracker.start(params)
+    err_console.print(f"tracking with {track}: {getattr(tracker, 'uri', None) or getattr(tracker, 'log_dir', '')}", markup=False, soft_wrap=True)
+    return tracker
+
+
+def _training_table(summary: dict[str, Any], out: Path) -> Table:
+    """`train`'s closing summary: best epoch, the validation metrics of that epoch, time (4 decimals, no JSON)."""
+    import csv
+
+    table = Table("", "", show_header=False)
+    if "best_epoch" in summary:
+        stopped = " (stopped early)" if summary.get("stopped_early") else ""
+        table.add_row("best epoch", f"{summary['best_epoch']} of {summary['epochs_run']} run{stopped}")
+        metrics_csv = out / "train" / "metrics.csv"
+        rows: list[dict[str, str]] = []
+        if metrics_csv.is_file():
+            with metrics_csv.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+        best = next((r for r in rows if r.get("epoch") and int(float(r["epoch"])) == summary["best_epoch"]), None)
+        shown = {k.removeprefix("valid_"): float(v) for k, v in (best or {}).items() if k.startswith("valid_") and v}
+        if not shown and summary.get("best_valid") is not None:
+            shown = {str(summary.get("train", {}).get("metric", "valid")): float(summary["best_valid"])}
+        for name, value in shown.items():
+            table.add_row(f"valid {name}", f"{value:.4f}")
+        if summary.get("train", {}).get("refit_on_valid"):
+            table.add_row("then", f"refit on train + valid events for {summary['best_epoch']} epochs")
+    table.add_row("time", f"{summary['seconds']:.1f} s")
+    if "world_size" in summary:
+        table.add_row("processes", str(summary["world_size"]))
+    return table
 
 
 @app.command("evaluate")
@@ -419,27 +543,46 @@ def evaluate_cmd(
     """Full-ranking evaluation: leave-one-out (valid and test) or cold-start users; Recall/NDCG@k with 95% CIs."""
     with _user_errors():
         from llmrec.data import PreparedDataset
+        from llmrec.errors import read_json
         from llmrec.experiment import evaluate_model, write_evaluation
+        from llmrec.identity import check_model_dataset
+
+        option = "--dataset"
 
         if protocol not in ("loo", "cold-start"):
             raise ValueError(f"--protocol must be loo or cold-start, got {protocol!r}")
         if dataset is None:
             meta_path = model / "dataset.json"
-            if not meta_path.is_file() or "prepared_path" not in json.loads(meta_path.read_text()):
+            if not meta_path.is_file() or "prepared_path" not in read_json(meta_path):
                 raise ValueError(f"{model}: the model does not record its dataset; pass --dataset")
-            dataset = Path(json.loads(meta_path.read_text())["prepared_path"])
+            dataset = Path(read_json(meta_path)["prepared_path"])
+            option = f"the dataset recorded in {meta_path} ({dataset})"
         prepared = PreparedDataset.load(dataset)
+        check_model_dataset(model, prepared, option=option)  # never score a model on data it was not trained on
+        if baseline is not None:
+            check_model_dataset(baseline, prepared, option="--baseline")
         if protocol == "cold-start":
             _evaluate_cold_start(model, prepared, exclude_seen=exclude_seen is not False, n_boot=n_boot, out=out)
             return
         exclude_seen = bool(exclude_seen)
         report = evaluate_model(
-            model, prepared, exclude_seen=exclude_seen, n_boot=n_boot, sampled_negatives=sampled, baseline_dir=baseline
+            model, prepared, exclude_seen=exclude_seen, n_boot=n_boot, sampled_negatives=sampled, baseline_dir=baseline,
+            progress=True,  # a progress bar per split, on stderr
         )
         paths = write_evaluation(report, out, model) if out is not None else []
     console.print(_metrics_table(report, ["valid", "test"], [5, 10, 20]))
-    console.print(f"seen items {'excluded' if exclude_seen else 'not excluded'}; ranking over all {prepared.n_items:,} items")
-    if not report["protocol"].get("valid_held_out", True):
+    other = "include_seen" if exclude_seen else "exclude_seen"
+    console.print(
+        f"seen items {'excluded' if exclude_seen else 'not excluded'}; ranking over all {prepared.n_items:,} items; "
+        f"with seen items {'not excluded' if exclude_seen else 'excluded'}: test NDCG@10 {report[f'test_{other}']['ndcg@10']:.4f}, "
+        f"Recall@10 {report[f'test_{other}']['recall@10']:.4f} (report key test_{other}); "
+        f"repeat test targets (already in the history): {report['repeat_targets'].get('test', 0)}",
+        markup=False,
+        soft_wrap=True,
+    )
+    if report["protocol"].get("refit_on_valid") is False:
+        console.print("valid item not a training target: the model was trained on training events only", markup=False, soft_wrap=True)
+    if report["protocol"].get("valid_held_out") is False:
         held_out = ", ".join(f"{k} {v:.4f}" for k, v in report["protocol"].get("selection_valid", {}).items() if v is not None)
         console.print(
             "note: the model was refit on train + valid events, so its valid row is not held out; "
@@ -492,9 +635,10 @@ def _evaluate_cold_start(model: Path, prepared: Any, *, exclude_seen: bool, n_bo
     )
     if out is not None:
         report = {"protocol": "cold-start", "model": str(model), **{name: r.to_dict() for name, r in results.items()}}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2))
-        out.with_suffix(".md").write_text(cold_start_table(results) + "\n")
+        from llmrec.atomic import atomic_write
+
+        atomic_write(out, json.dumps(report, indent=2).encode())
+        atomic_write(out.with_suffix(".md"), (cold_start_table(results) + "\n").encode())
         console.print(f"wrote {out}", markup=False, soft_wrap=True)
 
 
@@ -544,18 +688,24 @@ _DIVERSITY_HELP = "0..1: re-rank the top candidates for variety (maximal margina
 _QUERY_HELP = 'What you are in the mood for, in words, e.g. "a light-hearted animated film for the kids".'
 _QUERY_WEIGHT_HELP = "0..1: weight of --query against your history (0 = history only, 1 = query only)."
 _GENERATOR_HELP = "A local Hugging Face causal LM folder to word the reasons (default: a template)."
+_EXCLUDE_SEEN_HELP = "Leave out items already in the history (the default), or let them come back (--include-seen: re-purchase domains)."
 
 
-def _request(model: Path, user: str | None, history: str | None, k: int) -> tuple[Any, list[str] | None]:
+_DEVICE_HELP = "auto | cpu | cuda (auto: CUDA when available)."
+
+
+def _request(
+    model: Path, user: str | None, history: str | None, k: int, device: str = "cpu"
+) -> tuple[Any, list[str] | None]:
     """Shared checks of `recommend` and `explain`: exactly one of --user/--history, k >= 1; loads the model."""
     if (user is None) == (history is None):
-        raise ValueError("give exactly one of --user ID or --history ID,ID,...")
+        raise ValueError("give exactly one of --user ID or --history ID,ID,... (or --users all|FILE with --out)")
     if k < 1:
         raise ValueError(f"-k must be >= 1, got {k}")
     from llmrec.recommend import Recommender
 
     hist = [h.strip() for h in history.split(",") if h.strip()] if history is not None else None
-    return Recommender.load(model), hist
+    return Recommender.load(model, device=device), hist
 
 
 @app.command("recommend")
@@ -564,20 +714,33 @@ def recommend_cmd(
     user: Annotated[str | None, typer.Option(help="A raw user id known to the model.")] = None,
     history: Annotated[str | None, typer.Option(help="Raw item ids, oldest first, comma-separated.")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 10,
-    exclude_seen: Annotated[bool, typer.Option(help="Do not recommend items already in the history.")] = False,
+    exclude_seen: Annotated[bool, typer.Option("--exclude-seen/--include-seen", help=_EXCLUDE_SEEN_HELP)] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Add why: the history items behind each item, in words.")] = False,
     diversity: Annotated[float, typer.Option(help=_DIVERSITY_HELP)] = 0.0,
     query: Annotated[str | None, typer.Option(help=_QUERY_HELP)] = None,
     query_weight: Annotated[float, typer.Option(help=_QUERY_WEIGHT_HELP)] = 0.7,
     generator: Annotated[Path | None, typer.Option(help=_GENERATOR_HELP)] = None,
+    users: Annotated[
+        str | None,
+        typer.Option(help="Batch: all (every user the model knows) or a text file of user ids, one per line; with --out."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Batch: the file to write, .parquet or .csv: one row per user and rank (user, rank, item, score)."),
+    ] = None,
+    chunk_size: Annotated[int, typer.Option(help="Batch: users scored (and written) per chunk.")] = 1024,
+    device: Annotated[str, typer.Option(help=_DEVICE_HELP)] = "auto",
 ) -> None:
-    """Top-k recommendations for a known user or for a given history."""
+    """Top-k recommendations for a known user or a given history; or, with --users and --out, for many users into a file."""
+    if users is not None or out is not None:
+        _recommend_batch(model, users, out, k, exclude_seen, diversity, query, query_weight, chunk_size, device, user, history, explain)
+        return
     if explain:
         _explain(model, user, history, k, exclude_seen, as_json, "occlusion", diversity, query, query_weight, generator)
         return
     with _user_errors():
-        rec, hist = _request(model, user, history, k)
+        rec, hist = _request(model, user, history, k, device)
         recs = rec.recommend(
             history=hist, user=user, k=k, exclude_seen=exclude_seen, query=query, query_weight=query_weight, diversity=diversity
         )
@@ -590,13 +753,72 @@ def recommend_cmd(
     console.print(table)
 
 
+def _recommend_batch(
+    model: Path,
+    users: str | None,
+    out: Path | None,
+    k: int,
+    exclude_seen: bool,
+    diversity: float,
+    query: str | None,
+    query_weight: float,
+    chunk_size: int,
+    device: str,
+    user: str | None,
+    history: str | None,
+    explain: bool,
+) -> None:
+    """`recommend --users all|FILE --out recs.parquet`: every listed user's top-k, streamed to one file."""
+    with _user_errors():
+        if users is None or out is None:
+            raise ValueError("batch recommendations need both --users all|FILE and --out FILE.parquet|FILE.csv")
+        if user is not None or history is not None or explain:
+            raise ValueError("--users goes without --user, --history and --explain")
+        if k < 1:
+            raise ValueError(f"-k must be >= 1, got {k}")
+        from llmrec.batch import FORMATS, read_user_ids, write_recommendations
+        from llmrec.recommend import Recommender
+
+        if out.suffix not in FORMATS:
+            raise ValueError(f"--out {out}: must end in .parquet or .csv")
+        rec = Recommender.load(model, device=device)
+        ids = list(rec.histories) if users == "all" else read_user_ids(Path(users))
+        rows = write_recommendations(
+            rec, ids, out, k=k, exclude_seen=exclude_seen, chunk_size=chunk_size, progress=True,
+            query=query, query_weight=query_weight, diversity=diversity,
+        )
+    console.print(f"wrote {rows:,} recommendations for {len(ids):,} users → {out}", markup=False, soft_wrap=True)
+
+
+@app.command("export")
+def export_cmd(
+    model: Annotated[Path, typer.Option(help="Model artifact folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Serving artifact folder to write (without training state).")],
+    onnx: Annotated[
+        bool, typer.Option("--onnx", help="Also write scorer.onnx (next-item LM), checked against PyTorch's scores.")
+    ] = False,
+) -> None:
+    """A slim copy of a model for serving: no optimizer state, checkpoints or logs; optionally an ONNX scorer."""
+    with _user_errors():
+        from llmrec.export import export_artifact
+
+        summary = export_artifact(model, out, onnx=onnx)
+    check = f"; ONNX scores within {summary['onnx_max_abs_diff']:.1e} of PyTorch's" if "onnx_max_abs_diff" in summary else ""
+    console.print(
+        f"exported {len(summary['files'])} files, {summary['bytes_after'] / 1e6:.1f} MB "
+        f"(from {summary['bytes_before'] / 1e6:.1f} MB){check} → {out}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 @app.command("explain")
 def explain_cmd(
     model: Annotated[Path, typer.Option(help="Model artifact folder.")],
     user: Annotated[str | None, typer.Option(help="A raw user id known to the model.")] = None,
     history: Annotated[str | None, typer.Option(help="Raw item ids, oldest first, comma-separated.")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 5,
-    exclude_seen: Annotated[bool, typer.Option(help="Do not recommend items already in the history.")] = False,
+    exclude_seen: Annotated[bool, typer.Option("--exclude-seen/--include-seen", help=_EXCLUDE_SEEN_HELP)] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     method: Annotated[str, typer.Option(help="occlusion (exact) | gradient (gradient × input, LM only).")] = "occlusion",
     diversity: Annotated[float, typer.Option(help=_DIVERSITY_HELP)] = 0.0,
@@ -710,12 +932,12 @@ _ANN_HELP = (
 _ANN_THRESHOLD_HELP = "--ann auto uses an index above this many items."
 
 
-def _load_recommender(model: Path, ann: str, ann_threshold: int) -> Any:
+def _load_recommender(model: Path, ann: str, ann_threshold: int, device: str = "cpu") -> Any:
     """Recommender.load with an ANN mode; a missing faiss is a user error here (it is an optional extra)."""
     from llmrec.recommend import Recommender
 
     try:
-        return Recommender.load(model, ann=ann, ann_threshold=ann_threshold)
+        return Recommender.load(model, ann=ann, ann_threshold=ann_threshold, device=device)
     except ImportError as e:
         raise ValueError(f"--ann {ann}: {e}") from None
 
@@ -725,7 +947,9 @@ def _serve_app_from_env() -> Any:
     from llmrec.serve import create_app
 
     settings = json.loads(os.environ[_SERVE_SETTINGS_ENV])
-    recommender = _load_recommender(Path(settings.pop("model")), settings.pop("ann"), settings.pop("ann_threshold"))
+    recommender = _load_recommender(
+        Path(settings.pop("model")), settings.pop("ann"), settings.pop("ann_threshold"), settings.pop("device", "cpu")
+    )
     return create_app(recommender, api_key=_serve_api_key(settings.pop("api_key_env")), **settings)
 
 
@@ -782,6 +1006,10 @@ def serve_cmd(
     access_log: Annotated[bool, typer.Option(help="Log one line per request.")] = True,
     ann: Annotated[str, typer.Option(help=_ANN_HELP)] = "auto",
     ann_threshold: Annotated[int, typer.Option(help=_ANN_THRESHOLD_HELP)] = 200_000,
+    device: Annotated[str, typer.Option(help=_DEVICE_HELP)] = "auto",
+    queries: Annotated[
+        bool, typer.Option(help="Accept natural-language queries; the text encoder then loads before /readyz says ready.")
+    ] = True,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn): /v1/recommend, /metrics, /docs, a demo page at /."""
     with _user_errors():
@@ -796,19 +1024,24 @@ def serve_cmd(
 
         from llmrec.serve import create_app
 
-        recommender = _load_recommender(model, ann, ann_threshold)  # a bad folder fails here, before any port is bound
+        recommender = _load_recommender(model, ann, ann_threshold, device)  # a bad folder fails here, before any port is bound
         if recommender.ann is not None:
             err_console.print(f"retrieval through {recommender.ann!r}", markup=False, soft_wrap=True)
         target: Any
         if workers == 1:
             target = create_app(
-                recommender, api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes
+                recommender,
+                api_key=api_key,
+                max_batch=max_batch,
+                max_wait_ms=max_wait_ms,
+                max_body_bytes=max_body_bytes,
+                queries=queries,
             )
         else:
             del recommender  # each worker loads its own
-            settings = {"model": str(model.resolve()), "api_key_env": api_key_env, "max_batch": max_batch}
+            settings = {"model": str(model.resolve()), "api_key_env": api_key_env, "max_batch": max_batch, "queries": queries}
             os.environ[_SERVE_SETTINGS_ENV] = json.dumps(
-                {**settings, "max_wait_ms": max_wait_ms, "max_body_bytes": max_body_bytes, "ann": ann, "ann_threshold": ann_threshold}
+                {**settings, "max_wait_ms": max_wait_ms, "max_body_bytes": max_body_bytes, "ann": ann, "ann_threshold": ann_threshold, "device": device}
             )
             target = "llmrec.cli:_serve_app_from_env"
     if host not in _LOOPBACK and api_key is None:

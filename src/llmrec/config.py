@@ -81,13 +81,28 @@ def _check_type(cls: type, name: str, value: Any, default: Any, where: str, anno
     return value
 
 
-def build(cls: type[T], values: dict[str, Any], *, section: str, allowed_extra: tuple[str, ...] = ()) -> T:
-    """Instantiate dataclass `cls` from `values`; unknown keys raise ValueError naming `section.key`."""
+def build(
+    cls: type[T],
+    values: dict[str, Any],
+    *,
+    section: str,
+    allowed_extra: tuple[str, ...] = (),
+    derived: dict[str, Any] | None = None,
+) -> T:
+    """Instantiate dataclass `cls` from `values`; unknown keys raise ValueError naming `section.key`.
+
+    allowed_extra: keys the caller consumes itself (accepted, not passed on). derived: field values that come from
+    the data (e.g. n_items); a user value for one of them is refused, and they are not listed as settable.
+    """
+    derived = derived or {}
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if given := [k for k in values if k in derived]:
+        raise ValueError(f"{', '.join(f'{section}.{k}' for k in given)}: derived from the data, cannot be set")
     unknown = [k for k in values if k not in fields and k not in allowed_extra]
     if unknown:
-        raise ValueError(f"unknown config key(s): {', '.join(f'{section}.{k}' for k in unknown)}; known: {', '.join(sorted(fields))}")
-    kwargs = {}
+        settable = sorted({*fields, *allowed_extra} - set(derived))
+        raise ValueError(f"unknown config key(s): {', '.join(f'{section}.{k}' for k in unknown)}; known: {', '.join(settable)}")
+    kwargs = dict(derived)
     for k, v in values.items():
         if k in allowed_extra:
             continue

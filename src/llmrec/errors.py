@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["DataError", "DatasetNotFoundError", "ChecksumError"]
+__all__ = ["ArtifactError", "ChecksumError", "DataError", "DatasetNotFoundError", "artifact_file", "read_json"]
 
 
 class DataError(ValueError):
@@ -42,3 +46,47 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class ChecksumError(ValueError):
     """A dataset file does not match its published SHA-256 (corrupted or truncated)."""
+
+
+class ArtifactError(ValueError):
+    """A file we saved earlier (model artifact, training checkpoint, prepared dataset) that is missing, damaged,
+    or does not fit the rest: ``<path>: <reason>``. The CLI prints it and exits with code 2."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@contextmanager
+def artifact_file(path: str | Path) -> Iterator[None]:
+    """Turn any failure while reading (and checking) `path` into an ArtifactError naming it.
+
+    Every reader raises its own type for a truncated or garbage file (safetensors' SafetensorError, polars'
+    ComputeError, json's JSONDecodeError, torch's RuntimeError for weights of another shape, KeyError for a
+    missing column), so the guard catches Exception, but only around the few lines that read one file.
+    """
+    try:
+        yield
+    except ArtifactError:
+        raise
+    except FileNotFoundError:
+        raise ArtifactError(path, "missing (incomplete artifact)") from None
+    except PermissionError as e:
+        raise ArtifactError(path, f"cannot be read ({e.strerror})") from None
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        raise ArtifactError(path, f"damaged or incomplete ({_first_line(e)})") from e
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object from `path`; anything else (bad JSON, a list, bad UTF-8) is an ArtifactError naming the file."""
+    with artifact_file(path):
+        value = json.loads(Path(path).read_bytes())
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+    return value

@@ -5,7 +5,8 @@ Model names (`--model`):
 - ``sasrec``: SASRec as in its paper: the same transformer trained with binary cross-entropy, one negative;
 - ``most-popular`` and ``item-knn``: the non-neural floors;
 - ``t5-semantic``: generative retrieval, a T5 over semantic ids of the items' text embeddings (`fit_t5_semantic`).
-Config sections: ``[model]`` (NextItemLMConfig fields, plus ``use_attributes``; for item-knn ``neighbours``,
+Config sections: ``[model]`` (NextItemLMConfig fields except the sizes taken from the data, plus ``use_attributes``
+and ``item_text``; for item-knn ``neighbours``,
 ``shrink``, ``decay``; for t5-semantic T5SemanticConfig fields plus ``n_levels``, ``codebook_size``,
 ``semantic_seed``, ``text_model``) and ``[train]`` (TrainConfig fields).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,15 +25,16 @@ import numpy as np
 
 from llmrec.config import build
 from llmrec.data.dataset import PreparedDataset
-from llmrec.eval.evaluate import EvalResult, compute_ranks, evaluate_split, paired_test, sampled_metrics, sampled_ranks
+from llmrec.eval.evaluate import EvalResult, compute_ranks, evaluate_split_both, paired_test, sampled_metrics, sampled_ranks
 from llmrec.eval.metrics import ndcg_at_k, recall_at_k
+from llmrec.errors import read_json
 from llmrec.eval.report import build_report, write_report
 from llmrec.models.baselines import ItemKNN, MostPopular
 from llmrec.models.next_item_lm import NextItemLMConfig
 from llmrec.recommend import load_model
 from llmrec.train import distributed
 from llmrec.train.fit import fit, save_artifact
-from llmrec.train.loop import TrainConfig
+from llmrec.train.loop import Callback, TrainConfig
 
 __all__ = ["MODEL_NAMES", "MODEL_PRESETS", "evaluate_model", "train_model"]
 
@@ -57,11 +60,16 @@ _SEMANTIC_ID_KEYS = ("n_levels", "codebook_size", "semantic_seed", "text_model",
 
 def _check_model_keys(model: str, params: dict[str, Any]) -> None:
     if model in ("next-item-lm", "sasrec"):
-        build(NextItemLMConfig, {"n_items": 1, **params}, section="model", allowed_extra=("use_attributes",))
+        from llmrec.train.fit import DERIVED_MODEL_KEYS, check_model_params
+
+        check_model_params(params)  # names the key and what to use instead
+        derived = {"n_items": 1, **dict.fromkeys(DERIVED_MODEL_KEYS[1:], 0)}
+        build(NextItemLMConfig, params, section="model", allowed_extra=("use_attributes", "item_text"), derived=derived)
     elif model == "t5-semantic":
         from llmrec.models.seq2seq import T5SemanticConfig
 
-        build(T5SemanticConfig, {"n_items": 1, "codebook_sizes": (1,), **params}, section="model", allowed_extra=_SEMANTIC_ID_KEYS)
+        derived = {"n_items": 1, "codebook_sizes": (1,)}
+        build(T5SemanticConfig, params, section="model", allowed_extra=_SEMANTIC_ID_KEYS, derived=derived)
     elif model == "item-knn":
         unknown = [k for k in params if k not in _KNN_KEYS]
         if unknown:
@@ -79,8 +87,12 @@ def train_model(
     *,
     resume: bool = False,
     progress: bool = True,
+    callbacks: Sequence[Callback] = (),
 ) -> dict[str, Any]:
-    """Train `model` on `dataset`, write the artifact to `out` (training state in out/train); return a summary."""
+    """Train `model` on `dataset`, write the artifact to `out` (training state in out/train); return a summary.
+
+    callbacks: called after every selection epoch of next-item-lm / sasrec (e.g. an experiment tracker).
+    """
     if model not in MODEL_NAMES:
         raise ValueError(f"unknown model {model!r}; one of {', '.join(MODEL_NAMES)}")
     unknown_sections = set(sections) - {"model", "train"}
@@ -100,9 +112,11 @@ def train_model(
         if ctx.is_main and resume and not (run_dir / "checkpoint").is_dir() and (out / "train" / "checkpoint").is_dir():
             # A finished run keeps its state in out/train; copy it back (the artifact stays intact until replaced).
             shutil.copytree(out / "train", run_dir, dirs_exist_ok=True)
+        if ctx.is_main:
+            _same_dataset_on_resume(run_dir, dataset, resume)
         distributed.barrier()
         nn_model, result, vocab = fit(
-            dataset, params, train_cfg, use_attributes=use_attributes, run_dir=run_dir, resume=resume
+            dataset, params, train_cfg, use_attributes=use_attributes, run_dir=run_dir, resume=resume, callbacks=callbacks
         )
         if ctx.is_main:
             save_artifact(nn_model, dataset, out, attributes=vocab)
@@ -118,6 +132,7 @@ def train_model(
         run_dir = out.parent / f".{out.name}.train"
         if resume and not (run_dir / "checkpoint").is_dir() and (out / "train" / "checkpoint").is_dir():
             shutil.copytree(out / "train", run_dir, dirs_exist_ok=True)
+        _same_dataset_on_resume(run_dir, dataset, resume)
         t5_model, result = fit_t5_semantic(dataset, params, train_cfg, run_dir=run_dir, resume=resume)
         save_artifact(t5_model, dataset, out)
         run_dir.replace(out / "train")
@@ -149,114 +164,22 @@ def train_model(
     return summary
 
 
-SEMANTIC_SOURCES = ("text", "collaborative", "text+collaborative")
+def _same_dataset_on_resume(run_dir: Path, dataset: PreparedDataset, resume: bool) -> None:
+    """Record the dataset's identity in the run folder; under --resume, refuse a checkpoint of another dataset."""
+    from llmrec.atomic import atomic_write
+    from llmrec.identity import dataset_identity
 
-
-def collaborative_item_embeddings(model_dir: str | Path, n_items: int) -> np.ndarray:
-    """[n_items + 1, D] output item table of a trained next-item LM (ids + item features), for semantic ids.
-
-    The collaborative source of TIGER-style ids: items that users consume together get nearby vectors, which
-    anonymised or thin item text cannot give. The model must cover the same catalogue (same item indices), so
-    train it on the same prepared dataset, and on training events only when the T5 is selected on validation.
-    """
-    import torch
-
-    from llmrec.models.next_item_lm import NextItemLM
-
-    path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model.collab_model: {path} is not a model directory (no config.json)")
-    model_type = json.loads((path / "config.json").read_text()).get("model_type")
-    if model_type != "next-item-lm":
-        raise ValueError(f"model.collab_model: {path} holds a {model_type!r} model; a next-item-lm is needed")
-    lm = NextItemLM.from_pretrained(path).eval()
-    if lm.config.n_items != n_items:
-        raise ValueError(f"model.collab_model: {path} has {lm.config.n_items} items, the dataset has {n_items}: not the same catalogue")
-    with torch.no_grad():
-        return lm.item_table().float().cpu().numpy().copy()
-
-
-def fit_t5_semantic(
-    dataset: PreparedDataset,
-    params: dict[str, Any],
-    train_cfg: TrainConfig,
-    *,
-    run_dir: Path | None = None,
-    resume: bool = False,
-    text_encoder: Any = None,
-    text_cache_dir: Path | None = None,
-    evaluate: Any = None,
-    selected_epoch: int | None = None,
-) -> tuple[Any, Any]:
-    """Generative retrieval on `dataset`: semantic ids, then the T5 trained with early stopping on validation.
-
-    Semantic ids quantise the text embeddings of the whole catalogue, cold items included (they need no
-    interaction); params: T5SemanticConfig fields plus n_levels (3), codebook_size (64), semantic_seed (0),
-    text_model (a local sentence-transformers path; default all-MiniLM-L6-v2), semantic_source ("text",
-    "collaborative" or "text+collaborative": which item embeddings are quantised) and collab_model (a trained
-    next-item-lm directory, for the collaborative sources). Every event after a user's first is one
-    training example. Items that are never a training target are marked cold (see T5SemanticConfig.cold_weight).
-    evaluate: the early-stopping metric function (default: all validation targets). With train_cfg.refit_on_valid, a
-    fresh model is then trained on train + valid events for the selected number of epochs, as `train.fit.fit` does.
-    selected_epoch: the epoch count already chosen on validation by an earlier run with the same settings (e.g. its
-    `best_epoch`): the selection run is skipped, and the model trains for exactly that many epochs of the
-    `train_cfg.epochs` schedule, on train + valid events with refit_on_valid, else on train events.
-    Returns (model, TrainResult of the selection run, or of the only run when selected_epoch is given).
-    """
-    import torch
-
-    if selected_epoch is not None and not 1 <= selected_epoch <= train_cfg.epochs:
-        raise ValueError(f"selected_epoch: {selected_epoch} is outside the schedule's 1..{train_cfg.epochs} epochs (train.epochs)")
-    from llmrec.data.registry import cache_dir
-    from llmrec.index import SentenceTransformerEncoder, build_semantic_ids, encode_items
-    from llmrec.models.seq2seq import T5SemanticConfig, T5SemanticRecommender, prefix_windows
-    from llmrec.train.fit import validation_evaluator
-    from llmrec.train.loop import train
-
-    params = dict(params)
-    n_levels, codebook_size = int(params.pop("n_levels", 3)), int(params.pop("codebook_size", 64))
-    semantic_seed, text_model = int(params.pop("semantic_seed", 0)), params.pop("text_model", None)
-    source, collab_model = str(params.pop("semantic_source", "text")), params.pop("collab_model", None)
-    parts: list[np.ndarray] = []
-    if source not in SEMANTIC_SOURCES:
-        raise ValueError(f"model.semantic_source: {source!r} is not one of {', '.join(SEMANTIC_SOURCES)}")
-    if source in ("text", "text+collaborative"):
-        encoder = text_encoder if text_encoder is not None else SentenceTransformerEncoder(text_model)
-        cache = text_cache_dir if text_cache_dir is not None else cache_dir() / "text-embeddings"
-        parts.append(encode_items(dataset.items, dataset.domain, encoder, cache, progress=train_cfg.progress))  # [V+1, E]
-    if source in ("collaborative", "text+collaborative"):
-        if not collab_model:
-            raise ValueError(f"model.semantic_source = {source!r} needs model.collab_model: a trained next-item-lm directory")
-        parts.append(collaborative_item_embeddings(collab_model, dataset.n_items))  # [V+1, D]
-    # each part L2-normalised per item, so text and collaborative weigh the same in the concatenation
-    emb = np.concatenate([p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12) for p in parts], axis=1)
-    ids = build_semantic_ids(emb, n_levels=n_levels, codebook_size=codebook_size, seed=semantic_seed)
-    config = T5SemanticConfig(n_items=dataset.n_items, codebook_sizes=ids.codebook_sizes, **params)
-
-    def build(sequences: list[np.ndarray]) -> tuple[T5SemanticRecommender, list[np.ndarray]]:
-        torch.manual_seed(train_cfg.seed)
-        model = T5SemanticRecommender(config, ids)
-        seen = torch.zeros(dataset.n_items + 1, dtype=torch.bool)
-        targets = [s[1:] for s in sequences if len(s) > 1]
-        if targets:
-            seen[torch.from_numpy(np.concatenate(targets))] = True
-        model.set_seen_items(seen)
-        return model, prefix_windows(sequences, config.max_seq_len)
-
-    if selected_epoch is None:
-        model, windows = build(dataset.train_sequences())
-        evaluate = evaluate if evaluate is not None else validation_evaluator(dataset)
-        result = train(model, windows, train_cfg, evaluate=evaluate, run_dir=run_dir, resume=resume)  # type: ignore[arg-type]
-        if not (train_cfg.refit_on_valid and result.best_epoch > 0):
-            return model, result
-        epochs, fixed_dir = result.best_epoch, None if run_dir is None else Path(run_dir) / "refit"
-        resume_fixed = resume and fixed_dir is not None and (fixed_dir / "checkpoint" / "state.json").exists()
-    else:
-        epochs, fixed_dir, resume_fixed = selected_epoch, run_dir, resume
-    # A fixed number of epochs of the schedule: the refit after selection, or the only run when selected_epoch is given.
-    model, windows = build(dataset.train_sequences(through="valid" if train_cfg.refit_on_valid else "train"))
-    fixed = train(model, windows, train_cfg, run_dir=fixed_dir, resume=resume_fixed, stop_after=epochs)  # type: ignore[arg-type]
-    return model, (fixed if selected_epoch is not None else result)
+    path = run_dir / "dataset_identity.json"
+    here = dataset_identity(dataset)
+    if resume:
+        if not path.is_file():
+            return  # no checkpoint (train() says so) or one written before identities were recorded
+        saved = read_json(path)
+        for key, what in (("n_items", "items"), ("item_ids_sha256", "item ids"), ("manifest_sha256", "prepared files")):
+            if saved.get(key) and here[key] and saved[key] != here[key]:
+                raise ValueError(f"--resume: checkpoint was trained on another dataset (other {what}); resume with the same --dataset")
+        return
+    atomic_write(path, json.dumps(here, indent=2).encode())
 
 
 def evaluate_model(
@@ -273,26 +196,32 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Full-ranking evaluation of a model artifact on the prepared dataset's splits; returns the report dict.
 
-    With `baseline_dir`, a second model is ranked on the same users and the report's ``extra.paired`` holds a
-    paired test (bootstrap CI of the difference, sign-flip permutation p-value) for NDCG@10 and Recall@10.
+    Every split is ranked once and measured under both seen-item protocols: ``report[split]`` holds the one
+    asked for (`exclude_seen`), ``report[split + "_exclude_seen"]`` / ``[split + "_include_seen"]`` both, and
+    ``report["protocol"]`` says whether the validation item was a training target (``refit_on_valid``, read
+    from the artifact's training.json; None when the artifact has none). With `baseline_dir`, a second model
+    is ranked on the same users and the report's ``extra.paired`` holds a paired test (bootstrap CI of the
+    difference, sign-flip permutation p-value) for NDCG@10 and Recall@10.
     """
     score_fn = _score_fn(model_dir)
 
     pop = dataset.item_popularity()
     results: dict[str, EvalResult] = {}
+    other: dict[str, EvalResult] = {}
     sampled: dict[str, dict[str, float]] = {}
     for split in splits:
         ex = dataset.eval_examples(split)
-        results[split] = evaluate_split(
+        both = evaluate_split_both(
             score_fn,
             ex.histories,
             ex.targets,
             ks=ks,
-            exclude_seen=exclude_seen,
             target_popularity=pop[ex.targets],
             n_boot=n_boot,
             progress=progress,
         )
+        results[split] = both.pop("exclude_seen" if exclude_seen else "include_seen")
+        other[split] = both.popitem()[1]
         if sampled_negatives:
             r = sampled_ranks(score_fn, ex.histories, ex.targets, n_negatives=sampled_negatives, popularity=None)
             sampled[split] = sampled_metrics(r, n_negatives=sampled_negatives, ks=ks)
@@ -308,28 +237,43 @@ def evaluate_model(
                 "ndcg@10": paired_test(ndcg_at_k(ours, 10), ndcg_at_k(base, 10)),
                 "recall@10": paired_test(recall_at_k(ours, 10), recall_at_k(base, 10)),
             }
-    training = json.loads((model_dir / "training.json").read_text()) if (model_dir / "training.json").exists() else {}
-    refit = bool(training.get("train", {}).get("refit_on_valid", False))
+    recorded = (model_dir / "training.json").exists()
+    training = read_json(model_dir / "training.json") if recorded else {}
+    # Models trained without a [train] section (most-popular, item-knn) are fit on training events only.
+    refit: bool | None = bool(training.get("train", {}).get("refit_on_valid", False)) if recorded else None
     protocol = {
-        # A refit model was retrained on train + valid events after selection: its valid numbers are not held out;
-        # the held-out validation metric of the selection run is `selection_valid`.
-        "valid_held_out": not refit,
+        # A refit model was retrained on train + valid events after selection: the validation item was a training
+        # target and its valid numbers are not held out; the held-out metric of the selection run is `selection_valid`.
+        "refit_on_valid": refit,
+        "valid_held_out": None if refit is None else not refit,
         **({"selection_valid": {training["train"].get("metric", "ndcg@10"): training.get("best_valid")}} if refit else {}),
         "split": dataset.manifest.get("split", {}).get("protocol", "loo"),
         "exclude_seen": exclude_seen,
         "ranking": "full",
         "ks": list(ks),
     }
-    config = json.loads((model_dir / "config.json").read_text())
+    config = read_json(model_dir / "config.json")
     model_name = training.get("model", config.get("model_type"))  # names presets such as "sasrec"
     return build_report(
         results,
         model_name=str(model_name),
-        dataset=str(dataset.manifest.get("source", {}).get("dataset", dataset.manifest.get("source", {}))),
+        dataset=dataset_name(dataset, model_dir),
         protocol=protocol,
         sampled=sampled or None,
         extra=extra,
+        other_protocol=other,
     )
+
+
+def dataset_name(dataset: PreparedDataset, model_dir: Path | None = None) -> str:
+    """The name reports use: the prepared manifest's ``name``, else its registry name, else the artifact folder's."""
+    name = dataset.manifest.get("name")
+    if isinstance(name, str) and name:
+        return name
+    source = dataset.manifest.get("source")
+    if isinstance(source, dict) and isinstance(source.get("dataset"), str) and source["dataset"]:
+        return str(source["dataset"])
+    return model_dir.name if model_dir is not None else "dataset"
 
 
 def _score_fn(model_dir: Path) -> Any:

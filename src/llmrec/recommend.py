@@ -1,8 +1,11 @@
 """Recommender: load a model artifact directory and recommend from a user id or a list of raw item ids.
 
     rec = Recommender.load("runs/beauty/model")
-    rec.recommend(history=["1", "5", "9"], k=10)   # -> list[Recommendation]
-    rec.recommend(user="42", k=10, exclude_seen=True)
+    rec.recommend(history=["1", "5", "9"], k=10)   # -> list[Recommendation], none of 1, 5, 9
+    rec.recommend(user="42", k=10, exclude_seen=False)  # re-purchase domains: history items may come back
+
+Items already in the history are left out by default (``exclude_seen=True``): on ml-100k about half of an
+unfiltered top-10 repeats the history. Evaluation chooses its protocol explicitly (``llmrec.experiment``).
 
 Large catalogues: above ``ANN_THRESHOLD`` items (or when asked, ``load(path, ann="hnsw")`` / ``use_ann``), the
 top-k come from a FAISS index over the item table (``llmrec.index.ann``): the model encodes the history, the
@@ -15,7 +18,7 @@ back to full scoring.
 from __future__ import annotations
 
 import importlib.util
-import json
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ import polars as pl
 import torch
 
 from llmrec.data.sequences import pad_left
+from llmrec.errors import ArtifactError, artifact_file, read_json
 from llmrec.meta.maml import UserAdapter, has_adapter, make_adapted_score_fn
 from llmrec.models.baselines import ItemKNN, MostPopular
 from llmrec.models.next_item_lm import NextItemLM
@@ -97,21 +101,65 @@ class Explanation:
     text: str  # a short reason in words (llmrec.explain.text)
 
 
+def resolve_device(device: str) -> torch.device:
+    """"auto" | "cpu" | "cuda" -> a torch device; "cuda" without a CUDA device is a ValueError (a user error)."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda; got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA device (use --device cpu, or auto)")
+    return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+
+
 def load_model(path: str | Path) -> Any:
-    """Load any llmrec model directory by its config.json `model_type` (safetensors + JSON, no pickle)."""
+    """Load any llmrec model directory by its config.json `model_type` (safetensors + JSON, no pickle).
+
+    The one place where model files are read: a missing, truncated or garbage file, or weights that do not fit
+    config.json, raise ``llmrec.errors.ArtifactError`` naming the file (the CLI prints it and exits with 2).
+    """
     path = Path(path)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
-    model_type = json.loads(cfg_path.read_text()).get("model_type")
+    model_type = read_json(cfg_path).get("model_type")
+    loaders: dict[str, Any] = {"next-item-lm": NextItemLM, "most-popular": MostPopular, "item-knn": ItemKNN}
     if model_type == "t5-semantic":  # imported here: transformers is a heavy import the other models never need
         from llmrec.models.seq2seq import T5SemanticRecommender
 
-        return T5SemanticRecommender.from_pretrained(path)
-    loaders = {"next-item-lm": NextItemLM, "most-popular": MostPopular, "item-knn": ItemKNN}
+        loaders[model_type] = T5SemanticRecommender
     if model_type not in loaders:
-        raise ValueError(f"{cfg_path}: unknown model_type {model_type!r}; known: {', '.join(loaders)}, t5-semantic")
-    return loaders[model_type].from_pretrained(path)
+        raise ArtifactError(cfg_path, f"unknown model_type {model_type!r}; known: {', '.join(loaders)}, t5-semantic")
+    weights = path / "model.safetensors"
+    with artifact_file(weights):
+        from safetensors import safe_open
+
+        with safe_open(str(weights), "pt"):  # reads the header only: a truncated or garbage file fails here
+            pass
+    try:
+        return loaders[model_type].from_pretrained(path)
+    except ArtifactError:
+        raise
+    except (TypeError, ValueError) as e:  # the config's fields (the weights' header was read above)
+        raise ArtifactError(cfg_path, f"damaged or incomplete ({e})") from e
+    except Exception as e:
+        raise ArtifactError(weights, f"damaged or incomplete (does not fit {cfg_path.name}: {str(e).strip().splitlines()[0][:200]})") from e
+
+
+def _n_items(model: Any) -> int | None:
+    """The catalogue size a loaded model was built for (None when it does not say)."""
+    n = getattr(getattr(model, "config", None), "n_items", None)
+    if n is None:
+        n = getattr(model, "n_items", None)
+    return None if n is None else int(n)
+
+
+class _DeviceScorer:
+    """A model on an accelerator seen as a CPU scorer: inputs move to its device, scores come back (occlusion)."""
+
+    def __init__(self, model: Any, device: torch.device) -> None:
+        self.model, self.device = model, device
+
+    def score(self, item_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.score(item_ids.to(self.device)).cpu()  # type: ignore[no-any-return]
 
 
 class Recommender:
@@ -136,22 +184,41 @@ class Recommender:
         self.adapter: UserAdapter | None = None
         # Approximate retrieval for large catalogues (use_ann); None = score every item.
         self.ann: ItemIndex | None = None
+        self.path: Path | None = None  # the artifact folder (set by `load`)
 
     @classmethod
-    def load(cls, path: str | Path, *, ann: str = "auto", ann_threshold: int = ANN_THRESHOLD) -> Recommender:
+    def load(
+        cls, path: str | Path, *, ann: str = "auto", ann_threshold: int = ANN_THRESHOLD, device: str = "cpu"
+    ) -> Recommender:
         """Load an artifact folder. ann: "auto" | "off" | "flat" | "ivf" | "hnsw" (see `use_ann`); a saved index
-        in ``<path>/ann`` is used when it matches."""
+        in ``<path>/ann`` is used when it matches. device: "cpu" | "cuda" | "auto" (CUDA when available); "cuda"
+        without a CUDA device is a ValueError."""
         path = Path(path)
+        torch_device = resolve_device(device)
         model = load_model(path)
-        items = pl.read_parquet(path / "items.parquet")
+        if torch_device.type != "cpu" and isinstance(model, torch.nn.Module):
+            model = model.to(torch_device)
+        n_items = _n_items(model)
+        with artifact_file(path / "items.parquet"):
+            items = pl.read_parquet(path / "items.parquet")
+            if n_items is not None and items.height != n_items:
+                raise ValueError(f"{items.height} items, the model has {n_items}")
         histories: dict[str, np.ndarray] = {}
         if (path / "histories.parquet").exists():
-            h = pl.read_parquet(path / "histories.parquet")
-            histories = {u: np.asarray(s, dtype=np.int64) for u, s in zip(h["user"].to_list(), h["items"].to_list(), strict=True)}
-        meta = json.loads((path / "dataset.json").read_text()) if (path / "dataset.json").exists() else {}
-        rec = cls(model, items, histories, meta)
+            with artifact_file(path / "histories.parquet"):
+                h = pl.read_parquet(path / "histories.parquet")
+                histories = {u: np.asarray(s, dtype=np.int64) for u, s in zip(h["user"].to_list(), h["items"].to_list(), strict=True)}
+                flat = np.concatenate(list(histories.values())) if histories else np.zeros(0, np.int64)
+                if len(flat) and (flat.min() < 1 or flat.max() > items.height):
+                    raise ValueError(f"item ids outside 1..{items.height}")
+        meta = read_json(path / "dataset.json") if (path / "dataset.json").exists() else {}
+        with artifact_file(path / "items.parquet"):  # columns the facade needs (item_idx, item, title)
+            rec = cls(model, items, histories, meta)
+        rec.path = path
         if has_adapter(path):
-            rec.adapter = UserAdapter.from_pretrained(path)
+            read_json(path / "adapter.json")  # names the file when it is the JSON that is damaged
+            with artifact_file(path / "adapter.safetensors"):
+                rec.adapter = UserAdapter.from_pretrained(path)
         rec.use_ann(ann, threshold=ann_threshold, index_dir=path / ANN_DIR)
         return rec
 
@@ -201,7 +268,7 @@ class Recommender:
     def _item_table(self) -> torch.Tensor:
         assert isinstance(self.model, NextItemLM)
         with torch.no_grad():
-            return self.model.item_table().detach()  # [V+1, D]
+            return self.model.item_table().detach().cpu()  # [V+1, D]
 
     def _calibration_queries(self, n: int = 1000, seed: int = 0) -> np.ndarray | None:
         """Last hidden states [Q, D] of up to n stored histories (seeded sample), the index's calibration queries."""
@@ -212,7 +279,7 @@ class Recommender:
         picked = [users[i] for i in sorted(rng.choice(len(users), size=min(n, len(users)), replace=False))]
         with torch.no_grad():
             out = [
-                self.model.encode(pad_left([self.histories[u] for u in picked[i : i + 256]], self.max_seq_len))[:, -1]
+                self.model.encode(self._padded([self.histories[u] for u in picked[i : i + 256]]))[:, -1].cpu()
                 for i in range(0, len(picked), 256)
             ]
         return torch.cat(out).numpy()
@@ -239,15 +306,28 @@ class Recommender:
         if adapt:
             if self.adapter is None or not isinstance(self.model, NextItemLM):
                 raise ValueError("adapt=True needs a meta-trained artifact with an adapter (see `llmrec meta-train`)")
+            if self.device.type != "cpu":
+                raise ValueError("adapt=True runs on the CPU: load the model with device='cpu'")
             return make_adapted_score_fn(self.model, self.adapter)(histories)
-        return self.model.score(pad_left(histories, self.max_seq_len))
+        return self.model.score(self._padded(histories)).cpu()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (Recommender.load(device=...)); inputs go there, scores come back to CPU."""
+        module = self.model if isinstance(self.model, torch.nn.Module) else None
+        first = next(itertools.chain(module.parameters(), module.buffers()), None) if module is not None else None
+        return first.device if first is not None else torch.device("cpu")
+
+    def _padded(self, histories: list[np.ndarray]) -> torch.Tensor:
+        """Internal-id histories -> left-padded [B, L] on the model's device."""
+        return pad_left(histories, self.max_seq_len).to(self.device)
 
     def recommend_batch(
         self,
         histories: list[np.ndarray],
         k: int = 10,
         *,
-        exclude_seen: bool | Sequence[bool] = False,
+        exclude_seen: bool | Sequence[bool] = True,
         query: str | None = None,
         query_weight: float = 0.7,
         diversity: float = 0.0,
@@ -301,7 +381,7 @@ class Recommender:
         history: list[str] | None = None,
         user: str | None = None,
         k: int = 10,
-        exclude_seen: bool = False,
+        exclude_seen: bool = True,
         query: str | None = None,
         query_weight: float = 0.7,
         diversity: float = 0.0,
@@ -329,7 +409,7 @@ class Recommender:
         assert self.ann is not None and isinstance(self.model, NextItemLM)
         n_candidates = max(N_CANDIDATES, 5 * k) if diversity > 0.0 else k
         with torch.no_grad():
-            h = self.model.encode(pad_left(histories, self.max_seq_len))[:, -1]  # [B, D]
+            h = self.model.encode(self._padded(histories))[:, -1].cpu()  # [B, D]
             exclude = [hist if is_excluded else None for hist, is_excluded in zip(histories, excluded, strict=True)]
             _, found = self.ann.search(h.numpy(), n_candidates, exclude=exclude)  # [B, N] item ids, 0 = none
             ids = torch.from_numpy(found)  # [B, N]
@@ -367,7 +447,7 @@ class Recommender:
             if any(cats):
                 self._diversity_features = (multi_hot(cats)[0], "jaccard")
             elif isinstance(self.model, NextItemLM):
-                self._diversity_features = (self.model.item_table().detach().numpy(), "cosine")
+                self._diversity_features = (self._item_table().numpy(), "cosine")
             else:
                 raise ValueError("diversity needs item categories in the catalogue or a model with item embeddings")
         return self._diversity_features
@@ -377,9 +457,9 @@ class Recommender:
         if not query.strip():
             raise ValueError("the query is empty")
         if self.text_encoder is None:
-            from llmrec.index.text_encoder import SentenceTransformerEncoder
+            from llmrec.index.text_encoder import default_encoder
 
-            self.text_encoder = SentenceTransformerEncoder()
+            self.text_encoder = default_encoder()  # one per process: models loaded side by side share it
         if self._item_text_emb is None:
             from llmrec.data.registry import cache_dir
             from llmrec.index.text_encoder import encode_items
@@ -398,7 +478,7 @@ class Recommender:
         history: list[str] | None = None,
         user: str | None = None,
         k: int = 5,
-        exclude_seen: bool = False,
+        exclude_seen: bool = True,
         query: str | None = None,
         query_weight: float = 0.7,
         diversity: float = 0.0,
@@ -412,8 +492,10 @@ class Recommender:
         The attribution is of the model's own score (a query blend or diversity re-ranking chooses among
         items, but the model's score is what the history drives). method: "occlusion" (exact) | "gradient".
         The text cites up to `n_reasons` history items: those with a positive attribution of at least
-        CITE_SHARE of the strongest one (a distant second is not a reason). generator: an
-        `llmrec.explain.text.TextGenerator` (default: the template generator).
+        CITE_SHARE of the strongest one (a distant second is not a reason). An item never explains itself:
+        with exclude_seen=False a recommended item may be in the history, and its own occurrences are left out
+        of the contributions and the text. When a query blended into the scores (query_weight > 0), the text
+        says so. generator: an `llmrec.explain.text.TextGenerator` (default: the template generator).
         """
         from llmrec.explain.attribution import attribute
         from llmrec.explain.text import Reason, TemplateGenerator
@@ -425,20 +507,25 @@ class Recommender:
         if not recs:
             return []
         targets = [self.item_index[r.item_id] for r in recs]
-        weights = attribute(self.model, h, targets, self.max_seq_len, method)  # [K, T]
+        if self.device.type != "cpu" and method != "occlusion":
+            raise ValueError(f"method={method!r} runs on the CPU: load the model with device='cpu' or use occlusion")
+        scorer = self.model if self.device.type == "cpu" else _DeviceScorer(self.model, self.device)
+        weights = attribute(scorer, h, targets, self.max_seq_len, method)  # [K, T]
         generator = generator or TemplateGenerator()
         domain = str(self.meta.get("domain") or "generic")
+        shaping_query = query if query is not None and query_weight > 0 else None
         out = []
         for rec, j, w in zip(recs, targets, weights, strict=True):
             per_item: dict[int, float] = {}
             for item, a in zip(h.tolist(), w.tolist(), strict=True):  # an item seen twice: its parts add up
-                per_item[item] = per_item.get(item, 0.0) + a
+                if item != j:  # never cite the recommended item as its own reason
+                    per_item[item] = per_item.get(item, 0.0) + a
             ranked = sorted(per_item.items(), key=lambda t: -t[1])
             contributions = [Contribution(self.raw_ids[i - 1], a, self.titles[i - 1]) for i, a in ranked[:n_contributions]]
             strongest = ranked[0][1] if ranked else 0.0
             cited = [i for i, a in ranked[:n_reasons] if a > 0 and a >= CITE_SHARE * strongest]
             causes = tuple(self.item_info(i) for i in cited)
-            text = generator.generate(Reason(item=self.item_info(j), causes=causes, domain=domain))
+            text = generator.generate(Reason(item=self.item_info(j), causes=causes, domain=domain, query=shaping_query))
             out.append(Explanation(rec, contributions, text))
         return out
 

@@ -1,7 +1,11 @@
 """Hyperparameter search with Optuna on the validation metric (never the test targets).
 
-Each trial trains a next-item LM with sampled hyperparameters; the validation metric is reported to Optuna
-after every epoch so the median pruner stops poor trials early. The study runs until `n_trials` or the
+Each trial trains a next-item LM with sampled hyperparameters on the training events and scores it on the
+validation targets only (`fit` reads `train_sequences()` and `eval_examples("valid")`; a test with poisoned test
+targets checks that nothing else is read). Trials skip the refit on train + valid: the objective is the selection
+run's validation metric, and the refit would double each trial's cost; the written config keeps the base
+``refit_on_valid``. The validation metric is reported to Optuna after every epoch so the median pruner stops poor
+trials early. The study runs until `n_trials` or the
 wall-time budget is spent, and the best parameters are written as a TOML file that `llmrec train --config`
 takes.
 """
@@ -13,6 +17,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from llmrec.atomic import atomic_write
 from llmrec.config import dump_toml
 from llmrec.data.dataset import PreparedDataset
 from llmrec.models.next_item_lm import NextItemLM
@@ -78,7 +83,7 @@ def tune(
         model_p["n_heads"] = 2
         model_p["d_ff"] = 4 * int(model_p["d_model"])
         remaining = budget_minutes - (time.perf_counter() - started) / 60
-        cfg = replace(base_train, **train_p, progress=False, max_minutes=max(0.5, remaining))
+        cfg = replace(base_train, **train_p, progress=False, max_minutes=max(0.5, remaining), refit_on_valid=False)
         _, result, _ = fit(dataset, model_p, cfg, use_attributes=use_attributes, callbacks=[_PruneCallback(trial, metric)])
         return result.best_metric
 
@@ -105,5 +110,5 @@ def tune(
             f"Written by `llmrec tune` ({len(study.trials)} trials, {time.strftime('%Y-%m-%d')}).\n"
             f"Best validation {metric}: {study.best_value:.4f}"
         )
-        Path(out).write_text(dump_toml({"model": model_best, "train": train_best}, header=header))
+        atomic_write(out, dump_toml({"model": model_best, "train": train_best}, header=header).encode())
     return summary

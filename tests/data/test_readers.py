@@ -12,9 +12,13 @@ import pytest
 from llmrec.data.readers import (
     CATALOGUE_SCHEMA,
     ColumnMap,
+    IgnoredColumnWarning,
+    ItemColumnMap,
+    infer_format,
     read_catalogue,
     read_mind,
     read_movielens,
+    read_recbole,
     read_s3rec,
     read_table,
 )
@@ -309,11 +313,12 @@ def test_read_table_rejects_non_utf8_bytes_with_line(tmp_path: Path) -> None:
     assert err.line == 3 and "invalid UTF-8" in err.reason
 
 
-def test_read_table_rejects_non_numeric_time_at_its_physical_line(tmp_path: Path) -> None:
+def test_read_table_rejects_a_time_that_is_neither_number_nor_iso_at_its_physical_line(tmp_path: Path) -> None:
     # A quoted field spanning two lines and a blank line sit before the bad row: it is on physical line 6.
-    text = 'user_id,item_id,timestamp\nu,"two\nlines",1\n\nu,i,2\nu,i,2019-11-11\n'
+    text = 'user_id,item_id,timestamp\nu,"two\nlines",1\n\nu,i,2019-11-11\nu,i,2019-11-31\n'
     err = _bad(_write(tmp_path / "e.csv", text), "csv")
-    assert (err.line, err.field, err.reason) == (6, "timestamp", "time value '2019-11-11' is not a number")
+    reason = "time value '2019-11-31' is neither a number nor an ISO-8601 time"
+    assert (err.line, err.field, err.reason) == (6, "timestamp", reason)
 
 
 def test_read_table_rejects_negative_time(tmp_path: Path) -> None:
@@ -356,7 +361,7 @@ def test_read_catalogue_splits_category_strings_and_fills_missing_columns(tmp_pa
 def test_read_catalogue_reads_jsonl_list_categories_with_renamed_columns(tmp_path: Path) -> None:
     lines = '{"sku": 5, "name": "Lamp", "desc": "A lamp.", "tags": ["home"]}\n{"sku": 6, "name": "Cup", "tags": []}\n'
     path = _write(tmp_path / "items.jsonl", lines)
-    items = read_catalogue(path, item="sku", title="name", text="desc", categories="tags")
+    items = read_catalogue(path, columns=ItemColumnMap.parse("item=sku,title=name,text=desc,categories=tags"))
     assert items.rows() == [("5", "Lamp", "A lamp.", ["home"]), ("6", "Cup", None, [])]
 
 
@@ -365,3 +370,97 @@ def test_read_catalogue_rejects_duplicate_item(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="duplicate item id '1'") as info:
         read_catalogue(path)
     assert (info.value.path, info.value.line) == (str(path), 4)
+
+
+def test_item_column_map_parse_marks_explicit_fields() -> None:
+    m = ItemColumnMap.parse("item=sku,title=name,categories=")
+    assert (m.item, m.title, m.text, m.categories) == ("sku", "name", "text", None)
+    assert m.explicit == frozenset({"item", "title"})
+    with pytest.raises(ValueError, match="unknown column map key 'tags'"):
+        ItemColumnMap.parse("tags=x")
+    with pytest.raises(ValueError, match="'item' needs a column name"):
+        ItemColumnMap.parse("item=")
+
+
+def test_read_catalogue_maps_columns_and_warns_once_per_ignored_column(tmp_path: Path) -> None:
+    text = "sku,name,description,category,price,stock\nA1,Mug,Stoneware,kitchen|mugs,3,9\nB7,Towel,,kitchen,4,1\n"
+    path = _write(tmp_path / "c.csv", text)
+    with pytest.warns(IgnoredColumnWarning) as caught:
+        items = read_catalogue(path, columns=ItemColumnMap.parse("title=name,text=description,categories=category"), default_item="sku")
+    assert items.rows() == [("A1", "Mug", "Stoneware", ["kitchen", "mugs"]), ("B7", "Towel", None, ["kitchen"])]
+    assert sorted(str(w.message).split("'")[1] for w in caught) == ["price", "stock"]
+
+
+def test_read_catalogue_requires_an_explicitly_mapped_column(tmp_path: Path) -> None:
+    path = _write(tmp_path / "c.csv", "item_id,name\n1,A\n")
+    with pytest.raises(DataError, match="missing column 'description'"):
+        read_catalogue(path, columns=ItemColumnMap.parse("title=name,text=description"))
+
+
+@pytest.mark.parametrize(
+    ("stamp", "seconds"),
+    [
+        ("2024-03-01", 1709251200),
+        ("2024-03-01T09:30:00Z", 1709285400),
+        ("2024-03-01T09:30:00.250Z", 1709285400),
+        ("2024-03-01 09:30:00+02:00", 1709278200),
+        ("2024-03-01T09:30", 1709285400),
+        ("1709285400", 1709285400),
+        ("1709285400.9", 1709285400),
+    ],
+)
+def test_read_table_reads_iso_8601_times_as_unix_seconds(stamp: str, seconds: int, tmp_path: Path) -> None:
+    path = _write(tmp_path / "e.csv", f"user_id,item_id,timestamp\nu,i,{stamp}\n")
+    assert read_table(path, "csv").events["time"].to_list() == [seconds]
+
+
+def test_read_table_reads_datetime_and_date_columns(tmp_path: Path) -> None:
+    import datetime as dt
+
+    when = [dt.datetime(2024, 3, 1, 9, 30), dt.datetime(2024, 3, 2)]
+    frame = pl.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "timestamp": when})
+    frame.write_parquet(tmp_path / "naive.parquet")
+    assert read_table(tmp_path / "naive.parquet", "parquet").events["time"].to_list() == [1709285400, 1709337600]
+    aware = frame.with_columns(pl.col("timestamp").dt.replace_time_zone("Europe/Berlin"))
+    aware.write_parquet(tmp_path / "aware.parquet")
+    assert read_table(tmp_path / "aware.parquet", "parquet").events["time"].to_list() == [1709281800, 1709334000]
+    frame.with_columns(pl.col("timestamp").dt.date()).write_parquet(tmp_path / "date.parquet")
+    assert read_table(tmp_path / "date.parquet", "parquet").events["time"].to_list() == [1709251200, 1709337600]
+
+
+def test_read_recbole_reads_inter_and_item_files(tmp_path: Path) -> None:
+    inter = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t4\t881250949\n1\t11\t5\t881250950\n"
+    item = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n10\tToy Story\t1995\tAnimation Comedy\n"
+    _write(tmp_path / "ml.inter", inter)
+    _write(tmp_path / "ml.item", item)
+    with pytest.warns(IgnoredColumnWarning, match="release_year"):
+        raw = read_recbole(tmp_path)
+    assert raw.events.rows() == [("1", "10", 881250949, 4.0), ("1", "11", 881250950, 5.0)]
+    assert raw.items is not None and raw.items.rows() == [("10", "Toy Story", None, ["Animation", "Comedy"])]
+    assert [p.name for p in raw.source_files] == ["ml.inter", "ml.item"]
+
+
+def test_read_recbole_rejects_a_header_without_types(tmp_path: Path) -> None:
+    path = _write(tmp_path / "x.inter", "user_id\titem_id\n1\t2\n")
+    with pytest.raises(DataError, match="header cell 'user_id' is not name:type") as info:
+        read_recbole(path)
+    assert info.value.line == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [("e.csv", "csv"), ("e.TSV", "tsv"), ("e.parquet", "parquet"), ("e.jsonl", "jsonl"), ("e.ndjson", "jsonl"), ("ml.inter", "recbole")],
+)
+def test_infer_format_from_the_extension(name: str, fmt: str, tmp_path: Path) -> None:
+    assert infer_format(tmp_path / name) == fmt
+
+
+def test_infer_format_of_folders_and_unknown_names(tmp_path: Path) -> None:
+    _write(tmp_path / "u.data", "1\t2\t3\t4\n")
+    assert infer_format(tmp_path) == "movielens"
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    _write(parts / "a.parquet", b"")
+    assert infer_format(parts) == "parquet"
+    with pytest.raises(ValueError, match="cannot tell the format.*--format"):
+        infer_format(tmp_path / "events.txt")

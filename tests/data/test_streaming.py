@@ -164,6 +164,43 @@ def test_streaming_reads_csv_and_tsv_with_text_ids(tmp_path: Path) -> None:
         _assert_same(expected, PreparedDataset.load(tmp_path / f"stream-{fmt}"), (*SAME, "source"))
 
 
+def test_streaming_reads_iso_times_and_a_mapped_catalogue_like_in_memory(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from llmrec.data import ItemColumnMap
+    from llmrec.data.readers import IgnoredColumnWarning
+
+    log = _log(seed=2).with_columns(
+        (pl.lit(dt.datetime(2024, 3, 1)) + pl.duration(minutes=pl.col("timestamp"))).alias("timestamp")
+    )  # a datetime column; as text below, ISO-8601 with a "T"
+    skus = log["item_id"].unique().sort().cast(pl.String)
+    catalogue = pl.DataFrame({"sku": skus, "name": "Item " + skus, "category": "x|" + skus, "price": [1.0] * len(skus)})
+    catalogue.write_csv(tmp_path / "catalogue.csv")
+    item_map = ItemColumnMap.parse("item=sku,title=name,categories=category")
+    config = PrepareConfig(user_core=2)
+    parquet, csv_path = tmp_path / "events.parquet", tmp_path / "events.csv"
+    log.write_parquet(parquet)
+    log.with_columns(pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S")).write_csv(csv_path)
+    prepared = []
+    for fmt, path in (("parquet", parquet), ("csv", csv_path)):
+        with pytest.warns(IgnoredColumnWarning, match="'price'"):
+            raw, source = read_files(path, fmt, columns=COLUMNS, items=tmp_path / "catalogue.csv", item_columns=item_map)
+            expected = prepare(raw, config, source=source)
+            expected.save(tmp_path / f"mem-{fmt}")
+            prepare_streaming(
+                path, fmt, tmp_path / f"stream-{fmt}", columns=COLUMNS, config=config, bucket_events=60,
+                items=tmp_path / "catalogue.csv", item_columns=item_map,
+            )  # fmt: skip
+        got = PreparedDataset.load(tmp_path / f"stream-{fmt}")
+        _assert_same(PreparedDataset.load(tmp_path / f"mem-{fmt}"), got)
+        assert got.manifest["name"] == expected.manifest["name"] == "events"
+        assert got.items["title"].null_count() == 0 and got.items["categories"].list.len().min() == 2
+        prepared.append(got)
+    for a, b in zip(prepared[0].times, prepared[1].times, strict=True):  # datetime column and ISO text agree
+        np.testing.assert_array_equal(a, b)
+    assert prepared[0].times[0][0] >= 1709251200  # Unix seconds from 2024-03-01 on
+
+
 def test_streaming_without_time_column_uses_row_order_across_files(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     pl.DataFrame({"user_id": ["a", "b"], "item_id": ["1", "2"]}).write_parquet(tmp_path / "in" / "0.parquet")

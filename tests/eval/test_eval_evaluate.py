@@ -14,7 +14,9 @@ from llmrec.eval.evaluate import (
     compute_ranks,
     compute_ranks_and_topk,
     evaluate_split,
+    evaluate_split_both,
     paired_test,
+    repeat_targets,
     sampled_metrics,
     sampled_ranks,
     segment_metrics,
@@ -27,7 +29,7 @@ TABLE: dict[tuple[int, ...], list[float]] = {
     (1,): [9.0, 0.1, 0.5, 0.9, 0.5, 0.2],  # target 2: item 3 higher, item 4 tied -> rank 3
     (3, 4): [0.0, 0.2, 0.1, 0.9, 0.8, 0.3],  # target 5: 3 and 4 higher -> 3; seen excluded -> 1
     (): [0.0, 0.5, 0.5, 0.5, 0.5, 0.5],  # target 1: all tied -> pessimistic rank 5
-    (2, 5): [0.0, 0.3, 0.6, 0.1, 0.2, 0.9],  # target 2 (a repeat): 5 higher -> 2; 5 excluded -> 1
+    (2, 5): [0.0, 0.3, 0.6, 0.1, 0.2, 0.9],  # target 2 (a repeat): 5 higher -> 2; seen excluded -> masked, rank 5
 }
 HISTORIES = [np.array(h, dtype=np.int64) for h in TABLE]
 TARGETS = np.array([2, 5, 1, 2])
@@ -38,10 +40,13 @@ def table_score_fn(histories: list[np.ndarray]) -> torch.Tensor:
 
 
 def reference_ranks(scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray, exclude: bool) -> np.ndarray:
-    """Plain loop over items: what the vectorised ranking must reproduce."""
+    """Plain loop over items: what the vectorised ranking must reproduce (RecBole's masking: a seen target misses)."""
     out = []
     for row, hist, target in zip(scores, histories, targets, strict=True):
-        blocked = {0} | ({int(i) for i in hist} - {int(target)} if exclude else set())
+        blocked = {0} | ({int(i) for i in hist} if exclude else set())
+        if int(target) in blocked:
+            out.append(len(row) - 1)  # masked with the history: last of n_items
+            continue
         t = row[target]
         higher = sum(1 for i in range(1, len(row)) if i not in blocked and row[i] > t)
         tied = sum(1 for i in range(1, len(row)) if i not in blocked and i != target and row[i] == t)
@@ -55,9 +60,29 @@ def test_compute_ranks_literal_table_with_tie() -> None:
     assert ranks.dtype == np.int64
 
 
-def test_compute_ranks_exclude_seen_keeps_target() -> None:
+def test_compute_ranks_exclude_seen_masks_a_repeated_target() -> None:
+    # Row 4 (history 2, 5; target 2): without the mask the target ranks 2; with it, 2 is a history item
+    # like 5 and is masked too, so the example is a miss (rank n_items = 5), as RecBole and BSARec count it.
     ranks = compute_ranks(table_score_fn, HISTORIES, TARGETS, exclude_seen=True, batch_size=2)
-    np.testing.assert_array_equal(ranks, [3, 1, 5, 1])
+    np.testing.assert_array_equal(ranks, [3, 1, 5, 5])
+
+
+def test_a_repeated_target_is_a_miss_even_when_scored_highest() -> None:
+    def score_fn(batch: list[np.ndarray]) -> torch.Tensor:
+        return torch.tensor([[0.0, 9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]] * len(batch))  # item 1 scores highest
+
+    histories = [np.array([1, 4]), np.array([4])]
+    ranks = compute_ranks(score_fn, histories, [1, 1], exclude_seen=True)
+    assert ranks.tolist() == [7, 1]  # repeat -> last of 7 items; fresh target -> first
+    metrics = summarize(ranks, (1, 5))
+    assert metrics["recall@5"] == 0.5 and metrics["ndcg@5"] == 0.5 and metrics["recall@1"] == 0.5
+    assert compute_ranks(score_fn, histories, [1, 1]).tolist() == [1, 1]  # not excluded: both hits
+
+
+def test_repeat_targets_counts_literal_examples() -> None:
+    assert repeat_targets(HISTORIES, TARGETS).tolist() == [False, False, False, True]
+    hist = [np.array([3, 3, 7]), np.array([]), np.array([7, 1])]
+    assert repeat_targets(hist, [3, 3, 1]).tolist() == [True, False, True]
 
 
 def test_compute_ranks_matches_reference_loop() -> None:
@@ -110,10 +135,10 @@ def test_compute_ranks_rejects_nan_and_bad_shapes() -> None:
 
 def test_compute_ranks_and_topk_lists_best_items_never_padding() -> None:
     ranks, topk = compute_ranks_and_topk(table_score_fn, HISTORIES, TARGETS, k=2, exclude_seen=True)
-    np.testing.assert_array_equal(ranks, [3, 1, 5, 1])
+    np.testing.assert_array_equal(ranks, [3, 1, 5, 5])
     assert topk.shape == (4, 2)
     assert topk[1].tolist() == [5, 1]  # 3 and 4 were seen
-    assert topk[3].tolist() == [2, 1]  # 5 seen; 2 is the target, a repeat, so it stays
+    assert topk[3].tolist() == [1, 4]  # 2 and 5 seen (2 is the target, a repeat: masked too)
     assert topk[0, 0] == 3 and 0 not in topk[0]  # column 0 scored 9.0 but is padding
     _, topk = compute_ranks_and_topk(table_score_fn, HISTORIES, TARGETS, k=2)
     assert topk[1].tolist() == [3, 4]
@@ -273,7 +298,27 @@ def test_evaluate_split_fills_every_field() -> None:
 def test_evaluate_split_without_bootstrap() -> None:
     result = evaluate_split(table_score_fn, HISTORIES, TARGETS, exclude_seen=True, n_boot=0)
     assert result.ci == {} and result.exclude_seen is True
-    assert result.metrics["recall@1"] == 0.5
+    assert result.metrics["recall@1"] == 0.25  # ranks 3, 1, 5, 5
+    assert result.repeat_targets == 1
+
+
+def test_evaluate_split_both_scores_once_and_matches_each_protocol() -> None:
+    calls = []
+
+    def counting(histories: list[np.ndarray]) -> torch.Tensor:
+        calls.append(len(histories))
+        return table_score_fn(histories)
+
+    both = evaluate_split_both(counting, HISTORIES, TARGETS, ks=(1, 5), n_boot=50, batch_size=3)
+    assert calls == [3, 1]  # one pass over the 4 examples for both protocols
+    assert set(both) == {"exclude_seen", "include_seen"}
+    np.testing.assert_array_equal(both["exclude_seen"].ranks, [3, 1, 5, 5])
+    np.testing.assert_array_equal(both["include_seen"].ranks, [3, 3, 5, 2])
+    assert both["exclude_seen"].exclude_seen is True and both["include_seen"].exclude_seen is False
+    assert both["exclude_seen"].repeat_targets == both["include_seen"].repeat_targets == 1
+    for key, single in (("exclude_seen", True), ("include_seen", False)):
+        alone = evaluate_split(table_score_fn, HISTORIES, TARGETS, ks=(1, 5), exclude_seen=single, n_boot=50)
+        assert both[key].metrics == alone.metrics and both[key].ci == alone.ci
 
 
 def test_compute_ranks_empty_input_and_progress_bar() -> None:

@@ -128,3 +128,61 @@ def test_cli_explain_user_errors(artifact: Path, args: list[str], message: str) 
     result = runner.invoke(app, ["explain", "--model", str(artifact), "--user", user, *args])
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: ") and message in result.stderr
+
+
+def test_explain_never_cites_the_item_it_explains(artifact: Path) -> None:
+    rec = Recommender.load(artifact)
+    user = next(iter(rec.histories))
+    seen = {rec.raw_ids[i - 1] for i in rec.histories[user]}
+    reasons: list[Reason] = []
+
+    class Recording:
+        def generate(self, reason: Reason) -> str:
+            reasons.append(reason)
+            return TemplateGenerator().generate(reason)
+
+    # every item, history included: some recommended items are in the history, yet none explains itself
+    explanations = rec.explain(user=user, k=rec.n_items, exclude_seen=False, generator=Recording())
+    assert {e.recommendation.item_id for e in explanations} >= seen
+    for e, reason in zip(explanations, reasons, strict=True):
+        item = e.recommendation.item_id
+        assert item not in {c.item_id for c in e.contributions}
+        assert item not in {c.item_id for c in reason.causes}
+        assert e.text.count(f"Item {item} ") + e.text.count(f"Item {item})") <= 1  # named once, as the explained item
+
+
+def test_explain_and_recommend_leave_out_the_history_by_default(artifact: Path) -> None:
+    rec = Recommender.load(artifact)
+    user = next(iter(rec.histories))
+    seen = {rec.raw_ids[i - 1] for i in rec.histories[user]}
+    assert not {r.item_id for r in rec.recommend(user=user, k=rec.n_items)} & seen
+    assert not {e.recommendation.item_id for e in rec.explain(user=user, k=10)} & seen
+    assert {r.item_id for r in rec.recommend(user=user, k=rec.n_items, exclude_seen=False)} >= seen
+
+
+def test_explain_says_when_a_query_shaped_the_list(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmrec.index import text_encoder
+
+    monkeypatch.setattr(text_encoder, "SentenceTransformerEncoder", _WordEncoder)
+    rec = Recommender.load(artifact)
+    rec.text_cache_dir = artifact / "text-cache"
+    user = next(iter(rec.histories))
+    shaped = rec.explain(user=user, k=2, query="some jazz")
+    assert all('Your request "some jazz" also shaped this list.' in e.text for e in shaped)
+    unweighted = rec.explain(user=user, k=2, query="some jazz", query_weight=0.0)  # the query changed nothing
+    assert not any("request" in e.text for e in unweighted)
+
+
+def test_cli_recommend_excludes_the_history_unless_asked(artifact: Path) -> None:
+    rec = Recommender.load(artifact)
+    user = next(iter(rec.histories))
+    seen = {rec.raw_ids[i - 1] for i in rec.histories[user]}
+    base = ["--model", str(artifact), "--user", user, "-k", str(rec.n_items), "--json"]
+    default = runner.invoke(app, ["recommend", *base])
+    assert default.exit_code == 0, default.output
+    assert not {r["item_id"] for r in json.loads(default.stdout)} & seen
+    included = runner.invoke(app, ["recommend", *base, "--include-seen"])
+    assert {r["item_id"] for r in json.loads(included.stdout)} >= seen
+    explained = runner.invoke(app, ["explain", *base[:-3], "-k", "3", "--json"])
+    assert explained.exit_code == 0, explained.output
+    assert not {r["item_id"] for r in json.loads(explained.stdout)} & seen

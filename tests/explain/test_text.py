@@ -29,32 +29,56 @@ FARGO = ItemInfo("100", "Fargo (1996)", ("Crime", "Drama", "Thriller"))
 def test_template_sentences_for_movies() -> None:
     gen = TemplateGenerator()
     assert gen.generate(Reason(TERMINATOR, (ALIEN, ALIENS), "movies")) == (
-        "Because you watched Alien (1979) and Aliens (1986): viewers of these Action/Sci-Fi films often watch "
-        "Terminator, The (1984) next."
+        "Because you watched Alien (1979) and Aliens (1986): the model's score for Terminator, The (1984) depends "
+        "most on these Action/Sci-Fi films in your history."
     )
     assert gen.generate(Reason(TERMINATOR, (FARGO,), "movies")) == (
-        "Because you watched Fargo (1996): viewers of this Thriller film often watch Terminator, The (1984) next."
+        "Because you watched Fargo (1996): the model's score for Terminator, The (1984) depends most on this "
+        "Thriller film in your history."
     )
     assert gen.generate(Reason(TERMINATOR, (), "movies")) == (
-        "Recommended to you: Terminator, The (1984) (no single item in your history stands out as the reason)."
+        "Recommended to you: Terminator, The (1984) (no single item in your history stands out in the model's "
+        "score for it)."
     )
+
+
+def test_template_states_what_was_measured_never_an_unmeasured_statistic() -> None:
+    text = TemplateGenerator().generate(Reason(TERMINATOR, (ALIEN, ALIENS), "movies"))
+    assert "model's score" in text
+    assert not re.search(r"\b(often|usually|viewers|people who)\b", text)
+
+
+def test_template_never_cites_the_item_it_explains() -> None:
+    gen = TemplateGenerator()
+    text = gen.generate(Reason(TERMINATOR, (TERMINATOR, FARGO), "movies"))
+    assert text.count("Terminator") == 1 and text.startswith("Because you watched Fargo (1996): ")
+    alone = gen.generate(Reason(TERMINATOR, (TERMINATOR,), "movies"))
+    assert alone.startswith("Recommended to you: ") and alone.count("Terminator") == 1
+
+
+def test_template_says_when_a_query_shaped_the_list() -> None:
+    gen = TemplateGenerator()
+    with_query = gen.generate(Reason(TERMINATOR, (ALIEN,), "movies", query="robots from the future"))
+    assert with_query.endswith(' Your request "robots from the future" also shaped this list.')
+    assert "request" not in gen.generate(Reason(TERMINATOR, (ALIEN,), "movies"))
+    assert "robots" in gen.generate(Reason(TERMINATOR, (), "movies", query="robots"))
 
 
 @pytest.mark.parametrize(
     ("domain", "start", "middle"),
     [
-        ("ecommerce", "Because you bought", "shoppers who bought these products often buy"),
-        ("music", "Because you listened to", "listeners of these titles often listen to"),
-        ("news", "Because you read", "readers of these articles often read"),
-        ("generic", "Because you chose", "people who chose these items often choose"),
-        ("unknown-domain", "Because you chose", "people who chose these items often choose"),
+        ("ecommerce", "Because you bought", "depends most on these products in your history"),
+        ("music", "Because you listened to", "depends most on these titles in your history"),
+        ("news", "Because you read", "depends most on these articles in your history"),
+        ("generic", "Because you chose", "depends most on these items in your history"),
+        ("unknown-domain", "Because you chose", "depends most on these items in your history"),
     ],
 )
 def test_template_verbs_follow_the_domain(domain: str, start: str, middle: str) -> None:
     a, b, x = ItemInfo("1", "A"), ItemInfo("2", "B"), ItemInfo("3", None)
     text = TemplateGenerator().generate(Reason(x, (a, b), domain))
     assert text.startswith(f"{start} A and B: ") and middle in text
-    assert text.endswith("item 3 next.")  # no title in the catalogue: the raw id, never an invented name
+    assert "score for item 3 " in text  # no title in the catalogue: the raw id, never an invented name
 
 
 def test_template_names_only_categories_every_cited_item_has() -> None:
@@ -112,6 +136,8 @@ def test_hf_generator_generates_from_a_local_folder(tiny_gpt2: Path) -> None:
     prompt = HFTextGenerator.prompt(reason)
     assert "Recommended film: Terminator, The (1984) (Action, Sci-Fi, Thriller)." in prompt
     assert "The user watched: Alien (1979) (Action, Horror, Sci-Fi, Thriller)." in prompt
+    assert "asked for" not in prompt
+    assert 'The user asked for: "robots".' in HFTextGenerator.prompt(Reason(TERMINATOR, (ALIEN,), "movies", query="robots"))
 
     free = HFTextGenerator(tiny_gpt2, max_new_tokens=6, require_item_name=False)
     text = free.generate(reason)

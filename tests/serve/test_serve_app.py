@@ -49,8 +49,9 @@ def test_a_history_longer_than_the_model_reads_is_cut_to_the_most_recent_and_say
     client: TestClient, recommender: Recommender
 ) -> None:
     history = [str(i) for i in range(1, 13)]  # 12 items; the tiny model reads 8
-    long = client.post("/v1/recommend", json={"history": history, "k": 5}).json()
-    recent = client.post("/v1/recommend", json={"history": history[-8:], "k": 5}).json()
+    # exclude_seen false: by default the whole history (also past the cut) is left out, so the lists would differ
+    long = client.post("/v1/recommend", json={"history": history, "k": 5, "exclude_seen": False}).json()
+    recent = client.post("/v1/recommend", json={"history": history[-8:], "k": 5, "exclude_seen": False}).json()
     assert (long["truncated"], long["history_length"], long["history_used"]) == (True, 12, 8)
     assert (recent["truncated"], recent["history_length"], recent["history_used"]) == (False, 8, 8)
     assert long["items"] == recent["items"]  # the model saw the same 8 most recent items
@@ -61,6 +62,10 @@ def test_exclude_seen_leaves_out_the_whole_history_even_past_the_cut(client: Tes
     body = client.post("/v1/recommend", json={"history": history, "k": 30, "exclude_seen": True}).json()
     assert len(body["items"]) == 30
     assert not {i["item_id"] for i in body["items"]} & set(history)
+    default = client.post("/v1/recommend", json={"history": history, "k": 30}).json()
+    assert default["items"] == body["items"]  # leaving the history out is the default
+    included = client.post("/v1/recommend", json={"history": history, "k": 49, "exclude_seen": False}).json()
+    assert {i["item_id"] for i in included["items"]} & set(history)
 
 
 @pytest.mark.parametrize("k", [0, -1, 1001, "ten", 2.5, None])
@@ -74,8 +79,10 @@ def test_k_out_of_range_is_422_naming_the_field(client: TestClient, k: Any) -> N
 
 
 def test_k_above_the_catalogue_returns_the_whole_catalogue(client: TestClient, recommender: Recommender) -> None:
-    body = client.post("/v1/recommend", json={"user_id": "u03", "k": 1000}).json()
+    body = client.post("/v1/recommend", json={"user_id": "u03", "k": 1000, "exclude_seen": False}).json()
     assert len(body["items"]) == recommender.n_items
+    unseen = client.post("/v1/recommend", json={"user_id": "u03", "k": 1000}).json()  # the history left out
+    assert len(unseen["items"]) == recommender.n_items - len(set(recommender.user_history("u03").tolist()))
 
 
 @pytest.mark.parametrize("body", [{}, {"k": 3}, {"user_id": "u03", "history": ["1"]}])

@@ -65,6 +65,13 @@ def test_demo_page_recommends_for_a_user_and_for_picked_items(
     assert page.locator("#results tbody td.title .why").all_text_contents() == [e.text for e in expected]
     assert page.locator("#results tbody td.item-id").all_text_contents() == [e.recommendation.item_id for e in expected]
     _screenshot(page, "demo-page-user.png")
+    # the user's history beside the list, most recent first, and the scores labelled
+    recent = recommender.user_history("u03")[::-1][:20]
+    shown = [f"{recommender.titles[i - 1]} [{recommender.raw_ids[i - 1]}]" for i in recent]
+    assert page.locator("#history-list li").all_text_contents() == shown
+    assert page.locator("#history").is_visible() and page.locator("#results-box").is_visible()
+    assert page.text_content("#results th.score") == "model score"
+    assert page.locator("#score-note").is_visible() and "higher is" in page.text_content("#score-note")
     n = len(recommender.user_history("u03"))
     assert n > 8  # longer than the tiny model reads: the page says so
     assert (
@@ -87,6 +94,7 @@ def test_demo_page_recommends_for_a_user_and_for_picked_items(
     page.wait_for_function("document.getElementById('status').textContent.includes('history of 2 item(s)')")
     expected = recommender.recommend(history=["12", "30"], k=5, exclude_seen=True, diversity=0.5)
     assert page.locator("#results tbody td.title").all_text_contents() == [r.title for r in expected]
+    assert page.locator("#history-list li").all_text_contents() == ["Item 30 [30]", "Item 12 [12]"]
     _screenshot(page, "demo-page-items.png")
 
     # 3. an error is shown, not swallowed
@@ -94,7 +102,22 @@ def test_demo_page_recommends_for_a_user_and_for_picked_items(
     page.click("#recommend-user")
     page.wait_for_selector("#status.error")
     assert page.text_content("#status") == "unknown user id(s): ghost"
-    assert page.locator("#results").is_hidden()
+    assert page.locator("#results").is_hidden() and page.locator("#history").is_hidden()
+
+
+def test_demo_page_names_the_dataset_and_offers_example_users(page: Any, recommender: Recommender, live_server: Any) -> None:
+    base = live_server(create_app(recommender))
+    page.goto(base + "/")
+    page.wait_for_selector("#examples button")
+    name = recommender.meta["name"]
+    assert page.text_content("#dataset-name") == f"{name} ({len(recommender.histories)} users, {recommender.n_items} items)"
+    examples = page.locator("#examples button").all_text_contents()
+    assert 1 <= len(examples) <= 5 and set(examples) <= set(recommender.histories)
+    page.click(f"#examples button[data-user-id='{examples[1]}']")  # one click: its history and its list
+    page.wait_for_selector("#results:not([hidden]) tbody tr")
+    assert page.input_value("#user-id") == examples[1]
+    assert page.locator("#history-list li").count() == min(20, len(recommender.user_history(examples[1])))
+    assert page.locator("#results tbody tr").count() == 10
 
 
 def _screenshot(page: Any, name: str) -> None:

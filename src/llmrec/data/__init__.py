@@ -7,7 +7,18 @@ from typing import Any
 
 from llmrec.data.dataset import EvalExamples, PreparedDataset
 from llmrec.data.prepare import SPLITS, PrepareConfig, k_core, prepare
-from llmrec.data.readers import ColumnMap, RawData, read_catalogue, read_mind, read_movielens, read_s3rec, read_table
+from llmrec.data.readers import (
+    ColumnMap,
+    ItemColumnMap,
+    RawData,
+    infer_format,
+    read_catalogue,
+    read_mind,
+    read_movielens,
+    read_recbole,
+    read_s3rec,
+    read_table,
+)
 from llmrec.data.registry import DATASETS, resolve_dataset, sha256_file
 from llmrec.data.streaming import prepare_streaming
 
@@ -17,9 +28,11 @@ __all__ = [
     "SPLITS",
     "ColumnMap",
     "EvalExamples",
+    "ItemColumnMap",
     "PrepareConfig",
     "PreparedDataset",
     "RawData",
+    "infer_format",
     "k_core",
     "load_prepared",
     "prepare",
@@ -29,7 +42,7 @@ __all__ = [
     "resolve_dataset",
 ]
 
-FORMATS = ("s3rec", "movielens", "mind", "csv", "tsv", "parquet", "jsonl")
+FORMATS = ("s3rec", "movielens", "mind", "recbole", "csv", "tsv", "parquet", "jsonl")
 
 
 def read_dataset(name: str, path: str | Path | None = None, *, allow_download: bool = True) -> tuple[RawData, dict[str, Any]]:
@@ -46,14 +59,19 @@ def read_dataset(name: str, path: str | Path | None = None, *, allow_download: b
 
 def read_files(
     events: str | Path,
-    fmt: str,
+    fmt: str | None = None,
     *,
     items: str | Path | None = None,
     columns: ColumnMap | None = None,
+    item_columns: ItemColumnMap | None = None,
     domain: str | None = None,
 ) -> tuple[RawData, dict[str, Any]]:
-    """Read the user's own files in one of FORMATS; `items` is an optional catalogue file."""
+    """Read the user's own files in one of FORMATS (None: from the extension); `items` is an optional catalogue file.
+
+    columns maps the events table, item_columns the catalogue (see `ColumnMap`, `ItemColumnMap`).
+    """
     events = Path(events)
+    fmt = fmt or infer_format(events)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
     if fmt == "s3rec":
@@ -62,10 +80,13 @@ def read_files(
         raw = read_movielens(events)
     elif fmt == "mind":
         raw = read_mind(events)
+    elif fmt == "recbole":
+        raw = read_recbole(events, columns, item_columns, items=Path(items) if items is not None else None)
     else:
-        raw = read_table(events, fmt, columns or ColumnMap())
+        column_map = columns or ColumnMap()
+        raw = read_table(events, fmt, column_map)
         if items is not None:
-            raw.items = read_catalogue(Path(items))
+            raw.items = read_catalogue(Path(items), None, item_columns, default_item=column_map.item)
             raw.source_files.append(Path(items))
     if domain:
         raw.domain = domain

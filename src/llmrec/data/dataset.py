@@ -24,7 +24,7 @@ import polars as pl
 
 from llmrec.atomic import atomic_directory
 from llmrec.data.registry import sha256_file
-from llmrec.errors import ChecksumError
+from llmrec.errors import ChecksumError, artifact_file, read_json
 
 __all__ = ["EvalExamples", "PreparedDataset", "sequence_stats", "split_lists"]
 
@@ -124,6 +124,11 @@ class PreparedDataset:
     @property
     def domain(self) -> str:
         return str(self.manifest.get("domain", "generic"))
+
+    @property
+    def name(self) -> str:
+        """The dataset's name for titles: manifest `name` (older folders: the registry name, else "dataset")."""
+        return str(self.manifest.get("name") or self.manifest.get("source", {}).get("dataset") or "dataset")
 
     @property
     def is_cold_item(self) -> np.ndarray:
@@ -230,18 +235,22 @@ class PreparedDataset:
         mpath = path / "manifest.json"
         if not mpath.is_file():
             raise FileNotFoundError(f"{path}: not a prepared dataset (no manifest.json); run `llmrec data prepare` first")
-        manifest = json.loads(mpath.read_text())
+        manifest = read_json(mpath)
         if verify:
             for f, want in manifest.get("files", {}).items():
-                got = sha256_file(path / f)
+                with artifact_file(path / f):
+                    got = sha256_file(path / f)
                 if got != want:
                     raise ChecksumError(f"{path / f}: checksum mismatch with manifest.json (expected {want}, got {got})")
-        seqs = pl.read_parquet(path / "sequences.parquet").sort("user_idx")
-        sequences, times = split_lists(seqs["items"], seqs["times"])
-        return cls(
-            sequences=sequences,
-            times=times,
-            users=pl.read_parquet(path / "users.parquet"),
-            items=pl.read_parquet(path / "items.parquet"),
-            manifest=manifest,
-        )
+        with artifact_file(path / "sequences.parquet"):
+            seqs = pl.read_parquet(path / "sequences.parquet").sort("user_idx")
+            sequences, times = split_lists(seqs["items"], seqs["times"])
+        with artifact_file(path / "users.parquet"):
+            users = pl.read_parquet(path / "users.parquet")
+            users.select("user_idx", "user", "role", "n_train", "valid_pos", "test_pos")  # the split columns
+            if users.height != len(sequences):
+                raise ValueError(f"{users.height} users but {len(sequences)} sequences in sequences.parquet")
+        with artifact_file(path / "items.parquet"):
+            items = pl.read_parquet(path / "items.parquet")
+            items.select("item_idx", "item", "is_cold")
+        return cls(sequences=sequences, times=times, users=users, items=items, manifest=manifest)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ import polars as pl
 from llmrec.data.dataset import PreparedDataset, split_lists
 from llmrec.data.readers import RawData
 
-__all__ = ["SPLITS", "PrepareConfig", "k_core", "prepare"]
+__all__ = ["SPLITS", "PrepareConfig", "dataset_name", "k_core", "prepare"]
 
 SPLITS = ("loo", "temporal", "cold-user", "cold-item")
 _SPLIT_DESCRIPTIONS = {
@@ -143,8 +144,28 @@ def _split_positions(
     return {"role": role, "n_train": n_train, "valid_pos": valid_pos, "test_pos": test_pos}
 
 
-def prepare(raw: RawData, config: PrepareConfig | None = None, *, source: dict[str, Any] | None = None) -> PreparedDataset:
-    """Turn raw events (+ optional catalogue and users) into a PreparedDataset."""
+def dataset_name(name: str | None, source: dict[str, Any] | None, first_file: str | Path | None) -> str:
+    """A prepared dataset's name: the one given, else the registry name, else the stem of the events file."""
+    if name:
+        return name
+    if source and source.get("dataset"):
+        return str(source["dataset"])
+    if first_file is not None:
+        path = Path(first_file)
+        if any(ch in path.name for ch in "*?["):  # a glob: name it after its folder
+            path = path.parent
+        return path.stem or path.resolve().name or "dataset"
+    return "dataset"
+
+
+def prepare(
+    raw: RawData, config: PrepareConfig | None = None, *, source: dict[str, Any] | None = None, name: str | None = None
+) -> PreparedDataset:
+    """Turn raw events (+ optional catalogue and users) into a PreparedDataset.
+
+    name: recorded in the manifest for report titles (default: the registry name in `source`, else the stem of
+    the first file read).
+    """
     config = config or PrepareConfig()
     events = raw.events.with_row_index("_row")
     n_raw = events.height
@@ -234,6 +255,7 @@ def prepare(raw: RawData, config: PrepareConfig | None = None, *, source: dict[s
     cfg["keep_events"] = list(config.keep_events)
     manifest: dict[str, Any] = {
         "format": "llmrec.prepared/1",
+        "name": dataset_name(name, source, raw.source_files[0] if raw.source_files else None),
         "domain": raw.domain,
         "source": source or {},
         "prepare": cfg,

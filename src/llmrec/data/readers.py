@@ -28,10 +28,14 @@ __all__ = [
     "DOMAINS",
     "TABLE_FORMATS",
     "ColumnMap",
+    "IgnoredColumnWarning",
+    "ItemColumnMap",
     "RawData",
+    "infer_format",
     "read_catalogue",
     "read_mind",
     "read_movielens",
+    "read_recbole",
     "read_s3rec",
     "read_table",
 ]
@@ -84,20 +88,49 @@ class ColumnMap:
     @classmethod
     def parse(cls, spec: str) -> ColumnMap:
         """Parse "user=uid,item=sku,time=ts,event=type,value=rating"; an empty optional value means "none"."""
-        known = {f.name for f in fields(cls)}
-        given: dict[str, str | None] = {}
-        for part in filter(None, (p.strip() for p in spec.split(","))):
-            key, sep, name = (s.strip() for s in part.partition("="))
-            if not sep:
-                raise ValueError(f"column map entry {part!r} is not key=column")
-            if key not in known:
-                raise ValueError(f"unknown column map key {key!r}; expected one of {', '.join(sorted(known))}")
-            if key in given:
-                raise ValueError(f"column map key {key!r} given twice")
-            if not name and key in ("user", "item"):
-                raise ValueError(f"column map key {key!r} needs a column name")
-            given[key] = name or None
-        return cls(**given)  # type: ignore[arg-type]  # keys checked above
+        return cls(**_parse_column_spec(spec, {f.name for f in fields(cls)}, required=("user", "item")))
+
+
+def _parse_column_spec(spec: str, known: set[str], *, required: tuple[str, ...]) -> dict[str, str | None]:
+    given: dict[str, str | None] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, sep, name = (s.strip() for s in part.partition("="))
+        if not sep:
+            raise ValueError(f"column map entry {part!r} is not key=column")
+        if key not in known:
+            raise ValueError(f"unknown column map key {key!r}; expected one of {', '.join(sorted(known))}")
+        if key in given:
+            raise ValueError(f"column map key {key!r} given twice")
+        if not name and key in required:
+            raise ValueError(f"column map key {key!r} needs a column name")
+        given[key] = name or None
+    return given
+
+
+class IgnoredColumnWarning(UserWarning):
+    """A column of a catalogue file that no catalogue field is mapped to (the CLI prints one line for each)."""
+
+
+@dataclass(frozen=True)
+class ItemColumnMap:
+    """Which columns of a catalogue table hold the item id, title, text and categories.
+
+    item None: the events' item column name (so `--columns item=sku` also reads the catalogue's `sku`), or item_id.
+    A field named in `explicit` must exist; the others are read when present. None: not read.
+    """
+
+    item: str | None = None
+    title: str | None = "title"
+    text: str | None = "text"
+    categories: str | None = "categories"
+    explicit: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, spec: str) -> ItemColumnMap:
+        """Parse "item=sku,title=name,text=description,categories=category"; an empty value means "none"."""
+        known = {f.name for f in fields(cls)} - {"explicit"}
+        given = _parse_column_spec(spec, known, required=("item",))
+        return cls(**given, explicit=frozenset(k for k, v in given.items() if v))  # type: ignore[arg-type]
 
 
 # ---- line-oriented files (S3-Rec, MovieLens, MIND) -----------------------------------------------------------
@@ -443,25 +476,56 @@ def _empty(column: str) -> pl.Expr:
     return pl.col(column).is_null() | (pl.col(column).cast(pl.String).str.len_bytes() == 0)
 
 
+# ISO-8601 forms read from text, after "T" -> " " and a trailing "Z" -> "+00:00" (chrono formats; %.f is optional).
+_ISO_WITH_OFFSET = ("%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%d %H:%M%z")
+_ISO_NAIVE = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+
+
+def _iso_seconds(text: pl.Expr) -> pl.Expr:
+    """Unix seconds (Int64, null if not ISO-8601) of ISO-8601 text; an offset is honoured, a time without one is UTC.
+
+    Polars infers a single format from the first value; trying each allowed form per cell instead lets one column
+    mix dates, times with and without offsets, and fractions of seconds.
+    """
+    t = text.str.replace("T", " ", literal=True).str.replace(r"[Zz]$", "+00:00")
+    aware = [t.str.strptime(pl.Datetime("us", "UTC"), f, strict=False, exact=True) for f in _ISO_WITH_OFFSET]
+    naive = [t.str.strptime(pl.Datetime("us"), f, strict=False, exact=True) for f in _ISO_NAIVE]
+    return pl.coalesce([d.dt.epoch("s") for d in aware + naive])
+
+
 def _time_exprs(column: str, dtype: pl.DataType, path: Path) -> tuple[pl.Expr, pl.Expr]:
-    """(time as Int64, null where invalid; the value as Float64) for numbers or numeric text; floats truncate."""
+    """(time as Int64, null where invalid; the value as Float64) of a time column.
+
+    Numbers (or numeric text) are taken as they are, in the file's own unit (floats truncate); ISO-8601 text
+    ("2024-03-01", "2024-03-01T09:30:00Z", "... +02:00") and datetime/date columns become Unix seconds (UTC).
+    """
     c = pl.col(column)
     if dtype.is_integer():
         return c.cast(pl.Int64, strict=False), c.cast(pl.Float64)
     if dtype.is_float():
         return pl.when(c.is_finite()).then(c.cast(pl.Int64, strict=False)), c
+    if isinstance(dtype, pl.Datetime):
+        utc = c.dt.replace_time_zone("UTC") if dtype.time_zone is None else c
+        seconds = utc.dt.epoch("s")
+        return seconds, seconds.cast(pl.Float64)
+    if dtype == pl.Date:
+        seconds = c.cast(pl.Datetime("us")).dt.epoch("s")
+        return seconds, seconds.cast(pl.Float64)
     if dtype == pl.String:
         text = c.str.strip_chars()
-        as_float = text.cast(pl.Float64, strict=False)
+        number = text.cast(pl.Float64, strict=False)
+        iso = _iso_seconds(text)
         as_int = text.cast(pl.Int64, strict=False)
-        return pl.coalesce(as_int, pl.when(as_float.is_finite()).then(as_float.cast(pl.Int64, strict=False))), as_float
-    raise DataError(f"time column has type {dtype}; expected integers or floats", path=path, field=column)
+        as_number = pl.coalesce(as_int, pl.when(number.is_finite()).then(number.cast(pl.Int64, strict=False)))
+        return pl.coalesce(as_number, iso), pl.coalesce(number, iso.cast(pl.Float64))
+    raise DataError(f"time column has type {dtype}; expected numbers, ISO-8601 text or datetimes", path=path, field=column)
 
 
 def read_table(path: Path, fmt: str, columns: ColumnMap = ColumnMap()) -> RawData:
     """Read a generic event table: csv or tsv with a header, parquet, or jsonl; domain "generic".
 
-    Every column named in `columns` must exist. Times must be numbers >= 0 (floats are truncated); without a
+    Every column named in `columns` must exist. Times are numbers >= 0, taken in the file's unit (floats are
+    truncated), or ISO-8601 text / datetime columns, read as Unix seconds (UTC when no offset is given); without a
     time column, time is the row order. An empty value cell is null.
     """
     fmt = _format(path, fmt)
@@ -472,7 +536,7 @@ def read_table(path: Path, fmt: str, columns: ColumnMap = ColumnMap()) -> RawDat
     time = pl.int_range(pl.len(), dtype=pl.Int64)
     if columns.time is not None:
         time, as_float = _time_exprs(columns.time, df.schema[columns.time], path)
-        checks.append((time.is_null(), "time value {} is not a number", columns.time))
+        checks.append((time.is_null(), "time value {} is neither a number nor an ISO-8601 time", columns.time))
         checks.append((as_float < 0, "time value {} is negative", columns.time))
     out = [pl.col(columns.user).cast(pl.String).alias("user"), pl.col(columns.item).cast(pl.String).alias("item")]
     out.append(time.alias("time"))
@@ -492,28 +556,185 @@ def read_table(path: Path, fmt: str, columns: ColumnMap = ColumnMap()) -> RawDat
 def read_catalogue(
     path: Path,
     fmt: str | None = None,
+    columns: ItemColumnMap | None = None,
     *,
-    item: str = "item_id",
-    title: str = "title",
-    text: str = "text",
-    categories: str = "categories",
+    default_item: str = "item_id",
+    category_separator: str | None = None,
 ) -> pl.DataFrame:
     """Read an item catalogue table into CATALOGUE_SCHEMA; only the item column is required, ids must be unique.
 
-    Categories are a list column or a string split on "|" (on "," when it has no "|"); empty title/text are null.
+    columns: which column holds each field (default: item_id, title, text, categories; `columns.item` None means
+    `default_item`, the events' item column, or item_id when the file has no such column). A field mapped
+    explicitly must exist; the default names are read when present. Categories are a list column or a string split on `category_separator` (default "|", or "," when the
+    cell has no "|"); empty title/text are null. Every other column of the file is ignored with an
+    `IgnoredColumnWarning` naming it.
     """
+    import warnings
+
     fmt = _format(path, fmt)
-    df = _load_table(path, fmt, [item], [title, text, categories])
+    columns = columns or ItemColumnMap()
+    item = columns.item
+    if item is None:  # the events' item column name, else item_id, whichever the file has
+        present = _columns_of(path, fmt) if path.is_file() and path.stat().st_size else []
+        item = next((c for c in (default_item, "item_id") if c in present), default_item)
+    named = {"title": columns.title, "text": columns.text, "categories": columns.categories}
+    required = [item, *(c for k, c in named.items() if c and k in columns.explicit)]
+    optional = [c for c in named.values() if c]
+    df = _load_table(path, fmt, required, optional)
+    for column in _columns_of(path, fmt):
+        if column not in (item, *optional):
+            reason = "not mapped to item, title, text or categories"
+            warnings.warn(f"{path}: column {column!r} is ignored ({reason})", IgnoredColumnWarning, stacklevel=2)
     repeated = ~pl.col(item).is_first_distinct()
     _raise_first(df, path, fmt, [(_empty(item), "empty item id", item), (repeated, "duplicate item id {}", item)])
-    cats = pl.col(categories)
-    if df.schema[categories] != pl.List:
-        cats = pl.when(cats.str.contains("|", literal=True)).then(cats.str.split("|")).otherwise(cats.str.split(","))
-    kept = pl.element().str.strip_chars()
-    cats = cats.cast(pl.List(pl.String)).list.eval(kept.filter(kept != ""))
+
+    def text_column(name: str | None) -> pl.Expr:
+        return pl.col(name).cast(pl.String).replace("", None) if name else pl.lit(None, pl.String)
+
+    if columns.categories is None:
+        cats: pl.Expr = pl.lit([], pl.List(pl.String))
+    else:
+        cats = pl.col(columns.categories)
+        if df.schema[columns.categories] != pl.List:
+            cats = cats.cast(pl.String)
+            if category_separator is not None:
+                cats = cats.str.split(category_separator)
+            else:
+                cats = pl.when(cats.str.contains("|", literal=True)).then(cats.str.split("|")).otherwise(cats.str.split(","))
+        kept = pl.element().cast(pl.String).str.strip_chars()
+        cats = cats.cast(pl.List(pl.String)).list.eval(kept.filter(kept != "")).fill_null([])
     return df.select(
         pl.col(item).cast(pl.String).alias("item"),
-        pl.col(title).cast(pl.String).replace("", None).alias("title"),
-        pl.col(text).cast(pl.String).replace("", None).alias("text"),
-        cats.fill_null([]).alias("categories"),
+        text_column(columns.title).alias("title"),
+        text_column(columns.text).alias("text"),
+        cats.alias("categories"),
+    )
+
+
+def _columns_of(path: Path, fmt: str) -> list[str]:
+    """The column names of a table file (header of a text file, schema of parquet / the first jsonl records)."""
+    try:
+        if fmt == "parquet":
+            return list(pl.read_parquet_schema(path))
+        if fmt == "jsonl":
+            return list(pl.scan_ndjson(path).collect_schema())
+    except pl.exceptions.PolarsError as e:
+        raise DataError(f"cannot read {fmt}: {e}", path=path) from None
+    return next(_csv_reader(path, fmt), [])
+
+
+# ---- RecBole atomic files -------------------------------------------------------------------------------------
+
+# Field names RecBole's own atomic files use, tried when a map does not name the column.
+_RECBOLE_TIME = ("timestamp",)
+_RECBOLE_VALUE = ("rating",)
+_RECBOLE_TITLE = ("title", "movie_title", "name", "item_name")
+_RECBOLE_TEXT = ("text", "description", "abstract")
+_RECBOLE_CATEGORIES = ("categories", "class", "genre", "genres", "category")
+
+
+def _recbole_header(path: Path) -> dict[str, tuple[str, str]]:
+    """field name -> (header cell, type) from a `name:type` header (RecBole atomic file, tab separated)."""
+    if not path.is_file():
+        raise DataError("file not found", path=path)
+    header = next(_csv_reader(path, "tsv"), None)
+    if not header:
+        raise DataError("file is empty", path=path)
+    out: dict[str, tuple[str, str]] = {}
+    for cell in header:
+        name, sep, kind = cell.partition(":")
+        if not sep or kind not in ("token", "token_seq", "float", "float_seq"):
+            raise DataError(f"header cell {cell!r} is not name:type (type token, token_seq, float or float_seq)", path=path, line=1)
+        out[name] = (cell, kind)
+    return out
+
+
+def recbole_files(path: Path) -> tuple[Path, Path | None]:
+    """(the .inter file, the .item file beside it or None) of a RecBole atomic data set: a .inter file or a folder."""
+    if path.is_dir():
+        inters = sorted(path.glob("*.inter"))
+        if len(inters) != 1:
+            raise DataError(f"expected exactly one .inter file in this folder, found {len(inters)}", path=path)
+        path = inters[0]
+    if path.suffix != ".inter":
+        raise DataError("a RecBole data set is a .inter file (or a folder holding one)", path=path)
+    item = path.with_suffix(".item")
+    return path, item if item.is_file() else None
+
+
+def read_recbole(
+    path: Path, columns: ColumnMap | None = None, item_columns: ItemColumnMap | None = None, *, items: Path | None = None
+) -> RawData:
+    """Read RecBole atomic files: `<name>.inter` (events) and, when beside it or given, `<name>.item` (catalogue).
+
+    Both are tab separated with a `field:type` header (https://recbole.io/docs/user_guide/data/atomic_files.html).
+    Maps name fields without their type. Defaults: user_id, item_id, timestamp (when present; else the row
+    order) and rating as the value (when present); catalogue title from title / movie_title / name, text from
+    text / description, categories from categories / class / genre (a token_seq splits on spaces).
+    """
+    inter, item_path = recbole_files(path)
+    item_path = items or item_path
+    head = _recbole_header(inter)
+
+    def cell(name: str | None) -> str | None:
+        if name is None:
+            return None
+        if name not in head:
+            raise DataError(f"missing field {name!r}; found fields: {', '.join(head)}", path=inter)
+        return head[name][0]
+
+    def first(names: tuple[str, ...], table: dict[str, tuple[str, str]]) -> str | None:
+        return next((n for n in names if n in table), None)
+
+    given = columns or ColumnMap(time=first(_RECBOLE_TIME, head), value=first(_RECBOLE_VALUE, head))
+    mapped = ColumnMap(cell(given.user), cell(given.item), cell(given.time), cell(given.event), cell(given.value))  # type: ignore[arg-type]
+    raw = read_table(inter, "tsv", mapped)
+    if item_path is None:
+        return raw
+    item_head = _recbole_header(item_path)
+    ic = item_columns or ItemColumnMap()
+    chosen = {
+        "item": ic.item or given.item,
+        "title": ic.title if "title" in ic.explicit else first(_RECBOLE_TITLE, item_head),
+        "text": ic.text if "text" in ic.explicit else first(_RECBOLE_TEXT, item_head),
+        "categories": ic.categories if "categories" in ic.explicit else first(_RECBOLE_CATEGORIES, item_head),
+    }
+    missing = [n for n in chosen.values() if n is not None and n not in item_head]
+    if missing:
+        raise DataError(f"missing field {missing[0]!r}; found fields: {', '.join(item_head)}", path=item_path)
+    full = {k: item_head[v][0] if v else None for k, v in chosen.items()}
+    seq = chosen["categories"] is not None and item_head[chosen["categories"]][1] == "token_seq"  # type: ignore[index]
+    explicit = frozenset(k for k, v in full.items() if v)
+    catalogue = read_catalogue(
+        item_path, "tsv", ItemColumnMap(full["item"], full["title"], full["text"], full["categories"], explicit),
+        category_separator=" " if seq else None,
+    )  # fmt: skip
+    raw.items = catalogue
+    raw.source_files.append(item_path)
+    return raw
+
+
+# ---- format inference -----------------------------------------------------------------------------------------
+
+
+def infer_format(path: Path) -> str:
+    """The --format of an events path from its extension (or, for a folder, the files in it); ValueError if unclear."""
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        if (path / "u.data").is_file() or (path / "ratings.dat").is_file():
+            return "movielens"
+        if (path / "behaviors.tsv").is_file():
+            return "mind"
+        if any(path.glob("*.inter")):
+            return "recbole"
+        found = {_SUFFIXES[p.suffix.lower()] for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES}
+        if len(found) == 1:
+            return found.pop()
+    elif suffix == ".inter":
+        return "recbole"
+    elif suffix in _SUFFIXES:
+        return _SUFFIXES[suffix]
+    raise ValueError(
+        f"{path}: cannot tell the format from the name; give --format "
+        "(s3rec|movielens|mind|recbole|csv|tsv|parquet|jsonl)"
     )

@@ -9,7 +9,7 @@ import torch
 
 from llmrec.types import PAD_ID, SeqBatch
 
-__all__ = ["bucketed_batches", "pad_left", "training_windows"]
+__all__ = ["bucketed_batches", "pad_left", "prefix_examples", "training_windows"]
 
 
 def pad_left(histories: Sequence[np.ndarray], max_len: int) -> torch.Tensor:
@@ -41,12 +41,28 @@ def training_windows(sequences: Sequence[np.ndarray], max_seq_len: int, *, all_w
     return out
 
 
+def prefix_examples(sequences: Sequence[np.ndarray], max_seq_len: int) -> list[np.ndarray]:
+    """Every prefix of every sequence as its own example: s[max(0, t - max_seq_len) : t + 1] for t >= 1.
+
+    Used with ``bucketed_batches(..., last_only=True)``: the input is the (at most max_seq_len) items before
+    item t and the only target is item t, at the last position — the training set-up of SASRec's public
+    re-implementations in the BSARec / TV-Rec family (each target is one example, drawn with its own dropout
+    mask, and an epoch has as many examples as targets). Views into the sequences, no copies.
+    """
+    out = []
+    for s in sequences:
+        for t in range(1, len(s)):
+            out.append(s[max(0, t - max_seq_len) : t + 1])
+    return out
+
+
 def bucketed_batches(
-    windows: Sequence[np.ndarray], batch_size: int, generator: torch.Generator
+    windows: Sequence[np.ndarray], batch_size: int, generator: torch.Generator, *, last_only: bool = False
 ) -> Iterator[SeqBatch]:
     """Batches of similar length (little padding), in random order, reshuffled by `generator` each call.
 
     Sorting by length plus uniform jitter keeps batches homogeneous but not identical from epoch to epoch.
+    last_only: only the last position of each window is a target (prefix examples); otherwise every position.
     """
     lengths = torch.tensor([len(w) for w in windows], dtype=torch.float64)
     jitter = torch.rand(len(windows), generator=generator, dtype=torch.float64) * 2.0
@@ -60,5 +76,8 @@ def bucketed_batches(
         for i, r in enumerate(rows):
             n = len(r) - 1
             inputs[i, L - n :] = r[:-1]
-            targets[i, L - n :] = r[1:]
+            if last_only:
+                targets[i, -1] = r[-1]
+            else:
+                targets[i, L - n :] = r[1:]
         yield SeqBatch(item_ids=torch.from_numpy(inputs), targets=torch.from_numpy(targets))

@@ -42,8 +42,8 @@ import polars as pl
 
 from llmrec.atomic import atomic_directory
 from llmrec.data.dataset import sequence_stats
-from llmrec.data.prepare import _SPLIT_DESCRIPTIONS, PrepareConfig, _id_order, _split_positions, temporal_cutoffs
-from llmrec.data.readers import ColumnMap, _find_bad_line, _raise_at, _time_exprs, read_catalogue
+from llmrec.data.prepare import _SPLIT_DESCRIPTIONS, PrepareConfig, _id_order, _split_positions, dataset_name, temporal_cutoffs
+from llmrec.data.readers import ColumnMap, ItemColumnMap, _find_bad_line, _raise_at, _time_exprs, read_catalogue
 from llmrec.data.registry import sha256_file
 from llmrec.errors import DataError
 
@@ -166,7 +166,7 @@ class _Source:
         time = pl.col("_row").cast(pl.Int64)  # no time column: time is the row order
         if columns.time is not None:
             time, as_float = _time_exprs(columns.time, types[columns.time], self.files[0])
-            self.checks.append((time.is_null(), "time value {} is not a number", columns.time))
+            self.checks.append((time.is_null(), "time value {} is neither a number nor an ISO-8601 time", columns.time))
             self.checks.append((as_float < 0, "time value {} is negative", columns.time))
         self.filters: list[tuple[str, pl.Expr]] = []  # (step name in the manifest, keep mask)
         if columns.event is not None and config.keep_events:
@@ -327,7 +327,9 @@ def prepare_streaming(
     columns: ColumnMap | None = None,
     config: PrepareConfig | None = None,
     items: str | Path | None = None,
+    item_columns: ItemColumnMap | None = None,
     domain: str | None = None,
+    name: str | None = None,
     bucket_events: int = 2_000_000,
     progress: Callable[[str], object] | None = None,
 ) -> dict[str, Any]:
@@ -335,7 +337,8 @@ def prepare_streaming(
 
     source: a Parquet/CSV/TSV file, a directory of them (e.g. a partitioned Parquet data set) or a glob; the
     files are read in sorted path order, which is the file order that breaks ties in time and picks which of
-    repeated events is kept. columns: as for `read_table`. items: an optional catalogue file (read in memory).
+    repeated events is kept. columns: as for `read_table`. items: an optional catalogue file (read in memory),
+    mapped by item_columns. name: for the manifest (default: the stem of `source`).
     bucket_events: events per bucket, the unit held in memory. progress: called with a short message per step.
     The result equals `prepare(read_table(...), config).save(out)` on the same events.
     """
@@ -352,7 +355,7 @@ def prepare_streaming(
     steps += [{"step": name, "events": n} for (name, _), n in zip(src.filters, counts[1:], strict=True)]
     if counts[-1] == 0:
         raise ValueError("no events left after filtering")
-    catalogue = read_catalogue(Path(items)) if items is not None else None
+    catalogue = read_catalogue(Path(items), None, item_columns, default_item=columns.item) if items is not None else None
     say("mapping ids ...")
     user_map, item_map = _id_maps(src)
 
@@ -385,6 +388,7 @@ def prepare_streaming(
             files[str(items)] = sha256_file(Path(items))
         manifest = {
             "format": "llmrec.prepared/1",
+            "name": dataset_name(name, None, source),
             "domain": domain or "generic",
             "source": {"files": files, "format": fmt},
             "prepare": cfg,

@@ -5,6 +5,12 @@ possibly empty) it returns scores ``[B, n_items + 1]``; column 0 is padding and 
 protocol (see docs/DESIGN.md, "Evaluation protocol") ranks each held-out target against **all** items;
 `evaluate_split` is that protocol and is what reports are built from.
 
+Seen items (``exclude_seen=True``) follow the published convention (RecBole; the BSARec / TV-Rec family): every
+item in the user's history is removed from the ranking, **the target included**, so a target the user had
+already consumed (a repeat) counts as a miss. Keeping a repeated target rankable while removing every other
+history item would tell the ranking which history item is the answer. `repeat_targets` counts such examples;
+`evaluate_split_both` measures both protocols from one scoring pass.
+
 `sampled_ranks` implements the older sampled-negatives protocol (target vs 100 sampled items) only so
 that published numbers measured that way can be reproduced. It inflates HR@10 several-fold, so its
 metrics are always keyed ``sampled-<n>/...`` by `sampled_metrics` and never share a key with full ranking.
@@ -15,7 +21,7 @@ the same users with a paired bootstrap CI of the mean difference and a sign-flip
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +29,7 @@ import numpy.typing as npt
 import torch
 
 from llmrec.eval.metrics import DEFAULT_KS, ndcg_at_k, recall_at_k, summarize
+from llmrec.eval.scoring import ScoreFn
 
 __all__ = [
     "HISTLEN_SEGMENTS",
@@ -33,7 +40,9 @@ __all__ = [
     "compute_ranks",
     "compute_ranks_and_topk",
     "evaluate_split",
+    "evaluate_split_both",
     "paired_test",
+    "repeat_targets",
     "sampled_metrics",
     "sampled_ranks",
     "segment_metrics",
@@ -41,9 +50,10 @@ __all__ = [
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
-ScoreFn = Callable[[list[IntArray]], torch.Tensor]
-"""histories (B arrays of item ids, oldest first) -> scores [B, n_items + 1]; column 0 is padding."""
+# ScoreFn: histories (B arrays of item ids, oldest first) -> scores [B, n_items + 1]; column 0 is padding.
+# `llmrec.eval.scoring.score_fn(model)` makes one for any model.
 
 # (name, shortest, longest) history length per segment; None = no upper bound. Length 0 (a user whose
 # only known item is the target) joins the shortest bucket rather than getting a bucket of its own.
@@ -99,23 +109,50 @@ def _score_batch(
     return scores, scores.shape[1] - 1
 
 
-def _candidate_mask(hist: list[IntArray], targets: torch.Tensor, n_items: int) -> torch.Tensor:
-    """[B, V+1] bool: True where an item is ranked (not padding, not seen unless it is the target)."""
-    device = targets.device
-    batch = len(hist)
-    candidates = torch.ones((batch, n_items + 1), dtype=torch.bool, device=device)
+def _history_rows(hist: list[IntArray], n_items: int) -> tuple[torch.Tensor, IntArray]:
+    """(row of each history entry [H], item id of each entry [H]) for a batch of histories."""
     lengths = torch.tensor([h.shape[0] for h in hist], dtype=torch.int64)
-    if int(lengths.sum()) > 0:
-        cols = np.concatenate(hist)
-        if cols.min() < 0 or cols.max() > n_items:
-            raise ValueError(f"history item ids must lie in 0..{n_items}")
-        rows = torch.repeat_interleave(torch.arange(batch), lengths)
+    if int(lengths.sum()) == 0:
+        return torch.zeros(0, dtype=torch.int64), np.zeros(0, dtype=np.int64)
+    cols = np.concatenate(hist)
+    if cols.min() < 0 or cols.max() > n_items:
+        raise ValueError(f"history item ids must lie in 0..{n_items}")
+    return torch.repeat_interleave(torch.arange(len(hist)), lengths), cols
+
+
+def _candidate_mask(hist: list[IntArray], n_items: int, device: torch.device) -> torch.Tensor:
+    """[B, V+1] bool: True where an item is ranked: not padding and not in the user's history.
+
+    A target that is in the history is masked like every other history item (RecBole's convention): the
+    caller counts it as a miss.
+    """
+    candidates = torch.ones((len(hist), n_items + 1), dtype=torch.bool, device=device)
+    rows, cols = _history_rows(hist, n_items)
+    if cols.size:
         candidates[rows.to(device), torch.from_numpy(cols).to(device)] = False
-    # The target stays rankable even when the user consumed it before (repeat consumption): masking it
-    # would make the example impossible to get right rather than merely hard.
-    candidates[torch.arange(batch, device=device), targets] = True
     candidates[:, 0] = False
     return candidates
+
+
+def _repeat_mask(hist: list[IntArray], targets: IntArray) -> BoolArray:
+    """[B] bool: True where the target already occurs in the history. O(total history length)."""
+    out = np.zeros(len(hist), dtype=bool)
+    lengths = np.array([h.shape[0] for h in hist], dtype=np.int64)
+    if lengths.sum() > 0:
+        rows = np.repeat(np.arange(len(hist)), lengths)
+        hits = np.concatenate(hist) == targets[rows]
+        out[np.unique(rows[hits])] = True
+    return out
+
+
+def repeat_targets(histories: Sequence[npt.ArrayLike], targets: npt.ArrayLike) -> BoolArray:
+    """[N] bool: whether each example's target is already in its history (a repeat consumption).
+
+    With seen items excluded these examples are misses by construction (see the module docstring).
+    """
+    tgt = _check_inputs(histories, targets)
+    hist = [np.asarray(h, dtype=np.int64).reshape(-1) for h in histories]
+    return _repeat_mask(hist, tgt)
 
 
 def _rank_and_topk(
@@ -123,16 +160,20 @@ def _rank_and_topk(
     histories: Sequence[npt.ArrayLike],
     targets: npt.ArrayLike,
     *,
-    exclude_seen: bool,
+    protocols: tuple[bool, ...],
     batch_size: int,
     progress: bool,
     k: int | None,
-) -> tuple[IntArray, IntArray | None]:
+) -> tuple[dict[bool, IntArray], IntArray | None]:
+    """Ranks under each seen-item protocol in `protocols` (exclude_seen flags) from one scoring pass.
+
+    Returns ({exclude_seen: ranks [N]}, top-k [N, K] under protocols[0], or None when k is None).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     tgt_all = _check_inputs(histories, targets)
     n = tgt_all.shape[0]
-    ranks = np.empty(n, dtype=np.int64)
+    ranks = {exclude: np.empty(n, dtype=np.int64) for exclude in protocols}
     topk: IntArray | None = None if k is None else np.zeros((n, k), dtype=np.int64)
     n_items: int | None = None
 
@@ -157,15 +198,21 @@ def _rank_and_topk(
                 # rank = 1 + #higher + #other-tied = #(candidates scoring >= target), target included.
                 # Counting over a candidate mask (not by writing -inf) keeps this exact even when the
                 # target itself scores -inf.
-                allowed = _candidate_mask(hist, tgt, n_items) if exclude_seen else None  # [B, V+1]
-                if allowed is not None:
-                    at_or_above = (scores >= target_scores).logical_and_(allowed)  # [B, V+1]
-                    ranks[start:stop] = at_or_above.sum(1).cpu().numpy()
-                else:
-                    ranks[start:stop] = (scores[:, 1:] >= target_scores).sum(1).cpu().numpy()
+                allowed = _candidate_mask(hist, n_items, scores.device) if True in protocols else None  # [B, V+1]
+                for exclude in protocols:
+                    if exclude:
+                        assert allowed is not None
+                        at_or_above = (scores >= target_scores).logical_and_(allowed)  # [B, V+1]
+                        r = at_or_above.sum(1).cpu().numpy()
+                        # A repeated target is masked with the rest of the history: it scores -inf in effect
+                        # and ranks last, tied pessimistically with the other masked items (a miss at any k < n_items).
+                        r[_repeat_mask(hist, tgt_all[start:stop])] = n_items
+                        ranks[exclude][start:stop] = r
+                    else:
+                        ranks[exclude][start:stop] = (scores[:, 1:] >= target_scores).sum(1).cpu().numpy()
 
                 if topk is not None and k is not None:
-                    masked = scores if allowed is None else scores.masked_fill(~allowed, float("-inf"))
+                    masked = scores.masked_fill(~allowed, float("-inf")) if protocols[0] and allowed is not None else scores
                     values, idx = torch.topk(masked[:, 1:], k, dim=1)  # [B, K]
                     items = idx + 1  # undo the padding-column offset
                     # Rows with fewer than k rankable items are padded with 0, not filled with blocked items.
@@ -191,18 +238,19 @@ def compute_ranks(
     """1-based rank of each target among all items 1..n_items; ties are broken pessimistically.
 
     histories: N arrays of item ids (oldest first); targets: [N] item ids. Returns [N] int64.
-    exclude_seen: items in the user's history are not ranked (the target itself always is).
+    exclude_seen: items in the user's history are not ranked; a target that is itself in the history is masked
+    with them and gets rank n_items (a miss), as in RecBole.
     """
     ranks, _ = _rank_and_topk(
         score_fn,
         histories,
         targets,
-        exclude_seen=exclude_seen,
+        protocols=(exclude_seen,),
         batch_size=batch_size,
         progress=progress,
         k=None,
     )
-    return ranks
+    return ranks[exclude_seen]
 
 
 def compute_ranks_and_topk(
@@ -225,13 +273,13 @@ def compute_ranks_and_topk(
         score_fn,
         histories,
         targets,
-        exclude_seen=exclude_seen,
+        protocols=(exclude_seen,),
         batch_size=batch_size,
         progress=progress,
         k=k,
     )
     assert topk is not None  # k was given
-    return ranks, topk
+    return ranks[exclude_seen], topk
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -492,6 +540,7 @@ class EvalResult:
     ci: percentile-bootstrap 95% interval per ``recall@k`` / ``ndcg@k``; empty when n_boot was 0.
     segments: segment name -> {``n``, metrics} (see `segment_metrics`).
     ranks: [N] the target's 1-based rank per example, for paired tests between models.
+    repeat_targets: examples whose target is already in the history (misses when exclude_seen).
     """
 
     metrics: dict[str, float]
@@ -501,6 +550,50 @@ class EvalResult:
     n: int
     exclude_seen: bool
     ks: tuple[int, ...] = field(default=DEFAULT_KS)
+    repeat_targets: int = 0
+
+
+def _check_split_args(ks: Sequence[int], histories: Sequence[npt.ArrayLike], n_boot: int) -> tuple[int, ...]:
+    ks_t = tuple(int(k) for k in ks)
+    if not ks_t:
+        raise ValueError("ks must not be empty")
+    if len(histories) == 0:
+        raise ValueError("cannot evaluate a split with no examples")
+    if n_boot < 0:
+        raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+    return ks_t
+
+
+def _summarise_split(
+    ranks: IntArray,
+    *,
+    exclude_seen: bool,
+    ks: tuple[int, ...],
+    history_lengths: npt.ArrayLike,
+    target_popularity: npt.ArrayLike | None,
+    n_boot: int,
+    seed: int,
+    n_repeats: int,
+) -> EvalResult:
+    metrics = summarize(ranks, ks)
+    ci: dict[str, tuple[float, float]] = {}
+    if n_boot > 0:
+        names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")]
+        columns = [f(ranks, k) for k in ks for f in (recall_at_k, ndcg_at_k)]
+        means = _bootstrap_means(np.stack(columns, axis=1), n_boot, np.random.default_rng(seed))
+        bounds = np.quantile(means, [0.025, 0.975], axis=0)  # [2, M]
+        ci = {name: (float(bounds[0, j]), float(bounds[1, j])) for j, name in enumerate(names)}
+    segments = segment_metrics(ranks, history_lengths, target_popularity, ks)
+    return EvalResult(
+        metrics=metrics,
+        ci=ci,
+        segments=segments,
+        ranks=ranks,
+        n=int(ranks.shape[0]),
+        exclude_seen=exclude_seen,
+        ks=ks,
+        repeat_targets=n_repeats,
+    )
 
 
 def evaluate_split(
@@ -523,40 +616,58 @@ def evaluate_split(
     histories were cut to the model's context. target_popularity ([N], training count of each
     example's target) enables the popularity segments. n_boot=0 skips the confidence intervals.
     """
-    ks_t = tuple(int(k) for k in ks)
-    if not ks_t:
-        raise ValueError("ks must not be empty")
-    if len(histories) == 0:
-        raise ValueError("cannot evaluate a split with no examples")
-    if n_boot < 0:
-        raise ValueError(f"n_boot must be >= 0, got {n_boot}")
-    ranks = compute_ranks(
+    return evaluate_split_both(
         score_fn,
         histories,
         targets,
-        exclude_seen=exclude_seen,
+        ks=ks,
+        protocols=(exclude_seen,),
+        history_lengths=history_lengths,
+        target_popularity=target_popularity,
+        n_boot=n_boot,
+        seed=seed,
         batch_size=batch_size,
         progress=progress,
+    )["exclude_seen" if exclude_seen else "include_seen"]
+
+
+def evaluate_split_both(
+    score_fn: ScoreFn,
+    histories: Sequence[npt.ArrayLike],
+    targets: npt.ArrayLike,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    protocols: tuple[bool, ...] = (True, False),
+    history_lengths: npt.ArrayLike | None = None,
+    target_popularity: npt.ArrayLike | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    batch_size: int = 512,
+    progress: bool = False,
+) -> dict[str, EvalResult]:
+    """`evaluate_split` under both seen-item protocols from one scoring pass.
+
+    Returns ``{"exclude_seen": EvalResult, "include_seen": EvalResult}`` (only the protocols asked for, as
+    exclude_seen flags): one run then compares with tables of either kind. Both results share the same users
+    and bootstrap seed.
+    """
+    ks_t = _check_split_args(ks, histories, n_boot)
+    ranks, _ = _rank_and_topk(
+        score_fn, histories, targets, protocols=protocols, batch_size=batch_size, progress=progress, k=None
     )
-    metrics = summarize(ranks, ks_t)
-
-    ci: dict[str, tuple[float, float]] = {}
-    if n_boot > 0:
-        names = [f"{m}@{k}" for k in ks_t for m in ("recall", "ndcg")]
-        columns = [f(ranks, k) for k in ks_t for f in (recall_at_k, ndcg_at_k)]
-        means = _bootstrap_means(np.stack(columns, axis=1), n_boot, np.random.default_rng(seed))
-        bounds = np.quantile(means, [0.025, 0.975], axis=0)  # [2, M]
-        ci = {name: (float(bounds[0, j]), float(bounds[1, j])) for j, name in enumerate(names)}
-
+    n_repeats = int(repeat_targets(histories, targets).sum())
     if history_lengths is None:
         history_lengths = np.array([np.asarray(h).size for h in histories], dtype=np.int64)
-    segments = segment_metrics(ranks, history_lengths, target_popularity, ks_t)
-    return EvalResult(
-        metrics=metrics,
-        ci=ci,
-        segments=segments,
-        ranks=ranks,
-        n=int(ranks.shape[0]),
-        exclude_seen=exclude_seen,
-        ks=ks_t,
-    )
+    return {
+        ("exclude_seen" if exclude else "include_seen"): _summarise_split(
+            ranks[exclude],
+            exclude_seen=exclude,
+            ks=ks_t,
+            history_lengths=history_lengths,
+            target_popularity=target_popularity,
+            n_boot=n_boot,
+            seed=seed,
+            n_repeats=n_repeats,
+        )
+        for exclude in protocols
+    }

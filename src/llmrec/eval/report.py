@@ -1,8 +1,11 @@
 """Evaluation reports: one JSON document per model run, rendered to Markdown and a PNG.
 
 `build_report` turns `EvalResult`s into a plain, JSON-serialisable dict whose top level maps each split
-name to its metrics (``report["test"]["ndcg@10"]``), beside ``ci``, ``segments``, ``n_users``,
-``protocol``, ``model`` and ``dataset``. Sampled-negative metrics, when given, live under their own
+name to its metrics (``report["test"]["ndcg@10"]``, under the seen-item protocol asked for), beside ``ci``,
+``segments``, ``n_users``, ``repeat_targets``, ``protocol``, ``model`` and ``dataset`` (the dataset's name).
+Given the same splits under the other seen-item protocol, it also writes ``<split>_exclude_seen`` and
+``<split>_include_seen`` (with their intervals under ``ci``), so one report compares with published tables
+of either kind. Sampled-negative metrics, when given, live under their own
 ``sampled`` key with ``sampled-<n>/`` prefixes and are never merged into the split tables.
 
 `write_report` writes ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` side by side, each atomically, so
@@ -24,13 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from llmrec.atomic import atomic_write
+
 if TYPE_CHECKING:  # keeps `import llmrec.eval.report` itself free of the evaluate module's torch import
     from llmrec.eval.evaluate import EvalResult
 
 __all__ = ["build_report", "comparison_markdown", "write_report"]
 
 # Top-level report keys that are not split names.
-RESERVED_KEYS = frozenset({"model", "dataset", "protocol", "n_users", "ci", "segments", "sampled", "extra"})
+RESERVED_KEYS = frozenset({"model", "dataset", "protocol", "n_users", "ci", "segments", "sampled", "extra", "repeat_targets"})
+# `<split><suffix>`: the split's metrics with seen items excluded / not excluded, beside the split as asked.
+PROTOCOL_SUFFIXES = {True: "_exclude_seen", False: "_include_seen"}
 TRAINING_LOG_COLUMNS = ("epoch", "train_loss", "valid_ndcg@10")
 _SEGMENT_COLUMNS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")
 _PLOT_METRICS = ("ndcg@10", "recall@10")
@@ -69,18 +76,24 @@ def build_report(
     protocol: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
     sampled: Mapping[str, Mapping[str, float]] | None = None,
+    other_protocol: Mapping[str, EvalResult] | None = None,
 ) -> dict[str, Any]:
     """A JSON-serialisable report of one model's full-ranking results, keyed by split name.
 
     protocol: how the numbers were made (split rule, max_seq_len, ...); ``ranking`` ("full"),
     ``exclude_seen`` and ``ks`` are filled in from the results, and a conflicting value is an error.
     sampled: optional split -> `sampled_metrics` output; every key must carry the ``sampled-`` prefix.
+    other_protocol: the same splits and users under the other seen-item protocol (`evaluate_split_both`);
+    written as ``<split>_exclude_seen`` / ``<split>_include_seen`` beside the split as asked.
     """
     if not results:
         raise ValueError("results must hold at least one split")
     clash = RESERVED_KEYS.intersection(results)
     if clash:
         raise ValueError(f"split names {sorted(clash)} are reserved report keys")
+    suffixed = [s for s in results if s.endswith(tuple(PROTOCOL_SUFFIXES.values()))]
+    if suffixed:
+        raise ValueError(f"split names {suffixed} end in a reserved protocol suffix")
 
     exclude = {r.exclude_seen for r in results.values()}
     if len(exclude) != 1:
@@ -96,11 +109,22 @@ def build_report(
     proto["exclude_seen"] = exclude_seen
     proto.setdefault("ks", sorted({k for r in results.values() for k in r.ks}))
 
+    variants: dict[str, EvalResult] = {split + PROTOCOL_SUFFIXES[exclude_seen]: r for split, r in results.items()}
+    if other_protocol is not None:
+        for split, other in other_protocol.items():
+            mine = results.get(split)
+            if mine is None or other.exclude_seen == exclude_seen or other.n != mine.n:
+                raise ValueError(f"other_protocol[{split!r}] must be split {split!r} of the same users under the other seen-item protocol")
+            variants[split + PROTOCOL_SUFFIXES[other.exclude_seen]] = other
+
     report: dict[str, Any] = {"model": model_name, "dataset": dataset, "protocol": proto}
     for split, result in results.items():
         report[split] = dict(result.metrics)
+    for name, result in sorted(variants.items()):
+        report[name] = dict(result.metrics)
     report["n_users"] = {split: r.n for split, r in results.items()}
-    report["ci"] = {split: {m: list(b) for m, b in r.ci.items()} for split, r in results.items()}
+    report["repeat_targets"] = {split: r.repeat_targets for split, r in results.items()}
+    report["ci"] = {split: {m: list(b) for m, b in r.ci.items()} for split, r in {**results, **variants}.items()}
     report["segments"] = {split: r.segments for split, r in results.items()}
     if sampled is not None:
         for split, values in sampled.items():
@@ -115,7 +139,19 @@ def build_report(
 
 
 def _splits(report: Mapping[str, Any]) -> list[str]:
-    return [k for k, v in report.items() if k not in RESERVED_KEYS and isinstance(v, Mapping)]
+    """The splits as asked (``valid``, ``test``), without their ``_exclude_seen`` / ``_include_seen`` variants."""
+    suffixes = tuple(PROTOCOL_SUFFIXES.values())
+    return [
+        k for k, v in report.items() if k not in RESERVED_KEYS and isinstance(v, Mapping) and not k.endswith(suffixes)
+    ]
+
+
+def title(report: Mapping[str, Any]) -> str:
+    """"<model> on <dataset>": the heading of the Markdown and the PNG."""
+    dataset = report.get("dataset", "?")
+    if isinstance(dataset, Mapping):  # reports written before datasets had a name held the manifest's source
+        dataset = dataset.get("dataset") or dataset.get("name") or dataset.get("path") or "?"
+    return f"{report.get('model', '?')} on {dataset}"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -138,17 +174,95 @@ def _ks_in(metrics: Mapping[str, Any]) -> list[int]:
     return sorted(ks)
 
 
-def _protocol_line(report: Mapping[str, Any]) -> str:
+def _seen_phrase(exclude_seen: Any) -> str:
+    if exclude_seen:
+        return (
+            "**excluded**: every item in the user's history is removed from the ranking, the target included, "
+            "so a target the user had already consumed counts as a miss (the RecBole / BSARec convention)"
+        )
+    return "**not excluded**: items already in the user's history are ranked like any other"
+
+
+def _refit_phrase(protocol: Mapping[str, Any]) -> str:
+    refit = protocol.get("refit_on_valid")
+    if refit is None and protocol.get("valid_held_out") is not None:  # reports written before refit_on_valid
+        refit = not protocol["valid_held_out"]
+    if refit is None:
+        return "not recorded (the artifact has no training record)"
+    if refit:
+        held = ", ".join(f"{k} {_fmt(v)}" for k, v in protocol.get("selection_valid", {}).items())
+        return (
+            "**yes**: the model was refit on train + valid events after model selection, so its valid numbers are "
+            f"not held out; held-out validation of the selection run: {held or 'not recorded'}"
+        )
+    return "**no**: trained on training events only; valid and test are both held out"
+
+
+def _protocol_lines(report: Mapping[str, Any]) -> list[str]:
     proto = report.get("protocol", {})
-    seen = (
-        "Seen items were **excluded** from ranking (the target itself is always ranked)."
-        if proto.get("exclude_seen")
-        else "Seen items were **not excluded**: items already in the user's history are ranked like any other."
-    )
-    return (
-        "Ranking is **full**: each target is ranked against all items in the catalogue "
-        f"(ties counted pessimistically). {seen}"
-    )
+    n_users = report.get("n_users", {})
+    repeats = report.get("repeat_targets", {})
+    lines = [
+        "Ranking is **full**: each target is ranked against all items in the catalogue (ties counted pessimistically).",
+        "",
+        "| protocol | |",
+        "|---|---|",
+        f"| seen items (tables below) | {_seen_phrase(proto.get('exclude_seen'))} |",
+        f"| validation item a training target | {_refit_phrase(proto)} |",
+    ]
+    if repeats:
+        cells = ", ".join(f"{split} {_fmt(n)} of {_fmt(n_users.get(split))}" for split, n in repeats.items())
+        lines.append(f"| repeat targets (already in the history) | {cells} |")
+    return lines
+
+
+def _both_protocols_table(report: Mapping[str, Any]) -> list[str]:
+    """Each split with seen items excluded and not excluded, when the report holds both."""
+    rows = []
+    for split in _splits(report):
+        for exclude, suffix in PROTOCOL_SUFFIXES.items():
+            metrics = report.get(split + suffix)
+            if isinstance(metrics, Mapping):
+                rows.append((split, exclude, metrics, report.get("ci", {}).get(split + suffix, {})))
+    if not any(not exclude for _, exclude, _, _ in rows) or not any(exclude for _, exclude, _, _ in rows):
+        return []
+    ks = [k for k in (10, 20) if any(f"ndcg@{k}" in m for _, _, m, _ in rows)]
+    header = "| split | seen items | " + " | ".join(f"recall@{k} | ndcg@{k} (95% CI)" for k in ks) + " |"
+    lines = ["", "## Both seen-item protocols", "", header, "|---|---|" + "---:|---|" * len(ks)]
+    for split, exclude, metrics, ci in rows:
+        cells = []
+        for k in ks:
+            bounds = ci.get(f"ndcg@{k}")
+            ndcg = _fmt(metrics.get(f"ndcg@{k}"))
+            cells += [_fmt(metrics.get(f"recall@{k}")), f"{ndcg} [{_fmt(bounds[0])}, {_fmt(bounds[1])}]" if bounds else ndcg]
+        lines.append(f"| {split} | {'excluded' if exclude else 'not excluded'} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _paired_table(paired: Mapping[str, Any]) -> list[str]:
+    """The paired test against a baseline model as a table: one row per split and metric."""
+    lines = [
+        "",
+        "## Paired test against a baseline",
+        "",
+        (
+            f"Baseline: `{paired.get('baseline', '?')}`, ranked on the same users under the same protocol. Difference = "
+            "this model minus the baseline, with a paired-bootstrap 95% CI and a sign-flip permutation p-value."
+        ),
+        "",
+        "| split | metric | this model | baseline | difference (95% CI) | p-value | users |",
+        "|---|---|---:|---:|---|---:|---:|",
+    ]
+    for split, tests in paired.items():
+        if not isinstance(tests, Mapping):
+            continue
+        for metric, t in tests.items():
+            diff = f"{float(t['mean_diff']):+.4f} [{float(t['ci_lo']):+.4f}, {float(t['ci_hi']):+.4f}]"
+            lines.append(
+                f"| {split} | {metric} | {_fmt(t.get('mean_a'))} | {_fmt(t.get('mean_b'))} | {diff} "
+                f"| {_fmt(t.get('p_value'))} | {_fmt(int(t['n']) if t.get('n') is not None else None)} |"
+            )
+    return lines
 
 
 def _metrics_table(metrics: Mapping[str, Any], ci: Mapping[str, Any]) -> list[str]:
@@ -187,19 +301,14 @@ def _segments_table(segments: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 def _markdown(report: Mapping[str, Any]) -> str:
-    lines = [f"# {report.get('model', '?')} on {report.get('dataset', '?')}", "", _protocol_line(report), ""]
-    lines.append("Intervals are 95% percentile-bootstrap intervals over users.")
-    protocol = report.get("protocol", {})
-    if protocol.get("valid_held_out") is False:
-        held = ", ".join(f"{k} {_fmt(v)}" for k, v in protocol.get("selection_valid", {}).items())
-        lines += [
-            "",
-            "**The model was refit on train + valid events after model selection: its valid numbers are not "
-            f"held out.** Held-out validation of the selection run: {held or 'not recorded'}.",
-        ]
+    lines = [f"# {title(report)}", ""]
+    lines += _protocol_lines(report)
+    lines += ["", "Intervals are 95% percentile-bootstrap intervals over users."]
+    lines += _both_protocols_table(report)
     for split in _splits(report):
         n = report.get("n_users", {}).get(split)
-        lines += ["", f"## {split} ({_fmt(n)} users)", ""]
+        seen = "seen items excluded" if report.get("protocol", {}).get("exclude_seen") else "seen items not excluded"
+        lines += ["", f"## {split} ({_fmt(n)} users, {seen})", ""]
         lines += _metrics_table(report[split], report.get("ci", {}).get(split, {}))
         segments = report.get("segments", {}).get(split, {})
         if segments:
@@ -218,10 +327,14 @@ def _markdown(report: Mapping[str, Any]) -> str:
         ]
         for split, values in report["sampled"].items():
             lines += [f"| {split} | {key} | {_fmt(v)} |" for key, v in values.items()]
+    extra = dict(report.get("extra") or {})
+    paired = extra.pop("paired", None)
+    if isinstance(paired, Mapping):
+        lines += _paired_table(paired)
     lines += ["", "## Protocol", ""]
     lines += [f"- {key}: {json.dumps(value)}" for key, value in report.get("protocol", {}).items()]
-    if report.get("extra"):
-        lines += ["", "## Extra", "", "```json", json.dumps(report["extra"], indent=2), "```"]
+    if extra:
+        lines += ["", "## Extra", "", "```json", json.dumps(extra, indent=2), "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -262,13 +375,19 @@ def comparison_markdown(
     def distinct(get: Any) -> set[str]:
         return {json.dumps(get(r)) for r in reports.values()}
 
+    def exclude_seen(r: Mapping[str, Any]) -> Any:
+        for exclude, suffix in PROTOCOL_SUFFIXES.items():  # a protocol variant states its own
+            if split.endswith(suffix):
+                return exclude
+        return r.get("protocol", {}).get("exclude_seen")
+
     datasets = distinct(lambda r: r.get("dataset"))
-    excludes = distinct(lambda r: r.get("protocol", {}).get("exclude_seen"))
+    excludes = distinct(exclude_seen)
     users = distinct(lambda r: r.get("n_users", {}).get(split))
     lines.append("")
     if len(datasets) == 1 and len(excludes) == 1 and len(users) == 1:
         first = next(iter(reports.values()))
-        seen = "excluded" if first.get("protocol", {}).get("exclude_seen") else "not excluded"
+        seen = "excluded" if exclude_seen(first) else "not excluded"
         lines.append(
             f"Split `{split}` of {first.get('dataset')}; full ranking over all items; seen items {seen}."
         )
@@ -300,7 +419,8 @@ def _read_training_log(path: Path) -> dict[str, list[float]]:
     return columns
 
 
-def _plot_png(report: Mapping[str, Any], training_log_csv: Path | None) -> bytes:
+def _figure(report: Mapping[str, Any], training_log_csv: Path | None) -> Any:
+    """The report's matplotlib Figure (segments, and the training curve when a log is given)."""
     if "MPLCONFIGDIR" not in os.environ:
         # matplotlib writes a font cache to ~/.config by default, which may be read-only or shared.
         os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="llmrec-mpl-")
@@ -311,6 +431,10 @@ def _plot_png(report: Mapping[str, Any], training_log_csv: Path | None) -> bytes
     n_panels = 2 if training_log_csv is not None else 1
     fig = Figure(figsize=(7 * n_panels, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
+    # The long "<model> on <dataset>" heading is the figure's title, laid out above the panels by the
+    # constrained layout; each panel keeps a short title of its own, so no two titles can overlap.
+    seen = "seen items excluded" if report.get("protocol", {}).get("exclude_seen") else "seen items not excluded"
+    fig.suptitle(f"{title(report)} ({seen})", fontsize=11, wrap=True)
     axes = fig.subplots(1, n_panels, squeeze=False)[0]
 
     ax = axes[0]
@@ -333,7 +457,7 @@ def _plot_png(report: Mapping[str, Any], training_log_csv: Path | None) -> bytes
             top = max(top, *clean)
         ax.set_xticks(x, [f"{s}\n(n={segments[s].get('n', '?')})" for s in names], fontsize=7)
         ax.set_ylabel("metric value")
-        ax.set_title(f"{report.get('model', '?')} on {report.get('dataset', '?')}: {split} by segment")
+        ax.set_title(f"{split} by segment", fontsize=10)
         ax.set_ylim(0.0, 1.25 * top if top > 0 else 1.0)  # headroom so the legend never covers a bar
         ax.legend(loc="upper center", ncols=len(_PLOT_METRICS))
 
@@ -351,8 +475,12 @@ def _plot_png(report: Mapping[str, Any], training_log_csv: Path | None) -> bytes
         ax_valid.set_ylabel("valid ndcg@10")
         handles = ax_loss.get_legend_handles_labels()[0] + ax_valid.get_legend_handles_labels()[0]
         ax_loss.legend(handles=handles, loc="center right")
-        ax_loss.set_title("training curve")
+        ax_loss.set_title("training curve", fontsize=10)
+    return fig
 
+
+def _plot_png(report: Mapping[str, Any], training_log_csv: Path | None) -> bytes:
+    fig = _figure(report, training_log_csv)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()
@@ -361,18 +489,6 @@ def _plot_png(report: Mapping[str, Any], training_log_csv: Path | None) -> bytes
 # ----------------------------------------------------------------------------------------------------
 # Writing
 # ----------------------------------------------------------------------------------------------------
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, then rename over the target (atomic on POSIX)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_report(
@@ -393,5 +509,5 @@ def write_report(
     md_bytes = _markdown(clean).encode()
     png_bytes = _plot_png(clean, training_log_csv)
     for path, data in ((out_json, json_bytes), (out_md, md_bytes), (out_png, png_bytes)):
-        _write_atomic(path, data)
+        atomic_write(path, data)
     return [out_json, out_md, out_png]

@@ -4,13 +4,15 @@
                     causes=(ItemInfo("183", "Alien (1979)", ("Action", "Horror", "Sci-Fi", "Thriller")), ...),
                     domain="movies")
     TemplateGenerator().generate(reason)
-    # "Because you watched Alien (1979) and Aliens (1986): viewers of these Action/Sci-Fi films often watch
-    #  The Terminator (1984) next."
+    # "Because you watched Alien (1979) and Aliens (1986): the model's score for The Terminator (1984) depends
+    #  most on these Action/Sci-Fi films in your history."
 
 Generators share one interface, `TextGenerator.generate(reason) -> str`. The template generator is the default:
 every title and category in its text is copied from the metadata (a category is named only when the
-recommended item and every cited history item have it), the verb comes from the dataset's domain, and "often
-... next" paraphrases what the next-item model was trained to predict. `HFTextGenerator` words the same facts
+recommended item and every cited history item have it), the verb comes from the dataset's domain, and the
+sentence states what was measured: which history items the model's score for the item depends on most
+(attribution), never a statistic nobody computed ("viewers often watch X next"). When a text query shaped the
+list (`Reason.query`), the text says so. `HFTextGenerator` words the same facts
 with a causal language model loaded from a local folder; a model can still write things that are not in its
 prompt, so by default its text is used only when it names the recommended item, otherwise the template is.
 
@@ -54,15 +56,16 @@ class Reason:
     """The facts behind one recommendation: the item and the history items that raised its score most."""
 
     item: ItemInfo
-    causes: tuple[ItemInfo, ...]  # strongest first; only items whose attribution is positive
+    causes: tuple[ItemInfo, ...]  # strongest first; only items whose attribution is positive; never `item`
     domain: str = "generic"
+    query: str | None = None  # the text request blended into the ranking, if any
 
 
 @dataclass(frozen=True)
 class DomainPhrases:
     past: str  # "Because you {past} A"
-    audience: str  # "{audience} these ..."
-    present: str  # "... often {present} X next"
+    audience: str  # people of the domain ("viewers of"), for generators that word a reason their own way
+    present: str  # the domain's verb in the present ("watch")
     noun: str  # singular item noun
     nouns: str  # plural
 
@@ -101,14 +104,19 @@ class TemplateGenerator:
 
     def generate(self, reason: Reason) -> str:
         p = _phrases(reason.domain)
-        if not reason.causes:
-            return f"Recommended to you: {reason.item.name} (no single item in your history stands out as the reason)."
-        one = len(reason.causes) == 1
-        cats = shared_categories(reason)
+        shaped = f' Your request "{reason.query}" also shaped this list.' if reason.query else ""
+        causes = [c for c in reason.causes if c.item_id != reason.item.item_id]  # an item never explains itself
+        if not causes:
+            return (
+                f"Recommended to you: {reason.item.name} (no single item in your history stands out in the "
+                f"model's score for it).{shaped}"
+            )
+        one = len(causes) == 1
+        cats = shared_categories(Reason(reason.item, tuple(causes), reason.domain))
         kind = ("/".join(cats) + " " if cats else "") + (p.noun if one else p.nouns)
         return (
-            f"Because you {p.past} {_join([c.name for c in reason.causes])}: "
-            f"{p.audience} {'this' if one else 'these'} {kind} often {p.present} {reason.item.name} next."
+            f"Because you {p.past} {_join([c.name for c in causes])}: the model's score for {reason.item.name} "
+            f"depends most on {'this' if one else 'these'} {kind} in your history.{shaped}"
         )
 
 
@@ -150,6 +158,8 @@ class HFTextGenerator:
         lines = [f"Recommended {p.noun}: {fact(reason.item)}."]
         if reason.causes:
             lines.append(f"The user {p.past}: {'; '.join(fact(c) for c in reason.causes)}.")
+        if reason.query:
+            lines.append(f'The user asked for: "{reason.query}".')
         lines.append(f"In one sentence, using only these facts, explain why the user may like {reason.item.name}:")
         return "\n".join(lines) + "\n"
 

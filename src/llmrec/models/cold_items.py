@@ -133,15 +133,18 @@ def map_cold_items_artifact(
     from llmrec.index import SentenceTransformerEncoder, encode_items
 
     model_dir, out = Path(model_dir), Path(out)
-    config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+    from llmrec.errors import read_json
+    from llmrec.identity import check_model_dataset
+    from llmrec.recommend import load_model
+
+    config = read_json(model_dir / "config.json") if (model_dir / "config.json").is_file() else {}
     if config.get("model_type") != "next-item-lm":
         raise ValueError(f"{model_dir}: not a next-item-lm model artifact (config.json model_type)")
     if out.resolve() == model_dir.resolve():
         raise ValueError("--out must differ from --model")
-    model = NextItemLM.from_pretrained(model_dir).eval()
-    if model.config.n_items != dataset.n_items:
-        raise ValueError(f"{model_dir} has {model.config.n_items} items, the dataset has {dataset.n_items}: not the same catalogue")
-    training = json.loads((model_dir / "training.json").read_text()) if (model_dir / "training.json").is_file() else {}
+    model = load_model(model_dir).eval()  # a damaged artifact: ArtifactError naming the file
+    check_model_dataset(model_dir, dataset)
+    training = read_json(model_dir / "training.json") if (model_dir / "training.json").is_file() else {}
     refit = bool(training.get("train", {}).get("refit_on_valid", False))  # as written by llmrec train (training.json)
     cold = untrained_items(dataset, refit=refit)
     if len(cold) == 0:

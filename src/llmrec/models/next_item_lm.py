@@ -126,6 +126,16 @@ class _Block(nn.Module):
 class NextItemLM(nn.Module):
     """Causal transformer over item tokens with a (tied) softmax over the catalogue."""
 
+    model_type = "next-item-lm"  # llmrec.models.MODELS key and config.json "model_type"
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.config.max_seq_len
+
+    @property
+    def n_items(self) -> int:
+        return self.config.n_items
+
     def __init__(self, config: NextItemLMConfig) -> None:
         super().__init__()
         c = self.config = config

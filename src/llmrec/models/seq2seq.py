@@ -147,6 +147,16 @@ class _TrieMask(LogitsProcessor):
 class T5SemanticRecommender(nn.Module):
     """T5 over semantic-id tokens: history codes in, next item's codes out; trie-constrained beam search."""
 
+    model_type = "t5-semantic"  # llmrec.models.MODELS key and config.json "model_type"
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.config.max_seq_len
+
+    @property
+    def n_items(self) -> int:
+        return self.config.n_items
+
     def __init__(self, config: T5SemanticConfig, semantic_ids: SemanticIds) -> None:
         super().__init__()
         c = self.config = config

@@ -9,7 +9,8 @@ Endpoints (the OpenAPI document at ``/openapi.json`` is the reference):
     POST /v1/recommend/batch    up to 256 of those in one call
     GET  /v1/items/{item_id}    catalogue entry
     GET  /v1/items?query=...    title search (the demo page's item picker)
-    GET  /healthz /readyz       liveness; readiness (the model answered a warm-up request)
+    GET  /healthz /readyz       liveness; readiness (the model answered a warm-up request; the text encoder is loaded)
+    GET  /docs /redoc           API documentation (Swagger UI, ReDoc) from assets in the package, no CDN
     GET  /metrics               Prometheus text format: requests, latency, batch sizes, forward-pass time
     GET  /                      demo page (static HTML + JS, no build step)
 
@@ -32,6 +33,7 @@ Metrics live in a registry of their own per app, so several apps in one process 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -47,12 +49,14 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmrec.serve.batcher import MicroBatcher, Overloaded, ShuttingDown
 from llmrec.serve.schemas import (
+    MAX_EXPLAINED_PER_CALL,
     MAX_ID_CHARS,
     BatchRecommendRequest,
     BatchRecommendResponse,
@@ -66,6 +70,8 @@ from llmrec.serve.schemas import (
     RecommendedItem,
     RecommendRequest,
     RecommendResponse,
+    ServiceInfo,
+    UserHistory,
 )
 
 if TYPE_CHECKING:
@@ -118,6 +124,8 @@ def _error_response(
     body = ErrorResponse.model_validate({"code": code, "message": message, "ids": ids or [], "errors": errors or []})
     return _ErrorJSONResponse(body.model_dump(), status_code=status, headers=headers)
 
+
+_NOT_UTF8 = "the body is not UTF-8 text (byte {}); JSON must be UTF-8"
 
 # Documented on every /v1 route, so the OpenAPI document lists every status the route can answer.
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -192,6 +200,15 @@ class _MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: _Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._paths: frozenset[str] | None = None
+
+    def _fixed_paths(self, scope: Scope) -> frozenset[str]:
+        """The app's own parameterless paths: the only raw paths allowed as a label (a bounded set). Any other
+        path (a redirect of `/v1/items/x/`, a 404) is labelled "unmatched", so no client can add label values."""
+        if self._paths is None:
+            routes = getattr(scope.get("app"), "routes", [])
+            self._paths = frozenset(p for r in routes if isinstance(p := getattr(r, "path", None), str) and "{" not in p)
+        return self._paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -213,7 +230,7 @@ class _MetricsMiddleware:
             # own routes (/openapi.json, /docs) set no template: their path is fixed, so it is the label when they
             # answered; anything else unmatched (404s, early 413s) shares one label, whatever the path.
             template = getattr(scope.get("route"), "path", None)
-            route = template or (scope["path"] if status < 400 else "unmatched")
+            route = template or (scope["path"] if status < 400 and scope["path"] in self._fixed_paths(scope) else "unmatched")
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - started)
 
@@ -258,6 +275,36 @@ class _BodyLimitMiddleware:
         await self.app(scope, receive_limited, send)
 
 
+class _CancelledAsNotReady:
+    """A request still running when the graceful shutdown times out is cancelled by uvicorn, which would answer
+    500 in plain text and log a traceback. Answer 503 ``not_ready`` in the error shape instead (one log line)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_noting(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting)
+        except asyncio.CancelledError:
+            if started:  # half an answer went out: nothing better than closing the connection
+                raise
+            log.warning("%s %s cancelled at shutdown (graceful timeout exceeded): answered 503", scope["method"], scope["path"])
+            response = _error_response(
+                503, "not_ready", "the service is shutting down; retry", headers={"Retry-After": "1", "Connection": "close"}
+            )
+            await response(scope, receive, send)
+
+
 def _one_torch_thread() -> None:
     # The worker thread is the only one that runs the model; one intra-op thread keeps it from fighting the event
     # loop (and anything else on the machine) for cores. torch is already imported by the Recommender, and so is
@@ -281,8 +328,14 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_queue: int = 4096,
     thread_init: Callable[[], None] | None = _one_torch_thread,
+    queries: bool = True,
 ) -> FastAPI:
-    """A FastAPI app answering from `recommender`; the micro-batcher starts and stops with the app's lifespan."""
+    """A FastAPI app answering from `recommender`; the micro-batcher starts and stops with the app's lifespan.
+
+    queries: accept a natural-language `query` in requests (422 ``not_available`` when False). When queries are on,
+    or the model reads item text, the text encoder is loaded and the catalogue encoded during start-up, before
+    /readyz answers ready, so the first query does not pay for it.
+    """
     if api_key is not None and not api_key:
         raise ValueError("api_key must be a non-empty string or None")
     rec = recommender
@@ -341,6 +394,10 @@ def create_app(
         except Exception as e:  # noqa: BLE001 - the endpoint turns it into 422 or 503
             return e
 
+    def job_cost(job: _Job) -> int:
+        """Work of a job in scored rows: 1, or with explain one more per history item read (occlusion)."""
+        return 1 + min(len(job.history), max_seq_len) if job.explain else 1
+
     batcher: MicroBatcher[_Job, Any] = MicroBatcher(
         run,
         max_batch=max_batch,
@@ -348,6 +405,8 @@ def create_app(
         max_queue=max_queue,
         thread_init=thread_init,
         on_batch=metrics.on_batch,
+        cost=job_cost,
+        max_cost=max(max_batch, max_seq_len + 1),
     )
 
     # The catalogue as plain lists, for the items endpoints (no polars calls per request).
@@ -361,27 +420,34 @@ def create_app(
     titles_lower = [(t or "").lower() for t in titles]
     demo_page = resources.files("llmrec.serve").joinpath("static/index.html").read_text(encoding="utf-8")
     state = {"is_ready": False}
+    uses_text = int(getattr(getattr(rec.model, "config", None), "text_dim", 0) or 0) > 0
+    warm_text = queries or uses_text
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await batcher.start()
         try:
             await batcher.submit(_Job(np.array([1], dtype=np.int64), 1, False))  # warm-up, then ready
+            if warm_text:  # load the text encoder and encode the catalogue now, not on the first query
+                await asyncio.to_thread(rec.query_similarity, "warm-up")
             state["is_ready"] = True
         except Exception:
-            log.exception("warm-up request failed; /readyz will answer 503")
+            log.exception("warm-up failed; /readyz will answer 503")
         yield
         state["is_ready"] = False
         await batcher.stop()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from files in the package, not from a CDN, so the
+    # docs work on a machine without internet access.
+    app = FastAPIOffline(
         title="llmrec",
         summary="Next-item recommendations over HTTP.",
         version="1",
         lifespan=lifespan,
     )
     app.add_middleware(_BodyLimitMiddleware, max_bytes=max_body_bytes)
-    app.add_middleware(_MetricsMiddleware, metrics=metrics)  # added last = outermost: it also counts the 413s
+    app.add_middleware(_CancelledAsNotReady)
+    app.add_middleware(_MetricsMiddleware, metrics=metrics)  # added last = outermost: it also counts the 413s and 503s
     app.state.batcher = batcher  # for tests and introspection
     app.state.metrics = metrics
 
@@ -391,7 +457,10 @@ def create_app(
         return _error_response(e.status, e.code, e.message, ids=e.ids, headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, e: RequestValidationError) -> Response:
+    async def _invalid(request: Request, e: RequestValidationError) -> Response:
+        not_utf8 = await _not_utf8(request)
+        if not_utf8 is not None:
+            return not_utf8
         # loc/msg/type only: echoing `input` back could be large, or not JSON at all (bytes).
         errors = [
             {
@@ -405,8 +474,22 @@ def create_app(
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         return _error_response(422, "invalid_request", f"{shown}{more}" or "invalid request", errors=errors)
 
+    async def _not_utf8(request: Request) -> Response | None:
+        """400 for a body that is not UTF-8 (JSON text must be, RFC 8259; Python's decoder would also take UTF-16)."""
+        if request.method not in ("POST", "PUT", "PATCH"):
+            return None
+        try:
+            (await request.body()).decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return _error_response(400, "http_error", _NOT_UTF8.format(bad.start))
+        return None
+
     @app.exception_handler(HTTPException)
-    async def _http_error(_: Request, e: HTTPException) -> Response:
+    async def _http_error(request: Request, e: HTTPException) -> Response:
+        if e.status_code == 400:  # FastAPI's "error parsing the body": say why when it is the encoding
+            not_utf8 = await _not_utf8(request)
+            if not_utf8 is not None:
+                return not_utf8
         code = {401: "unauthorized", 404: "not_found", 413: "body_too_large"}.get(e.status_code, "http_error")
         return _error_response(e.status_code, code, str(e.detail), headers=getattr(e, "headers", None))
 
@@ -433,10 +516,19 @@ def create_app(
         v1_dependencies.append(Depends(check_key))
 
     # ---- recommendations -----------------------------------------------------------------------------------
+    async def utf8_body(request: Request) -> None:
+        """JSON bodies must be UTF-8 (RFC 8259): Python's decoder would also accept UTF-16 and UTF-32."""
+        try:
+            (await request.body()).decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise ApiError(400, "http_error", _NOT_UTF8.format(bad.start)) from None
+
     def job_for(req: RecommendRequest) -> tuple[_Job, RecommendResponse]:
         """The batcher job and the response fields known before scoring; raises ApiError (422)."""
         if req.query is not None and not req.query.strip():
             raise ApiError(422, "invalid_request", "query: the query is empty")
+        if req.query is not None and not queries:
+            raise ApiError(422, "not_available", "query: queries are turned off on this service")
         try:
             if req.history is not None:
                 history = rec.encode_history(req.history)
@@ -491,7 +583,7 @@ def create_app(
         "/v1/recommend",
         response_model=RecommendResponse,
         responses=_ERRORS,
-        dependencies=v1_dependencies,
+        dependencies=[*v1_dependencies, Depends(utf8_body)],
         tags=["recommend"],
     )
     async def recommend(req: RecommendRequest) -> RecommendResponse:
@@ -504,11 +596,18 @@ def create_app(
         "/v1/recommend/batch",
         response_model=BatchRecommendResponse,
         responses=_ERRORS,
-        dependencies=v1_dependencies,
+        dependencies=[*v1_dependencies, Depends(utf8_body)],
         tags=["recommend"],
     )
     async def recommend_batch(req: BatchRecommendRequest) -> BatchRecommendResponse:
         """Several requests in one call; one answer per request, in order. Any bad request fails the call (422)."""
+        n_explained = sum(one.explain for one in req.requests)
+        if n_explained > MAX_EXPLAINED_PER_CALL:
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"{n_explained} requests ask for explain; one call may explain at most {MAX_EXPLAINED_PER_CALL}",
+            )
         prepared, problems = [], []
         for i, one in enumerate(req.requests):
             try:
@@ -559,6 +658,33 @@ def create_app(
             raise ApiError(404, "not_found", f"unknown item id: {item_id}", ids=[item_id])
         return item_info(position[item_id])
 
+    # ---- users and the service (the demo page's header and history panel) ---------------------------------
+    user_ids = list(rec.histories)
+    examples = [u for u in user_ids if len(rec.histories[u]) >= 5][:5] or user_ids[:5]
+    dataset_name = str(rec.meta.get("name") or (rec.meta.get("source") or {}).get("dataset") or "unnamed dataset")
+
+    @app.get("/v1/info", response_model=ServiceInfo, responses=_ERRORS, dependencies=v1_dependencies, tags=["users"])
+    async def service_info() -> ServiceInfo:
+        """The dataset the model was trained on, its size, and a few user ids to try."""
+        return ServiceInfo(dataset=dataset_name, n_items=rec.n_items, n_users=len(user_ids), example_user_ids=examples)
+
+    @app.get(
+        "/v1/users/{user_id}/history",
+        response_model=UserHistory,
+        dependencies=v1_dependencies,
+        tags=["users"],
+        responses={**_ERRORS, 404: {"model": ErrorResponse, "description": "Unknown user id."}},
+    )
+    async def user_history(
+        user_id: str = Path(max_length=MAX_ID_CHARS), limit: int = Query(20, ge=1, le=1000)
+    ) -> UserHistory:
+        """A known user's history as the model reads it for `user_id` requests: the most recent items first."""
+        if user_id not in rec.histories:
+            raise ApiError(404, "not_found", f"unknown user id: {user_id}", ids=[user_id])
+        history = rec.histories[user_id]
+        recent = [int(i) - 1 for i in history[::-1][:limit]]  # item ids are 1-based rows of the catalogue
+        return UserHistory(user_id=user_id, length=len(history), items=[item_info(i) for i in recent])
+
     # ---- operations ----------------------------------------------------------------------------------------
     @app.get("/healthz", response_model=HealthResponse, tags=["operations"])
     async def healthz() -> HealthResponse:
@@ -572,7 +698,8 @@ def create_app(
         responses={503: {"model": ErrorResponse, "description": "Starting, stopping, or the warm-up failed."}},
     )
     async def readyz() -> ReadyResponse:
-        """Ready when the model has answered a warm-up request and the batcher runs."""
+        """Ready when the model has answered a warm-up request, the text encoder is loaded (when queries are on or the
+        model reads item text) and the batcher runs."""
         if not (state["is_ready"] and batcher.is_running):
             raise ApiError(503, "not_ready", "the model is not ready", headers={"Retry-After": "1"})
         return ReadyResponse(status="ready", n_items=rec.n_items, max_seq_len=max_seq_len, max_batch=max_batch)

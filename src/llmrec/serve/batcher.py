@@ -48,6 +48,8 @@ class MicroBatcher(Generic[J, R]):
         max_queue: int = 4096,
         thread_init: Callable[[], None] | None = None,
         on_batch: Callable[[int, float], None] | None = None,
+        cost: Callable[[J], int] | None = None,
+        max_cost: int | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -59,6 +61,11 @@ class MicroBatcher(Generic[J, R]):
         self.max_queue = max_queue
         self.thread_init = thread_init
         self.on_batch = on_batch  # (batch size, seconds in `run`), called on the event loop after each batch
+        # Work bound of one `run` call: jobs are added while their summed cost stays within max_cost (the first
+        # job always goes), so expensive jobs (explanations) cannot hold the worker for a long pass.
+        self.cost = cost or (lambda _: 1)
+        self.max_cost = max_cost
+        self._held: tuple[J, asyncio.Future[R]] | None = None  # taken from the queue, did not fit: starts the next batch
         self._queue: asyncio.Queue[tuple[J, asyncio.Future[R]]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -86,6 +93,9 @@ class MicroBatcher(Generic[J, R]):
                 await task
             except asyncio.CancelledError:
                 pass
+        held, self._held = self._held, None
+        if held is not None and not held[1].done():
+            held[1].set_exception(ShuttingDown("the service is shutting down"))
         while queue is not None and not queue.empty():
             _, future = queue.get_nowait()
             if not future.done():
@@ -110,19 +120,26 @@ class MicroBatcher(Generic[J, R]):
 
     async def _collect(self, queue: asyncio.Queue[tuple[J, asyncio.Future[R]]]) -> list[tuple[J, asyncio.Future[R]]]:
         """The first job waits without bound; then whatever arrives until the deadline or a full batch."""
-        batch = [await queue.get()]
+        first, self._held = self._held, None
+        batch = [first if first is not None else await queue.get()]
+        spent = self.cost(batch[0][0])
         deadline = time.monotonic() + self.max_wait
         while len(batch) < self.max_batch:
             if not queue.empty():
-                batch.append(queue.get_nowait())
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+                entry = queue.get_nowait()
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    entry = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    break
+            spent += self.cost(entry[0])
+            if self.max_cost is not None and spent > self.max_cost:
+                self._held = entry
                 break
-            try:
-                batch.append(await asyncio.wait_for(queue.get(), remaining))
-            except TimeoutError:
-                break
+            batch.append(entry)
         # A request whose client went away was cancelled: skip it rather than score it.
         return [(job, future) for job, future in batch if not future.done()]
 

@@ -35,6 +35,8 @@ __all__ = [
     "RecommendRequest",
     "RecommendResponse",
     "RecommendedItem",
+    "ServiceInfo",
+    "UserHistory",
 ]
 
 MAX_K = 1000
@@ -42,6 +44,7 @@ MAX_ID_CHARS = 256
 MAX_HISTORY = 10_000
 MAX_BATCH_REQUESTS = 256
 MAX_EXPLAIN_K = 100  # explaining costs one scoring pass per history item: bounded
+MAX_EXPLAINED_PER_CALL = 16  # requests of one batch call that may ask for `explain` (the work one call may cost)
 
 RawId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
 
@@ -49,7 +52,7 @@ RawId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
 class RecommendRequest(BaseModel):
     """Exactly one of ``user_id`` (a user the model was trained on) or ``history`` (raw item ids, oldest first)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: "k": "3" or true is not an integer
 
     user_id: RawId | None = Field(None, description="A raw user id known to the model.")
     history: list[RawId] | None = Field(
@@ -59,7 +62,9 @@ class RecommendRequest(BaseModel):
         description="Raw item ids, oldest first. Only the most recent max_seq_len are read (see `truncated`).",
     )
     k: int = Field(10, ge=1, le=MAX_K, description="How many items to return.")
-    exclude_seen: bool = Field(False, description="Leave out items already in the history.")
+    exclude_seen: bool = Field(
+        True, description="Leave out items already in the history (default); false lets them come back (re-purchase)."
+    )
     explain: bool = Field(
         False,
         description=f"Explain each item: the history items behind it and a sentence (needs k <= {MAX_EXPLAIN_K}).",
@@ -117,7 +122,7 @@ class RecommendResponse(BaseModel):
 
 
 class BatchRecommendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: "k": "3" or true is not an integer
 
     requests: list[RecommendRequest] = Field(min_length=1, max_length=MAX_BATCH_REQUESTS)
 
@@ -135,6 +140,19 @@ class ItemInfo(BaseModel):
 
 class ItemList(BaseModel):
     items: list[ItemInfo]
+
+
+class ServiceInfo(BaseModel):
+    dataset: str = Field(description="Name of the dataset the model was trained on.")
+    n_items: int
+    n_users: int = Field(description="Users whose history the model holds (valid `user_id` values).")
+    example_user_ids: list[str] = Field(description="A few of those users, to try the service with.")
+
+
+class UserHistory(BaseModel):
+    user_id: str
+    length: int = Field(description="Items in the whole history.")
+    items: list[ItemInfo] = Field(description="The most recent `limit` items, most recent first.")
 
 
 class HealthResponse(BaseModel):

@@ -84,7 +84,7 @@ def init_from_env(device: str = "auto") -> DistContext:
         raise ValueError(f"device must be auto|cpu|cuda, got {device!r}")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' but torch sees no CUDA device")
+        raise ValueError("--device cuda: torch sees no CUDA device (use --device cpu, or auto)")  # a user error: exit 2
     dev = torch.device("cuda", local % max(1, torch.cuda.device_count())) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)

@@ -1,47 +1,45 @@
-"""Wiring a PreparedDataset to a model: item features, the scoring function, fitting and the model artifact.
+"""Fitting the next-item LM (and SASRec) on a PreparedDataset: item features, validation and selection + refit.
 
-A model artifact directory is self-describing (no other file and no network needed to load it)::
-
-    config.json, model.safetensors   the model (safetensors + JSON, no pickle)
-    items.parquet                    item_idx ↔ raw id, title, text, categories (for output and explanations)
-    histories.parquet                raw user id → full item sequence (for `recommend --user`)
-    attributes.json                  attribute vocabulary when the model uses item attributes
-    dataset.json                     domain, source and statistics of the data it was trained on
+`fit` builds a NextItemLM sized for the dataset and fits it with `llmrec.train.refit.select_then_refit`, the
+recipe every trainable model shares (the T5's is `llmrec.train.semantic.fit_t5_semantic`). The model artifact
+format is `llmrec.artifact` (`save_artifact` is re-exported here).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import polars as pl
 import torch
 
-from llmrec.atomic import atomic_directory
+from llmrec import artifact
+from llmrec.artifact import save_artifact
 from llmrec.data.dataset import PreparedDataset
-from llmrec.data.registry import cache_dir
-from llmrec.data.sequences import pad_left, training_windows
+from llmrec.data.sequences import prefix_examples, training_windows
 from llmrec.eval.evaluate import compute_ranks
 from llmrec.eval.metrics import summarize
+from llmrec.eval.scoring import ScoreFn, score_fn
 from llmrec.index.text_encoder import SentenceTransformerEncoder, TextEncoder, encode_items
+from llmrec.models.base import RecModel
 from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig
 from llmrec.train import distributed
-from llmrec.train.loop import Callback, TrainConfig, TrainResult, train
+from llmrec.train.loop import Callback, TrainConfig, TrainResult
+from llmrec.train.refit import select_then_refit
 
 __all__ = [
     "ScoreFn",
+    "DERIVED_MODEL_KEYS",
     "attribute_matrix",
     "build_model",
+    "check_model_params",
     "fit",
     "make_score_fn",
     "save_artifact",
     "validation_evaluator",
 ]
-
-ScoreFn = Callable[[list[np.ndarray]], torch.Tensor]
 
 
 def attribute_matrix(items: pl.DataFrame, max_attributes: int = 8) -> tuple[torch.Tensor, list[str]]:
@@ -57,6 +55,22 @@ def attribute_matrix(items: pl.DataFrame, max_attributes: int = 8) -> tuple[torc
     return mat, vocab
 
 
+# NextItemLMConfig fields that preparation and feature building set from the data; a user never sets them.
+DERIVED_MODEL_KEYS = ("n_items", "n_attributes", "max_item_attributes", "text_dim")
+
+
+def check_model_params(params: dict[str, Any]) -> None:
+    """Refuse derived sizes (naming the key and what to use instead) and a non-boolean `item_text`."""
+    for key in DERIVED_MODEL_KEYS:
+        if key in params:
+            hint = {"text_dim": "; use model.item_text = true to add item text", "n_items": ""}.get(
+                key, "; use model.use_attributes = true to add item categories"
+            )
+            raise ValueError(f"model.{key} is derived from the data and cannot be set{hint}")
+    if "item_text" in params and not isinstance(params["item_text"], bool):
+        raise ValueError(f"model.item_text: expected true/false, got {params['item_text']!r}")
+
+
 def build_model(
     dataset: PreparedDataset,
     params: dict[str, Any] | None = None,
@@ -69,10 +83,19 @@ def build_model(
 ) -> tuple[NextItemLM, list[str]]:
     """A NextItemLM sized for `dataset` (n_items and feature sizes come from the data, the rest from params).
 
-    use_text: add frozen text embeddings of the catalogue (`text_encoder`, default all-MiniLM-L6-v2), cached in
-    `text_cache_dir` (default ``<llmrec cache>/text-embeddings``); they travel in the model's state dict.
+    use_text (or ``item_text = true`` in params, the [model] key): add frozen text embeddings of the catalogue
+    (`text_encoder`, default the packaged all-MiniLM-L6-v2), cached in `text_cache_dir` (default
+    ``<llmrec cache>/text-embeddings``); they travel in the model's state dict. Sizes that come from the data
+    (`DERIVED_MODEL_KEYS`) cannot be given in params.
     """
     params = dict(params or {})
+    check_model_params(params)
+    use_text = bool(params.pop("item_text", False)) or use_text
+    if use_text and not dataset.items.select(pl.col("title").is_not_null() | pl.col("text").is_not_null()).to_series().any():
+        raise ValueError(
+            "model.item_text = true needs item text, but no item of the dataset has a title or text: prepare it "
+            "with a catalogue (--items FILE, mapped with --item-columns title=...,text=...)"
+        )
     vocab: list[str] = []
     attrs = None
     if use_attributes:
@@ -82,7 +105,7 @@ def build_model(
     text = None
     if use_text:
         encoder = text_encoder if text_encoder is not None else SentenceTransformerEncoder()
-        cache = text_cache_dir if text_cache_dir is not None else cache_dir() / "text-embeddings"
+        cache = artifact.text_cache_dir(text_cache_dir)
         text = torch.from_numpy(encode_items(dataset.items, dataset.domain, encoder, cache))  # [V+1, text_dim]
         params.update(text_dim=text.shape[1])
     torch.manual_seed(seed)
@@ -96,16 +119,14 @@ def build_model(
     return model, vocab
 
 
-def make_score_fn(model: NextItemLM) -> ScoreFn:
-    def score(histories: list[np.ndarray]) -> torch.Tensor:
-        device = next(model.parameters()).device
-        scores = model.score(pad_left(histories, model.config.max_seq_len).to(device))
-        return scores if device.type == "cpu" else scores.cpu()
-
-    return score
+def make_score_fn(model: RecModel) -> ScoreFn:
+    """`llmrec.eval.scoring.score_fn(model)` (kept under its older name)."""
+    return score_fn(model)
 
 
-def validation_evaluator(dataset: PreparedDataset, ks: Sequence[int] = (10, 20)) -> Callable[[NextItemLM], dict[str, float]]:
+def validation_evaluator(
+    dataset: PreparedDataset, ks: Sequence[int] = (10, 20), *, exclude_seen: bool = False
+) -> Callable[[RecModel], dict[str, float]]:
     """Full-ranking metrics on the validation targets (never the test targets), for early stopping.
 
     Under data-parallel training each rank ranks its share of the users and the ranks are gathered, so every
@@ -113,15 +134,21 @@ def validation_evaluator(dataset: PreparedDataset, ks: Sequence[int] = (10, 20))
     """
     ex = dataset.eval_examples("valid")
 
-    def evaluate(model: NextItemLM) -> dict[str, float]:
+    def evaluate(model: RecModel) -> dict[str, float]:
         ctx = distributed.current()
         part = distributed.shard_rows(len(ex.targets), ctx)
-        local = compute_ranks(make_score_fn(model), ex.histories[part], ex.targets[part])
+        local = compute_ranks(score_fn(model), ex.histories[part], ex.targets[part], exclude_seen=exclude_seen)
         ranks = np.asarray(distributed.gather_in_order(local.tolist(), len(ex.targets), ctx), dtype=local.dtype)
         m = summarize(ranks, ks)
         return {k: m[k] for k in m if k.startswith(("ndcg@", "recall@"))}
 
     return evaluate
+
+
+def _examples(sequences: Sequence[np.ndarray], max_seq_len: int, c: TrainConfig) -> list[np.ndarray]:
+    if c.examples == "prefixes":
+        return prefix_examples(sequences, max_seq_len)
+    return training_windows(sequences, max_seq_len)
 
 
 def fit(
@@ -133,47 +160,21 @@ def fit(
     run_dir: str | Path | None = None,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
+    selected_epoch: int | None = None,
 ) -> tuple[NextItemLM, TrainResult, list[str]]:
-    """Build a model for `dataset`, train it with early stopping on validation, return it with the best weights."""
-    model, vocab = build_model(dataset, params, use_attributes=use_attributes, seed=train_config.seed)
-    windows = training_windows(dataset.train_sequences(), model.config.max_seq_len)
-    result = train(
-        model,
-        windows,
-        train_config,
-        evaluate=validation_evaluator(dataset),
-        run_dir=run_dir,
-        resume=resume,
-        callbacks=callbacks,
+    """Build a model for `dataset`, select its epoch count on validation and refit (`select_then_refit`).
+
+    Returns the model (best weights; the refit model with ``refit_on_valid``), the selection run's result and the
+    attribute vocabulary. selected_epoch: skip the selection run and train that many epochs (as the T5 can).
+    """
+    vocab: list[str] = []
+
+    def build(sequences: list[np.ndarray]) -> tuple[NextItemLM, list[np.ndarray]]:
+        model, vocab[:] = build_model(dataset, params, use_attributes=use_attributes, seed=train_config.seed)
+        return model, _examples(sequences, model.config.max_seq_len, train_config)
+
+    evaluate = validation_evaluator(dataset, exclude_seen=train_config.valid_exclude_seen)
+    model, result = select_then_refit(
+        build, dataset, train_config, evaluate=evaluate, run_dir=run_dir, resume=resume, callbacks=callbacks, selected_epoch=selected_epoch
     )
-    if train_config.refit_on_valid and result.best_epoch > 0:
-        # Standard refit after model selection: a fresh model (same seed and schedule) trained on train + valid
-        # events for the selected number of epochs. Test targets stay unseen; valid numbers of the refit model
-        # are no longer held-out, so the selection run's validation metric is what `result` reports.
-        model, _ = build_model(dataset, params, use_attributes=use_attributes, seed=train_config.seed)
-        refit_windows = training_windows(dataset.train_sequences(through="valid"), model.config.max_seq_len)
-        refit_dir = None if run_dir is None else Path(run_dir) / "refit"
-        resume_refit = resume and refit_dir is not None and (refit_dir / "checkpoint" / "state.json").exists()
-        train(model, refit_windows, train_config, run_dir=refit_dir, resume=resume_refit, stop_after=result.best_epoch)
     return model, result, vocab
-
-
-class _Saveable(Protocol):
-    def save_pretrained(self, path: str | Path) -> None: ...
-
-
-def save_artifact(model: _Saveable, dataset: PreparedDataset, out: str | Path, *, attributes: list[str] | None = None) -> Path:
-    """Write the self-describing model directory atomically (temporary sibling, then rename)."""
-    with atomic_directory(out, marker="config.json") as tmp:
-        model.save_pretrained(tmp)
-        dataset.items.write_parquet(tmp / "items.parquet")
-        pl.DataFrame(
-            {"user": dataset.users["user"], "items": [s.astype(np.int32) for s in dataset.sequences]},
-            schema={"user": pl.String, "items": pl.List(pl.Int32)},
-        ).write_parquet(tmp / "histories.parquet")
-        if attributes:
-            (tmp / "attributes.json").write_text(json.dumps(attributes))
-        meta = {k: dataset.manifest.get(k) for k in ("domain", "source", "stats", "split")}
-        (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
-    return Path(out)
-

@@ -21,25 +21,27 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from llmrec.atomic import atomic_directory
 from llmrec.data.sequences import bucketed_batches
-from llmrec.models.next_item_lm import NextItemLM
+from llmrec.errors import artifact_file, read_json
+from llmrec.models.base import Trainable
 from llmrec.train import distributed
 from llmrec.types import PAD_ID, SeqBatch
 
 __all__ = ["Callback", "TrainConfig", "TrainResult", "train"]
+
+M = TypeVar("M", bound=Trainable)  # the model type a run trains, evaluates and returns the weights of
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,12 +61,16 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar
     refit_on_valid: bool = True  # after selecting the epoch on valid, retrain on train + valid events for that many epochs
     ema_decay: float = 0.0  # > 0: validate, select and keep an exponential moving average of the weights (per step)
+    examples: str = "windows"  # "windows": causal loss at every position | "prefixes": one example per target (last position)
+    valid_exclude_seen: bool = False  # validation ranks exclude the user's history items (the published tables' protocol)
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be cosine|constant, got {self.schedule!r}")
         if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
             raise ValueError("batch_size and epochs must be >= 1 and lr > 0")
+        if self.examples not in ("windows", "prefixes"):
+            raise ValueError(f"examples must be windows|prefixes, got {self.examples!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -80,7 +86,7 @@ class TrainResult:
 
 
 class Callback(Protocol):
-    def on_epoch_end(self, epoch: int, logs: dict[str, float], model: NextItemLM) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], model: Trainable) -> None: ...
 
 
 def _lr_factor(step: int, total: int, c: TrainConfig) -> float:
@@ -93,7 +99,7 @@ def _lr_factor(step: int, total: int, c: TrainConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _make_optimizer(model: torch.nn.Module, c: TrainConfig) -> torch.optim.AdamW:
+def _make_optimizer(model: Trainable, c: TrainConfig) -> torch.optim.AdamW:
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
     groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -101,43 +107,61 @@ def _make_optimizer(model: torch.nn.Module, c: TrainConfig) -> torch.optim.AdamW
 
 
 def _save_checkpoint(
-    run_dir: Path, model: NextItemLM, opt: torch.optim.Optimizer, state: dict[str, Any], ema: NextItemLM | None = None
+    run_dir: Path, model: Trainable, opt: torch.optim.Optimizer, state: dict[str, Any], ema: Trainable | None = None
 ) -> None:
     """Atomically replace <run>/checkpoint with model + optimizer tensors (safetensors) and state (JSON)."""
-    tmp = run_dir / "checkpoint.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    if ema is not None:
-        save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(tmp / "ema.safetensors"))
-    sd = opt.state_dict()
-    tensors = {f"{i}.{k}": v.contiguous() for i, s in sd["state"].items() for k, v in s.items() if torch.is_tensor(v)}
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    state = {**state, "param_groups": sd["param_groups"]}
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    final = run_dir / "checkpoint"
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_directory(run_dir / "checkpoint") as tmp:
+        model.save_pretrained(tmp)
+        if ema is not None:
+            save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(tmp / "ema.safetensors"))
+        sd = opt.state_dict()
+        tensors = {f"{i}.{k}": v.contiguous() for i, s in sd["state"].items() for k, v in s.items() if torch.is_tensor(v)}
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        state = {**state, "param_groups": sd["param_groups"]}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
 
 
 def _load_checkpoint(
-    run_dir: Path, model: NextItemLM, opt: torch.optim.Optimizer, ema: NextItemLM | None = None
+    run_dir: Path, model: Trainable, opt: torch.optim.Optimizer, ema: Trainable | None = None
 ) -> dict[str, Any]:
+    """Restore model, EMA and optimizer from <run>/checkpoint. A damaged file raises ArtifactError naming it; a
+    checkpoint of another model shape or catalogue raises ValueError saying which setting differs."""
     ck = run_dir / "checkpoint"
-    model.load_state_dict(load_file(str(ck / "model.safetensors")))
+    _check_same_model(read_json(ck / "config.json"), model)
+    with artifact_file(ck / "model.safetensors"):
+        model.load_state_dict(load_file(str(ck / "model.safetensors")))
     if ema is not None:
         if not (ck / "ema.safetensors").exists():
             raise FileNotFoundError(f"{ck}: train.ema_decay > 0 but the checkpoint has no ema.safetensors (trained without EMA?)")
-        ema.load_state_dict(load_file(str(ck / "ema.safetensors")))
-    state: dict[str, Any] = json.loads((ck / "state.json").read_text())
-    tensors = load_file(str(ck / "optimizer.safetensors"))
-    opt_state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, v in tensors.items():
-        i, name = key.split(".", 1)
-        opt_state.setdefault(int(i), {})[name] = v
-    opt.load_state_dict({"state": opt_state, "param_groups": state.pop("param_groups")})
+        with artifact_file(ck / "ema.safetensors"):
+            ema.load_state_dict(load_file(str(ck / "ema.safetensors")))
+    state: dict[str, Any] = read_json(ck / "state.json")
+    with artifact_file(ck / "optimizer.safetensors"):
+        tensors = load_file(str(ck / "optimizer.safetensors"))
+        opt_state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, v in tensors.items():
+            i, name = key.split(".", 1)
+            opt_state.setdefault(int(i), {})[name] = v
+        with artifact_file(ck / "state.json"):
+            param_groups = state.pop("param_groups")
+        opt.load_state_dict({"state": opt_state, "param_groups": param_groups})
+    with artifact_file(ck / "state.json"):
+        for key in ("epoch", "step", "best_metric", "best_epoch", "bad_epochs", "history"):
+            if key not in state:
+                raise KeyError(f"no {key!r}")
     return state
+
+
+def _check_same_model(saved: dict[str, Any], model: Trainable) -> None:
+    """--resume continues the same model: refuse a checkpoint whose settings differ from the config's."""
+    want = model.config.to_dict()
+    for key, value in saved.items():
+        if key in want and want[key] != value and not (isinstance(value, list) and tuple(value) == want[key]):
+            if key == "n_items":
+                raise ValueError(
+                    f"--resume: checkpoint was trained on a dataset of {value} items, this one has {want[key]} (another dataset?)"
+                )
+            raise ValueError(f"--resume: checkpoint was trained with {key} {value}, config asks {want[key]}")
 
 
 def _append_csv(path: Path, row: dict[str, float]) -> None:
@@ -185,11 +209,11 @@ def _local_rows(batch: SeqBatch, ctx: distributed.DistContext) -> tuple[SeqBatch
 
 
 def train(
-    model: NextItemLM,
+    model: M,
     windows: Sequence[np.ndarray],
     config: TrainConfig,
     *,
-    evaluate: Callable[[NextItemLM], dict[str, float]] | None = None,
+    evaluate: Callable[[M], dict[str, float]] | None = None,
     run_dir: str | Path | None = None,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
@@ -201,6 +225,8 @@ def train(
     `stop_after` ends training after that epoch while keeping the learning-rate schedule of `config.epochs`
     (used to refit for exactly the selected number of epochs).
     """
+    if not isinstance(model, torch.nn.Module):  # the loop needs parameters, devices and DDP
+        raise TypeError(f"train: {type(model).__name__} is not a torch module (see llmrec.models.base.Trainable)")
     c = config
     if c.num_threads:
         torch.set_num_threads(c.num_threads)
@@ -209,6 +235,8 @@ def train(
     ctx = distributed.current()
     main = ctx.is_main  # only rank 0 writes files and prints
     run = Path(run_dir) if run_dir is not None else None
+    if resume and (run is None or not (run / "checkpoint" / "state.json").exists()):
+        raise FileNotFoundError(f"--resume: no checkpoint in {run}")  # before anything is written
     if run is not None and main:
         run.mkdir(parents=True, exist_ok=True)
         (run / "train_config.json").write_text(json.dumps(asdict(c), indent=2))
@@ -217,13 +245,12 @@ def train(
     averaged = None
     if c.ema_decay > 0:
         averaged = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(c.ema_decay))
-    ema: NextItemLM | None = None if averaged is None else averaged.module
+    ema: M | None = None if averaged is None else averaged.module
     n_batches = math.ceil(len(windows) / c.batch_size)
     total_steps = n_batches * c.epochs
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_metric": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
     if resume:
-        if run is None or not (run / "checkpoint" / "state.json").exists():
-            raise FileNotFoundError(f"--resume: no checkpoint in {run}")
+        assert run is not None  # checked above
         state = _load_checkpoint(run, model, opt, ema)
         if averaged is not None:
             averaged.n_averaged.fill_(int(state["step"]))
@@ -238,7 +265,10 @@ def train(
     distributed.barrier()  # nobody starts while rank 0 still rewrites the logs
     best_weights = {k: v.clone() for k, v in model.state_dict().items()}
     if resume and run is not None and (run / "best" / "model.safetensors").exists():
-        best_weights = load_file(str(run / "best" / "model.safetensors"))
+        with artifact_file(run / "best" / "model.safetensors"):
+            best_weights = load_file(str(run / "best" / "model.safetensors"))
+            if best_weights.keys() != model.state_dict().keys():
+                raise KeyError("other tensor names than the model's")
     if ctx.device.type != "cpu":
         model.to(ctx.device)
         if averaged is not None:
@@ -254,6 +284,7 @@ def train(
     t0 = time.perf_counter() - float(state.get("seconds", 0.0))
     stopped_early = False
     last_epoch = c.epochs if stop_after is None else min(c.epochs, stop_after)
+    phase = "refit " if stop_after is not None and evaluate is None else ""  # progress lines of a refit say so
     for epoch in range(int(state["epoch"]) + 1, last_epoch + 1):
         model.train()
         torch.manual_seed(c.seed * 1_000_003 + epoch)  # dropout and negatives of this epoch
@@ -261,9 +292,9 @@ def train(
         t_epoch = time.perf_counter()
         losses: list[float] = []
         bar = tqdm(
-            bucketed_batches(windows, c.batch_size, gen),
+            bucketed_batches(windows, c.batch_size, gen, last_only=c.examples == "prefixes"),
             total=n_batches,
-            desc=f"epoch {epoch}",
+            desc=f"{phase}epoch {epoch}",
             unit="batch",
             disable=None if (c.progress and main) else True,  # None: off when stderr is not a terminal
             leave=False,
@@ -322,7 +353,7 @@ def train(
             cb.on_epoch_end(epoch, logs, model)
         if c.progress and main:
             shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k.startswith("valid_") and "@10" in k)
-            tqdm.write(f"epoch {epoch:3d} loss {logs['train_loss']:.4f} {shown} ({logs['train_seconds']:.1f}s)")
+            tqdm.write(f"{phase}epoch {epoch:3d} loss {logs['train_loss']:.4f} {shown} ({logs['train_seconds']:.1f}s)")
         if int(state["bad_epochs"]) >= c.patience:
             stopped_early = True
             break

@@ -1,0 +1,159 @@
+"""The model artifact folder: everything that knows its files lives here (loading by class: `llmrec.models`).
+
+A model artifact directory is self-describing (no other file and no network needed to load it)::
+
+    config.json, model.safetensors   the model (safetensors + JSON, no pickle); config.json's ``model_type`` is
+                                     the key of ``llmrec.models.MODELS``
+    items.parquet                    item_idx ↔ raw id, title, text, categories (for output and explanations)
+    histories.parquet                raw user id → full item sequence (for `recommend --user`)
+    attributes.json                  attribute vocabulary when the model uses item attributes
+    dataset.json                     domain, source, statistics and identity (llmrec.identity) of the data it was
+                                     trained on
+    training.json                    what `llmrec train` did (model name, params, [train] settings, best epoch)
+    train/                           the training run (checkpoints, metrics.csv) when the model was trained
+    ann/                             a saved FAISS index (`llmrec build-index`)
+
+This module sits below the models (it never imports a model class): loading needs the registry, so it is
+`llmrec.models.load_model`, which reads `model_type` and checks the weights here. Every write is atomic
+(`llmrec.atomic`): a folder is complete or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import polars as pl
+
+from llmrec.atomic import atomic_directory
+from llmrec.errors import artifact_file, read_json
+
+if TYPE_CHECKING:
+    from llmrec.data.dataset import PreparedDataset
+
+__all__ = [
+    "ANN_DIR",
+    "ann_dir",
+    "check_weights",
+    "copy_with_weights",
+    "model_type",
+    "read_training",
+    "refit_on_valid",
+    "save_artifact",
+    "text_cache_dir",
+]
+
+ANN_DIR = "ann"  # where an artifact keeps a saved index (`llmrec build-index`)
+WEIGHT_FILES = ("config.json", "model.safetensors")  # what `save_pretrained` writes
+
+
+class _Saveable(Protocol):
+    def save_pretrained(self, path: str | Path) -> None: ...
+
+
+def model_type(path: str | Path) -> Any:
+    """config.json's ``model_type`` of the artifact folder `path` (None when absent; not checked against MODELS).
+
+    No config.json is a FileNotFoundError ("not a model directory"); an unreadable one an ArtifactError naming it.
+    """
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
+    return read_json(path / "config.json").get("model_type")
+
+
+def check_weights(path: str | Path) -> None:
+    """Read the header of ``model.safetensors``: a missing, truncated or garbage file is an ArtifactError naming it."""
+    weights = Path(path) / "model.safetensors"
+    with artifact_file(weights):
+        from safetensors import safe_open
+
+        with safe_open(str(weights), "pt"):  # reads the header only: a truncated or garbage file fails here
+            pass
+
+
+def read_training(path: str | Path) -> dict[str, Any] | None:
+    """The artifact's training record (training.json), or None when it has none (e.g. a copied or older artifact)."""
+    record = Path(path) / "training.json"
+    return read_json(record) if record.is_file() else None
+
+
+def refit_on_valid(path: str | Path) -> bool | None:
+    """Whether the model was refit on train + valid events (its validation targets were training targets).
+
+    None when the artifact records no training; models fit without a [train] section (most-popular, item-knn)
+    are fit on training events only (False)."""
+    training = read_training(path)
+    if training is None:
+        return None
+    return bool(training.get("train", {}).get("refit_on_valid", False))
+
+
+def ann_dir(path: str | Path) -> Path:
+    """Where the artifact `path` keeps its saved approximate-retrieval index."""
+    return Path(path) / ANN_DIR
+
+
+def text_cache_dir(override: str | Path | None = None) -> Path:
+    """The cache of item text embeddings (keyed by encoder and text): `override`, else <llmrec cache>/text-embeddings."""
+    if override is not None:
+        return Path(override)
+    from llmrec.data.registry import cache_dir
+
+    return cache_dir() / "text-embeddings"
+
+
+def save_artifact(model: _Saveable, dataset: PreparedDataset, out: str | Path, *, attributes: list[str] | None = None) -> Path:
+    """Write the self-describing model directory atomically (temporary sibling, then rename)."""
+    from llmrec.identity import dataset_identity
+
+    with atomic_directory(out, marker="config.json") as tmp:
+        model.save_pretrained(tmp)
+        dataset.items.write_parquet(tmp / "items.parquet")
+        pl.DataFrame(
+            {"user": dataset.users["user"], "items": [s.astype(np.int32) for s in dataset.sequences]},
+            schema={"user": pl.String, "items": pl.List(pl.Int32)},
+        ).write_parquet(tmp / "histories.parquet")
+        if attributes:
+            (tmp / "attributes.json").write_text(json.dumps(attributes))
+        meta = {k: dataset.manifest.get(k) for k in ("domain", "source", "stats", "split")}
+        meta["identity"] = dataset_identity(dataset)  # commands that pair this model with a dataset check it
+        (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
+    return Path(out)
+
+
+def copy_with_weights(
+    base: str | Path,
+    out: str | Path,
+    model: _Saveable,
+    *,
+    extra: dict[str, str] | None = None,
+    drop: Iterable[str] = (),
+    drop_prefixes: Iterable[str] = (),
+    argument: str = "--out",
+    base_argument: str = "--model",
+) -> Path:
+    """Copy the artifact `base` to `out` with `model`'s weights and config; atomic (complete or absent).
+
+    The top-level files of `base` are copied (items, histories, dataset identity ...; not its training state
+    folder nor its saved index, which belong to the old weights), minus the weight files, `drop` and names
+    starting with one of `drop_prefixes`; then `model.save_pretrained` writes the new weights and `extra` maps
+    file names to text written beside them. `argument` / `base_argument` name the options in the error when
+    `out` is `base`.
+    """
+    base, out = Path(base), Path(out)
+    if out.resolve() == base.resolve():
+        raise ValueError(f"{argument} must differ from {base_argument}")
+    skip, prefixes = {*WEIGHT_FILES, *drop}, tuple(drop_prefixes)
+    with atomic_directory(out, marker="config.json") as tmp:
+        for p in base.iterdir():
+            if p.is_file() and p.name not in skip and not (prefixes and p.name.startswith(prefixes)):
+                shutil.copy2(p, tmp / p.name)
+        model.save_pretrained(tmp)
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text)
+    return out

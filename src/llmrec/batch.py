@@ -1,0 +1,126 @@
+"""Batch inference: top-k for many users at once, streamed to a Parquet or CSV file.
+
+    rec = Recommender.load("runs/model")
+    write_recommendations(rec, rec.histories, "recs.parquet", k=10)   # every known user
+
+One row per user and rank: ``user``, ``rank``, ``item``, ``score`` (the user order of `users`, then rank). Users
+are scored `chunk_size` at a time and each chunk is appended to the file as it is done, so memory stays flat
+whatever the number of users (pyarrow's ParquetWriter / CSVWriter stream row groups). The file is written to a
+hidden temporary sibling and renamed into place at the end: an interrupted run leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from llmrec.atomic import normal_permissions
+
+if TYPE_CHECKING:
+    from llmrec.recommend import Recommender
+
+__all__ = ["FORMATS", "read_user_ids", "write_recommendations"]
+
+FORMATS = (".parquet", ".csv")
+SCHEMA = pa.schema([("user", pa.string()), ("rank", pa.int32()), ("item", pa.string()), ("score", pa.float32())])
+
+
+def read_user_ids(path: str | Path) -> list[str]:
+    """A text file of user ids, one per line (blank lines and surrounding spaces ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file of user ids")
+    users = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not users:
+        raise ValueError(f"{path}: no user ids in it")
+    return users
+
+
+def _chunks(users: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for i in range(0, len(users), size):
+        yield users[i : i + size]
+
+
+def write_recommendations(
+    rec: Recommender,
+    users: Iterable[str],
+    out: str | Path,
+    *,
+    k: int = 10,
+    exclude_seen: bool = True,
+    chunk_size: int = 1024,
+    progress: bool = False,
+    **options: Any,
+) -> int:
+    """Top-k for each of `users` (raw ids the model knows) -> `out` (.parquet or .csv); returns the rows written.
+
+    options: passed on to `Recommender.recommend_batch` (query, query_weight, diversity). Unknown user ids raise
+    `UnknownIdError` before anything is written.
+    """
+    out = Path(out)
+    if out.suffix not in FORMATS:
+        raise ValueError(f"{out}: --out must end in .parquet or .csv")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    users = [str(u) for u in users]
+    from llmrec.recommend import UnknownIdError
+
+    unknown = [u for u in users if u not in rec.histories]
+    if unknown:
+        raise UnknownIdError("user", unknown)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    rows = 0
+    try:
+        writer = _writer(tmp, out.suffix)
+        try:
+            bar = _progress(len(users), progress)
+            for chunk in _chunks(users, chunk_size):
+                lists = rec.recommend_batch([rec.histories[u] for u in chunk], k, exclude_seen=exclude_seen, **options)
+                table = pa.table(
+                    {
+                        "user": [u for u, recs in zip(chunk, lists, strict=True) for _ in recs],
+                        "rank": [r.rank for recs in lists for r in recs],
+                        "item": [r.item_id for recs in lists for r in recs],
+                        "score": [r.score for recs in lists for r in recs],
+                    },
+                    schema=SCHEMA,
+                )
+                writer.write_table(table)
+                rows += table.num_rows
+                if bar is not None:
+                    bar.update(len(chunk))
+            if bar is not None:
+                bar.close()
+        finally:
+            writer.close()
+        normal_permissions(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows
+
+
+def _writer(path: Path, suffix: str) -> Any:
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetWriter(path, SCHEMA)
+    import pyarrow.csv as pcsv
+
+    return pcsv.CSVWriter(path, SCHEMA)
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="user", desc="recommending")

@@ -1,0 +1,142 @@
+"""A slim serving artifact, and optionally an ONNX graph of the scorer.
+
+    export_artifact("runs/model", "deploy/model", onnx=True)
+
+The export holds what `Recommender.load` reads (config, weights, catalogue, histories, dataset description, a
+saved ANN index) and leaves out ``train/``: optimizer state, checkpoints and training logs, most of an
+artifact's size. It loads with `Recommender.load` and gives the same recommendations as the original.
+
+With ``onnx=True`` (next-item LM only; needs the ``export`` extra: onnx, onnxscript, onnxruntime) it also writes
+``scorer.onnx``: input ``item_ids`` int64 [B, max_seq_len], histories left-padded with 0 and cut to the most
+recent max_seq_len items; output ``scores`` float32 [B, n_items + 1], column 0 (padding) = -inf, as
+`NextItemLM.score`. ``onnx.json`` records these names and sizes. The graph comes from torch's exporter
+(``torch.onnx.export(dynamo=True)``) and is checked against PyTorch's scores on stored histories before it is
+kept (`check_onnx`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from llmrec.atomic import atomic_directory
+
+__all__ = ["ONNX_FILE", "check_onnx", "export_artifact"]
+
+ONNX_FILE = "scorer.onnx"
+SKIPPED = ("train",)  # training state: optimizer, checkpoints, logs
+ONNX_TOLERANCE = 1e-4  # largest |ONNX - PyTorch| score difference accepted (float32, different kernels)
+
+
+def export_artifact(model_dir: str | Path, out: str | Path, *, onnx: bool = False) -> dict[str, Any]:
+    """Copy artifact `model_dir` without its training state to `out` (atomically); with `onnx`, add the scorer
+    graph. Returns a summary: files, bytes before and after, and the ONNX check's largest difference."""
+    src, out = Path(model_dir), Path(out)
+    if not (src / "config.json").is_file():
+        raise FileNotFoundError(f"{src}: not a model directory (no config.json)")
+    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
+        raise ValueError(f"--out {out}: must be outside the model folder {src}")
+    summary: dict[str, Any] = {"bytes_before": _size(src)}
+    with atomic_directory(out, marker="config.json") as tmp:
+        for entry in sorted(src.iterdir()):
+            if entry.name in SKIPPED or entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                shutil.copytree(entry, tmp / entry.name)
+            else:
+                shutil.copy2(entry, tmp / entry.name)
+        if onnx:
+            summary["onnx_max_abs_diff"] = write_onnx(tmp, tmp / ONNX_FILE)
+    summary["bytes_after"] = _size(out)
+    summary["files"] = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    return summary
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def write_onnx(model_dir: Path, path: Path) -> float:
+    """Export the next-item LM of `model_dir` to `path` and check it (`check_onnx`); returns the largest difference."""
+    from llmrec.models.next_item_lm import NextItemLM
+    from llmrec.recommend import load_model
+
+    model = load_model(model_dir)
+    if not isinstance(model, NextItemLM):
+        raise ValueError(f"--onnx: exports a next-item LM; {model_dir} holds a {type(model).__name__}")
+    model.eval()
+    scorer = _Scorer(model).eval()
+    L = model.config.max_seq_len
+    example = torch.zeros(2, L, dtype=torch.long)
+    example[:, -1] = 1
+    try:  # the exporter needs onnxscript, the check onnxruntime: a clear message beats their ImportError
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"--onnx needs the export extra (pip install 'llmrec[export]'): {e}") from None
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's own deprecation and tracing notes are not the user's concern
+        program = torch.onnx.export(
+            scorer,
+            (example,),
+            input_names=["item_ids"],
+            output_names=["scores"],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+            dynamo=True,
+            verbose=False,
+        )
+        assert program is not None
+        program.save(str(path))
+    (path.parent / "onnx.json").write_text(
+        json.dumps(
+            {
+                "file": path.name,
+                "input": {"name": "item_ids", "dtype": "int64", "shape": ["batch", L], "padding": "left, 0"},
+                "output": {"name": "scores", "dtype": "float32", "shape": ["batch", model.config.n_items + 1]},
+                "max_seq_len": L,
+            },
+            indent=2,
+        )
+    )
+    return check_onnx(model_dir, path)
+
+
+class _Scorer(torch.nn.Module):
+    """NextItemLM.score as a module's forward: item_ids [B, L] -> scores [B, V+1]."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.score(item_ids)  # type: ignore[no-any-return]
+
+
+def check_onnx(model_dir: Path, path: Path, *, n_histories: int = 64) -> float:
+    """Largest |ONNX - PyTorch| score over up to `n_histories` stored histories (and a one-item one); raises
+    ValueError above ONNX_TOLERANCE. -inf (the padding column) must match exactly."""
+    import onnxruntime as ort
+
+    from llmrec.recommend import Recommender
+
+    rec = Recommender.load(model_dir, ann="off")
+    histories = [rec.histories[u] for u in sorted(rec.histories)[:n_histories]] or [np.array([1], dtype=np.int64)]
+    histories.append(np.array([1], dtype=np.int64))
+    ids = rec._padded(histories).cpu()  # [B, L]
+    with torch.no_grad():
+        expected = rec.model.score(ids).numpy()  # [B, V+1]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(["scores"], {"item_ids": ids.numpy().astype(np.int64)})[0]
+    if got.shape != expected.shape or not np.array_equal(np.isinf(got), np.isinf(expected)):
+        raise ValueError(f"{path}: the ONNX scores do not have PyTorch's shape or -inf pattern")
+    finite = np.isfinite(expected)
+    diff = float(np.abs(got[finite] - expected[finite]).max()) if finite.any() else 0.0
+    if diff > ONNX_TOLERANCE:
+        raise ValueError(f"{path}: ONNX scores differ from PyTorch's by up to {diff:.2e} (> {ONNX_TOLERANCE:.0e})")
+    return diff

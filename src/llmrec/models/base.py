@@ -1,0 +1,97 @@
+"""The model contract: what training, evaluation, serving and explanation may ask of any model.
+
+Every model type satisfies ``RecModel`` (score every item for a batch of histories, save and load itself as a
+self-describing folder). Optional abilities are separate protocols, checked with ``isinstance`` on the protocol
+(structural, ``runtime_checkable``), so a door asks "can this model do X?" instead of "is this model class Y?":
+
+- ``Trainable``: ``forward(batch).loss`` — the training loop (`llmrec.train.loop.train`) needs nothing else.
+- ``ItemEmbeddingModel``: a dot-product scorer with an item table and history encoder — approximate retrieval
+  (FAISS), diversity features, per-user adaptation and gradient attributions need these.
+
+The shapes follow DESIGN.md: histories are left-padded internal ids ``[B, L]`` (0 = padding); scores are
+``[B, V+1]`` with column 0 (padding) at -inf.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, Self, runtime_checkable
+
+import torch
+
+from llmrec.types import SeqBatch
+
+__all__ = ["ItemEmbeddingModel", "RecModel", "Trainable", "TrainOutput"]
+
+
+@runtime_checkable
+class RecModel(Protocol):
+    """Any recommendation model: exact full-ranking scores plus a safetensors + JSON folder format."""
+
+    model_type: str  # the artifact's config.json "model_type", the key of ``llmrec.models.MODELS``
+
+    @property
+    def max_seq_len(self) -> int:
+        """The longest history the model reads; callers left-pad histories to this length."""
+        ...
+
+    @property
+    def n_items(self) -> int:
+        """Catalogue size V (items 1..V; 0 is padding)."""
+        ...
+
+    def score(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """item_ids [B, L] left-padded histories -> [B, V+1] next-item scores (column 0 = -inf)."""
+        ...
+
+    def save_pretrained(self, path: str | Path) -> None: ...
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> Self: ...
+
+
+class TrainOutput(Protocol):
+    loss: torch.Tensor | None
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """A model the training loop can fit: a torch module whose forward returns an output with a loss.
+
+    ``config.to_dict()`` is what a checkpoint records; ``--resume`` refuses a checkpoint whose config differs."""
+
+    config: Any  # a frozen config dataclass with to_dict()
+
+    def forward(self, batch: SeqBatch) -> Any: ...  # an output object with `.loss` (RecOutput, Seq2SeqOutput)
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True) -> Any: ...
+
+    def to(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def eval(self) -> Any: ...
+
+    def parameters(self, recurse: bool = True) -> Any: ...
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any: ...
+
+    def save_pretrained(self, path: str | Path) -> None: ...
+
+
+@runtime_checkable
+class ItemEmbeddingModel(Protocol):
+    """A dot-product scorer: score = encode(history)[:, -1] @ item_table().T."""
+
+    @property
+    def max_seq_len(self) -> int: ...
+
+    def item_table(self) -> torch.Tensor:
+        """[V+1, D] output embedding of every item (row 0 = padding)."""
+        ...
+
+    def encode(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """item_ids [B, L] -> hidden states [B, L, D]; the last position is the query vector."""
+        ...

@@ -1,0 +1,82 @@
+"""`llmrec.train` / `llmrec.evaluate`: the CLI's defaults and results from one Python call each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import llmrec
+from llmrec.api import split_overrides
+from llmrec.cli import app
+from llmrec.data import PreparedDataset
+from llmrec.experiment import evaluate_model
+from llmrec.recommend import Recommender
+
+TINY = {"d_model": 16, "n_layers": 1, "d_ff": 32, "max_seq_len": 8}
+
+
+@pytest.fixture
+def data(tiny_prepared: PreparedDataset, tmp_path: Path) -> Path:
+    return tiny_prepared.save(tmp_path / "data")
+
+
+def test_overrides_go_to_their_section() -> None:
+    sections = split_overrides({"epochs": 3, "lr": 1e-3, "d_model": 32, "train__patience": 2, "model__loss": "bce"})
+    assert sections == {"train": {"epochs": 3, "lr": 1e-3, "patience": 2}, "model": {"d_model": 32, "loss": "bce"}}
+    with pytest.raises(ValueError, match="section__key=value"):
+        split_overrides({"__lr": 1.0})
+
+
+def test_train_matches_the_cli_and_keeps_its_defaults(data: Path, tmp_path: Path) -> None:
+    cli = CliRunner().invoke(
+        app,
+        ["train", "--dataset", str(data), "--out", str(tmp_path / "cli"), "--set", "train.epochs=2"]
+        + [a for k, v in TINY.items() for a in ("--set", f"model.{k}={v}")],
+    )
+    assert cli.exit_code == 0, cli.output
+    rec = llmrec.train(data, tmp_path / "py", {"model": TINY}, epochs=2, progress=False)
+    assert isinstance(rec, Recommender) and rec.path == tmp_path / "py"
+    # the same defaults as the CLI: item attributes on (the tiny catalogue has categories), same weights
+    assert (tmp_path / "py" / "attributes.json").is_file()
+    assert json.loads((tmp_path / "py" / "config.json").read_text()) == json.loads((tmp_path / "cli" / "config.json").read_text())
+    history = rec.histories[next(iter(rec.histories))]
+    cli_rec = Recommender.load(tmp_path / "cli")
+    assert torch.equal(rec.score_batch([history]), cli_rec.score_batch([history]))
+    assert json.loads((tmp_path / "py" / "training.json").read_text())["train"]["epochs"] == 2
+
+    report = llmrec.evaluate(rec, n_boot=10)  # the dataset the model records
+    assert report == evaluate_model(tmp_path / "py", PreparedDataset.load(data), n_boot=10)
+    assert report["test"]["ndcg@10"] == llmrec.evaluate(tmp_path / "cli", data, n_boot=10)["test"]["ndcg@10"]
+
+
+def test_train_without_out_keeps_a_temporary_artifact_while_in_use(data: Path, tmp_path: Path) -> None:
+    rec = llmrec.train(str(data), config=None, model="most-popular", progress=False)
+    assert rec.path is not None and (rec.path / "config.json").is_file()
+    assert len(rec.recommend(user=next(iter(rec.histories)), k=3)) == 3
+    folder = rec.path.parent
+    del rec
+    import gc
+
+    gc.collect()
+    assert not folder.exists()
+
+
+def test_train_refuses_unknown_keys_and_a_toml_config_works(data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="model.d_modle"):
+        llmrec.train(data, tmp_path / "bad", d_modle=16, progress=False)
+    toml = tmp_path / "c.toml"
+    toml.write_text("[model]\nd_model = 16\nn_layers = 1\nd_ff = 32\nmax_seq_len = 8\n[train]\nepochs = 1\n")
+    rec = llmrec.train(data, tmp_path / "m", toml, progress=False, train__patience=1)
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["d_model"] == 16
+    assert json.loads((tmp_path / "m" / "training.json").read_text())["train"]["patience"] == 1
+    assert rec.model.config.d_model == 16  # type: ignore[union-attr]
+
+
+def test_train_is_callable_whatever_was_imported_first() -> None:
+    import llmrec.train.loop  # rebinds llmrec.train to the subpackage
+
+    assert callable(llmrec.train) and llmrec.train.TrainConfig is llmrec.TrainConfig

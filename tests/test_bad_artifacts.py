@@ -1,0 +1,316 @@
+"""Damaged, mismatched and unwritable files through the CLI: every case is one `error: <file>: <reason>` line on
+stderr and exit code 2, never a traceback, and nothing half-written is left behind.
+
+Table-driven: each file an artifact holds x each way to damage it (truncate, garbage, empty, wrong shape) x each
+command that reads it. The artifacts are built once per module (a tiny LM, one epoch) and copied per case.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner, Result
+
+from llmrec.cli import app
+
+runner = CliRunner()
+TINY = ["--set", "model.d_model=16", "--set", "model.n_layers=1", "--set", "model.d_ff=32", "--set", "model.max_seq_len=8"]
+QUICK = ["--set", "train.epochs=1", "--set", "train.refit_on_valid=false", "--set", "train.progress=false"]
+
+
+def _invoke(*args: str | Path) -> Result:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _assert_user_error(result: Result, *fragments: str) -> None:
+    """Exit 2 and exactly one `error: ` line (progress bars may come first) holding every fragment; no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    assert "Traceback" not in result.output
+
+
+def _prepare(out: Path, n_items: int = 30, seed: int = 0, prefix: str = "") -> Path:
+    """A small prepared dataset (20 users, `n_items` items, ids prefixed by `prefix`)."""
+    from llmrec.data import PrepareConfig, RawData, prepare
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(20):
+        for t, i in enumerate(rng.choice(n_items, size=8, replace=False)):
+            rows.append((f"u{u}", f"{prefix}{i}", 1000 + t))
+    events = pl.DataFrame(rows, schema={"user": pl.String, "item": pl.String, "time": pl.Int64}, orient="row")
+    prepared = prepare(RawData(events=events, items=None, users=None, domain="generic", source_files=[]), PrepareConfig())
+    return prepared.save(out)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """<root>/data (prepared) and <root>/lm (a one-epoch next-item LM with its training state in lm/train)."""
+    root = tmp_path_factory.mktemp("artifacts")
+    _prepare(root / "data")
+    result = _invoke("train", "--dataset", root / "data", "--out", root / "lm", *TINY, *QUICK)
+    assert result.exit_code == 0, result.output
+    return root
+
+
+@pytest.fixture
+def work(built: Path, tmp_path: Path) -> Path:
+    shutil.copytree(built, tmp_path / "w")
+    return tmp_path / "w"
+
+
+# ---- ways to damage a file ---------------------------------------------------------------------------------------
+def _truncate(p: Path) -> None:
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+
+
+def _garbage(p: Path) -> None:
+    p.write_bytes(np.random.default_rng(0).integers(0, 256, size=max(64, p.stat().st_size), dtype=np.uint8).tobytes())
+
+
+def _empty(p: Path) -> None:
+    p.write_bytes(b"")
+
+
+def _wrong_shape(p: Path) -> None:
+    """A well-formed file of the right kind with the wrong content."""
+    if p.suffix == ".safetensors":
+        from safetensors.numpy import save_file
+
+        save_file({"unrelated": np.zeros((3, 5), dtype=np.float32)}, str(p))
+    elif p.suffix == ".parquet":
+        pl.DataFrame({"unrelated": [1, 2, 3]}).write_parquet(p)
+    else:
+        p.write_text(json.dumps([1, 2, 3]))
+
+
+DAMAGE: dict[str, Callable[[Path], None]] = {"truncate": _truncate, "garbage": _garbage, "empty": _empty, "wrong-shape": _wrong_shape}
+
+
+# ---- commands that read a model artifact --------------------------------------------------------------------------
+def _recommend(w: Path) -> Result:
+    return _invoke("recommend", "--model", w / "lm", "--user", "u1", "-k", "3")
+
+
+def _explain(w: Path) -> Result:
+    return _invoke("explain", "--model", w / "lm", "--user", "u1", "-k", "2")
+
+
+def _evaluate(w: Path) -> Result:
+    return _invoke("evaluate", "--model", w / "lm", "--dataset", w / "data", "--n-boot", "10")
+
+
+def _serve(w: Path) -> Result:
+    import uvicorn
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a damaged artifact must fail before the server starts")
+
+    run, uvicorn.run = uvicorn.run, never  # type: ignore[assignment]
+    try:
+        return _invoke("serve", "--model", w / "lm", "--port", "0")
+    finally:
+        uvicorn.run = run
+
+
+MODEL_COMMANDS = {"recommend": _recommend, "explain": _explain, "evaluate": _evaluate, "serve": _serve}
+# What each command reads from the artifact (evaluate scores histories from the dataset, not the artifact's).
+READS = {
+    "recommend": ("config.json", "model.safetensors", "items.parquet", "histories.parquet", "dataset.json"),
+    "explain": ("config.json", "model.safetensors", "items.parquet", "histories.parquet", "dataset.json"),
+    "serve": ("config.json", "model.safetensors", "items.parquet", "histories.parquet", "dataset.json"),
+    "evaluate": ("config.json", "model.safetensors", "dataset.json"),
+}
+MODEL_CASES = [(cmd, f, d) for cmd, files in READS.items() for f in files for d in DAMAGE]
+
+
+@pytest.mark.parametrize(("command", "file", "damage"), MODEL_CASES)
+def test_a_damaged_model_file_is_named(command: str, file: str, damage: str, work: Path) -> None:
+    path = work / "lm" / file
+    DAMAGE[damage](path)
+    _assert_user_error(MODEL_COMMANDS[command](work), str(path))
+
+
+@pytest.mark.parametrize("file", ["manifest.json", "sequences.parquet", "users.parquet", "items.parquet"])
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_dataset_file_is_named(file: str, damage: str, work: Path) -> None:
+    path = work / "data" / file
+    DAMAGE[damage](path)
+    _assert_user_error(_evaluate(work), str(path))
+
+
+def test_messages_say_damaged_or_incomplete(work: Path) -> None:
+    _truncate(work / "lm" / "model.safetensors")
+    _assert_user_error(_recommend(work), f"{work / 'lm' / 'model.safetensors'}: damaged or incomplete (")
+
+
+def test_weights_of_another_size_name_the_weights(work: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    assert _invoke("train", "--dataset", work / "data", "--out", other, *TINY, *QUICK, "--set", "model.d_model=8").exit_code == 0
+    shutil.copy(other / "model.safetensors", work / "lm" / "model.safetensors")
+    _assert_user_error(_recommend(work), str(work / "lm" / "model.safetensors"), "does not fit config.json")
+
+
+# ---- train --resume with a damaged or different checkpoint -------------------------------------------------------
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "state.json", "config.json")
+
+
+@pytest.mark.parametrize("file", CHECKPOINT_FILES)
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_resume_from_a_damaged_checkpoint_names_the_file(file: str, damage: str, work: Path) -> None:
+    DAMAGE[damage](work / "lm" / "train" / "checkpoint" / file)
+    result = _invoke("train", "--dataset", work / "data", "--out", work / "lm", *TINY, *QUICK, "--resume")
+    # --resume continues in the hidden run folder beside the artifact, where the checkpoint was copied back
+    _assert_user_error(result, str(work / ".lm.train" / "checkpoint" / file))
+    assert (work / "lm" / "config.json").is_file()  # the finished artifact is untouched
+
+
+def test_resume_with_another_d_model_says_which_setting(work: Path) -> None:
+    sizes = [a if a != "model.d_model=16" else "model.d_model=32" for a in TINY]
+    result = _invoke("train", "--dataset", work / "data", "--out", work / "lm", *sizes, *QUICK, "--resume")
+    _assert_user_error(result, "--resume: checkpoint was trained with d_model 16, config asks 32")
+
+
+def test_resume_with_another_dataset_is_refused(work: Path) -> None:
+    _prepare(work / "other-size", n_items=25, seed=1)
+    result = _invoke("train", "--dataset", work / "other-size", "--out", work / "lm", *TINY, *QUICK, "--resume")
+    _assert_user_error(result, "--resume: checkpoint was trained on")
+    _prepare(work / "same-size", n_items=30, seed=0, prefix="x")  # same sizes, other item ids
+    result = _invoke("train", "--dataset", work / "same-size", "--out", work / "lm", *TINY, *QUICK, "--resume")
+    _assert_user_error(result, "--resume: checkpoint was trained on another dataset")
+
+
+def test_resume_without_a_checkpoint_leaves_nothing(work: Path) -> None:
+    result = _invoke("train", "--dataset", work / "data", "--out", work / "new", *TINY, *QUICK, "--resume")
+    _assert_user_error(result, "--resume", "no checkpoint")
+    assert not (work / ".new.train").exists() and not (work / "new").exists()
+
+
+def test_train_on_cuda_without_cuda_is_one_line(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = _invoke("train", "--dataset", work / "data", "--out", work / "gpu", *TINY, *QUICK, "--device", "cuda")
+    _assert_user_error(result, "--device cuda", "no CUDA device")
+
+
+# ---- a model paired with data it was not trained on -------------------------------------------------------------
+@pytest.mark.parametrize(("n_items", "prefix"), [(25, ""), (30, "x")], ids=["other-size", "same-size-other-ids"])
+def test_evaluate_refuses_a_dataset_the_model_was_not_trained_on(work: Path, n_items: int, prefix: str) -> None:
+    _prepare(work / "other", n_items=n_items, seed=1, prefix=prefix)
+    result = _evaluate_on(work, work / "other")
+    _assert_user_error(result, "--dataset", "not the data it was trained on")
+
+
+def _evaluate_on(w: Path, data: Path) -> Result:
+    return _invoke("evaluate", "--model", w / "lm", "--dataset", data, "--n-boot", "10")
+
+
+def test_evaluate_refuses_data_reprepared_into_the_recorded_path(work: Path) -> None:
+    shutil.rmtree(work / "data")
+    _prepare(work / "data", n_items=30, seed=5)  # same path and sizes, other users' events
+    recorded = json.loads((work / "lm" / "dataset.json").read_text())
+    recorded["prepared_path"] = str(work / "data")
+    (work / "lm" / "dataset.json").write_text(json.dumps(recorded))
+    result = _invoke("evaluate", "--model", work / "lm", "--n-boot", "10")
+    _assert_user_error(result, "not the data it was trained on")
+
+
+def test_an_artifact_without_a_recorded_identity_is_checked_by_its_items(work: Path) -> None:
+    meta = json.loads((work / "lm" / "dataset.json").read_text())
+    del meta["identity"]  # as saved before identities were recorded
+    (work / "lm" / "dataset.json").write_text(json.dumps(meta))
+    assert _evaluate_on(work, work / "data").exit_code == 0
+    _prepare(work / "other", n_items=30, seed=1, prefix="x")
+    _assert_user_error(_evaluate_on(work, work / "other"), "not the data it was trained on")
+
+
+def test_map_cold_items_and_meta_train_refuse_another_dataset(work: Path) -> None:
+    _prepare(work / "other", n_items=30, seed=1, prefix="x")
+    result = _invoke("map-cold-items", "--model", work / "lm", "--dataset", work / "other", "--out", work / "mapped")
+    _assert_user_error(result, "not the data it was trained on")
+    result = _invoke("meta-train", "--dataset", work / "other", "--base", work / "lm", "--out", work / "meta")
+    _assert_user_error(result, "not the data it was trained on")
+    assert not (work / "mapped").exists() and not (work / "meta").exists()
+
+
+# ---- the file system refuses to write -------------------------------------------------------------------------
+def _refuse_mkdtemp(code: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    def fake(*args: object, dir: str | Path | None = None, **kwargs: object) -> str:  # noqa: A002
+        raise OSError(code, os.strerror(code), str(dir))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", fake)
+    monkeypatch.setattr(tempfile, "mkstemp", fake)
+
+
+def _events_csv(path: Path) -> None:
+    pl.DataFrame({"user_id": ["a", "a", "b", "b"], "item_id": ["1", "2", "1", "3"], "timestamp": [1, 2, 1, 2]}).write_csv(path)
+
+
+def _writing_commands(w: Path) -> dict[str, list[str | Path]]:
+    return {
+        "prepare": ["data", "prepare", "--events", w / "events.csv", "--format", "csv", "--out", w / "out"],
+        "train": ["train", "--dataset", w / "data", "--out", w / "out", "--model", "most-popular"],
+        "evaluate": ["evaluate", "--model", w / "lm", "--dataset", w / "data", "--n-boot", "10", "--out", w / "out" / "r.json"],
+    }
+
+
+@pytest.mark.parametrize("command", ["prepare", "train", "evaluate"])
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_an_unwritable_output_is_one_line(command: str, code: int, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _events_csv(work / "events.csv")
+    args = _writing_commands(work)[command]
+    _refuse_mkdtemp(code, monkeypatch)
+    result = _invoke(*args)
+    _assert_user_error(result, str(work), os.strerror(code))
+    assert not (work / "out").exists() or not any((work / "out").iterdir())
+    assert not [p.name for p in work.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize("command", ["prepare", "train"])
+def test_a_full_disk_mid_write_leaves_nothing(command: str, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _events_csv(work / "events.csv")
+    args = _writing_commands(work)[command]
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", _disk_full)
+    result = _invoke(*args)
+    _assert_user_error(result, "No space left on device")
+    assert not (work / "out").exists()
+    assert not [p.name for p in work.iterdir() if p.name.startswith(".out")]
+
+
+def _disk_full(self: pl.DataFrame, file: str | Path, *args: object, **kwargs: object) -> None:
+    Path(file).write_bytes(b"PAR1 half")  # a part was written, then the disk filled up
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed(work: Path) -> None:
+    from llmrec.atomic import atomic_directory
+
+    dead = work / ".out.tmp-999999999-abc"  # a process id that no process has
+    dead.mkdir()
+    (dead / "half.parquet").write_bytes(b"PAR1")
+    legacy = work / ".out.tmp-k2j3h4"  # the older naming, without a process id
+    legacy.mkdir()
+    alive = work / f".out.tmp-{os.getpid()}-xyz"  # a writer still at work
+    alive.mkdir()
+    other = work / ".other.tmp-999999999-abc"  # another output's: not ours to touch
+    other.mkdir()
+    with atomic_directory(work / "out") as tmp:
+        (tmp / "f").write_text("done")
+    assert not dead.exists() and not legacy.exists()
+    assert alive.exists() and other.exists()
+    assert (work / "out" / "f").read_text() == "done"

@@ -1,0 +1,116 @@
+"""`model.item_text = true` from Python, the CLI (--set) and TOML; derived sizes cannot be set."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from llmrec.cli import app
+from llmrec.data import PreparedDataset
+from llmrec.experiment import train_model
+from llmrec.index.text_encoder import encode_items
+from llmrec.train.fit import build_model
+
+fit_module = sys.modules["llmrec.train.fit"]  # the module, not the `fit` function llmrec.train exports
+
+TINY = {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32, "max_seq_len": 8}
+TINY_SET = [f"--set=model.{k}={v}" for k, v in TINY.items()]
+
+
+class FakeEncoder:
+    """Deterministic 8-d unit vectors from a hash of each text (stands in for MiniLM)."""
+
+    name = "fake-hash-8"
+    dim = 8
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        out = np.stack([np.frombuffer(hashlib.sha256(t.encode()).digest()[:8], dtype=np.uint8) for t in texts])
+        out = out.astype(np.float32) + 1.0
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def fake_minilm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The packaged encoder replaced by FakeEncoder; the embedding cache in a temporary folder."""
+    monkeypatch.setattr(fit_module, "SentenceTransformerEncoder", FakeEncoder)
+    monkeypatch.setenv("LLMREC_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_item_text_param_adds_the_catalogue_embeddings(tiny_prepared: PreparedDataset, fake_minilm: Path) -> None:
+    model, _ = build_model(tiny_prepared, {**TINY, "item_text": True})
+    assert model.config.text_dim == FakeEncoder.dim
+    want = encode_items(tiny_prepared.items, tiny_prepared.domain, FakeEncoder(), progress=False)
+    torch.testing.assert_close(model.item_text, torch.from_numpy(want))
+    assert any((fake_minilm).rglob("index.json"))  # encoded once into the cache
+    plain, _ = build_model(tiny_prepared, {**TINY, "item_text": False})
+    assert plain.config.text_dim == 0
+
+
+def test_item_text_without_catalogue_text_is_refused(tiny_prepared: PreparedDataset, fake_minilm: Path) -> None:
+    items = tiny_prepared.items.with_columns(pl.lit(None, pl.String).alias("title"), pl.lit(None, pl.String).alias("text"))
+    no_text = PreparedDataset(
+        sequences=tiny_prepared.sequences, times=tiny_prepared.times, users=tiny_prepared.users, items=items,
+        manifest=tiny_prepared.manifest,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"model\.item_text = true needs item text.*--items"):
+        build_model(no_text, {**TINY, "item_text": True})
+
+
+@pytest.mark.parametrize("key", ["n_items", "text_dim", "n_attributes", "max_item_attributes"])
+def test_derived_sizes_cannot_be_set(key: str, tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=rf"model\.{key}\b.*derived from the data"):
+        train_model(tiny_prepared, tmp_path / "d", "next-item-lm", tmp_path / "m", {"model": {key: 3}}, progress=False)
+    with pytest.raises(ValueError, match=rf"model\.{key}\b.*derived from the data"):
+        build_model(tiny_prepared, {key: 3})
+    assert not (tmp_path / "m").exists()
+
+
+def test_unknown_key_error_lists_item_text_but_not_derived_sizes(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="model.use_txt") as info:
+        train_model(tiny_prepared, tmp_path / "d", "next-item-lm", tmp_path / "m", {"model": {"use_txt": True}}, progress=False)
+    known = str(info.value).split("known: ")[1].split(", ")
+    assert "item_text" in known and "use_attributes" in known
+    assert not {"n_items", "text_dim", "n_attributes", "max_item_attributes"} & set(known)
+
+
+def test_item_text_must_be_a_boolean(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="model.item_text: expected true/false"):
+        train_model(tiny_prepared, tmp_path / "d", "next-item-lm", tmp_path / "m", {"model": {"item_text": "yes"}}, progress=False)
+
+
+@pytest.mark.parametrize("how", ["set", "toml"])
+def test_cli_trains_with_item_text(how: str, tiny_prepared: PreparedDataset, tmp_path: Path, fake_minilm: Path) -> None:
+    data = tiny_prepared.save(tmp_path / "data")
+    args = ["train", "--dataset", str(data), "--out", str(tmp_path / "lm"), "--set", "train.epochs=1", *TINY_SET]
+    if how == "set":
+        args += ["--set", "model.item_text=true"]
+    else:
+        (tmp_path / "c.toml").write_text("[model]\nitem_text = true\n")
+        args += ["--config", str(tmp_path / "c.toml")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "lm" / "config.json").read_text())
+    assert config["text_dim"] == FakeEncoder.dim
+
+
+def test_cli_refuses_a_derived_size(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
+    data = tiny_prepared.save(tmp_path / "data")
+    args = ["train", "--dataset", str(data), "--out", str(tmp_path / "lm"), "--set", "model.text_dim=384"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: model.text_dim is derived from the data"), result.stderr
+    assert "model.item_text = true" in result.stderr
+    assert not (tmp_path / "lm").exists()
