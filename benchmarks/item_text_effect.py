@@ -4,7 +4,7 @@ Usage: python benchmarks/item_text_effect.py PREPARED_DIR MODEL_DIR [MODEL_DIR .
 
 Full ranking over all items, seen items excluded, validation targets only (the test targets are not read).
 "Rare" targets are items with at most --max-count interactions in the training sequences. Prints one JSON
-line per model.
+line per model, then (for two or more models) a paired test of each model's NDCG@10 against the first one's.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from llmrec.data import PreparedDataset
-from llmrec.eval.evaluate import compute_ranks
-from llmrec.eval.metrics import summarize
+from llmrec.eval.evaluate import compute_ranks, paired_test
+from llmrec.eval.metrics import ndcg_at_k, summarize
 from llmrec.models.next_item_lm import NextItemLM
 from llmrec.train import make_score_fn
 
@@ -33,6 +33,7 @@ def main() -> None:
     ds = PreparedDataset.load(a.prepared)
     ex = ds.eval_examples("valid")
     rare = ds.item_popularity()[ex.targets] <= a.max_count  # [N]
+    per_user = []
     for path in a.models:
         model = NextItemLM.from_pretrained(path).eval()
         with torch.no_grad():
@@ -49,6 +50,10 @@ def main() -> None:
             f"rare_le{a.max_count}_median_rank": float(np.median(ranks[rare])) if rare.any() else None,
         }
         print(json.dumps(row), flush=True)
+        per_user.append(ndcg_at_k(ranks, 10))
+    for path, values in zip(a.models[1:], per_user[1:], strict=True):
+        t = paired_test(values, per_user[0])
+        print(json.dumps({"paired_ndcg@10": f"{path} - {a.models[0]}", **{k: round(v, 4) for k, v in t.items()}}))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ FAST = ["--set", "train.epochs=2", "--set", "model.d_model=16", "--set", "model.
 def _section_commands(title: str) -> list[list[str]]:
     """The `llmrec ...` commands of the section's bash block (continuations joined, comments dropped)."""
     section = README.read_text().split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
     assert block is not None, f"no bash block in README section {title!r}"
     text = block.group(1).replace("\\\n", " ")
     return [shlex.split(line.split("#", 1)[0])[1:] for line in text.splitlines() if line.startswith("llmrec ")]

@@ -22,18 +22,19 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
-from llmrec.atomic import atomic_directory
+from llmrec.atomic import atomic_directory, atomic_write
 from llmrec.errors import artifact_file, read_json
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: this module never imports a model class or the data code at import time
     from llmrec.data.dataset import PreparedDataset
+    from llmrec.models.base import RecModel
 
 __all__ = [
     "ANN_DIR",
@@ -45,14 +46,11 @@ __all__ = [
     "refit_on_valid",
     "save_artifact",
     "text_cache_dir",
+    "write_training",
 ]
 
 ANN_DIR = "ann"  # where an artifact keeps a saved index (`llmrec build-index`)
 WEIGHT_FILES = ("config.json", "model.safetensors")  # what `save_pretrained` writes
-
-
-class _Saveable(Protocol):
-    def save_pretrained(self, path: str | Path) -> None: ...
 
 
 def model_type(path: str | Path) -> Any:
@@ -107,7 +105,7 @@ def text_cache_dir(override: str | Path | None = None) -> Path:
     return cache_dir() / "text-embeddings"
 
 
-def save_artifact(model: _Saveable, dataset: PreparedDataset, out: str | Path, *, attributes: list[str] | None = None) -> Path:
+def save_artifact(model: RecModel, dataset: PreparedDataset, out: str | Path, *, attributes: list[str] | None = None) -> Path:
     """Write the self-describing model directory atomically (temporary sibling, then rename)."""
     from llmrec.identity import dataset_identity
 
@@ -121,6 +119,7 @@ def save_artifact(model: _Saveable, dataset: PreparedDataset, out: str | Path, *
         if attributes:
             (tmp / "attributes.json").write_text(json.dumps(attributes))
         meta = {k: dataset.manifest.get(k) for k in ("domain", "source", "stats", "split")}
+        meta["name"] = dataset.name  # shown by the service and its demo page
         meta["identity"] = dataset_identity(dataset)  # commands that pair this model with a dataset check it
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
     return Path(out)
@@ -129,9 +128,10 @@ def save_artifact(model: _Saveable, dataset: PreparedDataset, out: str | Path, *
 def copy_with_weights(
     base: str | Path,
     out: str | Path,
-    model: _Saveable,
+    model: RecModel,
     *,
     extra: dict[str, str] | None = None,
+    write: Callable[[Path], None] | None = None,
     drop: Iterable[str] = (),
     drop_prefixes: Iterable[str] = (),
     argument: str = "--out",
@@ -141,8 +141,8 @@ def copy_with_weights(
 
     The top-level files of `base` are copied (items, histories, dataset identity ...; not its training state
     folder nor its saved index, which belong to the old weights), minus the weight files, `drop` and names
-    starting with one of `drop_prefixes`; then `model.save_pretrained` writes the new weights and `extra` maps
-    file names to text written beside them. `argument` / `base_argument` name the options in the error when
+    starting with one of `drop_prefixes`; then `model.save_pretrained` writes the new weights, `extra` maps
+    file names to text written beside them, and `write(folder)` may add more (e.g. a meta-trained adapter). `argument` / `base_argument` name the options in the error when
     `out` is `base`.
     """
     base, out = Path(base), Path(out)
@@ -154,6 +154,18 @@ def copy_with_weights(
             if p.is_file() and p.name not in skip and not (prefixes and p.name.startswith(prefixes)):
                 shutil.copy2(p, tmp / p.name)
         model.save_pretrained(tmp)
+        if write is not None:
+            write(tmp)
         for name, text in (extra or {}).items():
             (tmp / name).write_text(text)
     return out
+
+
+def write_training(path: str | Path, summary: dict[str, Any], *, prepared_path: str | Path | None = None) -> None:
+    """Record how the artifact `path` was trained (training.json) and, in dataset.json, where its prepared data is."""
+    path = Path(path)
+    if prepared_path is not None:
+        meta = read_json(path / "dataset.json")
+        meta["prepared_path"] = str(prepared_path)
+        atomic_write(path / "dataset.json", json.dumps(meta, indent=2).encode())
+    atomic_write(path / "training.json", json.dumps(summary, indent=2, default=str).encode())

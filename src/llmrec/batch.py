@@ -11,15 +11,13 @@ hidden temporary sibling and renamed into place at the end: an interrupted run l
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from llmrec.atomic import normal_permissions
+from llmrec.atomic import atomic_file
 
 if TYPE_CHECKING:
     from llmrec.recommend import Recommender
@@ -73,12 +71,8 @@ def write_recommendations(
     unknown = [u for u in users if u not in rec.histories]
     if unknown:
         raise UnknownIdError("user", unknown)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     rows = 0
-    try:
+    with atomic_file(out) as tmp:  # a complete file or none, with a plain write's permissions
         writer = _writer(tmp, out.suffix)
         try:
             bar = _progress(len(users), progress)
@@ -101,10 +95,6 @@ def write_recommendations(
                 bar.close()
         finally:
             writer.close()
-        normal_permissions(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return rows
 
 

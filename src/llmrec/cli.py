@@ -243,7 +243,15 @@ def data_prepare(
         )
         out = out.resolve()
         _check_out_dir(out)
-        from llmrec.data import DATASETS, ColumnMap, ItemColumnMap, infer_format, prepare, read_dataset, read_files
+        from llmrec.data import (
+            DATASETS,
+            ColumnMap,
+            ItemColumnMap,
+            infer_format,
+            prepare,
+            read_dataset,
+            read_files,
+        )
         from llmrec.data.readers import DOMAINS
 
         if domain is not None and domain not in DOMAINS:
@@ -405,6 +413,14 @@ def _open_dataset(dataset: str, prepared_root: Path) -> tuple[Any, Path]:
     return prepared, prepared_root.resolve()
 
 
+_DATASET_HELP = "A prepared dataset folder, or a registry name (prepared with the defaults next to the model)."
+
+
+def _dataset_arg(dataset: str | Path, near: Path) -> Any:
+    """--dataset of any command: a prepared folder, or a registry name prepared (defaults) into `near/<name>-data`."""
+    return _open_dataset(str(dataset), near / f"{dataset}-data")[0]
+
+
 def _config_sections(config: Path | None, overrides: list[str] | None) -> dict[str, dict[str, Any]]:
     from llmrec.config import load_toml, merge_sections, parse_overrides
 
@@ -529,7 +545,9 @@ def _training_table(summary: dict[str, Any], out: Path) -> Table:
 def evaluate_cmd(
     model: Annotated[Path, typer.Option(help="Model artifact folder.")],
     out: Annotated[Path | None, typer.Option(help="Report JSON path (a .md and a .png are written beside it).")] = None,
-    dataset: Annotated[Path | None, typer.Option(help="Prepared dataset (default: the one the model was trained on).")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help=_DATASET_HELP.rstrip(".") + "; default: the one the model was trained on.")
+    ] = None,
     exclude_seen: Annotated[
         bool | None, typer.Option(help="Do not rank items already in the history [default: no for loo, yes for cold-start].")
     ] = None,
@@ -542,7 +560,6 @@ def evaluate_cmd(
 ) -> None:
     """Full-ranking evaluation: leave-one-out (valid and test) or cold-start users; Recall/NDCG@k with 95% CIs."""
     with _user_errors():
-        from llmrec.data import PreparedDataset
         from llmrec.errors import read_json
         from llmrec.experiment import evaluate_model, write_evaluation
         from llmrec.identity import check_model_dataset
@@ -555,9 +572,9 @@ def evaluate_cmd(
             meta_path = model / "dataset.json"
             if not meta_path.is_file() or "prepared_path" not in read_json(meta_path):
                 raise ValueError(f"{model}: the model does not record its dataset; pass --dataset")
-            dataset = Path(read_json(meta_path)["prepared_path"])
+            dataset = str(read_json(meta_path)["prepared_path"])
             option = f"the dataset recorded in {meta_path} ({dataset})"
-        prepared = PreparedDataset.load(dataset)
+        prepared = _dataset_arg(dataset, model.parent)
         check_model_dataset(model, prepared, option=option)  # never score a model on data it was not trained on
         if baseline is not None:
             check_model_dataset(baseline, prepared, option="--baseline")
@@ -644,7 +661,7 @@ def _evaluate_cold_start(model: Path, prepared: Any, *, exclude_seen: bool, n_bo
 
 @app.command("meta-train")
 def meta_train_cmd(
-    dataset: Annotated[Path, typer.Option(help="A prepared dataset with a cold-user split (cold_valid users pick settings).")],
+    dataset: Annotated[str, typer.Option(help="A prepared dataset folder with a cold-user split (cold_valid users pick settings).")],
     base: Annotated[Path, typer.Option(help="The base next-item-lm artifact, trained on this dataset.")],
     out: Annotated[Path, typer.Option("--out", help="Meta-trained artifact folder to write.")],
     method: Annotated[str, typer.Option(help="maml | finetune | in-context | in-context+maml")] = "maml",
@@ -657,12 +674,11 @@ def meta_train_cmd(
         sections = _config_sections(config, set_)
         import torch
 
-        from llmrec.data import PreparedDataset
         from llmrec.meta.training import meta_train_model
 
         if threads:
             torch.set_num_threads(threads)
-        summary = meta_train_model(PreparedDataset.load(dataset), base, out, method, sections)
+        summary = meta_train_model(_dataset_arg(dataset, out.parent), base, out, method, sections)
     shown = {k: summary[k] for k in ("method", "valid_zero_shot", "valid", "warm_valid_base", "warm_valid", "seconds")}
     console.print(f"meta-trained {json.dumps(shown)} → {out}", markup=False, soft_wrap=True)
 
@@ -670,17 +686,16 @@ def meta_train_cmd(
 @app.command("map-cold-items")
 def map_cold_items_cmd(
     model: Annotated[Path, typer.Option(help="A trained next-item-lm artifact.")],
-    dataset: Annotated[Path, typer.Option(help="The prepared dataset it was trained on (tells which items it never saw).")],
+    dataset: Annotated[str, typer.Option(help="The dataset it was trained on, a prepared folder or a registry name (tells which items it never saw).")],
     out: Annotated[Path, typer.Option("--out", help="Artifact folder to write (a copy with the cold items mapped).")],
     ridge: Annotated[float, typer.Option(help="Ridge strength of the text -> embedding regression (>= 0).")] = 0.1,
     text_model: Annotated[str | None, typer.Option(help="Local sentence-transformers folder (default: all-MiniLM-L6-v2, offline).")] = None,
 ) -> None:
     """Give items that never occurred in training an embedding mapped from their text, so they can be recommended."""
     with _user_errors():
-        from llmrec.data import PreparedDataset
         from llmrec.models.cold_items import map_cold_items_artifact
 
-        summary = map_cold_items_artifact(model, PreparedDataset.load(dataset), out, ridge=ridge, text_model=text_model, progress=True)
+        summary = map_cold_items_artifact(model, _dataset_arg(dataset, model.parent), out, ridge=ridge, text_model=text_model, progress=True)
     console.print(f"mapped {summary['cold_items']} cold items from {summary['warm_items']} warm ones (ridge {summary['ridge']}) → {out}", markup=False, soft_wrap=True)
 
 
@@ -876,8 +891,8 @@ def _explain(
 
 @app.command("tune")
 def tune_cmd(
-    dataset: Annotated[Path, typer.Option(help="A prepared dataset folder.")],
-    out: Annotated[Path, typer.Option(help="Where to write the best config (TOML, for `llmrec train --config`).")],
+    dataset: Annotated[str, typer.Option(help=_DATASET_HELP)],
+    out: Annotated[Path, typer.Option(help="Best config file to write (TOML, for `llmrec train --config`).")],
     trials: Annotated[int, typer.Option(help="Maximum number of trials.")] = 20,
     budget_minutes: Annotated[float, typer.Option(help="Wall-time budget for the whole search.")] = 60.0,
     config: Annotated[Path | None, typer.Option(help="Base config; searched keys override it.")] = None,
@@ -887,7 +902,6 @@ def tune_cmd(
     """Search hyperparameters with Optuna on the validation metric (pruning poor trials), write the best config."""
     with _user_errors():
         from llmrec.config import build
-        from llmrec.data import PreparedDataset
         from llmrec.train import TrainConfig
         from llmrec.tune import tune
 
@@ -896,7 +910,7 @@ def tune_cmd(
         model_params = dict(sections.get("model", {}))
         use_attributes = bool(model_params.pop("use_attributes", True))
         summary = tune(
-            PreparedDataset.load(dataset),
+            _dataset_arg(dataset, out.parent),
             base_model=model_params,
             base_train=base_train,
             n_trials=trials,

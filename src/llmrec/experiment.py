@@ -1,10 +1,11 @@
-"""Experiments end to end: train any registered model from config sections, evaluate any model artifact.
+"""Experiments end to end: train any model by name from config sections into an artifact.
 
 Model names (`--model`):
 - ``next-item-lm``: the decoder-only next-item LM, full-softmax cross-entropy (defaults = best found on validation);
 - ``sasrec``: SASRec as in its paper: the same transformer trained with binary cross-entropy, one negative;
 - ``most-popular`` and ``item-knn``: the non-neural floors;
-- ``t5-semantic``: generative retrieval, a T5 over semantic ids of the items' text embeddings (`fit_t5_semantic`).
+- ``t5-semantic``: generative retrieval, a T5 over semantic ids of the items' text embeddings
+  (`llmrec.train.semantic.fit_t5_semantic`).
 Config sections: ``[model]`` (NextItemLMConfig fields except the sizes taken from the data, plus ``use_attributes``
 and ``item_text``; for item-knn ``neighbours``,
 ``shrink``, ``decay``; for t5-semantic T5SemanticConfig fields plus ``n_levels``, ``codebook_size``,
@@ -21,22 +22,31 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from llmrec.artifact import save_artifact, write_training
 from llmrec.config import build
 from llmrec.data.dataset import PreparedDataset
-from llmrec.eval.evaluate import EvalResult, compute_ranks, evaluate_split_both, paired_test, sampled_metrics, sampled_ranks
-from llmrec.eval.metrics import ndcg_at_k, recall_at_k
 from llmrec.errors import read_json
-from llmrec.eval.report import build_report, write_report
+
+# Evaluation of an artifact and the T5's fitting live in llmrec.eval and llmrec.train; re-exported for callers.
+from llmrec.eval.leave_one_out import dataset_name, evaluate_model, write_evaluation
 from llmrec.models.baselines import ItemKNN, MostPopular
 from llmrec.models.next_item_lm import NextItemLMConfig
-from llmrec.recommend import load_model
 from llmrec.train import distributed
-from llmrec.train.fit import fit, save_artifact
+from llmrec.train.fit import fit
 from llmrec.train.loop import Callback, TrainConfig
+from llmrec.train.semantic import SEMANTIC_SOURCES, collaborative_item_embeddings, fit_t5_semantic
 
-__all__ = ["MODEL_NAMES", "MODEL_PRESETS", "evaluate_model", "train_model"]
+__all__ = [
+    "MODEL_NAMES",
+    "MODEL_PRESETS",
+    "SEMANTIC_SOURCES",
+    "collaborative_item_embeddings",
+    "dataset_name",
+    "evaluate_model",
+    "fit_t5_semantic",
+    "train_model",
+    "write_evaluation",
+]
 
 # Presets applied under the user's [model] section. SASRec follows its paper (Kang & McAuley 2018): one head,
 # point-wise feed-forward of width d, binary cross-entropy with one sampled negative, dropout 0.5 on sparse data.
@@ -63,13 +73,13 @@ def _check_model_keys(model: str, params: dict[str, Any]) -> None:
         from llmrec.train.fit import DERIVED_MODEL_KEYS, check_model_params
 
         check_model_params(params)  # names the key and what to use instead
-        derived = {"n_items": 1, **dict.fromkeys(DERIVED_MODEL_KEYS[1:], 0)}
-        build(NextItemLMConfig, params, section="model", allowed_extra=("use_attributes", "item_text"), derived=derived)
+        sizes = {"n_items": 1, **dict.fromkeys(DERIVED_MODEL_KEYS[1:], 0)}
+        build(NextItemLMConfig, params, section="model", allowed_extra=("use_attributes", "item_text"), derived=sizes)
     elif model == "t5-semantic":
         from llmrec.models.seq2seq import T5SemanticConfig
 
-        derived = {"n_items": 1, "codebook_sizes": (1,)}
-        build(T5SemanticConfig, params, section="model", allowed_extra=_SEMANTIC_ID_KEYS, derived=derived)
+        t5_sizes: dict[str, Any] = {"n_items": 1, "codebook_sizes": (1,)}
+        build(T5SemanticConfig, params, section="model", allowed_extra=_SEMANTIC_ID_KEYS, derived=t5_sizes)
     elif model == "item-knn":
         unknown = [k for k in params if k not in _KNN_KEYS]
         if unknown:
@@ -155,11 +165,7 @@ def train_model(
     if not ctx.is_main:
         distributed.barrier()  # rank 0 finishes writing the artifact before any rank returns
         return summary
-    meta_path = out / "dataset.json"
-    meta = json.loads(meta_path.read_text())
-    meta["prepared_path"] = str(dataset_dir)
-    meta_path.write_text(json.dumps(meta, indent=2))
-    (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_training(out, summary, prepared_path=dataset_dir)
     distributed.barrier()
     return summary
 
@@ -182,113 +188,3 @@ def _same_dataset_on_resume(run_dir: Path, dataset: PreparedDataset, resume: boo
     atomic_write(path, json.dumps(here, indent=2).encode())
 
 
-def evaluate_model(
-    model_dir: Path,
-    dataset: PreparedDataset,
-    *,
-    splits: tuple[str, ...] = ("valid", "test"),
-    exclude_seen: bool = False,
-    ks: tuple[int, ...] = (1, 5, 10, 20),
-    n_boot: int = 1000,
-    sampled_negatives: int = 0,
-    baseline_dir: Path | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Full-ranking evaluation of a model artifact on the prepared dataset's splits; returns the report dict.
-
-    Every split is ranked once and measured under both seen-item protocols: ``report[split]`` holds the one
-    asked for (`exclude_seen`), ``report[split + "_exclude_seen"]`` / ``[split + "_include_seen"]`` both, and
-    ``report["protocol"]`` says whether the validation item was a training target (``refit_on_valid``, read
-    from the artifact's training.json; None when the artifact has none). With `baseline_dir`, a second model
-    is ranked on the same users and the report's ``extra.paired`` holds a paired test (bootstrap CI of the
-    difference, sign-flip permutation p-value) for NDCG@10 and Recall@10.
-    """
-    score_fn = _score_fn(model_dir)
-
-    pop = dataset.item_popularity()
-    results: dict[str, EvalResult] = {}
-    other: dict[str, EvalResult] = {}
-    sampled: dict[str, dict[str, float]] = {}
-    for split in splits:
-        ex = dataset.eval_examples(split)
-        both = evaluate_split_both(
-            score_fn,
-            ex.histories,
-            ex.targets,
-            ks=ks,
-            target_popularity=pop[ex.targets],
-            n_boot=n_boot,
-            progress=progress,
-        )
-        results[split] = both.pop("exclude_seen" if exclude_seen else "include_seen")
-        other[split] = both.popitem()[1]
-        if sampled_negatives:
-            r = sampled_ranks(score_fn, ex.histories, ex.targets, n_negatives=sampled_negatives, popularity=None)
-            sampled[split] = sampled_metrics(r, n_negatives=sampled_negatives, ks=ks)
-    extra: dict[str, Any] | None = None
-    if baseline_dir is not None:
-        base_fn = _score_fn(baseline_dir)
-        extra = {"paired": {"baseline": str(baseline_dir)}}
-        for split in splits:
-            ex = dataset.eval_examples(split)
-            base = compute_ranks(base_fn, ex.histories, ex.targets, exclude_seen=exclude_seen)
-            ours = results[split].ranks
-            extra["paired"][split] = {
-                "ndcg@10": paired_test(ndcg_at_k(ours, 10), ndcg_at_k(base, 10)),
-                "recall@10": paired_test(recall_at_k(ours, 10), recall_at_k(base, 10)),
-            }
-    recorded = (model_dir / "training.json").exists()
-    training = read_json(model_dir / "training.json") if recorded else {}
-    # Models trained without a [train] section (most-popular, item-knn) are fit on training events only.
-    refit: bool | None = bool(training.get("train", {}).get("refit_on_valid", False)) if recorded else None
-    protocol = {
-        # A refit model was retrained on train + valid events after selection: the validation item was a training
-        # target and its valid numbers are not held out; the held-out metric of the selection run is `selection_valid`.
-        "refit_on_valid": refit,
-        "valid_held_out": None if refit is None else not refit,
-        **({"selection_valid": {training["train"].get("metric", "ndcg@10"): training.get("best_valid")}} if refit else {}),
-        "split": dataset.manifest.get("split", {}).get("protocol", "loo"),
-        "exclude_seen": exclude_seen,
-        "ranking": "full",
-        "ks": list(ks),
-    }
-    config = read_json(model_dir / "config.json")
-    model_name = training.get("model", config.get("model_type"))  # names presets such as "sasrec"
-    return build_report(
-        results,
-        model_name=str(model_name),
-        dataset=dataset_name(dataset, model_dir),
-        protocol=protocol,
-        sampled=sampled or None,
-        extra=extra,
-        other_protocol=other,
-    )
-
-
-def dataset_name(dataset: PreparedDataset, model_dir: Path | None = None) -> str:
-    """The name reports use: the prepared manifest's ``name``, else its registry name, else the artifact folder's."""
-    name = dataset.manifest.get("name")
-    if isinstance(name, str) and name:
-        return name
-    source = dataset.manifest.get("source")
-    if isinstance(source, dict) and isinstance(source.get("dataset"), str) and source["dataset"]:
-        return str(source["dataset"])
-    return model_dir.name if model_dir is not None else "dataset"
-
-
-def _score_fn(model_dir: Path) -> Any:
-    """Batch of internal-id histories -> [B, V+1] scores, for any model type."""
-    from llmrec.data.sequences import pad_left
-
-    model = load_model(model_dir)
-    max_len = int(getattr(getattr(model, "config", None), "max_seq_len", 0) or getattr(model, "max_seq_len", 50))
-
-    def score_fn(histories: list[np.ndarray]) -> Any:
-        return model.score(pad_left(histories, max_len))
-
-    return score_fn
-
-
-def write_evaluation(report: dict[str, Any], out_json: Path, model_dir: Path) -> list[Path]:
-    csv = model_dir / "train" / "metrics.csv"
-    return write_report(report, out_json, training_log_csv=csv if csv.exists() else None)

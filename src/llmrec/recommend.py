@@ -18,22 +18,23 @@ back to full scoring.
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 import torch
 
+from llmrec.artifact import ANN_DIR
 from llmrec.data.sequences import pad_left
-from llmrec.errors import ArtifactError, artifact_file, read_json
-from llmrec.meta.maml import UserAdapter, has_adapter, make_adapted_score_fn
-from llmrec.models.baselines import ItemKNN, MostPopular
-from llmrec.models.next_item_lm import NextItemLM
+from llmrec.errors import artifact_file, read_json
+from llmrec.eval.scoring import model_device, score_fn
+from llmrec.meta.maml import UserAdapter, has_adapter
+from llmrec.models import load_model  # re-exported: `from llmrec.recommend import load_model` keeps working
+from llmrec.models.base import ItemEmbeddingModel, RecModel
 
 if TYPE_CHECKING:
     from llmrec.explain.text import ItemInfo, TextGenerator
@@ -56,7 +57,6 @@ log = logging.getLogger("llmrec.recommend")
 CITE_SHARE = 0.25  # explain(): a history item is cited as a reason when its attribution is >= this share of the top one
 ANN_THRESHOLD = 200_000  # ann="auto": retrieve through a FAISS index above this many items (docs/scaling.md)
 ANN_MODES = ("auto", "off", "flat", "ivf", "hnsw")
-ANN_DIR = "ann"  # where an artifact keeps a saved index (`llmrec build-index`)
 N_CANDIDATES = 100  # diversity: MMR re-ranks each row's top max(N_CANDIDATES, 5k) items
 
 
@@ -71,10 +71,6 @@ class UnknownIdError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-class _Scorer(Protocol):
-    def score(self, item_ids: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -110,40 +106,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
 
 
-def load_model(path: str | Path) -> Any:
-    """Load any llmrec model directory by its config.json `model_type` (safetensors + JSON, no pickle).
-
-    The one place where model files are read: a missing, truncated or garbage file, or weights that do not fit
-    config.json, raise ``llmrec.errors.ArtifactError`` naming the file (the CLI prints it and exits with 2).
-    """
-    path = Path(path)
-    cfg_path = path / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
-    model_type = read_json(cfg_path).get("model_type")
-    loaders: dict[str, Any] = {"next-item-lm": NextItemLM, "most-popular": MostPopular, "item-knn": ItemKNN}
-    if model_type == "t5-semantic":  # imported here: transformers is a heavy import the other models never need
-        from llmrec.models.seq2seq import T5SemanticRecommender
-
-        loaders[model_type] = T5SemanticRecommender
-    if model_type not in loaders:
-        raise ArtifactError(cfg_path, f"unknown model_type {model_type!r}; known: {', '.join(loaders)}, t5-semantic")
-    weights = path / "model.safetensors"
-    with artifact_file(weights):
-        from safetensors import safe_open
-
-        with safe_open(str(weights), "pt"):  # reads the header only: a truncated or garbage file fails here
-            pass
-    try:
-        return loaders[model_type].from_pretrained(path)
-    except ArtifactError:
-        raise
-    except (TypeError, ValueError) as e:  # the config's fields (the weights' header was read above)
-        raise ArtifactError(cfg_path, f"damaged or incomplete ({e})") from e
-    except Exception as e:
-        raise ArtifactError(weights, f"damaged or incomplete (does not fit {cfg_path.name}: {str(e).strip().splitlines()[0][:200]})") from e
-
-
 def _n_items(model: Any) -> int | None:
     """The catalogue size a loaded model was built for (None when it does not say)."""
     n = getattr(getattr(model, "config", None), "n_items", None)
@@ -152,20 +114,10 @@ def _n_items(model: Any) -> int | None:
     return None if n is None else int(n)
 
 
-class _DeviceScorer:
-    """A model on an accelerator seen as a CPU scorer: inputs move to its device, scores come back (occlusion)."""
-
-    def __init__(self, model: Any, device: torch.device) -> None:
-        self.model, self.device = model, device
-
-    def score(self, item_ids: torch.Tensor) -> torch.Tensor:
-        return self.model.score(item_ids.to(self.device)).cpu()  # type: ignore[no-any-return]
-
-
 class Recommender:
     """Facade over a model artifact: raw ids in, ranked raw ids (with titles) out."""
 
-    def __init__(self, model: _Scorer, items: pl.DataFrame, histories: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    def __init__(self, model: RecModel, items: pl.DataFrame, histories: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         self.model = model
         self.items = items.sort("item_idx")
         self.raw_ids: list[str] = self.items["item"].to_list()
@@ -173,7 +125,7 @@ class Recommender:
         self.item_index = {raw: i + 1 for i, raw in enumerate(self.raw_ids)}
         self.histories = histories
         self.meta = meta
-        self.max_seq_len = int(getattr(getattr(model, "config", None), "max_seq_len", 0) or getattr(model, "max_seq_len", 50))
+        self.max_seq_len = int(model.max_seq_len)
         # Intent queries (recommend(query=...)): the text encoder loads on the first query; item embeddings are
         # computed once (cached on disk in text_cache_dir, keyed by item text) and kept here.
         self.text_encoder: Any = None  # llmrec.index.text_encoder.TextEncoder; None = the default model, lazily
@@ -241,12 +193,12 @@ class Recommender:
         """
         if mode not in ANN_MODES:
             raise ValueError(f"ann must be one of {', '.join(ANN_MODES)}; got {mode!r}")
-        is_lm = isinstance(self.model, NextItemLM)
-        if mode == "off" or (mode == "auto" and (not is_lm or self.n_items <= threshold)):
+        has_table = isinstance(self.model, ItemEmbeddingModel)
+        if mode == "off" or (mode == "auto" and (not has_table or self.n_items <= threshold)):
             self.ann = None
             return None
-        if not isinstance(self.model, NextItemLM):
-            raise ValueError(f"ann={mode} needs a next-item LM (item embeddings); this model is {type(self.model).__name__}")
+        if not has_table:
+            raise ValueError(f"ann={mode} needs a model with item embeddings (e.g. a next-item LM); this model is {type(self.model).__name__}")
         if mode == "auto" and importlib.util.find_spec("faiss") is None:  # the optional extra is not installed
             log.warning("%d items but faiss is not installed (pip install 'llmrec[scale]'): scoring every item", self.n_items)
             self.ann = None
@@ -266,13 +218,13 @@ class Recommender:
         return self.ann
 
     def _item_table(self) -> torch.Tensor:
-        assert isinstance(self.model, NextItemLM)
+        assert isinstance(self.model, ItemEmbeddingModel)
         with torch.no_grad():
             return self.model.item_table().detach().cpu()  # [V+1, D]
 
     def _calibration_queries(self, n: int = 1000, seed: int = 0) -> np.ndarray | None:
         """Last hidden states [Q, D] of up to n stored histories (seeded sample), the index's calibration queries."""
-        if not self.histories or not isinstance(self.model, NextItemLM):
+        if not self.histories or not isinstance(self.model, ItemEmbeddingModel):
             return None
         users = sorted(self.histories)
         rng = np.random.default_rng(seed)
@@ -303,20 +255,14 @@ class Recommender:
         """[B, V+1] scores for internal-id histories (column 0 = -inf).
 
         adapt: first fit each history's user vector (the inner loop of `llmrec.meta.maml`, a few ms per user)."""
-        if adapt:
-            if self.adapter is None or not isinstance(self.model, NextItemLM):
-                raise ValueError("adapt=True needs a meta-trained artifact with an adapter (see `llmrec meta-train`)")
-            if self.device.type != "cpu":
-                raise ValueError("adapt=True runs on the CPU: load the model with device='cpu'")
-            return make_adapted_score_fn(self.model, self.adapter)(histories)
-        return self.model.score(self._padded(histories)).cpu()
+        if adapt and (self.adapter is None or not isinstance(self.model, ItemEmbeddingModel)):
+            raise ValueError("adapt=True needs a meta-trained artifact with an adapter (see `llmrec meta-train`)")
+        return score_fn(self.model, adapter=self.adapter if adapt else None, max_seq_len=self.max_seq_len)(histories)
 
     @property
     def device(self) -> torch.device:
         """Where the model's weights are (Recommender.load(device=...)); inputs go there, scores come back to CPU."""
-        module = self.model if isinstance(self.model, torch.nn.Module) else None
-        first = next(itertools.chain(module.parameters(), module.buffers()), None) if module is not None else None
-        return first.device if first is not None else torch.device("cpu")
+        return model_device(self.model)
 
     def _padded(self, histories: list[np.ndarray]) -> torch.Tensor:
         """Internal-id histories -> left-padded [B, L] on the model's device."""
@@ -406,7 +352,7 @@ class Recommender:
 
         Candidates come from the index by inner product with the last hidden state, then are re-scored with the
         model's item table (the same numbers full scoring gives, whatever the index kind) and sorted."""
-        assert self.ann is not None and isinstance(self.model, NextItemLM)
+        assert self.ann is not None and isinstance(self.model, ItemEmbeddingModel)
         n_candidates = max(N_CANDIDATES, 5 * k) if diversity > 0.0 else k
         with torch.no_grad():
             h = self.model.encode(self._padded(histories))[:, -1].cpu()  # [B, D]
@@ -446,7 +392,7 @@ class Recommender:
             cats = self.items["categories"].to_list() if "categories" in self.items.columns else []
             if any(cats):
                 self._diversity_features = (multi_hot(cats)[0], "jaccard")
-            elif isinstance(self.model, NextItemLM):
+            elif isinstance(self.model, ItemEmbeddingModel):
                 self._diversity_features = (self._item_table().numpy(), "cosine")
             else:
                 raise ValueError("diversity needs item categories in the catalogue or a model with item embeddings")
@@ -461,10 +407,10 @@ class Recommender:
 
             self.text_encoder = default_encoder()  # one per process: models loaded side by side share it
         if self._item_text_emb is None:
-            from llmrec.data.registry import cache_dir
+            from llmrec.artifact import text_cache_dir
             from llmrec.index.text_encoder import encode_items
 
-            where = self.text_cache_dir or cache_dir() / "text-embeddings"
+            where = text_cache_dir(self.text_cache_dir)
             domain = str(self.meta.get("domain") or "generic")
             emb = encode_items(self.items, domain, self.text_encoder, where, progress=False)  # [V+1, E], unit rows
             self._item_text_emb = torch.from_numpy(emb)
@@ -509,8 +455,7 @@ class Recommender:
         targets = [self.item_index[r.item_id] for r in recs]
         if self.device.type != "cpu" and method != "occlusion":
             raise ValueError(f"method={method!r} runs on the CPU: load the model with device='cpu' or use occlusion")
-        scorer = self.model if self.device.type == "cpu" else _DeviceScorer(self.model, self.device)
-        weights = attribute(scorer, h, targets, self.max_seq_len, method)  # [K, T]
+        weights = attribute(self.model, h, targets, self.max_seq_len, method)  # [K, T] (occlusion runs on the model's device)
         generator = generator or TemplateGenerator()
         domain = str(self.meta.get("domain") or "generic")
         shaping_query = query if query is not None and query_weight > 0 else None

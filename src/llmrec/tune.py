@@ -20,7 +20,7 @@ from typing import Any
 from llmrec.atomic import atomic_write
 from llmrec.config import dump_toml
 from llmrec.data.dataset import PreparedDataset
-from llmrec.models.next_item_lm import NextItemLM
+from llmrec.models.base import Trainable
 from llmrec.train.fit import fit
 from llmrec.train.loop import TrainConfig
 
@@ -42,7 +42,7 @@ class _PruneCallback:
         self.trial = trial
         self.metric = metric
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, float], model: NextItemLM) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], model: Trainable) -> None:
         import optuna
 
         self.trial.report(logs[f"valid_{self.metric}"], epoch)

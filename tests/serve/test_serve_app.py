@@ -309,6 +309,8 @@ def test_openapi_states_the_limits(client: TestClient) -> None:
         "/v1/recommend/batch",
         "/v1/items",
         "/v1/items/{item_id}",
+        "/v1/info",
+        "/v1/users/{user_id}/history",
         "/healthz",
         "/readyz",
         "/metrics",

@@ -71,7 +71,7 @@ def test_demo_page_recommends_for_a_user_and_for_picked_items(
     assert page.locator("#history-list li").all_text_contents() == shown
     assert page.locator("#history").is_visible() and page.locator("#results-box").is_visible()
     assert page.text_content("#results th.score") == "model score"
-    assert page.locator("#score-note").is_visible() and "higher is" in page.text_content("#score-note")
+    assert page.locator("#score-note").is_visible() and "higher ranks first" in page.text_content("#score-note")
     n = len(recommender.user_history("u03"))
     assert n > 8  # longer than the tiny model reads: the page says so
     assert (

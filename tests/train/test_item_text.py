@@ -114,3 +114,12 @@ def test_cli_refuses_a_derived_size(tiny_prepared: PreparedDataset, tmp_path: Pa
     assert result.stderr.startswith("error: model.text_dim is derived from the data"), result.stderr
     assert "model.item_text = true" in result.stderr
     assert not (tmp_path / "lm").exists()
+
+
+def test_python_train_takes_item_text(tiny_prepared: PreparedDataset, tmp_path: Path, fake_minilm: Path) -> None:
+    import llmrec
+
+    data = tiny_prepared.save(tmp_path / "data")
+    rec = llmrec.train(data, out=tmp_path / "lm", epochs=1, item_text=True, progress=False, **TINY)
+    assert rec.model.config.text_dim == FakeEncoder.dim
+    assert json.loads((tmp_path / "lm" / "training.json").read_text())["params"]["item_text"] is True

@@ -88,7 +88,7 @@ class ColumnMap:
     @classmethod
     def parse(cls, spec: str) -> ColumnMap:
         """Parse "user=uid,item=sku,time=ts,event=type,value=rating"; an empty optional value means "none"."""
-        return cls(**_parse_column_spec(spec, {f.name for f in fields(cls)}, required=("user", "item")))
+        return cls(**_parse_column_spec(spec, {f.name for f in fields(cls)}, required=("user", "item")))  # type: ignore[arg-type]  # keys checked
 
 
 def _parse_column_spec(spec: str, known: set[str], *, required: tuple[str, ...]) -> dict[str, str | None]:

@@ -42,8 +42,22 @@ import polars as pl
 
 from llmrec.atomic import atomic_directory
 from llmrec.data.dataset import sequence_stats
-from llmrec.data.prepare import _SPLIT_DESCRIPTIONS, PrepareConfig, _id_order, _split_positions, dataset_name, temporal_cutoffs
-from llmrec.data.readers import ColumnMap, ItemColumnMap, _find_bad_line, _raise_at, _time_exprs, read_catalogue
+from llmrec.data.prepare import (
+    _SPLIT_DESCRIPTIONS,
+    PrepareConfig,
+    _id_order,
+    _split_positions,
+    dataset_name,
+    temporal_cutoffs,
+)
+from llmrec.data.readers import (
+    ColumnMap,
+    ItemColumnMap,
+    _find_bad_line,
+    _raise_at,
+    _time_exprs,
+    read_catalogue,
+)
 from llmrec.data.registry import sha256_file
 from llmrec.errors import DataError
 

@@ -23,33 +23,34 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
 from llmrec.data.sequences import pad_left
+from llmrec.eval.scoring import model_device
+from llmrec.models.base import ItemEmbeddingModel, RecModel
 from llmrec.models.next_item_lm import NextItemLM
 
 __all__ = ["METHODS", "DeletionResult", "attribute", "deletion_test", "gradient_x_input", "occlusion", "target_scores"]
 
 
-class Scorer(Protocol):
-    def score(self, item_ids: torch.Tensor) -> torch.Tensor: ...
-
-
 @torch.no_grad()
-def target_scores(model: Scorer, item_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Scores of the items `targets` [K] for the histories item_ids [B, L] -> [B, K].
+def target_scores(model: RecModel, item_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Scores of the items `targets` [K] for the histories item_ids [B, L] -> [B, K] on the CPU.
 
-    For a NextItemLM only the K needed columns of the output layer are computed (the full score() would compute
-    all V); any other model goes through its score().
+    For a model with item embeddings (`ItemEmbeddingModel`) only the K needed columns of the output layer are
+    computed (the full score() would compute all V); any other model goes through its score(). Inputs go to the
+    device of the model's weights.
     """
-    if isinstance(model, NextItemLM):
+    device = model_device(model)
+    item_ids, targets = item_ids.to(device), targets.to(device)
+    if isinstance(model, ItemEmbeddingModel):
         h = model.encode(item_ids)[:, -1]  # [B, D]
-        return h @ model.item_table()[targets].T  # [B, K]
-    return model.score(item_ids)[:, targets]
+        return (h @ model.item_table()[targets].T).cpu()  # [B, K]
+    return model.score(item_ids)[:, targets].cpu()
 
 
 def _window(n: int, max_seq_len: int) -> range:
@@ -57,7 +58,7 @@ def _window(n: int, max_seq_len: int) -> range:
     return range(max(0, n - max_seq_len), n)
 
 
-def occlusion(model: Scorer, history: np.ndarray, targets: npt.ArrayLike, max_seq_len: int) -> np.ndarray:
+def occlusion(model: RecModel, history: np.ndarray, targets: npt.ArrayLike, max_seq_len: int) -> np.ndarray:
     """Exact occlusion: history [T] internal ids, targets [K] -> [K, T] score drop when each item is deleted."""
     history = np.asarray(history, dtype=np.int64)
     tgt = torch.as_tensor(np.asarray(targets, dtype=np.int64).reshape(-1))
@@ -110,7 +111,7 @@ METHODS: dict[str, Callable[[Any, np.ndarray, npt.ArrayLike, int], np.ndarray]] 
 
 
 def attribute(
-    model: Scorer, history: np.ndarray, targets: npt.ArrayLike, max_seq_len: int, method: str = "occlusion"
+    model: RecModel, history: np.ndarray, targets: npt.ArrayLike, max_seq_len: int, method: str = "occlusion"
 ) -> np.ndarray:
     """Attributions [K, T] of the targets' scores to the history items with `method` ("occlusion" | "gradient")."""
     if method not in METHODS:
@@ -140,7 +141,7 @@ class DeletionResult:
 
 
 def deletion_test(
-    model: Scorer,
+    model: RecModel,
     histories: Sequence[np.ndarray],
     max_seq_len: int,
     *,
@@ -162,7 +163,7 @@ def deletion_test(
     rng = np.random.default_rng(seed)
     hs = [np.asarray(h, dtype=np.int64) for h in histories]
     if targets is None:
-        scores = model.score(pad_left(hs, max_seq_len)).clone()  # [B, V+1], column 0 = -inf
+        scores = model.score(pad_left(hs, max_seq_len).to(model_device(model))).cpu().clone()  # [B, V+1], column 0 = -inf
         for i, h in enumerate(hs):
             scores[i, torch.from_numpy(h)] = float("-inf")
         tgt = scores.argmax(1).numpy()

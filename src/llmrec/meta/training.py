@@ -19,7 +19,6 @@ in-context LM also the warm users' validation targets (an epoch that costs them 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -27,14 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from llmrec.atomic import atomic_directory
+from llmrec.artifact import copy_with_weights
 from llmrec.config import build
 from llmrec.data.dataset import PreparedDataset
+from llmrec.eval.cold_start import SUPPORT_SIZES, ColdStartResult, evaluate_cold_start
+from llmrec.eval.scoring import ScoreFn, score_fn
 from llmrec.meta.in_context import EPISODIC_TRAIN_DEFAULTS, EpisodicConfig, constrained_metric, episodic_finetune
-from llmrec.meta.maml import AdapterConfig, MetaConfig, UserAdapter, make_adapted_score_fn, meta_train
-from llmrec.meta.tasks import SUPPORT_SIZES, ColdStartResult, evaluate_cold_start
-from llmrec.models.next_item_lm import NextItemLM
-from llmrec.train.fit import make_score_fn, validation_evaluator
+from llmrec.meta.maml import AdapterConfig, MetaConfig, UserAdapter, meta_train
+from llmrec.models import NextItemLM, load_model
+from llmrec.train.fit import validation_evaluator
 from llmrec.train.loop import TrainConfig
 
 __all__ = [
@@ -72,7 +72,7 @@ def tune_finetune(
     best: tuple[float, UserAdapter] | None = None
     for lr, steps in FINETUNE_GRID:
         adapter = UserAdapter(replace(adapter_config, inner_lr=lr, inner_steps=steps))
-        res = evaluate_cold_start(make_adapted_score_fn(model, adapter), valid, support_sizes=support_sizes, n_boot=0)
+        res = evaluate_cold_start(score_fn(model, adapter=adapter), valid, support_sizes=support_sizes, n_boot=0)
         score = cold_valid_score(res)
         history.append({"inner_lr": lr, "inner_steps": float(steps), "valid": score})
         if best is None or score > best[0]:
@@ -97,7 +97,6 @@ def meta_train_model(
     if unknown:
         raise ValueError(f"unknown config section(s): {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}")
     from llmrec.identity import check_model_dataset
-    from llmrec.recommend import load_model  # here: llmrec.recommend imports llmrec.meta
 
     model = load_model(base_dir)  # a damaged artifact: ArtifactError naming the file
     if not isinstance(model, NextItemLM):
@@ -111,11 +110,11 @@ def meta_train_model(
     t0 = time.perf_counter()
     summary: dict[str, Any] = {"method": method, "base": str(base_dir), "adapter": asdict(adapter_config)}
 
-    def valid_of(score_fn: Any) -> float:
-        return cold_valid_score(evaluate_cold_start(score_fn, valid, support_sizes=sizes, n_boot=0))
+    def valid_of(fn: ScoreFn) -> float:
+        return cold_valid_score(evaluate_cold_start(fn, valid, support_sizes=sizes, n_boot=0))
 
     warm_of = validation_evaluator(dataset, ks=(10,))  # warm users' leave-one-out validation targets
-    summary["valid_zero_shot"] = valid_of(make_score_fn(model))
+    summary["valid_zero_shot"] = valid_of(score_fn(model))
     summary["warm_valid_base"] = warm_of(model)["ndcg@10"]
     if method.startswith("in-context"):
         train_config = build(
@@ -124,7 +123,7 @@ def meta_train_model(
         episodic = build(EpisodicConfig, sections.get("episodic", {}), section="episodic")
 
         def evaluate(m: NextItemLM) -> dict[str, float]:
-            cold, warm = valid_of(make_score_fn(m)), warm_of(m)["ndcg@10"]
+            cold, warm = valid_of(score_fn(m)), warm_of(m)["ndcg@10"]
             kept = constrained_metric(cold, warm, summary["warm_valid_base"], episodic.warm_tolerance)
             return {train_config.metric: kept, "cold_start": cold, "warm_ndcg@10": warm}
 
@@ -140,12 +139,12 @@ def meta_train_model(
         summary["finetune_grid"] = grid
     elif method.endswith("maml"):
         adapter = UserAdapter(adapter_config)
-        res = meta_train(model, adapter, train_sequences, meta_config, evaluate=lambda a: valid_of(make_adapted_score_fn(model, a)))
+        res = meta_train(model, adapter, train_sequences, meta_config, evaluate=lambda a: valid_of(score_fn(model, adapter=a)))
         summary.update(meta=asdict(meta_config), maml={"best_step": res.best_step, "valid": res.best_metric, "history": res.history})
     if adapter is not None:
         summary["adapter"] = {**asdict(adapter.config), "learned_inner_lr": adapter.inner_lr}
     # The artifact as it will be used: cold-start users adapted (when it has an adapter), warm users as they are.
-    summary["valid"] = valid_of(make_adapted_score_fn(model, adapter) if adapter is not None else make_score_fn(model))
+    summary["valid"] = valid_of(score_fn(model, adapter=adapter))
     summary["warm_valid"] = warm_of(model)["ndcg@10"]
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     _write_artifact(base_dir, out, model, adapter, summary)
@@ -156,16 +155,15 @@ def _write_artifact(base_dir: Path, out: Path, model: NextItemLM, adapter: UserA
     """Copy the base artifact (not its training state), replace the weights, add the adapter; atomic rename."""
     if out.exists() and not (out / "config.json").is_file():
         raise FileExistsError(f"{out}: exists and is not a model directory; refusing to replace it")
-    if out.resolve() == base_dir.resolve():
-        raise ValueError("--out must differ from --base")
-    with atomic_directory(out, marker="config.json") as tmp:
-        for p in base_dir.iterdir():
-            if p.is_file() and not p.name.startswith("adapter."):
-                shutil.copy2(p, tmp / p.name)
-        model.save_pretrained(tmp)
-        if adapter is not None:
-            adapter.save_pretrained(tmp)
-        (tmp / "meta.json").write_text(json.dumps(summary, indent=2, default=str))
+    copy_with_weights(
+        base_dir,
+        out,
+        model,
+        write=None if adapter is None else adapter.save_pretrained,
+        extra={"meta.json": json.dumps(summary, indent=2, default=str)},
+        drop_prefixes=("adapter.",),
+        base_argument="--base",
+    )
 
 
 def cold_start_table(results: dict[str, ColdStartResult], metrics: tuple[str, ...] = ("ndcg@10", "recall@10")) -> str:

@@ -126,32 +126,26 @@ def map_cold_items_artifact(
     model; returns the same summary. The write is atomic: `out` is complete or absent.
     """
     import json
-    import shutil
 
-    from llmrec.atomic import atomic_directory
-    from llmrec.data.registry import cache_dir
+    from llmrec import artifact
+    from llmrec.identity import check_model_dataset
     from llmrec.index import SentenceTransformerEncoder, encode_items
+    from llmrec.models import load_model
 
     model_dir, out = Path(model_dir), Path(out)
-    from llmrec.errors import read_json
-    from llmrec.identity import check_model_dataset
-    from llmrec.recommend import load_model
-
-    config = read_json(model_dir / "config.json") if (model_dir / "config.json").is_file() else {}
-    if config.get("model_type") != "next-item-lm":
+    kind = artifact.model_type(model_dir) if (model_dir / "config.json").is_file() else None
+    if kind != "next-item-lm":
         raise ValueError(f"{model_dir}: not a next-item-lm model artifact (config.json model_type)")
     if out.resolve() == model_dir.resolve():
         raise ValueError("--out must differ from --model")
     model = load_model(model_dir).eval()  # a damaged artifact: ArtifactError naming the file
     check_model_dataset(model_dir, dataset)
-    training = read_json(model_dir / "training.json") if (model_dir / "training.json").is_file() else {}
-    refit = bool(training.get("train", {}).get("refit_on_valid", False))  # as written by llmrec train (training.json)
+    refit = bool(artifact.refit_on_valid(model_dir))  # as written by llmrec train (training.json)
     cold = untrained_items(dataset, refit=refit)
     if len(cold) == 0:
         raise ValueError(f"{model_dir}: every item occurs in training; there are no cold items to map")
     encoder = SentenceTransformerEncoder(text_model)
-    cache = Path(text_cache_dir) if text_cache_dir is not None else cache_dir() / "text-embeddings"
-    text = encode_items(dataset.items, dataset.domain, encoder, cache, progress=progress)
+    text = encode_items(dataset.items, dataset.domain, encoder, artifact.text_cache_dir(text_cache_dir), progress=progress)
     mapping = apply_text_map(model, text, cold, ridge=ridge)
     summary: dict[str, object] = {
         "ridge": mapping.ridge,
@@ -161,10 +155,5 @@ def map_cold_items_artifact(
         "text_model": text_model or "all-MiniLM-L6-v2",
         "base": str(model_dir),
     }
-    with atomic_directory(out, marker="config.json") as tmp:
-        for p in model_dir.iterdir():
-            if p.is_file() and p.name not in ("config.json", "model.safetensors", "text_map.json"):
-                shutil.copy2(p, tmp / p.name)
-        model.save_pretrained(tmp)
-        (tmp / "text_map.json").write_text(json.dumps(summary, indent=2))
+    artifact.copy_with_weights(model_dir, out, model, extra={"text_map.json": json.dumps(summary, indent=2)})
     return summary

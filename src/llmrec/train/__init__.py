@@ -1,4 +1,5 @@
-"""Training: the loop (hooks, early stopping, checkpoints, resume) and the dataset→model wiring.
+"""Training: the loop (hooks, early stopping, checkpoints, resume), selection + refit (`refit`), and fitting each
+trainable model on a dataset (`fit`: the next-item LM; `semantic`: the T5 over semantic ids).
 
 This package is also callable: ``llmrec.train(dataset, out, config, **overrides)`` runs `llmrec.api.train`
 (the CLI's `llmrec train` from Python). A package and a top-level function cannot share the name ``train`` on
@@ -18,6 +19,7 @@ from llmrec.train.fit import (
     validation_evaluator,
 )
 from llmrec.train.loop import Callback, TrainConfig, TrainResult, train
+from llmrec.train.refit import select_then_refit
 
 __all__ = [
     "Callback",
@@ -28,6 +30,7 @@ __all__ = [
     "fit",
     "make_score_fn",
     "save_artifact",
+    "select_then_refit",
     "train",
     "validation_evaluator",
 ]

@@ -22,7 +22,11 @@ from llmrec.data.sequences import prefix_examples, training_windows
 from llmrec.eval.evaluate import compute_ranks
 from llmrec.eval.metrics import summarize
 from llmrec.eval.scoring import ScoreFn, score_fn
-from llmrec.index.text_encoder import SentenceTransformerEncoder, TextEncoder, encode_items
+from llmrec.index.text_encoder import (
+    SentenceTransformerEncoder,
+    TextEncoder,
+    encode_items,
+)
 from llmrec.models.base import RecModel
 from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig
 from llmrec.train import distributed
@@ -30,8 +34,8 @@ from llmrec.train.loop import Callback, TrainConfig, TrainResult
 from llmrec.train.refit import select_then_refit
 
 __all__ = [
-    "ScoreFn",
     "DERIVED_MODEL_KEYS",
+    "ScoreFn",
     "attribute_matrix",
     "build_model",
     "check_model_params",

@@ -38,7 +38,7 @@ def collaborative_item_embeddings(model_dir: str | Path, n_items: int) -> np.nda
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model.collab_model: {path} is not a model directory (no config.json)")
-    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    model_type = artifact.model_type(path)
     if model_type != "next-item-lm":
         raise ValueError(f"model.collab_model: {path} holds a {model_type!r} model; a next-item-lm is needed")
     lm = NextItemLM.from_pretrained(path).eval()
@@ -59,7 +59,7 @@ def fit_t5_semantic(
     text_cache_dir: Path | None = None,
     evaluate: Any = None,
     selected_epoch: int | None = None,
-) -> tuple[Any, Any]:
+) -> tuple[T5SemanticRecommender, TrainResult]:
     """Generative retrieval on `dataset`: semantic ids, then the T5 trained with early stopping on validation.
 
     Semantic ids quantise the text embeddings of the whole catalogue, cold items included (they need no
@@ -68,8 +68,9 @@ def fit_t5_semantic(
     "collaborative" or "text+collaborative": which item embeddings are quantised) and collab_model (a trained
     next-item-lm directory, for the collaborative sources). Every event after a user's first is one
     training example. Items that are never a training target are marked cold (see T5SemanticConfig.cold_weight).
-    evaluate: the early-stopping metric function (default: all validation targets). With train_cfg.refit_on_valid, a
-    fresh model is then trained on train + valid events for the selected number of epochs, as `train.fit.fit` does.
+    evaluate: the early-stopping metric function (default: all validation targets, seen items excluded when
+    train_cfg.valid_exclude_seen). With train_cfg.refit_on_valid, a fresh model is then trained on train + valid
+    events for the selected number of epochs (`select_then_refit`, as for the next-item LM).
     selected_epoch: the epoch count already chosen on validation by an earlier run with the same settings (e.g. its
     `best_epoch`): the selection run is skipped, and the model trains for exactly that many epochs of the
     `train_cfg.epochs` schedule, on train + valid events with refit_on_valid, else on train events.
@@ -79,11 +80,10 @@ def fit_t5_semantic(
 
     if selected_epoch is not None and not 1 <= selected_epoch <= train_cfg.epochs:
         raise ValueError(f"selected_epoch: {selected_epoch} is outside the schedule's 1..{train_cfg.epochs} epochs (train.epochs)")
-    from llmrec.data.registry import cache_dir
     from llmrec.index import SentenceTransformerEncoder, build_semantic_ids, encode_items
     from llmrec.models.seq2seq import T5SemanticConfig, T5SemanticRecommender, prefix_windows
     from llmrec.train.fit import validation_evaluator
-    from llmrec.train.loop import train
+    from llmrec.train.refit import select_then_refit
 
     params = dict(params)
     n_levels, codebook_size = int(params.pop("n_levels", 3)), int(params.pop("codebook_size", 64))
@@ -94,7 +94,7 @@ def fit_t5_semantic(
         raise ValueError(f"model.semantic_source: {source!r} is not one of {', '.join(SEMANTIC_SOURCES)}")
     if source in ("text", "text+collaborative"):
         encoder = text_encoder if text_encoder is not None else SentenceTransformerEncoder(text_model)
-        cache = text_cache_dir if text_cache_dir is not None else cache_dir() / "text-embeddings"
+        cache = artifact.text_cache_dir(text_cache_dir)
         parts.append(encode_items(dataset.items, dataset.domain, encoder, cache, progress=train_cfg.progress))  # [V+1, E]
     if source in ("collaborative", "text+collaborative"):
         if not collab_model:
@@ -115,17 +115,6 @@ def fit_t5_semantic(
         model.set_seen_items(seen)
         return model, prefix_windows(sequences, config.max_seq_len)
 
-    if selected_epoch is None:
-        model, windows = build(dataset.train_sequences())
-        evaluate = evaluate if evaluate is not None else validation_evaluator(dataset)
-        result = train(model, windows, train_cfg, evaluate=evaluate, run_dir=run_dir, resume=resume)  # type: ignore[arg-type]
-        if not (train_cfg.refit_on_valid and result.best_epoch > 0):
-            return model, result
-        epochs, fixed_dir = result.best_epoch, None if run_dir is None else Path(run_dir) / "refit"
-        resume_fixed = resume and fixed_dir is not None and (fixed_dir / "checkpoint" / "state.json").exists()
-    else:
-        epochs, fixed_dir, resume_fixed = selected_epoch, run_dir, resume
-    # A fixed number of epochs of the schedule: the refit after selection, or the only run when selected_epoch is given.
-    model, windows = build(dataset.train_sequences(through="valid" if train_cfg.refit_on_valid else "train"))
-    fixed = train(model, windows, train_cfg, run_dir=fixed_dir, resume=resume_fixed, stop_after=epochs)  # type: ignore[arg-type]
-    return model, (fixed if selected_epoch is not None else result)
+    if evaluate is None:
+        evaluate = validation_evaluator(dataset, exclude_seen=train_cfg.valid_exclude_seen)
+    return select_then_refit(build, dataset, train_cfg, evaluate=evaluate, run_dir=run_dir, resume=resume, selected_epoch=selected_epoch)

@@ -1,0 +1,88 @@
+"""`llmrec.train.fit` and `llmrec.train.refit`: selection on validation, then the refit for the selected epochs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from llmrec.data import PreparedDataset
+
+TINY_LM = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
+
+
+def _cfg(**kw: object):  # type: ignore[no-untyped-def]
+    from llmrec.train import TrainConfig
+
+    return TrainConfig(**{"epochs": 4, "batch_size": 8, "progress": False, "patience": 10, **kw})  # type: ignore[arg-type]
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_refit_equals_training_the_selected_epochs_directly(tiny_prepared: PreparedDataset) -> None:
+    """The refit model is exactly what `selected_epoch = best_epoch` trains: same seed, schedule and data."""
+    from llmrec.train import fit
+
+    refit, result, _ = fit(tiny_prepared, TINY_LM, _cfg())
+    assert 1 <= result.best_epoch <= 4 and result.epochs_run == 4
+    assert "valid_ndcg@10" in result.history[0]
+    direct, only_run, _ = fit(tiny_prepared, TINY_LM, _cfg(), selected_epoch=result.best_epoch)
+    assert only_run.epochs_run == result.best_epoch
+    assert all("valid_ndcg@10" not in row for row in only_run.history)  # no validation: nothing is selected
+    assert _same_weights(refit, direct)
+
+
+def test_without_refit_the_selection_run_keeps_its_best_weights(tiny_prepared: PreparedDataset) -> None:
+    from llmrec.train import fit
+    from llmrec.train.fit import validation_evaluator
+
+    model, result, _ = fit(tiny_prepared, TINY_LM, _cfg(refit_on_valid=False))
+    assert validation_evaluator(tiny_prepared)(model)["ndcg@10"] == pytest.approx(result.best_metric)
+    refit, _, _ = fit(tiny_prepared, TINY_LM, _cfg())
+    assert not _same_weights(model, refit)  # the refit trained on train + valid events
+
+
+def test_selected_epoch_outside_the_schedule_is_refused(tiny_prepared: PreparedDataset) -> None:
+    from llmrec.train import fit
+
+    for bad in (0, 5):
+        with pytest.raises(ValueError, match=r"selected_epoch: .* outside the schedule's 1\.\.4 epochs"):
+            fit(tiny_prepared, TINY_LM, _cfg(), selected_epoch=bad)
+
+
+def test_select_then_refit_builds_from_train_then_train_plus_valid(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
+    from llmrec.data.sequences import training_windows
+    from llmrec.train import build_model
+    from llmrec.train.fit import validation_evaluator
+    from llmrec.train.refit import select_then_refit
+
+    seen: list[int] = []
+
+    def build(sequences):  # type: ignore[no-untyped-def]
+        seen.append(sum(len(s) for s in sequences))
+        model, _ = build_model(tiny_prepared, TINY_LM, seed=0)
+        return model, training_windows(sequences, 8)
+
+    cfg = _cfg(epochs=2)
+    _, result = select_then_refit(build, tiny_prepared, cfg, evaluate=validation_evaluator(tiny_prepared), run_dir=tmp_path / "run")
+    n_train = sum(len(s) for s in tiny_prepared.train_sequences())
+    n_valid = len(tiny_prepared.eval_examples("valid").targets)
+    assert seen == [n_train, n_train + n_valid]
+    assert (tmp_path / "run" / "checkpoint").is_dir() and (tmp_path / "run" / "refit" / "checkpoint").is_dir()
+    seen.clear()
+    select_then_refit(build, tiny_prepared, replace(cfg, refit_on_valid=False), evaluate=validation_evaluator(tiny_prepared))
+    assert seen == [n_train]
+
+
+def test_examples_prefixes_and_valid_exclude_seen_still_train(tiny_prepared: PreparedDataset) -> None:
+    from llmrec.train import fit
+
+    _, windows, _ = fit(tiny_prepared, TINY_LM, _cfg(epochs=1, examples="windows", refit_on_valid=False))
+    _, prefixes, _ = fit(tiny_prepared, TINY_LM, _cfg(epochs=1, examples="prefixes", valid_exclude_seen=True, refit_on_valid=False))
+    assert windows.best_epoch == prefixes.best_epoch == 1
+    assert windows.history[0]["train_loss"] != prefixes.history[0]["train_loss"]
