@@ -80,3 +80,36 @@ def test_train_is_callable_whatever_was_imported_first() -> None:
     import llmrec.train.loop  # rebinds llmrec.train to the subpackage
 
     assert callable(llmrec.train) and llmrec.train.TrainConfig is llmrec.TrainConfig
+
+
+def test_evaluate_refuses_data_the_model_was_not_trained_on(data: Path, tmp_path: Path) -> None:
+    import polars as pl
+
+    from llmrec.data import PrepareConfig, RawData, prepare
+
+    llmrec.train(data, tmp_path / "m", model="most-popular", progress=False)
+    # other data with the same number of items: scored as is, it would give numbers for the wrong catalogue
+    base = PreparedDataset.load(data)
+    n = base.n_items
+    rows = [(f"v{u}", f"other{(u + t) % n}", t) for u in range(12) for t in range(6)]
+    events = pl.DataFrame(rows, schema={"user": pl.String, "item": pl.String, "time": pl.Int64}, orient="row", strict=False)
+    prepare(RawData(events=events, items=None, users=None, domain="generic", source_files=[]), PrepareConfig()).save(tmp_path / "other")
+    with pytest.raises(ValueError, match="not the data it was trained on"):
+        llmrec.evaluate(tmp_path / "m", tmp_path / "other", n_boot=10)
+
+
+def test_evaluate_names_a_damaged_dataset_json(data: Path, tmp_path: Path) -> None:
+    llmrec.train(data, tmp_path / "m", model="most-popular", progress=False)
+    (tmp_path / "m" / "dataset.json").write_text('{"prepared_path": ')
+    with pytest.raises(ValueError, match=str(tmp_path / "m" / "dataset.json")):
+        llmrec.evaluate(tmp_path / "m", n_boot=10)
+
+
+def test_train_and_evaluate_do_not_need_the_command_line(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "llmrec.cli", None)  # importing it now raises ImportError
+    monkeypatch.setitem(sys.modules, "typer", None)
+    rec = llmrec.train(data, tmp_path / "m", model="most-popular", progress=False)
+    report = llmrec.evaluate(rec, n_boot=10)
+    assert 0.0 <= report["test"]["ndcg@10"] <= 1.0

@@ -192,6 +192,25 @@ def test_resume_with_another_dataset_is_refused(work: Path) -> None:
     _assert_user_error(result, "--resume: checkpoint was trained on another dataset")
 
 
+def test_a_refused_resume_leaves_the_run_as_it_was(work: Path) -> None:
+    sizes = [a if a != "model.d_model=16" else "model.d_model=32" for a in TINY]
+    result = _invoke("train", "--dataset", work / "data", "--out", work / "lm", *sizes, *QUICK, "--set", "train.lr=0.5", "--resume")
+    _assert_user_error(result, "--resume: checkpoint was trained with d_model 16, config asks 32")
+    run = work / ".lm.train"  # where --resume continues: a copy of lm/train
+    assert (run / "train_config.json").read_bytes() == (work / "lm" / "train" / "train_config.json").read_bytes()
+    assert json.loads((run / "train_config.json").read_text())["lr"] != 0.5
+
+
+def test_resuming_a_checkpoint_without_a_dataset_identity_records_it(work: Path) -> None:
+    (work / "lm" / "train" / "dataset_identity.json").unlink()  # as written before identities were recorded
+    result = _invoke("train", "--dataset", work / "data", "--out", work / "lm", *TINY, *QUICK, "--resume")
+    assert result.exit_code == 0, result.output
+    assert (work / "lm" / "train" / "dataset_identity.json").is_file()
+    _prepare(work / "same-size", n_items=30, seed=0, prefix="x")  # same sizes, other item ids: now refused
+    result = _invoke("train", "--dataset", work / "same-size", "--out", work / "lm", *TINY, *QUICK, "--resume")
+    _assert_user_error(result, "--resume: checkpoint was trained on another dataset")
+
+
 def test_resume_without_a_checkpoint_leaves_nothing(work: Path) -> None:
     result = _invoke("train", "--dataset", work / "data", "--out", work / "new", *TINY, *QUICK, "--resume")
     _assert_user_error(result, "--resume", "no checkpoint")
@@ -261,40 +280,81 @@ def _events_csv(path: Path) -> None:
     pl.DataFrame({"user_id": ["a", "a", "b", "b"], "item_id": ["1", "2", "1", "3"], "timestamp": [1, 2, 1, 2]}).write_csv(path)
 
 
-def _writing_commands(w: Path) -> dict[str, list[str | Path]]:
+def _writing_commands(w: Path) -> dict[str, tuple[list[str | Path], Path]]:
+    """Every command that writes: (arguments, the output that must not exist after a refused write)."""
     return {
-        "prepare": ["data", "prepare", "--events", w / "events.csv", "--format", "csv", "--out", w / "out"],
-        "train": ["train", "--dataset", w / "data", "--out", w / "out", "--model", "most-popular"],
-        "evaluate": ["evaluate", "--model", w / "lm", "--dataset", w / "data", "--n-boot", "10", "--out", w / "out" / "r.json"],
+        "prepare": (["data", "prepare", "--events", w / "events.csv", "--format", "csv", "--out", w / "out"], w / "out"),
+        "train": (["train", "--dataset", w / "data", "--out", w / "out", "--model", "most-popular"], w / "out"),
+        "evaluate": (["evaluate", "--model", w / "lm", "--dataset", w / "data", "--n-boot", "10", "--out", w / "r.json"], w / "r.json"),
+        "tune": (["tune", "--dataset", w / "data", "--out", w / "best.toml", "--trials", "1", *TINY, *QUICK], w / "best.toml"),
+        "meta-train": (["meta-train", "--dataset", w / "cold", "--base", w / "cold-lm", "--out", w / "out", "--method", "finetune"], w / "out"),
+        "map-cold-items": (["map-cold-items", "--model", w / "cold-items-lm", "--dataset", w / "cold-items", "--out", w / "out"], w / "out"),
+        "build-index": (["build-index", "--model", w / "lm", "--kind", "flat", "--threads", "1"], w / "lm" / "ann"),
+        "export": (["export", "--model", w / "lm", "--out", w / "out"], w / "out"),
+        "recommend": (["recommend", "--model", w / "lm", "--users", "all", "--out", w / "recs.parquet"], w / "recs.parquet"),
     }
 
 
-@pytest.mark.parametrize("command", ["prepare", "train", "evaluate"])
+@pytest.fixture(scope="module")
+def cold_built(built: Path) -> Path:
+    """Beside `built`'s: <root>/cold (a cold-user split) and <root>/cold-lm, for meta-train; <root>/cold-items (a
+    cold-item split) and <root>/cold-items-lm, for map-cold-items. One-epoch tiny LMs."""
+    from llmrec.data import PrepareConfig, RawData, prepare
+
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", str(i), 1000 + t) for u in range(20) for t, i in enumerate(rng.choice(30, size=8, replace=False))]
+    events = pl.DataFrame(rows, schema={"user": pl.String, "item": pl.String, "time": pl.Int64}, orient="row")
+    raw = RawData(events=events, items=None, users=None, domain="generic", source_files=[])
+    prepare(raw, PrepareConfig(split="cold-user", cold_user_fraction=0.3)).save(built / "cold")
+    prepare(raw, PrepareConfig(split="cold-item", cold_item_fraction=0.2)).save(built / "cold-items")
+    for data in ("cold", "cold-items"):
+        result = _invoke("train", "--dataset", built / data, "--out", built / f"{data}-lm", *TINY, *QUICK)
+        assert result.exit_code == 0, result.output
+    return built
+
+
+def _fake_text_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """map-cold-items without loading MiniLM: random unit text vectors (this test is about writing, not mapping)."""
+    import llmrec.index
+
+    def encode_items(items: pl.DataFrame, *args: object, **kwargs: object) -> np.ndarray:
+        emb = np.random.default_rng(0).normal(size=(items.height + 1, 8)).astype(np.float32)
+        emb[0] = 0.0
+        return emb
+
+    monkeypatch.setattr(llmrec.index, "SentenceTransformerEncoder", lambda *args, **kwargs: None)
+    monkeypatch.setattr(llmrec.index, "encode_items", encode_items)
+
+
+@pytest.mark.parametrize("command", list(_writing_commands(Path("."))))
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
-def test_an_unwritable_output_is_one_line(command: str, code: int, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unwritable_output_is_one_line(
+    command: str, code: int, cold_built: Path, work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _events_csv(work / "events.csv")
-    args = _writing_commands(work)[command]
+    args, output = _writing_commands(work)[command]
+    _fake_text_encoder(monkeypatch)
     _refuse_mkdtemp(code, monkeypatch)
     result = _invoke(*args)
     _assert_user_error(result, str(work), os.strerror(code))
-    assert not (work / "out").exists() or not any((work / "out").iterdir())
-    assert not [p.name for p in work.iterdir() if ".tmp-" in p.name]
+    assert not output.exists(), sorted(p.name for p in output.parent.iterdir())
+    assert not [p.name for p in work.rglob("*") if ".tmp-" in p.name]
 
 
 @pytest.mark.parametrize("command", ["prepare", "train"])
 def test_a_full_disk_mid_write_leaves_nothing(command: str, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _events_csv(work / "events.csv")
-    args = _writing_commands(work)[command]
+    args, _ = _writing_commands(work)[command]
     monkeypatch.setattr(pl.DataFrame, "write_parquet", _disk_full)
     result = _invoke(*args)
-    _assert_user_error(result, "No space left on device")
+    _assert_user_error(result, f"{work / 'out'}: No space left on device")
     assert not (work / "out").exists()
     assert not [p.name for p in work.iterdir() if p.name.startswith(".out")]
 
 
 def _disk_full(self: pl.DataFrame, file: str | Path, *args: object, **kwargs: object) -> None:
-    Path(file).write_bytes(b"PAR1 half")  # a part was written, then the disk filled up
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+    Path(file).write_bytes(b"PAR1 half")  # a part was written, then the disk filled up; polars says so like this:
+    raise pl.exceptions.ComputeError("No space left on device (os error 28)")
 
 
 def test_stale_temporaries_of_a_killed_run_are_removed(work: Path) -> None:
@@ -314,3 +374,33 @@ def test_stale_temporaries_of_a_killed_run_are_removed(work: Path) -> None:
     assert not dead.exists() and not legacy.exists()
     assert alive.exists() and other.exists()
     assert (work / "out" / "f").read_text() == "done"
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        pl.exceptions.ComputeError("No space left on device (os error 28)"),  # polars' Rust writers
+        OSError("[Errno 28] Error writing bytes to file. Detail: [errno 28] No space left on device"),  # pyarrow
+    ],
+    ids=["polars", "pyarrow"],
+)
+def test_writer_io_errors_become_os_errors_naming_the_output(raised: Exception, tmp_path: Path) -> None:
+    from llmrec.atomic import atomic_directory, atomic_file
+
+    for writer in (atomic_directory, atomic_file):
+        with pytest.raises(OSError) as caught, writer(tmp_path / "out"):
+            raise raised
+        assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(tmp_path / "out"))
+        assert not (tmp_path / "out").exists() and not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="unrelated"), atomic_file(tmp_path / "out"):
+        raise ValueError("unrelated (os error 28)")  # not a writer's error: unchanged
+
+
+def test_evaluate_takes_a_device(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    cpu = _invoke("evaluate", "--model", work / "lm", "--dataset", work / "data", "--n-boot", "10", "--device", "cpu")
+    assert cpu.exit_code == 0, cpu.output
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = _invoke("evaluate", "--model", work / "lm", "--dataset", work / "data", "--n-boot", "10", "--device", "cuda")
+    _assert_user_error(result, "--device cuda", "no CUDA device")

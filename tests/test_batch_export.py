@@ -79,6 +79,18 @@ def test_batch_recommend_from_a_file_of_user_ids_and_its_errors(artifact: Path, 
         assert r.exit_code == 2 and message in r.stderr, (args, r.output)
 
 
+def test_batch_recommend_refuses_a_user_file_that_is_not_utf8_and_a_zero_chunk(artifact: Path, tmp_path: Path) -> None:
+    ids = tmp_path / "users.txt"
+    ids.write_bytes("u01\nusér\n".encode("latin-1"))
+    out = tmp_path / "recs.parquet"
+    r = runner.invoke(app, ["recommend", "--model", str(artifact), "--users", str(ids), "--out", str(out)])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert r.stderr.strip().splitlines() == [f"error: {ids}: not UTF-8 text (line 2, byte offset 6); save the user ids as UTF-8"]
+    r = runner.invoke(app, ["recommend", "--model", str(artifact), "--users", "all", "--out", str(out), "--chunk-size", "0"])
+    assert r.exit_code == 2 and r.stderr.strip().splitlines() == ["error: --chunk-size must be >= 1, got 0"]
+    assert not out.exists()
+
+
 # ---- export --------------------------------------------------------------------------------------------------
 def test_export_drops_training_state_and_recommends_the_same(artifact: Path, tmp_path: Path) -> None:
     out = tmp_path / "serve"
@@ -147,10 +159,23 @@ def test_device_cuda_without_cuda_is_a_one_line_error(artifact: Path, tmp_path: 
 def test_recommender_on_cuda_matches_cpu(artifact: Path) -> None:
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    cpu, gpu = Recommender.load(artifact), Recommender.load(artifact, device="cuda")
+    cpu, gpu = Recommender.load(artifact, device="cpu"), Recommender.load(artifact, device="cuda")
     assert gpu.device.type == "cuda"
     for user in list(cpu.histories)[:5]:
         a, b = cpu.recommend(user=user, k=10), gpu.recommend(user=user, k=10)
         assert [r.item_id for r in a] == [r.item_id for r in b]
         np.testing.assert_allclose([r.score for r in a], [r.score for r in b], rtol=1e-4, atol=1e-4)
     assert len(gpu.explain(user=next(iter(gpu.histories)), k=2)) == 2
+
+
+@pytest.mark.gpu
+def test_evaluation_on_cuda_matches_cpu(artifact: Path, tiny_prepared: PreparedDataset) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from llmrec.experiment import evaluate_model
+
+    cpu = evaluate_model(artifact, tiny_prepared, n_boot=10, device="cpu")
+    gpu = evaluate_model(artifact, tiny_prepared, n_boot=10, device="cuda")
+    for split in ("valid", "test"):
+        for metric in ("ndcg@10", "recall@10", "mrr"):
+            assert gpu[split][metric] == pytest.approx(cpu[split][metric], abs=1e-6), (split, metric)

@@ -123,3 +123,17 @@ def test_load_model_refuses_what_it_does_not_know(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt-rec"}))
     with pytest.raises(ValueError, match="unknown model_type 'gpt-rec'"):
         load_model(tmp_path)
+
+
+def test_load_picks_the_device_like_the_command_line(artifact: tuple[NextItemLM, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import llmrec.recommend as recommend
+
+    asked: list[str] = []
+
+    def spy(device: str) -> torch.device:
+        asked.append(device)
+        return torch.device("cpu")
+
+    monkeypatch.setattr(recommend, "resolve_device", spy)
+    Recommender.load(artifact[1])
+    assert asked == ["auto"]  # the default of `llmrec recommend/evaluate/serve --device` and `llmrec.train`

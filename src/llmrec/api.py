@@ -68,10 +68,8 @@ def train(
     file path or a dict of sections ``{"model": {...}, "train": {...}}``. overrides: see `split_overrides`; they
     win over `config`. model: next-item-lm | sasrec | most-popular | item-knn | t5-semantic.
     """
-    from llmrec.cli import (
-        _open_dataset,  # the CLI's own resolution of --dataset (folder or registry name)
-    )
     from llmrec.config import load_toml, merge_sections
+    from llmrec.data import open_dataset
     from llmrec.data.registry import cache_dir
     from llmrec.experiment import train_model
     from llmrec.recommend import Recommender
@@ -91,7 +89,7 @@ def train(
     try:
         distributed.init_from_env(device)
         try:
-            prepared, prepared_dir = _open_dataset(name, prepared_root)
+            prepared, prepared_dir = open_dataset(name, prepared_root)
             train_model(prepared, prepared_dir, model, out_dir, sections, resume=resume, progress=progress)
         finally:
             distributed.shutdown()
@@ -109,22 +107,18 @@ def evaluate(model: Recommender | str | Path, dataset: str | Path | None = None,
     """Full-ranking evaluation of a trained model; returns the report dict that ``llmrec evaluate --out`` writes.
 
     model: a `Recommender` (from `train` or `Recommender.load`) or an artifact folder. dataset: a prepared
-    dataset folder; default: the one the model was trained on. options: passed on to
+    dataset folder or a registry name; default: the one the model was trained on. A dataset the model was not
+    trained on is refused with a ValueError (as ``llmrec evaluate`` refuses it). options: passed on to
     ``llmrec.experiment.evaluate_model`` (e.g. ``n_boot=200``, ``splits=("test",)``, ``ks=(10,)``,
-    ``sampled_negatives=100``, ``baseline_dir=...``, ``progress=True``).
+    ``sampled_negatives=100``, ``baseline_dir=...``, ``progress=True``, ``device="cpu"``; device defaults to
+    "auto", as on the command line).
     """
-    import json
-
-    from llmrec.data import PreparedDataset
     from llmrec.experiment import evaluate_model
+    from llmrec.identity import dataset_for_model
 
     model_dir = getattr(model, "path", None) if not isinstance(model, (str, Path)) else Path(model)
     if model_dir is None:
         raise ValueError("this Recommender was not loaded from an artifact folder; pass the folder instead")
-    if dataset is None:
-        meta_path = model_dir / "dataset.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        if "prepared_path" not in meta:
-            raise ValueError(f"{model_dir}: the model does not record its dataset; pass dataset=")
-        dataset = meta["prepared_path"]
-    return evaluate_model(model_dir, PreparedDataset.load(Path(dataset)), **options)
+    # The same resolution and model/dataset identity check as `llmrec evaluate`: never scores other data.
+    prepared = dataset_for_model(model_dir, dataset, option="dataset=")
+    return evaluate_model(model_dir, prepared, **options)

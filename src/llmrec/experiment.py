@@ -178,8 +178,14 @@ def _same_dataset_on_resume(run_dir: Path, dataset: PreparedDataset, resume: boo
     path = run_dir / "dataset_identity.json"
     here = dataset_identity(dataset)
     if resume:
+        checkpoint_config = run_dir / "checkpoint" / "config.json"
         if not path.is_file():
-            return  # no checkpoint (train() says so) or one written before identities were recorded
+            # A checkpoint written before identities were recorded: record this dataset's from now on, when its
+            # catalogue size fits (else train() refuses the checkpoint and nothing is written). No checkpoint at
+            # all: train() says so, and nothing is written either.
+            if checkpoint_config.is_file() and read_json(checkpoint_config).get("n_items") == here["n_items"]:
+                atomic_write(path, json.dumps(here, indent=2).encode())
+            return
         saved = read_json(path)
         for key, what in (("n_items", "items"), ("item_ids_sha256", "item ids"), ("manifest_sha256", "prepared files")):
             if saved.get(key) and here[key] and saved[key] != here[key]:

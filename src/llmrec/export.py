@@ -125,7 +125,7 @@ def check_onnx(model_dir: Path, path: Path, *, n_histories: int = 64) -> float:
 
     from llmrec.recommend import Recommender
 
-    rec = Recommender.load(model_dir, ann="off")
+    rec = Recommender.load(model_dir, ann="off", device="cpu")  # compared with onnxruntime's CPU scores
     histories = [rec.histories[u] for u in sorted(rec.histories)[:n_histories]] or [np.array([1], dtype=np.int64)]
     histories.append(np.array([1], dtype=np.int64))
     ids = rec._padded(histories).cpu()  # [B, L]

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +30,7 @@ from llmrec.errors import artifact_file, read_json
 if TYPE_CHECKING:
     from llmrec.data.dataset import PreparedDataset
 
-__all__ = ["check_model_dataset", "dataset_identity"]
+__all__ = ["check_model_dataset", "dataset_for_model", "dataset_identity"]
 
 
 def _ids_sha256(ids: list[Any]) -> str:
@@ -83,3 +85,32 @@ def check_model_dataset(model_dir: str | Path, dataset: PreparedDataset, *, opti
             f"{option}: the model {model_dir} was trained on another preparation of this catalogue (other users, "
             "events or split; manifest checksum differs): not the data it was trained on"
         )
+
+
+def dataset_for_model(
+    model_dir: str | Path,
+    dataset: str | Path | None = None,
+    *,
+    option: str = "--dataset",
+    status: Callable[[str], AbstractContextManager[Any]] = nullcontext,
+) -> PreparedDataset:
+    """The prepared dataset to score the artifact in `model_dir` on, checked to be the data it was trained on.
+
+    dataset: a prepared folder or a registry name (prepared with the defaults into ``<model_dir>/../<name>-data``);
+    None: the folder the artifact records in ``dataset.json``. A mismatch (`check_model_dataset`) or a damaged
+    ``dataset.json`` is a ValueError naming `option` or the file. ``llmrec evaluate`` and ``llmrec.evaluate`` both
+    call this, so a model is never scored on data it was not trained on.
+    """
+    from llmrec.data import open_dataset
+
+    model_dir = Path(model_dir)
+    if dataset is None:
+        meta_path = model_dir / "dataset.json"
+        meta = read_json(meta_path) if meta_path.is_file() else {}
+        if not isinstance(meta.get("prepared_path"), str):
+            raise ValueError(f"{model_dir}: the model does not record its dataset; pass {option}")
+        dataset = meta["prepared_path"]
+        option = f"the dataset recorded in {meta_path} ({dataset})"
+    prepared, _ = open_dataset(str(dataset), model_dir.parent / f"{Path(dataset).name}-data", status=status)
+    check_model_dataset(model_dir, prepared, option=option)
+    return prepared

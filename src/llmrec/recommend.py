@@ -5,7 +5,7 @@
     rec.recommend(user="42", k=10, exclude_seen=False)  # re-purchase domains: history items may come back
 
 Items already in the history are left out by default (``exclude_seen=True``): on ml-100k about half of an
-unfiltered top-10 repeats the history. Evaluation chooses its protocol explicitly (``llmrec.experiment``).
+unfiltered top-10 repeats the history. Evaluation chooses its protocol explicitly (``llmrec.eval.leave_one_out``).
 
 Large catalogues: above ``ANN_THRESHOLD`` items (or when asked, ``load(path, ann="hnsw")`` / ``use_ann``), the
 top-k come from a FAISS index over the item table (``llmrec.index.ann``): the model encodes the history, the
@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from llmrec.artifact import ANN_DIR
+from llmrec.artifact import ANN_DIR, ann_dir
 from llmrec.data.sequences import pad_left
 from llmrec.errors import artifact_file, read_json
 from llmrec.eval.scoring import model_device, score_fn
@@ -140,11 +140,12 @@ class Recommender:
 
     @classmethod
     def load(
-        cls, path: str | Path, *, ann: str = "auto", ann_threshold: int = ANN_THRESHOLD, device: str = "cpu"
+        cls, path: str | Path, *, ann: str = "auto", ann_threshold: int = ANN_THRESHOLD, device: str = "auto"
     ) -> Recommender:
         """Load an artifact folder. ann: "auto" | "off" | "flat" | "ivf" | "hnsw" (see `use_ann`); a saved index
-        in ``<path>/ann`` is used when it matches. device: "cpu" | "cuda" | "auto" (CUDA when available); "cuda"
-        without a CUDA device is a ValueError."""
+        in ``<path>/ann`` is used when it matches. device: "auto" (default, as on the command line: CUDA when
+        available, else the CPU) | "cpu" | "cuda"; "cuda" without a CUDA device is a ValueError. Scores come back
+        on the CPU either way; ``adapt=True`` needs ``device="cpu"``."""
         path = Path(path)
         torch_device = resolve_device(device)
         model = load_model(path)
@@ -171,7 +172,7 @@ class Recommender:
             read_json(path / "adapter.json")  # names the file when it is the JSON that is damaged
             with artifact_file(path / "adapter.safetensors"):
                 rec.adapter = UserAdapter.from_pretrained(path)
-        rec.use_ann(ann, threshold=ann_threshold, index_dir=path / ANN_DIR)
+        rec.use_ann(ann, threshold=ann_threshold, index_dir=ann_dir(path))
         return rec
 
     # ---- approximate retrieval -----------------------------------------------------------------------------

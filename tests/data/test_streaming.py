@@ -285,3 +285,43 @@ def test_streaming_malformed_csv_names_the_file_and_line(tmp_path: Path) -> None
         prepare_streaming(tmp_path / "in", "csv", tmp_path / "out", columns=ColumnMap())
     assert (err.value.path, err.value.line) == (str(tmp_path / "in" / "b.csv"), 3)
     _no_output(tmp_path / "out")
+
+
+def _both_engines(path: Path, fmt: str, out: Path) -> list[DataError]:
+    """The DataError each engine raises on `path` (in memory, then streaming)."""
+    errors = []
+    for engine in ("in-memory", "streaming"):
+        with pytest.raises(DataError) as err:
+            if engine == "in-memory":
+                read_files(path, fmt, columns=ColumnMap())
+            else:
+                prepare_streaming(path, fmt, out, columns=ColumnMap())
+        errors.append(err.value)
+    _no_output(out)
+    return errors
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_a_short_row_gives_the_same_message_from_both_engines(fmt: str, tmp_path: Path) -> None:
+    sep = "," if fmt == "csv" else "\t"
+    path = tmp_path / f"e.{fmt}"
+    path.write_text("\n".join(sep.join(r) for r in [["user_id", "item_id", "timestamp"], ["a", "1", "3"], ["a", "2"], ["b", "3", "5"]]) + "\n")
+    for e in _both_engines(path, fmt, tmp_path / "out"):
+        assert (str(e), e.line) == (f"{path}, line 3: expected 3 fields like the header, found 2", 3)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "time"),
+    [("csv", str(2**70)), ("csv", "1e30"), ("parquet", 2**64 - 1), ("parquet", 1e30)],
+    ids=["csv-int", "csv-float", "parquet-uint64", "parquet-float"],
+)
+def test_a_time_beyond_int64_is_out_of_range_in_both_engines(fmt: str, time: object, tmp_path: Path) -> None:
+    path = tmp_path / f"e.{fmt}"
+    if fmt == "csv":
+        path.write_text(f"user_id,item_id,timestamp\na,1,3\na,2,{time}\nb,3,5\n")
+    else:
+        dtype = pl.UInt64 if isinstance(time, int) else pl.Float64
+        pl.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["1", "2", "3"], "timestamp": pl.Series([3, time, 5], dtype=dtype)}).write_parquet(path)
+    for e in _both_engines(path, fmt, tmp_path / "out"):
+        assert "is out of range" in str(e) and "not a number" not in str(e) and e.field == "timestamp", str(e)
+        assert (e.line, e.row) == ((3, None) if fmt == "csv" else (None, 1))

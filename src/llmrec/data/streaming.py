@@ -55,6 +55,7 @@ from llmrec.data.readers import (
     ItemColumnMap,
     _find_bad_line,
     _raise_at,
+    _time_checks,
     _time_exprs,
     read_catalogue,
 )
@@ -180,8 +181,7 @@ class _Source:
         time = pl.col("_row").cast(pl.Int64)  # no time column: time is the row order
         if columns.time is not None:
             time, as_float = _time_exprs(columns.time, types[columns.time], self.files[0])
-            self.checks.append((time.is_null(), "time value {} is neither a number nor an ISO-8601 time", columns.time))
-            self.checks.append((as_float < 0, "time value {} is negative", columns.time))
+            self.checks.extend(_time_checks(columns.time, time, as_float))
         self.filters: list[tuple[str, pl.Expr]] = []  # (step name in the manifest, keep mask)
         if columns.event is not None and config.keep_events:
             event = pl.col(columns.event).cast(pl.String)

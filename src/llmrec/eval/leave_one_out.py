@@ -34,8 +34,12 @@ def evaluate_model(
     sampled_negatives: int = 0,
     baseline_dir: Path | None = None,
     progress: bool = False,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Full-ranking evaluation of a model artifact on the prepared dataset's splits; returns the report dict.
+
+    device: where the model (and the baseline) score: "auto" (CUDA when available) | "cpu" | "cuda"; histories
+    move to the model's device and scores come back to the CPU (`llmrec.eval.scoring.score_fn`).
 
     Every split is ranked once and measured under both seen-item protocols: ``report[split]`` holds the one
     asked for (`exclude_seen`), ``report[split + "_exclude_seen"]`` / ``[split + "_include_seen"]`` both, and
@@ -44,7 +48,7 @@ def evaluate_model(
     is ranked on the same users and the report's ``extra.paired`` holds a paired test (bootstrap CI of the
     difference, sign-flip permutation p-value) for NDCG@10 and Recall@10.
     """
-    model_fn = _score_fn(model_dir)
+    model_fn = _score_fn(model_dir, device)
 
     pop = dataset.item_popularity()
     results: dict[str, EvalResult] = {}
@@ -68,7 +72,7 @@ def evaluate_model(
             sampled[split] = sampled_metrics(r, n_negatives=sampled_negatives, ks=ks)
     extra: dict[str, Any] | None = None
     if baseline_dir is not None:
-        base_fn = _score_fn(baseline_dir)
+        base_fn = _score_fn(baseline_dir, device)
         extra = {"paired": {"baseline": str(baseline_dir)}}
         for split in splits:
             ex = dataset.eval_examples(split)
@@ -115,9 +119,17 @@ def dataset_name(dataset: PreparedDataset, model_dir: Path | None = None) -> str
     return model_dir.name if model_dir is not None else "dataset"
 
 
-def _score_fn(model_dir: Path) -> ScoreFn:
-    """Batch of internal-id histories -> [B, V+1] scores, for any model type."""
-    return score_fn(load_model(model_dir))
+def _score_fn(model_dir: Path, device: str = "cpu") -> ScoreFn:
+    """Batch of internal-id histories -> [B, V+1] CPU scores, for any model type, scored on `device`."""
+    import torch
+
+    from llmrec.recommend import resolve_device
+
+    torch_device = resolve_device(device)  # "cuda" without CUDA is a ValueError before anything is loaded
+    model = load_model(model_dir)
+    if torch_device.type != "cpu" and isinstance(model, torch.nn.Module):
+        model = model.to(torch_device)
+    return score_fn(model)
 
 
 def write_evaluation(report: dict[str, Any], out_json: Path, model_dir: Path) -> list[Path]:

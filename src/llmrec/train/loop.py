@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from llmrec.atomic import atomic_directory
+from llmrec.atomic import atomic_directory, atomic_write
 from llmrec.data.sequences import bucketed_batches
 from llmrec.errors import artifact_file, read_json
 from llmrec.models.base import Trainable
@@ -239,7 +239,6 @@ def train(
         raise FileNotFoundError(f"--resume: no checkpoint in {run}")  # before anything is written
     if run is not None and main:
         run.mkdir(parents=True, exist_ok=True)
-        (run / "train_config.json").write_text(json.dumps(asdict(c), indent=2))
     opt = _make_optimizer(model, c)
     # Weight averaging (torch.optim.swa_utils): `ema` holds the averaged copy that is validated and kept.
     averaged = None
@@ -269,6 +268,8 @@ def train(
             best_weights = load_file(str(run / "best" / "model.safetensors"))
             if best_weights.keys() != model.state_dict().keys():
                 raise KeyError("other tensor names than the model's")
+    if run is not None and main:  # only now: a --resume refused above leaves the run's files as they were
+        atomic_write(run / "train_config.json", json.dumps(asdict(c), indent=2).encode())
     if ctx.device.type != "cpu":
         model.to(ctx.device)
         if averaged is not None:
