@@ -126,7 +126,7 @@ def test_load_model_refuses_what_it_does_not_know(tmp_path: Path) -> None:
 
 
 def test_load_picks_the_device_like_the_command_line(artifact: tuple[NextItemLM, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    import llmrec.recommend as recommend
+    from llmrec import recommend
 
     asked: list[str] = []
 
