@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from llmrec.data import PrepareConfig, PreparedDataset, prepare
     from llmrec.models import NextItemLM, NextItemLMConfig
     from llmrec.recommend import Recommendation, Recommender
-    from llmrec.train import TrainConfig, fit
+    from llmrec.train.fit import fit
+    from llmrec.train.loop import TrainConfig
 
 __version__ = "0.1.0"
 

@@ -69,9 +69,8 @@ def train(
     win over `config`. model: next-item-lm | sasrec | most-popular | item-knn | t5-semantic.
     """
     from llmrec.config import load_toml, merge_sections
-    from llmrec.data import open_dataset
     from llmrec.data.registry import cache_dir
-    from llmrec.experiment import train_model
+    from llmrec.experiment import open_dataset_once, train_model
     from llmrec.recommend import Recommender
     from llmrec.train import distributed
 
@@ -89,7 +88,7 @@ def train(
     try:
         distributed.init_from_env(device)
         try:
-            prepared, prepared_dir = open_dataset(name, prepared_root)
+            prepared, prepared_dir = open_dataset_once(name, prepared_root)  # rank 0 prepares, the others wait
             train_model(prepared, prepared_dir, model, out_dir, sections, resume=resume, progress=progress)
         finally:
             distributed.shutdown()

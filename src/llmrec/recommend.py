@@ -444,10 +444,38 @@ class Recommender:
         of the contributions and the text. When a query blended into the scores (query_weight > 0), the text
         says so. generator: an `llmrec.explain.text.TextGenerator` (default: the template generator).
         """
+        return self.explain_history(
+            self._history(history, user),
+            k=k,
+            exclude_seen=exclude_seen,
+            query=query,
+            query_weight=query_weight,
+            diversity=diversity,
+            method=method,
+            n_contributions=n_contributions,
+            n_reasons=n_reasons,
+            generator=generator,
+        )
+
+    def explain_history(
+        self,
+        h: np.ndarray,
+        *,
+        k: int = 5,
+        exclude_seen: bool = True,
+        query: str | None = None,
+        query_weight: float = 0.7,
+        diversity: float = 0.0,
+        method: str = "occlusion",
+        n_contributions: int = 5,
+        n_reasons: int = 2,
+        generator: TextGenerator | None = None,
+    ) -> list[Explanation]:
+        """`explain` for an internal-id history `h` (1-D int64, oldest first), as `recommend_batch` takes: the
+        service's path, which has already encoded and checked the ids."""
         from llmrec.explain.attribution import attribute
         from llmrec.explain.text import Reason, TemplateGenerator
 
-        h = self._history(history, user)
         recs = self.recommend_batch(
             [h], k, exclude_seen=exclude_seen, query=query, query_weight=query_weight, diversity=diversity
         )[0]

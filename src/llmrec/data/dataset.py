@@ -15,6 +15,7 @@ example is ``(items[:valid_pos], items[valid_pos])`` and the test example ``(ite
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from llmrec.atomic import atomic_directory
 from llmrec.data.registry import sha256_file
 from llmrec.errors import ChecksumError, artifact_file, read_json
 
-__all__ = ["EvalExamples", "PreparedDataset", "sequence_stats", "split_lists"]
+__all__ = ["EvalExamples", "PreparedDataset", "sequence_stats", "split_lists", "write_prepared", "write_sequences"]
 
 _FILES = ("sequences.parquet", "users.parquet", "items.parquet")
 
@@ -84,6 +85,36 @@ def sequence_stats(
         "cold_items": n_cold_items,
         "roles": dict(zip(roles["role"].to_list(), roles["count"].to_list(), strict=True)),
     }
+
+
+def write_sequences(folder: Path, frames: Iterable[pl.DataFrame]) -> None:
+    """Write sequences.parquet (user_idx, items, times) from frames in user_idx order, one row group per frame.
+
+    One writer for both preparation engines (pyarrow's, as Polars cannot append to a Parquet file), so the same
+    sequences give the same bytes whichever engine prepared them.
+    """
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for frame in frames:
+            table = frame.select("user_idx", "items", "times").rechunk().to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(folder / "sequences.parquet", table.schema, compression="zstd")
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def write_prepared(folder: Path, users: pl.DataFrame, items: pl.DataFrame, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write users.parquet, items.parquet and, last, manifest.json with the checksums of the three data files
+    (sequences.parquet must already be there); returns the manifest as written."""
+    users.write_parquet(folder / "users.parquet")
+    items.write_parquet(folder / "items.parquet")
+    manifest = {**manifest, "files": {f: sha256_file(folder / f) for f in _FILES}}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return manifest
 
 
 class PreparedDataset:
@@ -147,7 +178,7 @@ class PreparedDataset:
 
     def raw_item_ids(self) -> list[str]:
         """Raw id of each item_idx 1..n_items (position i holds item_idx i + 1)."""
-        return self.items["item"].to_list()  # type: ignore[no-any-return]
+        return self.items["item"].to_list()
 
     # ---- splits ---------------------------------------------------------------------------------
     def train_sequences(self, through: str = "train") -> list[np.ndarray]:
@@ -215,18 +246,19 @@ class PreparedDataset:
         """Write to `out` atomically: a temporary sibling directory renamed into place."""
         with atomic_directory(out, marker="manifest.json") as tmp:
             lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
-            pl.DataFrame(
-                {
-                    "user_idx": np.repeat(np.arange(self.n_users, dtype=np.int32), lengths),
-                    "items": np.concatenate(self.sequences).astype(np.int32) if self.n_users else np.zeros(0, np.int32),
-                    "times": np.concatenate(self.times) if self.n_users else np.zeros(0, np.int64),
-                }
-            ).group_by("user_idx", maintain_order=True).agg("items", "times").write_parquet(tmp / "sequences.parquet")
-            self.users.write_parquet(tmp / "users.parquet")
-            self.items.write_parquet(tmp / "items.parquet")
-            manifest = dict(self.manifest)
-            manifest["files"] = {f: sha256_file(tmp / f) for f in _FILES}
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+            frame = (
+                pl.DataFrame(
+                    {
+                        "user_idx": np.repeat(np.arange(self.n_users, dtype=np.int32), lengths),
+                        "items": np.concatenate(self.sequences).astype(np.int32) if self.n_users else np.zeros(0, np.int32),
+                        "times": np.concatenate(self.times) if self.n_users else np.zeros(0, np.int64),
+                    }
+                )
+                .group_by("user_idx", maintain_order=True)
+                .agg("items", "times")
+            )
+            write_sequences(tmp, [frame])
+            write_prepared(tmp, self.users, self.items, self.manifest)
         return Path(out)
 
     @classmethod

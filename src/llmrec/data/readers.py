@@ -31,6 +31,7 @@ __all__ = [
     "IgnoredColumnWarning",
     "ItemColumnMap",
     "RawData",
+    "find_bad_line",
     "infer_format",
     "read_catalogue",
     "read_mind",
@@ -38,6 +39,9 @@ __all__ = [
     "read_recbole",
     "read_s3rec",
     "read_table",
+    "raise_at",
+    "time_checks",
+    "time_exprs",
 ]
 
 DOMAINS = ("ecommerce", "movies", "music", "news", "generic")
@@ -130,7 +134,7 @@ class ItemColumnMap:
         """Parse "item=sku,title=name,text=description,categories=category"; an empty value means "none"."""
         known = {f.name for f in fields(cls)} - {"explicit"}
         given = _parse_column_spec(spec, known, required=("item",))
-        return cls(**given, explicit=frozenset(k for k, v in given.items() if v))  # type: ignore[arg-type]
+        return cls(**given, explicit=frozenset(k for k, v in given.items() if v))
 
 
 # ---- line-oriented files (S3-Rec, MovieLens, MIND) -----------------------------------------------------------
@@ -383,7 +387,7 @@ def _records_with_lines(path: Path, fmt: str) -> Iterator[tuple[int, list[str] |
         raise DataError(f"malformed {fmt} record from here (an unclosed quote?): {e}", path=path, line=start) from None
 
 
-def _find_bad_line(path: Path, fmt: str, reason: str) -> NoReturn:
+def find_bad_line(path: Path, fmt: str, reason: str) -> NoReturn:
     """Slow path after the native reader failed: raise at the first non-UTF-8, malformed or wrongly sized record."""
     n_fields = len(next(_csv_reader(path, fmt), [])) if fmt != "jsonl" else 0
     has_rows = False
@@ -401,7 +405,7 @@ def _find_bad_line(path: Path, fmt: str, reason: str) -> NoReturn:
     raise DataError(reason if has_rows else "no rows", path=path)
 
 
-def _raise_at(path: Path, fmt: str, row: int, reason: str, field: str) -> NoReturn:
+def raise_at(path: Path, fmt: str, row: int, reason: str, field: str) -> NoReturn:
     """Raise at data row `row` (0-based): parquet reports the row, text formats the physical line it starts on."""
     if fmt == "parquet":
         raise DataError(reason, path=path, row=row, field=field)
@@ -439,7 +443,7 @@ def _load_table(path: Path, fmt: str, required: list[str], optional: list[str]) 
     except pl.exceptions.PolarsError as e:
         if fmt == "parquet":
             raise DataError(f"cannot read parquet: {e}", path=path) from None
-        _find_bad_line(path, fmt, f"cannot read {fmt}: {e}")
+        find_bad_line(path, fmt, f"cannot read {fmt}: {e}")
     if df.height == 0:
         raise DataError("no rows", path=path)
     return df.with_columns(pl.lit(None, pl.String).alias(c) for c in optional if c not in df.columns)
@@ -447,8 +451,8 @@ def _load_table(path: Path, fmt: str, required: list[str], optional: list[str]) 
 
 def _read_csv(path: Path, fmt: str, columns: list[str]) -> pl.DataFrame:
     # pyarrow's reader, not polars': polars pads a row with too few fields with nulls silently, pyarrow refuses it.
-    import pyarrow as pa  # type: ignore[import-untyped]
-    import pyarrow.csv as pa_csv  # type: ignore[import-untyped]
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
 
     if fmt == "tsv":
         parse = pa_csv.ParseOptions(delimiter="\t", quote_char=False)
@@ -459,7 +463,7 @@ def _read_csv(path: Path, fmt: str, columns: list[str]) -> pl.DataFrame:
     try:
         table = pa_csv.read_csv(path, parse_options=parse, convert_options=convert)
     except pa.ArrowInvalid as e:
-        _find_bad_line(path, fmt, f"cannot read {fmt}: {e}")
+        find_bad_line(path, fmt, f"cannot read {fmt}: {e}")
     df = pl.DataFrame(pl.from_arrow(table))
     del table
     pa.default_memory_pool().release_unused()  # polars copied the columns; hand the arrow buffers back now
@@ -473,7 +477,7 @@ def _raise_first(df: pl.DataFrame, path: Path, fmt: str, checks: list[tuple[pl.E
     if failed:
         row, i = min(failed)
         _, reason, column = checks[i]
-        _raise_at(path, fmt, row, reason.format(repr(df[column][row])), column)
+        raise_at(path, fmt, row, reason.format(repr(df[column][row])), column)
 
 
 def _empty(column: str) -> pl.Expr:
@@ -497,7 +501,7 @@ def _iso_seconds(text: pl.Expr) -> pl.Expr:
     return pl.coalesce([d.dt.epoch("s") for d in aware + naive])
 
 
-def _time_exprs(column: str, dtype: pl.DataType, path: Path) -> tuple[pl.Expr, pl.Expr]:
+def time_exprs(column: str, dtype: pl.DataType, path: Path) -> tuple[pl.Expr, pl.Expr]:
     """(time as Int64, null where invalid; the value as Float64) of a time column.
 
     Numbers (or numeric text) are taken as they are, in the file's own unit (floats truncate); ISO-8601 text
@@ -525,8 +529,8 @@ def _time_exprs(column: str, dtype: pl.DataType, path: Path) -> tuple[pl.Expr, p
     raise DataError(f"time column has type {dtype}; expected numbers, ISO-8601 text or datetimes", path=path, field=column)
 
 
-def _time_checks(column: str, time: pl.Expr, as_float: pl.Expr) -> list[tuple[pl.Expr, str, str]]:
-    """The (mask, reason, column) checks of a time column, from `_time_exprs`; shared with the streaming engine."""
+def time_checks(column: str, time: pl.Expr, as_float: pl.Expr) -> list[tuple[pl.Expr, str, str]]:
+    """The (mask, reason, column) checks of a time column, from `time_exprs`; shared with the streaming engine."""
     out_of_range = time.is_null() & as_float.is_finite().fill_null(False)  # a number, but not an Int64 (e.g. 2**70)
     return [
         (out_of_range, "time value {} is out of range (at most 9223372036854775807)", column),
@@ -549,8 +553,8 @@ def read_table(path: Path, fmt: str, columns: ColumnMap = ColumnMap()) -> RawDat
     checks.append((_empty(columns.item), "empty item id", columns.item))
     time = pl.int_range(pl.len(), dtype=pl.Int64)
     if columns.time is not None:
-        time, as_float = _time_exprs(columns.time, df.schema[columns.time], path)
-        checks.extend(_time_checks(columns.time, time, as_float))
+        time, as_float = time_exprs(columns.time, df.schema[columns.time], path)
+        checks.extend(time_checks(columns.time, time, as_float))
     out = [pl.col(columns.user).cast(pl.String).alias("user"), pl.col(columns.item).cast(pl.String).alias("item")]
     out.append(time.alias("time"))
     if columns.event is not None:
@@ -716,7 +720,7 @@ def read_recbole(
     if missing:
         raise DataError(f"missing field {missing[0]!r}; found fields: {', '.join(item_head)}", path=item_path)
     full = {k: item_head[v][0] if v else None for k, v in chosen.items()}
-    seq = chosen["categories"] is not None and item_head[chosen["categories"]][1] == "token_seq"  # type: ignore[index]
+    seq = chosen["categories"] is not None and item_head[chosen["categories"]][1] == "token_seq"
     explicit = frozenset(k for k, v in full.items() if v)
     catalogue = read_catalogue(
         item_path, "tsv", ItemColumnMap(full["item"], full["title"], full["text"], full["categories"], explicit),

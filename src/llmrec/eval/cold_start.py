@@ -4,21 +4,39 @@ Users held out of training reveal the first n items of their sequence, the **sup
 item(s) that follow, the **query**, against all items, n ∈ {1, 2, 3, 5}, every n on the same users. Seen items
 (the support) are excluded by default. The model is seen only through a ``ScoreFn``
 (`llmrec.eval.scoring.score_fn(model)`, with ``adapter=`` for a meta-trained per-user adapter).
+
+`evaluate_cold_start_artifact` runs this on a model artifact's ``cold_test`` users (``llmrec evaluate --protocol
+cold-start``), zero-shot and, for a meta-trained artifact, adapted; `write_cold_start` writes its report.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from llmrec.eval.evaluate import bootstrap_ci, compute_ranks
 from llmrec.eval.metrics import ndcg_at_k, recall_at_k
-from llmrec.eval.scoring import ScoreFn
+from llmrec.eval.scoring import ScoreFn, score_fn
 
-__all__ = ["SUPPORT_SIZES", "ColdStartExamples", "ColdStartResult", "cold_start_examples", "evaluate_cold_start"]
+if TYPE_CHECKING:
+    from llmrec.data.dataset import PreparedDataset
+
+__all__ = [
+    "SUPPORT_SIZES",
+    "ColdStartExamples",
+    "ColdStartResult",
+    "cold_start_examples",
+    "cold_start_table",
+    "evaluate_cold_start",
+    "evaluate_cold_start_artifact",
+    "write_cold_start",
+]
 
 SUPPORT_SIZES: tuple[int, ...] = (1, 2, 3, 5)
 
@@ -53,9 +71,7 @@ def cold_start_examples(
         raise ValueError(f"min_length={need} is shorter than n_support + n_query = {n_support + n_query}")
     rows = np.array([i for i, s in enumerate(sequences) if len(s) >= need], dtype=np.int64)
     histories = [np.asarray(sequences[i][:n_support], dtype=np.int64) for i in rows]
-    queries = np.array(
-        [sequences[i][n_support : n_support + n_query] for i in rows], dtype=np.int64
-    ).reshape(len(rows), n_query)
+    queries = np.array([sequences[i][n_support : n_support + n_query] for i in rows], dtype=np.int64).reshape(len(rows), n_query)
     return ColdStartExamples(n_support=n_support, rows=rows, histories=histories, queries=queries)
 
 
@@ -126,3 +142,60 @@ def evaluate_cold_start(
             result.ci[n] = {name: bootstrap_ci(v, n_boot=n_boot, seed=seed)[1:] for name, v in per_user.items()}
         result.n_users = len(ex)
     return result
+
+
+def evaluate_cold_start_artifact(
+    model_dir: Path, dataset: PreparedDataset, *, exclude_seen: bool = True, n_boot: int = 1000, device: str = "auto"
+) -> dict[str, ColdStartResult]:
+    """The cold_test users of `dataset` on the artifact `model_dir`: {"zero-shot": ...} plus "adapted" when the
+    artifact has a meta-trained adapter. device: "auto" | "cpu" | "cuda"; "auto" is the CPU for an artifact with
+    an adapter (its inner loop runs there)."""
+    import torch
+
+    from llmrec.errors import artifact_file, read_json
+    from llmrec.meta.maml import UserAdapter, has_adapter
+    from llmrec.models import load_model
+    from llmrec.recommend import resolve_device
+
+    _, sequences = dataset.cold_users("cold_test")
+    if not sequences:
+        raise ValueError("the dataset has no cold_test users: prepare it with --split cold-user")
+    if device == "auto" and has_adapter(model_dir):
+        device = "cpu"  # the adapter's inner loop runs on the CPU
+    torch_device = resolve_device(device)  # "cuda" without CUDA is a ValueError before anything is loaded
+    model = load_model(model_dir)
+    if torch_device.type != "cpu" and isinstance(model, torch.nn.Module):
+        model = model.to(torch_device)
+    score_fns: dict[str, ScoreFn] = {"zero-shot": score_fn(model)}
+    if has_adapter(model_dir):
+        read_json(model_dir / "adapter.json")  # names the file when it is the JSON that is damaged
+        with artifact_file(model_dir / "adapter.safetensors"):
+            adapter = UserAdapter.from_pretrained(model_dir)
+        score_fns["adapted"] = score_fn(model, adapter=adapter)
+    return {name: evaluate_cold_start(fn, sequences, exclude_seen=exclude_seen, n_boot=n_boot) for name, fn in score_fns.items()}
+
+
+def cold_start_table(results: dict[str, ColdStartResult], metrics: tuple[str, ...] = ("ndcg@10", "recall@10")) -> str:
+    """Markdown: one row per method, one column per (metric, n) as ``mean [lo, hi]``."""
+    first = next(iter(results.values()))
+    sizes = first.support_sizes
+    head = ["method"] + [f"{m} n={n}" for m in metrics for n in sizes]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in results.items():
+        cells = []
+        for m in metrics:
+            for n in sizes:
+                lo, hi = r.ci.get(n, {}).get(m, (float("nan"), float("nan")))
+                cells.append(f"{r.metrics[n][m]:.4f} [{lo:.4f}, {hi:.4f}]")
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def write_cold_start(results: dict[str, ColdStartResult], out: Path, model_dir: Path) -> list[Path]:
+    """Write the cold-start report: `out` (JSON) and a Markdown table beside it (.md), each atomically."""
+    from llmrec.atomic import atomic_write
+
+    report = {"protocol": "cold-start", "model": str(model_dir), **{name: r.to_dict() for name, r in results.items()}}
+    atomic_write(out, json.dumps(report, indent=2).encode())
+    atomic_write(out.with_suffix(".md"), (cold_start_table(results) + "\n").encode())
+    return [out]

@@ -170,7 +170,10 @@ def deletion_test(
     else:
         tgt = np.asarray(targets, dtype=np.int64).reshape(-1)
     M = curve_steps
-    wins, identical, drops_attr, drops_rand = [], [], [], []
+    wins: list[float] = []
+    identical: list[bool] = []
+    drops_attr: list[float] = []
+    drops_rand: list[float] = []
     curves_attr, curves_rand = [], []
     for h, j in zip(hs, tgt, strict=True):
         window = _window(len(h), max_seq_len)

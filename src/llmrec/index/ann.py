@@ -322,10 +322,11 @@ class ItemIndex:
         return twin
 
     def _apply_search_parameter(self) -> None:
+        index: Any = self.index  # the concrete faiss index type (IndexIVF / IndexHNSW) carries the parameter
         if self.kind == "ivf":
-            self.index.nprobe = self.info.nprobe
+            index.nprobe = self.info.nprobe
         elif self.kind == "hnsw":
-            self.index.hnsw.efSearch = self.info.ef_search
+            index.hnsw.efSearch = self.info.ef_search
 
     # ---- search ------------------------------------------------------------------------------------------
     def search(

@@ -29,7 +29,7 @@ import numpy as np
 from llmrec.artifact import copy_with_weights
 from llmrec.config import build
 from llmrec.data.dataset import PreparedDataset
-from llmrec.eval.cold_start import SUPPORT_SIZES, ColdStartResult, evaluate_cold_start
+from llmrec.eval.cold_start import SUPPORT_SIZES, ColdStartResult, cold_start_table, evaluate_cold_start
 from llmrec.eval.scoring import ScoreFn, score_fn
 from llmrec.meta.in_context import EPISODIC_TRAIN_DEFAULTS, EpisodicConfig, constrained_metric, episodic_finetune
 from llmrec.meta.maml import AdapterConfig, MetaConfig, UserAdapter, meta_train
@@ -164,19 +164,3 @@ def _write_artifact(base_dir: Path, out: Path, model: NextItemLM, adapter: UserA
         drop_prefixes=("adapter.",),
         base_argument="--base",
     )
-
-
-def cold_start_table(results: dict[str, ColdStartResult], metrics: tuple[str, ...] = ("ndcg@10", "recall@10")) -> str:
-    """Markdown: one row per method, one column per (metric, n) as ``mean [lo, hi]``."""
-    first = next(iter(results.values()))
-    sizes = first.support_sizes
-    head = ["method"] + [f"{m} n={n}" for m in metrics for n in sizes]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, r in results.items():
-        cells = []
-        for m in metrics:
-            for n in sizes:
-                lo, hi = r.ci.get(n, {}).get(m, (float("nan"), float("nan")))
-                cells.append(f"{r.metrics[n][m]:.4f} [{lo:.4f}, {hi:.4f}]")
-        lines.append("| " + " | ".join([name, *cells]) + " |")
-    return "\n".join(lines)

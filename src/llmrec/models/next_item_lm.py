@@ -120,11 +120,17 @@ class _Block(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # [B, H, L, Dh]
         y = y.transpose(1, 2).reshape(B, L, D)
         x = x + self.drop(self.proj(y))
-        return x + self.drop(self.mlp(self.ln2(x)))
+        out: torch.Tensor = x + self.drop(self.mlp(self.ln2(x)))
+        return out
 
 
 class NextItemLM(nn.Module):
     """Causal transformer over item tokens with a (tied) softmax over the catalogue."""
+
+    # buffers (register_buffer): declared for the type checker, which otherwise sees `Tensor | Module`
+    item_attributes: torch.Tensor
+    item_text: torch.Tensor
+    log_q: torch.Tensor
 
     model_type = "next-item-lm"  # llmrec.models.MODELS key and config.json "model_type"
 
@@ -249,7 +255,8 @@ class NextItemLM(nn.Module):
         mask = mask | torch.eye(L, dtype=torch.bool, device=x.device)
         for block in self.blocks:
             x = block(x, mask, rope)
-        return self.ln_f(x)  # [B, L, D]
+        h: torch.Tensor = self.ln_f(x)  # [B, L, D]
+        return h
 
     # ---- training -----------------------------------------------------------------------------
     def forward(self, batch: SeqBatch) -> RecOutput:
@@ -290,7 +297,8 @@ class NextItemLM(nn.Module):
             return F.cross_entropy(h @ w.T, t - 1, label_smoothing=self.config.label_smoothing, reduction="sum")
 
         total = hs.new_zeros(())
-        for h, t in zip(hs.split(self.config.ce_chunk_size), y.split(self.config.ce_chunk_size), strict=True):
+        size = self.config.ce_chunk_size
+        for h, t in zip(torch.tensor_split(hs, list(range(size, len(hs), size))), torch.tensor_split(y, list(range(size, len(y), size))), strict=True):
             total = total + checkpoint(chunk_loss, h, t, items, use_reentrant=False)
         return total / hs.shape[0]
 

@@ -34,7 +34,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -148,6 +148,8 @@ class T5SemanticRecommender(nn.Module):
     """T5 over semantic-id tokens: history codes in, next item's codes out; trie-constrained beam search."""
 
     model_type = "t5-semantic"  # llmrec.models.MODELS key and config.json "model_type"
+    # buffers (register_buffer): declared for the type checker, which otherwise sees `Tensor | Module`
+    is_seen: torch.Tensor
 
     @property
     def max_seq_len(self) -> int:
@@ -169,7 +171,7 @@ class T5SemanticRecommender(nn.Module):
         self.trie = semantic_ids.build_trie()
         n_code_tokens = sum(c.codebook_sizes)
         if c.t5 is None:
-            t5_config = T5Config(
+            t5_config = T5Config(  # type: ignore[call-arg]  # decoder_start_token_id goes through **kwargs
                 vocab_size=N_SPECIAL + n_code_tokens,
                 d_model=c.d_model,
                 d_kv=c.d_model // c.n_heads,
@@ -253,7 +255,7 @@ class T5SemanticRecommender(nn.Module):
         is_real = item_ids != PAD_ID  # [B, L]
         tokens = self.item_tokens.to(item_ids.device)[item_ids]  # [B, L, T]
         keep = is_real[:, :, None].expand_as(tokens)  # [B, L, T]
-        eos = self.t5.config.eos_token_id
+        eos = cast(int, self.t5.config.eos_token_id)  # set to an int in __init__
         if c.prompt_ids is not None:
             prefix, sep, suffix = (torch.tensor(p, dtype=torch.long, device=item_ids.device) for p in c.prompt_ids)
             sep_b = sep.expand(B, L, len(sep))  # [B, L, |sep|] separator before every item but the first real one
@@ -273,7 +275,7 @@ class T5SemanticRecommender(nn.Module):
         ids, mask = ids.gather(1, order), mask.gather(1, order)
         width = int(mask.sum(1).max())
         ids, mask = ids[:, -width:], mask[:, -width:]
-        return ids.masked_fill(~mask, self.t5.config.pad_token_id), mask.long()
+        return ids.masked_fill(~mask, cast(int, self.t5.config.pad_token_id)), mask.long()
 
     # ---- training ---------------------------------------------------------------------------------
     def forward(self, batch: SeqBatch) -> Seq2SeqOutput:
@@ -300,7 +302,7 @@ class T5SemanticRecommender(nn.Module):
         input_ids, attention_mask = self.encoder_inputs(item_ids)
         B, T = input_ids.shape[0], self.config.depth
         beam_flags: dict[str, Any] = {"length_penalty": 0.0, "early_stopping": True} if nb > 1 else {"output_logits": True}
-        gen = GenerationConfig(
+        gen = GenerationConfig(  # type: ignore[no-untyped-call]
             num_beams=nb,
             num_return_sequences=nb,
             max_new_tokens=T,

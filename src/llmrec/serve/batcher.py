@@ -78,9 +78,7 @@ class MicroBatcher(Generic[J, R]):
         if self.is_running:
             return
         self._queue = asyncio.Queue(maxsize=self.max_queue)
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="llmrec-model", initializer=self.thread_init
-        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmrec-model", initializer=self.thread_init)
         self._task = asyncio.create_task(self._loop(), name="llmrec-micro-batcher")
 
     async def stop(self) -> None:

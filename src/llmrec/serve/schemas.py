@@ -81,9 +81,7 @@ class RecommendRequest(BaseModel):
         max_length=1000,
         description='A text intent ("something for summer") blended into the scores; needs the `text` extra.',
     )
-    adapt: bool = Field(
-        False, description="Adapt to the history first (cold start); needs an artifact with an adapter."
-    )
+    adapt: bool = Field(False, description="Adapt to the history first (cold start); needs an artifact with an adapter.")
 
     @model_validator(mode="after")
     def _check(self) -> RecommendRequest:

@@ -203,8 +203,9 @@ def _local_rows(batch: SeqBatch, ctx: distributed.DistContext) -> tuple[SeqBatch
     local = SeqBatch(item_ids=batch.item_ids[rows], targets=batch.targets[rows])
     if local.item_ids.shape[0] == 0:
         return SeqBatch(item_ids=batch.item_ids[:1], targets=batch.targets[:1]), 0.0
-    n_global = int((batch.targets != PAD_ID).sum())
-    n_local = int((local.targets != PAD_ID).sum())
+    assert local.targets is not None
+    n_global = int(torch.count_nonzero(batch.targets != PAD_ID))
+    n_local = int(torch.count_nonzero(local.targets != PAD_ID))
     return local, n_local * ctx.world_size / max(1, n_global)
 
 

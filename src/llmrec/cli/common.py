@@ -1,0 +1,107 @@
+"""What every command shares: the two consoles, `user_errors` (bad input -> ``error: ...``, exit code 2, no
+traceback), warnings as lines, number formatting, config sections, ``--dataset`` and the shared help texts.
+
+Nothing heavy is imported here: ``llmrec --help`` imports this module, and must not import torch, numpy, polars
+or ``llmrec.data`` (``tests/test_cli_data.py`` checks this).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+
+from llmrec.errors import ChecksumError, DataError, DatasetNotFoundError
+
+if TYPE_CHECKING:
+    from llmrec.data import PreparedDataset
+
+# stdout carries results (tables, JSON); stderr carries progress and errors, so `... --json > f` stays clean.
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+# User errors: bad files, bad options, missing or corrupted datasets. Anything else is a bug and keeps its
+# traceback. DatasetNotFoundError is a FileNotFoundError; DataError and ChecksumError are ValueErrors; they are
+# listed anyway so that the contract reads here.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    DataError,
+    ChecksumError,
+    DatasetNotFoundError,
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    KeyError,  # llmrec.recommend.UnknownIdError: an unknown user or item id
+)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Print a user error as ``error: <message>`` on stderr and exit with code 2 (no traceback)."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        # markup=False: messages hold paths and lists such as ['purchase'] that rich would read as markup;
+        # soft_wrap: a long path must stay on one line (no hard wraps inserted at the console width).
+        err_console.print(f"error: {e}", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except OSError as e:
+        # The file system refused (read-only, permission denied, disk full ...): the path and the reason. The
+        # writers are atomic, so nothing half-written is left behind.
+        err_console.print(f"error: {os_error_message(e)}", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def os_error_message(e: OSError) -> str:
+    reason = e.strerror or str(e) or type(e).__name__
+    return f"{e.filename}: {reason}" if e.filename is not None else reason
+
+
+@contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Python warnings raised inside (e.g. an ignored catalogue column) as one `warning: ...` line each on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                err_console.print(f"warning: {w.message}", markup=False, soft_wrap=True)
+
+
+def say(message: str, *, err: bool = False) -> None:
+    """One plain line (no markup, no hard wraps) on stdout, or stderr with err=True."""
+    (err_console if err else console).print(message, markup=False, soft_wrap=True)
+
+
+def fmt_int(n: float) -> str:
+    return f"{int(n):,}"
+
+
+def fmt_num(x: float) -> str:
+    """A statistic for a table: integers with thousands separators, other values with 2 decimals."""
+    return fmt_int(x) if float(x).is_integer() else f"{x:,.2f}"
+
+
+def config_sections(config: Path | None, overrides: list[str] | None) -> dict[str, dict[str, Any]]:
+    """--config FILE and --set overrides -> config sections (the overrides win)."""
+    from llmrec.config import load_toml, merge_sections, parse_overrides
+
+    file_sections = load_toml(config) if config is not None else {}
+    return merge_sections(file_sections, parse_overrides(overrides or []))
+
+
+def dataset_arg(dataset: str | Path, near: Path) -> PreparedDataset:
+    """--dataset of any command: a prepared folder, or a registry name prepared (defaults) into `near/<name>-data`,
+    with a spinner on stderr while it is prepared."""
+    from llmrec.data import open_dataset
+
+    return open_dataset(str(dataset), near / f"{dataset}-data", status=err_console.status)[0]
+
+
+DATASET_HELP = "A prepared dataset folder, or a registry name (prepared with the defaults next to the model)."
+DEVICE_HELP = "auto | cpu | cuda (auto: CUDA when available)."

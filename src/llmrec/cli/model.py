@@ -1,0 +1,337 @@
+"""Model commands: ``llmrec train``, ``evaluate``, ``meta-train``, ``map-cold-items``, ``tune`` and ``export``.
+
+Each parses its options, makes one library call (`llmrec.experiment.run_training`,
+`llmrec.eval.leave_one_out.evaluate_model` / `llmrec.eval.cold_start.evaluate_cold_start_artifact`,
+`llmrec.meta.training.meta_train_model`, `llmrec.models.cold_items.map_cold_items_artifact`, `llmrec.tune.tune`,
+`llmrec.export.export_artifact`) and prints the result. The commands are registered on the root app in
+`llmrec.cli`. Imports of torch and the library happen inside the functions (``llmrec --help`` stays light).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from llmrec.cli.common import (
+    DATASET_HELP,
+    DEVICE_HELP,
+    config_sections,
+    console,
+    dataset_arg,
+    err_console,
+    fmt_int,
+    say,
+    user_errors,
+)
+
+if TYPE_CHECKING:
+    from llmrec.data import PreparedDataset
+    from llmrec.eval.cold_start import ColdStartResult
+
+__all__ = ["evaluate_cmd", "export_cmd", "map_cold_items_cmd", "meta_train_cmd", "train_cmd", "tune_cmd"]
+
+
+def train_cmd(
+    dataset: Annotated[str, typer.Option(help="A prepared dataset folder, or a registry name (prepared with defaults).")],
+    out: Annotated[Path, typer.Option("--out", help="Model artifact folder to write.")],
+    model: Annotated[str, typer.Option(help="next-item-lm | sasrec | most-popular | item-knn | t5-semantic")] = "next-item-lm",
+    config: Annotated[Path | None, typer.Option(help="TOML file with [model] and [train] sections.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=1e-3 (repeatable).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=N.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted training of the same --out.")] = False,
+    threads: Annotated[int, typer.Option(help="torch threads (0 = all cores).")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda (auto: CUDA when available).")] = "auto",
+    track: Annotated[
+        str | None, typer.Option(help="Log params, per-epoch metrics and the summary to: tensorboard | mlflow.")
+    ] = None,
+    track_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="tensorboard: log folder (default ./tensorboard); mlflow: a folder or tracking URI (default $MLFLOW_TRACKING_URI, else ./mlruns)."
+        ),
+    ] = None,
+) -> None:
+    """Train a model; early stopping on validation NDCG@10; writes a self-describing artifact folder.
+
+    Runs data-parallel (DDP) when launched with `torchrun --nproc-per-node N` or `accelerate launch
+    --num_processes N`: the global batch is split across processes, only rank 0 writes.
+    """
+    with user_errors():
+        sections = config_sections(config, [*(set_ or []), *([f"train.epochs={epochs}"] if epochs is not None else [])])
+        from llmrec.experiment import run_training
+
+        run = run_training(
+            dataset,
+            out,
+            model,
+            sections,
+            resume=resume,
+            device=device,
+            threads=threads,
+            track=track,
+            track_uri=track_uri,
+            status=err_console.status,
+            note=lambda line: say(line, err=True),
+        )
+    if not run.is_main:
+        return
+    summary = run.summary
+    console.print(f"trained {summary['model']}", markup=False)
+    console.print(_training_table(summary, out))
+    say(f"model written to {out}")
+
+
+def _training_table(summary: dict[str, Any], out: Path) -> Table:
+    """`train`'s closing summary: best epoch, the validation metrics of that epoch, time (4 decimals, no JSON)."""
+    import csv
+
+    table = Table("", "", show_header=False)
+    if "best_epoch" in summary:
+        stopped = " (stopped early)" if summary.get("stopped_early") else ""
+        table.add_row("best epoch", f"{summary['best_epoch']} of {summary['epochs_run']} run{stopped}")
+        metrics_csv = out / "train" / "metrics.csv"
+        rows: list[dict[str, str]] = []
+        if metrics_csv.is_file():
+            with metrics_csv.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+        best = next((r for r in rows if r.get("epoch") and int(float(r["epoch"])) == summary["best_epoch"]), None)
+        shown = {k.removeprefix("valid_"): float(v) for k, v in (best or {}).items() if k.startswith("valid_") and v}
+        if not shown and summary.get("best_valid") is not None:
+            shown = {str(summary.get("train", {}).get("metric", "valid")): float(summary["best_valid"])}
+        for name, value in shown.items():
+            table.add_row(f"valid {name}", f"{value:.4f}")
+        if summary.get("train", {}).get("refit_on_valid"):
+            table.add_row("then", f"refit on train + valid events for {summary['best_epoch']} epochs")
+    table.add_row("time", f"{summary['seconds']:.1f} s")
+    if "world_size" in summary:
+        table.add_row("processes", str(summary["world_size"]))
+    return table
+
+
+def _metrics_table(report: dict[str, Any], splits: list[str], ks: list[int]) -> Table:
+    table = Table(
+        "split", *(f"{m}@{k}" for k in ks for m in ("R", "N")), "MRR", "users", title="full ranking (R = recall, N = NDCG)"
+    )
+    for split in splits:
+        row = report[split]
+        cells = [f"{row[f'{m}@{k}']:.4f}" for k in ks for m in ("recall", "ndcg")]
+        table.add_row(split, *cells, f"{row['mrr']:.4f}", fmt_int(report["n_users"][split]))
+    return table
+
+
+def evaluate_cmd(
+    model: Annotated[Path, typer.Option(help="Model artifact folder.")],
+    out: Annotated[Path | None, typer.Option(help="Report JSON path (a .md and a .png are written beside it).")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help=DATASET_HELP.rstrip(".") + "; default: the one the model was trained on.")
+    ] = None,
+    exclude_seen: Annotated[
+        bool | None, typer.Option(help="Do not rank items already in the history [default: no for loo, yes for cold-start].")
+    ] = None,
+    sampled: Annotated[int, typer.Option(help="Also report the sampled-negatives protocol with this many negatives.")] = 0,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% confidence intervals.")] = 1000,
+    baseline: Annotated[Path | None, typer.Option(help="Another model folder: adds a paired test against it.")] = None,
+    protocol: Annotated[
+        str, typer.Option(help="loo: warm users, leave-one-out | cold-start: held-out users, first n = 1, 2, 3, 5 items.")
+    ] = "loo",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+) -> None:
+    """Full-ranking evaluation: leave-one-out (valid and test) or cold-start users; Recall/NDCG@k with 95% CIs."""
+    with user_errors():
+        from llmrec.identity import check_model_dataset, dataset_for_model
+
+        if protocol not in ("loo", "cold-start"):
+            raise ValueError(f"--protocol must be loo or cold-start, got {protocol!r}")
+        # never score a model on data it was not trained on (the same check as llmrec.evaluate)
+        prepared = dataset_for_model(model, dataset, status=err_console.status)
+        if baseline is not None:
+            check_model_dataset(baseline, prepared, option="--baseline")
+        if protocol == "cold-start":
+            from llmrec.eval.cold_start import evaluate_cold_start_artifact, write_cold_start
+
+            cold = evaluate_cold_start_artifact(
+                model, prepared, exclude_seen=exclude_seen is not False, n_boot=n_boot, device=device
+            )
+            paths = write_cold_start(cold, out, model) if out is not None else []
+        else:
+            from llmrec.eval.leave_one_out import evaluate_model, write_evaluation
+
+            exclude_seen = bool(exclude_seen)
+            report = evaluate_model(
+                model,
+                prepared,
+                exclude_seen=exclude_seen,
+                n_boot=n_boot,
+                sampled_negatives=sampled,
+                baseline_dir=baseline,
+                progress=True,  # a progress bar per split, on stderr
+                device=device,
+            )
+            paths = write_evaluation(report, out, model) if out is not None else []
+    if protocol == "cold-start":
+        _print_cold_start(cold, prepared, exclude_seen=exclude_seen is not False)
+    else:
+        _print_loo(report, prepared, exclude_seen=exclude_seen, baseline=baseline)
+    for p in paths:
+        say(f"wrote {p}")
+
+
+def _print_loo(report: dict[str, Any], prepared: PreparedDataset, *, exclude_seen: bool, baseline: Path | None) -> None:
+    console.print(_metrics_table(report, ["valid", "test"], [5, 10, 20]))
+    other = "include_seen" if exclude_seen else "exclude_seen"
+    console.print(
+        f"seen items {'excluded' if exclude_seen else 'not excluded'}; ranking over all {prepared.n_items:,} items; "
+        f"with seen items {'not excluded' if exclude_seen else 'excluded'}: test NDCG@10 {report[f'test_{other}']['ndcg@10']:.4f}, "
+        f"Recall@10 {report[f'test_{other}']['recall@10']:.4f} (report key test_{other}); "
+        f"repeat test targets (already in the history): {report['repeat_targets'].get('test', 0)}",
+        markup=False,
+        soft_wrap=True,
+    )
+    if report["protocol"].get("refit_on_valid") is False:
+        console.print(
+            "valid item not a training target: the model was trained on training events only", markup=False, soft_wrap=True
+        )
+    if report["protocol"].get("valid_held_out") is False:
+        held_out = ", ".join(f"{k} {v:.4f}" for k, v in report["protocol"].get("selection_valid", {}).items() if v is not None)
+        console.print(
+            "note: the model was refit on train + valid events, so its valid row is not held out; "
+            f"held-out validation of the selection run: {held_out}",
+            markup=False,
+            soft_wrap=True,
+        )
+    for split, tests in report.get("extra", {}).get("paired", {}).items():
+        if isinstance(tests, dict):
+            for metric, t in tests.items():
+                console.print(
+                    f"paired vs {baseline} ({split} {metric}): diff {t['mean_diff']:+.4f} "
+                    f"[{t['ci_lo']:+.4f}, {t['ci_hi']:+.4f}], p = {t['p_value']:.4f}",
+                    markup=False,
+                    soft_wrap=True,
+                )
+
+
+def _print_cold_start(results: dict[str, ColdStartResult], prepared: PreparedDataset, *, exclude_seen: bool) -> None:
+    first = next(iter(results.values()))
+    table = Table("method", "n", "NDCG@10 [95% CI]", "Recall@10 [95% CI]", title=f"cold-start users ({first.n_users})")
+    for name, r in results.items():
+        for n in r.support_sizes:
+            cells = []
+            for m in ("ndcg@10", "recall@10"):
+                lo, hi = r.ci.get(n, {}).get(m, (float("nan"), float("nan")))
+                cells.append(f"{r.metrics[n][m]:.4f} [{lo:.4f}, {hi:.4f}]")
+            table.add_row(name, str(n), *cells)
+    console.print(table)
+    say(
+        f"support = the first n items, query = the next item; seen items {'excluded' if exclude_seen else 'not excluded'}; "
+        f"ranking over all {prepared.n_items:,} items"
+    )
+
+
+def meta_train_cmd(
+    dataset: Annotated[
+        str, typer.Option(help="A prepared dataset folder with a cold-user split (cold_valid users pick settings).")
+    ],
+    base: Annotated[Path, typer.Option(help="The base next-item-lm artifact, trained on this dataset.")],
+    out: Annotated[Path, typer.Option("--out", help="Meta-trained artifact folder to write.")],
+    method: Annotated[str, typer.Option(help="maml | finetune | in-context | in-context+maml")] = "maml",
+    config: Annotated[Path | None, typer.Option(help="TOML with [adapter] [meta] [episodic] [train] sections.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. meta.outer_lr=0.02 (repeatable).")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads (0 = all cores).")] = 0,
+) -> None:
+    """Meta-train for cold-start users: a per-user adapter (MAML) and/or the LM on short-context episodes."""
+    with user_errors():
+        sections = config_sections(config, set_)
+        import torch
+
+        from llmrec.meta.training import meta_train_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        summary = meta_train_model(dataset_arg(dataset, out.parent), base, out, method, sections)
+    shown = {k: summary[k] for k in ("method", "valid_zero_shot", "valid", "warm_valid_base", "warm_valid", "seconds")}
+    console.print(f"meta-trained {json.dumps(shown)} → {out}", markup=False, soft_wrap=True)
+
+
+def map_cold_items_cmd(
+    model: Annotated[Path, typer.Option(help="A trained next-item-lm artifact.")],
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="The dataset it was trained on, a prepared folder or a registry name (tells which items it never saw)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Artifact folder to write (a copy with the cold items mapped).")],
+    ridge: Annotated[float, typer.Option(help="Ridge strength of the text -> embedding regression (>= 0).")] = 0.1,
+    text_model: Annotated[
+        str | None, typer.Option(help="Local sentence-transformers folder (default: all-MiniLM-L6-v2, offline).")
+    ] = None,
+) -> None:
+    """Give items that never occurred in training an embedding mapped from their text, so they can be recommended."""
+    with user_errors():
+        from llmrec.models.cold_items import map_cold_items_artifact
+
+        summary = map_cold_items_artifact(
+            model, dataset_arg(dataset, model.parent), out, ridge=ridge, text_model=text_model, progress=True
+        )
+    console.print(
+        f"mapped {summary['cold_items']} cold items from {summary['warm_items']} warm ones (ridge {summary['ridge']}) → {out}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def tune_cmd(
+    dataset: Annotated[str, typer.Option(help=DATASET_HELP)],
+    out: Annotated[Path, typer.Option(help="Best config file to write (TOML, for `llmrec train --config`).")],
+    trials: Annotated[int, typer.Option(help="Maximum number of trials.")] = 20,
+    budget_minutes: Annotated[float, typer.Option(help="Wall-time budget for the whole search.")] = 60.0,
+    config: Annotated[Path | None, typer.Option(help="Base config; searched keys override it.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Base overrides, e.g. train.epochs=50.")] = None,
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+) -> None:
+    """Search hyperparameters with Optuna on the validation metric (pruning poor trials), write the best config."""
+    with user_errors():
+        from llmrec.config import build
+        from llmrec.train import TrainConfig
+        from llmrec.tune import tune
+
+        sections = config_sections(config, set_)
+        base_train = build(TrainConfig, sections.get("train", {}), section="train")
+        model_params = dict(sections.get("model", {}))
+        use_attributes = bool(model_params.pop("use_attributes", True))
+        summary = tune(
+            dataset_arg(dataset, out.parent),
+            base_model=model_params,
+            base_train=base_train,
+            n_trials=trials,
+            budget_minutes=budget_minutes,
+            seed=seed,
+            out=out,
+            use_attributes=use_attributes,
+        )
+    console.print(f"best validation value {summary['best_value']:.4f} after {len(summary['trials'])} trials → {out}")
+
+
+def export_cmd(
+    model: Annotated[Path, typer.Option(help="Model artifact folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Serving artifact folder to write (without training state).")],
+    onnx: Annotated[
+        bool, typer.Option("--onnx", help="Also write scorer.onnx (next-item LM), checked against PyTorch's scores.")
+    ] = False,
+) -> None:
+    """A slim copy of a model for serving: no optimizer state, checkpoints or logs; optionally an ONNX scorer."""
+    with user_errors():
+        from llmrec.export import export_artifact
+
+        summary = export_artifact(model, out, onnx=onnx)
+    check = f"; ONNX scores within {summary['onnx_max_abs_diff']:.1e} of PyTorch's" if "onnx_max_abs_diff" in summary else ""
+    console.print(
+        f"exported {len(summary['files'])} files, {summary['bytes_after'] / 1e6:.1f} MB "
+        f"(from {summary['bytes_before'] / 1e6:.1f} MB){check} → {out}",
+        markup=False,
+        soft_wrap=True,
+    )

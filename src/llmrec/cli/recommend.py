@@ -1,0 +1,197 @@
+"""Recommendation commands: ``llmrec recommend`` (one user or history; or, with --users and --out, many users into
+a file) and ``llmrec explain``. Each loads the model (`llmrec.recommend.Recommender`), makes one call
+(``recommend``, ``explain`` or `llmrec.batch.write_recommendations`) and prints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from llmrec.cli.common import DEVICE_HELP, console, say, user_errors
+
+if TYPE_CHECKING:
+    from llmrec.recommend import Recommender
+
+__all__ = ["explain_cmd", "recommend_cmd"]
+
+_DIVERSITY_HELP = "0..1: re-rank the top candidates for variety (maximal marginal relevance, λ = 1 − diversity)."
+_QUERY_HELP = 'What you are in the mood for, in words, e.g. "a light-hearted animated film for the kids".'
+_QUERY_WEIGHT_HELP = "0..1: weight of --query against your history (0 = history only, 1 = query only)."
+_GENERATOR_HELP = "A local Hugging Face causal LM folder to word the reasons (default: a template)."
+_EXCLUDE_SEEN_HELP = (
+    "Leave out items already in the history (the default), or let them come back (--include-seen: re-purchase domains)."
+)
+
+
+def _request(
+    model: Path, user: str | None, history: str | None, k: int, device: str = "cpu"
+) -> tuple[Recommender, list[str] | None]:
+    """Shared checks of `recommend` and `explain`: exactly one of --user/--history, k >= 1; loads the model."""
+    if (user is None) == (history is None):
+        raise ValueError("give exactly one of --user ID or --history ID,ID,... (or --users all|FILE with --out)")
+    if k < 1:
+        raise ValueError(f"-k must be >= 1, got {k}")
+    from llmrec.recommend import Recommender
+
+    hist = [h.strip() for h in history.split(",") if h.strip()] if history is not None else None
+    return Recommender.load(model, device=device), hist
+
+
+def recommend_cmd(
+    model: Annotated[Path, typer.Option(help="Model artifact folder.")],
+    user: Annotated[str | None, typer.Option(help="A raw user id known to the model.")] = None,
+    history: Annotated[str | None, typer.Option(help="Raw item ids, oldest first, comma-separated.")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 10,
+    exclude_seen: Annotated[bool, typer.Option("--exclude-seen/--include-seen", help=_EXCLUDE_SEEN_HELP)] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Add why: the history items behind each item, in words.")] = False,
+    diversity: Annotated[float, typer.Option(help=_DIVERSITY_HELP)] = 0.0,
+    query: Annotated[str | None, typer.Option(help=_QUERY_HELP)] = None,
+    query_weight: Annotated[float, typer.Option(help=_QUERY_WEIGHT_HELP)] = 0.7,
+    generator: Annotated[Path | None, typer.Option(help=_GENERATOR_HELP)] = None,
+    users: Annotated[
+        str | None,
+        typer.Option(help="Batch: all (every user the model knows) or a text file of user ids, one per line; with --out."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Batch: the file to write, .parquet or .csv: one row per user and rank (user, rank, item, score)."
+        ),
+    ] = None,
+    chunk_size: Annotated[int, typer.Option(help="Batch: users scored (and written) per chunk.")] = 1024,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+) -> None:
+    """Top-k recommendations for a known user or a given history; or, with --users and --out, for many users into a file."""
+    if users is not None or out is not None:
+        _recommend_batch(
+            model, users, out, k, exclude_seen, diversity, query, query_weight, chunk_size, device, user, history, explain
+        )
+        return
+    if explain:
+        _explain(model, user, history, k, exclude_seen, as_json, "occlusion", diversity, query, query_weight, generator)
+        return
+    with user_errors():
+        rec, hist = _request(model, user, history, k, device)
+        recs = rec.recommend(
+            history=hist, user=user, k=k, exclude_seen=exclude_seen, query=query, query_weight=query_weight, diversity=diversity
+        )
+    if as_json:
+        typer.echo(json.dumps([r.__dict__ for r in recs], indent=2))
+        return
+    table = Table("rank", "item", "score", "title", title=f"top {k}")
+    for r in recs:
+        table.add_row(str(r.rank), r.item_id, f"{r.score:.4f}", r.title or "")
+    console.print(table)
+
+
+def _recommend_batch(
+    model: Path,
+    users: str | None,
+    out: Path | None,
+    k: int,
+    exclude_seen: bool,
+    diversity: float,
+    query: str | None,
+    query_weight: float,
+    chunk_size: int,
+    device: str,
+    user: str | None,
+    history: str | None,
+    explain: bool,
+) -> None:
+    """`recommend --users all|FILE --out recs.parquet`: every listed user's top-k, streamed to one file."""
+    with user_errors():
+        if users is None or out is None:
+            raise ValueError("batch recommendations need both --users all|FILE and --out FILE.parquet|FILE.csv")
+        if user is not None or history is not None or explain:
+            raise ValueError("--users goes without --user, --history and --explain")
+        if k < 1:
+            raise ValueError(f"-k must be >= 1, got {k}")
+        if chunk_size < 1:
+            raise ValueError(f"--chunk-size must be >= 1, got {chunk_size}")
+        from llmrec.batch import FORMATS, read_user_ids, write_recommendations
+        from llmrec.recommend import Recommender
+
+        if out.suffix not in FORMATS:
+            raise ValueError(f"--out {out}: must end in .parquet or .csv")
+        rec = Recommender.load(model, device=device)
+        ids = list(rec.histories) if users == "all" else read_user_ids(Path(users))
+        rows = write_recommendations(
+            rec,
+            ids,
+            out,
+            k=k,
+            exclude_seen=exclude_seen,
+            chunk_size=chunk_size,
+            progress=True,
+            query=query,
+            query_weight=query_weight,
+            diversity=diversity,
+        )
+    say(f"wrote {rows:,} recommendations for {len(ids):,} users → {out}")
+
+
+def explain_cmd(
+    model: Annotated[Path, typer.Option(help="Model artifact folder.")],
+    user: Annotated[str | None, typer.Option(help="A raw user id known to the model.")] = None,
+    history: Annotated[str | None, typer.Option(help="Raw item ids, oldest first, comma-separated.")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 5,
+    exclude_seen: Annotated[bool, typer.Option("--exclude-seen/--include-seen", help=_EXCLUDE_SEEN_HELP)] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    method: Annotated[str, typer.Option(help="occlusion (exact) | gradient (gradient × input, LM only).")] = "occlusion",
+    diversity: Annotated[float, typer.Option(help=_DIVERSITY_HELP)] = 0.0,
+    query: Annotated[str | None, typer.Option(help=_QUERY_HELP)] = None,
+    query_weight: Annotated[float, typer.Option(help=_QUERY_WEIGHT_HELP)] = 0.7,
+    generator: Annotated[Path | None, typer.Option(help=_GENERATOR_HELP)] = None,
+) -> None:
+    """Recommend, and show which history items drove each recommendation (attribution scores and a reason)."""
+    _explain(model, user, history, k, exclude_seen, as_json, method, diversity, query, query_weight, generator)
+
+
+def _explain(
+    model: Path,
+    user: str | None,
+    history: str | None,
+    k: int,
+    exclude_seen: bool,
+    as_json: bool,
+    method: str,
+    diversity: float,
+    query: str | None,
+    query_weight: float,
+    generator: Path | None,
+) -> None:
+    """`explain` and `recommend --explain`: one table row (or JSON object) per item, with its reason."""
+    with user_errors():
+        from llmrec.explain.text import load_text_generator
+
+        rec, hist = _request(model, user, history, k)
+        explanations = rec.explain(
+            history=hist,
+            user=user,
+            k=k,
+            exclude_seen=exclude_seen,
+            query=query,
+            query_weight=query_weight,
+            diversity=diversity,
+            method=method,
+            generator=load_text_generator(generator),
+        )
+    if as_json:
+        rows = [
+            {**e.recommendation.__dict__, "reason": e.text, "contributions": [c.__dict__ for c in e.contributions]}
+            for e in explanations
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("rank", "item", "score", "title", "because of (attribution)", "reason", title=f"top {k}, explained")
+    for e in explanations:
+        r = e.recommendation
+        causes = "\n".join(f"{c.title or c.item_id} ({c.weight:+.3f})" for c in e.contributions[:3])
+        table.add_row(str(r.rank), r.item_id, f"{r.score:.4f}", r.title or "", causes, e.text)
+    console.print(table)

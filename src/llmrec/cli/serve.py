@@ -1,0 +1,135 @@
+"""Serving commands: ``llmrec serve`` (FastAPI + uvicorn over a model artifact) and ``llmrec build-index`` (the
+approximate-retrieval index, saved once). Both are thin doors over `llmrec.serve.launch`.
+
+With ``--workers N`` uvicorn imports the app in each worker process by name (``llmrec.cli:_serve_app_from_env``),
+so the settings travel there as JSON in the environment variable ``SERVE_SETTINGS_ENV``; the API key itself never
+goes in it, only the name of the variable that holds it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from llmrec.cli.common import DEVICE_HELP, err_console, say, user_errors
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+__all__ = ["SERVE_SETTINGS_ENV", "app_from_env", "build_index_cmd", "serve_cmd"]
+
+SERVE_SETTINGS_ENV = "LLMREC_SERVE_SETTINGS"
+WORKER_FACTORY = "llmrec.cli:_serve_app_from_env"  # what uvicorn imports in each worker process
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+ANN_MODES = ("auto", "off", "flat", "ivf", "hnsw")
+
+_ANN_HELP = (
+    "Top-k through a FAISS index (docs/scaling.md): auto = above --ann-threshold items; off = score every item; "
+    "flat (exact) | ivf | hnsw = that index. A saved one in <model>/ann (llmrec build-index) is used when it matches."
+)
+_ANN_THRESHOLD_HELP = "--ann auto uses an index above this many items."
+
+
+def app_from_env() -> FastAPI:
+    """The app of one uvicorn worker process (``--workers`` > 1), from the settings the parent process left."""
+    from llmrec.serve.launch import ServeSettings, build_app
+
+    return build_app(ServeSettings.from_json(os.environ[SERVE_SETTINGS_ENV]))
+
+
+def build_index_cmd(
+    model: Annotated[Path, typer.Option(help="Model artifact folder (a next-item LM); the index goes to <model>/ann.")],
+    kind: Annotated[str, typer.Option(help="auto (flat up to 100,000 items, else ivf) | flat | ivf | hnsw.")] = "auto",
+    target_recall: Annotated[
+        float, typer.Option(help="Recall@10 against exact search that the search parameter is calibrated to.")
+    ] = 0.99,
+    threads: Annotated[int, typer.Option(help="FAISS threads for building.")] = 0,
+) -> None:
+    """Build the approximate-retrieval index of a large catalogue once, so that `serve --ann` loads it at start."""
+    with user_errors():
+        from llmrec.artifact import ann_dir
+        from llmrec.serve.launch import build_index
+
+        info = build_index(model, kind, target_recall=target_recall, threads=threads)
+    detail = {"ivf": f"nlist {info.nlist}, nprobe {info.nprobe}", "hnsw": f"M {info.hnsw_m}, efSearch {info.ef_search}"}
+    recall = (
+        f"; recall@{info.calibration_k} {info.calibrated_recall:.3f} on {info.n_calibration_queries} queries"
+        if info.target_recall
+        else ""
+    )
+    say(
+        f"{info.kind} index of {info.n_items:,} items ({detail.get(info.kind, 'exact')}{recall}) "
+        f"in {info.build_seconds:.1f} s -> {ann_dir(model)}",
+        err=True,
+    )
+
+
+def serve_cmd(
+    model: Annotated[Path, typer.Option(help="Model artifact folder.")],
+    host: Annotated[str, typer.Option(help="Address to listen on; the default keeps the service on this machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes, each with its own copy of the model.")] = 1,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding an API key; /v1 routes then need it as X-API-Key.")
+    ] = None,
+    max_batch: Annotated[int, typer.Option(help="Most requests in one forward pass.")] = 64,
+    max_wait_ms: Annotated[float, typer.Option(help="Longest wait for more requests to join a batch.")] = 2.0,
+    max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get 413.")] = 1 << 20,
+    graceful_timeout: Annotated[int, typer.Option(help="Seconds in-flight requests get to finish on SIGTERM/Ctrl-C.")] = 30,
+    access_log: Annotated[bool, typer.Option(help="Log one line per request.")] = True,
+    ann: Annotated[str, typer.Option(help=_ANN_HELP)] = "auto",
+    ann_threshold: Annotated[int, typer.Option(help=_ANN_THRESHOLD_HELP)] = 200_000,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    queries: Annotated[
+        bool | None,
+        typer.Option(
+            "--queries/--no-queries",
+            help="Accept natural-language queries; --queries loads the text encoder before /readyz says ready and "
+            "needs the text extra. Default: on when the text extra is installed (encoder loaded at start-up only "
+            "for a model that reads item text), else off.",
+        ),
+    ] = None,
+) -> None:
+    """Serve recommendations over HTTP (FastAPI + uvicorn): /v1/recommend, /metrics, /docs, a demo page at /."""
+    with user_errors():
+        if workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {workers}")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"--port must be in 0..65535, got {port}")
+        if ann not in ANN_MODES:
+            raise ValueError(f"--ann must be auto, off, flat, ivf or hnsw; got {ann!r}")
+        from llmrec.serve.launch import ServeSettings, prepare_serving
+
+        settings = ServeSettings(
+            model=str(model.resolve()) if workers > 1 else str(model),
+            ann=ann,
+            ann_threshold=ann_threshold,
+            device=device,
+            api_key_env=api_key_env,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            max_body_bytes=max_body_bytes,
+            queries=queries,
+        )
+        prepared = prepare_serving(settings, workers=workers)  # a bad folder fails here, before any port is bound
+    for note in prepared.notes:
+        say(note, err=True)
+    if prepared.app is None:  # each worker loads its own model
+        os.environ[SERVE_SETTINGS_ENV] = prepared.settings.to_json()
+    if host not in _LOOPBACK and api_key_env is None:
+        err_console.print(f"warning: listening on {host} without an API key (see --api-key-env)", markup=False)
+    say(f"serving {model} at http://{host}:{port}/ (demo page; API under /v1, docs at /docs)", err=True)
+    import uvicorn
+
+    uvicorn.run(
+        prepared.app if prepared.app is not None else WORKER_FACTORY,
+        host=host,
+        port=port,
+        workers=workers,
+        factory=workers > 1,
+        timeout_graceful_shutdown=graceful_timeout,
+        access_log=access_log,
+    )

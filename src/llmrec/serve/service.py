@@ -1,0 +1,256 @@
+"""What the routes work with: `Service`, one loaded `Recommender` behind a micro-batcher, plus its catalogue.
+
+Requests go through a MicroBatcher (``batcher.py``): concurrent requests within ``max_wait_ms`` share one forward
+pass, run in a worker thread with one torch thread, so the event loop never blocks on the model. Options (``query``,
+``diversity``, ``adapt``) group requests by their values; ``explain`` runs per request. A failure inside the model
+is 503 ``model_error`` (logged with its traceback), an option the artifact cannot serve 422 ``not_available``, a
+full queue 503 ``overloaded`` with Retry-After.
+
+This module imports neither torch nor the model code (only the worker thread imports torch, to set its thread
+count): the recommender comes in as an argument.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from llmrec.serve.batcher import MicroBatcher, Overloaded, ShuttingDown
+from llmrec.serve.errors import ApiError
+from llmrec.serve.metrics import Metrics
+from llmrec.serve.schemas import (
+    Contribution,
+    ItemExplanation,
+    ItemInfo,
+    RecommendedItem,
+    RecommendRequest,
+    RecommendResponse,
+    ServiceInfo,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from llmrec.recommend import Explanation, Recommender
+
+__all__ = ["Job", "Service", "one_torch_thread"]
+
+log = logging.getLogger("llmrec.serve")
+
+# Errors of a job with options that mean "this artifact cannot do that" (no adapter, no text model installed, a
+# model without item features for diversity ...): 422 not_available, not a server failure.
+_NOT_AVAILABLE = (ValueError, NotImplementedError, ImportError, TypeError, AttributeError)
+
+
+@dataclass(frozen=True)
+class Job:
+    history: np.ndarray  # internal item ids, oldest first, full length (exclude_seen uses all of it)
+    k: int
+    exclude_seen: bool
+    query: str | None = None
+    diversity: float = 0.0
+    adapt: bool = False
+    explain: bool = False
+
+    def options(self) -> list[str]:
+        """The options beyond plain ranking that this job uses (for messages)."""
+        used = {"query": self.query is not None, "diversity": self.diversity > 0, "adapt": self.adapt}
+        return [name for name, is_used in (used | {"explain": self.explain}).items() if is_used]
+
+
+# A job's answer from the worker: its recommendations, its explanations, or the error that stopped it.
+Answer = Any  # list[Recommendation] | list[Explanation] | Exception
+
+
+def one_torch_thread() -> None:
+    # The worker thread is the only one that runs the model; one intra-op thread keeps it from fighting the event
+    # loop (and anything else on the machine) for cores. torch is already imported by the Recommender, and so is
+    # faiss when the Recommender retrieves through an index (its OpenMP thread count is per calling thread).
+    import sys
+
+    import torch
+
+    torch.set_num_threads(1)
+    faiss = sys.modules.get("faiss")
+    if faiss is not None:
+        faiss.omp_set_num_threads(1)
+
+
+class Service:
+    """One recommender behind a micro-batcher, with its catalogue as plain lists (no polars calls per request)."""
+
+    def __init__(
+        self,
+        rec: Recommender,
+        *,
+        queries: bool,
+        max_batch: int,
+        max_wait_ms: float,
+        max_queue: int,
+        thread_init: Callable[[], None] | None,
+        metrics: Metrics,
+    ) -> None:
+        self.rec = rec
+        self.queries = queries
+        self.max_batch = max_batch
+        self.max_seq_len = int(rec.max_seq_len)
+        self.metrics = metrics
+        self.is_ready = False
+        self.batcher: MicroBatcher[Job, Answer] = MicroBatcher(
+            self.run,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            max_queue=max_queue,
+            thread_init=thread_init,
+            on_batch=metrics.on_batch,
+            cost=self.job_cost,
+            max_cost=max(max_batch, self.max_seq_len + 1),
+        )
+        self.raw_ids: list[str] = [str(i) for i in rec.items["item"].to_list()]
+        self.titles: list[str | None] = rec.items["title"].to_list()
+        n = len(self.raw_ids)
+        self.texts: list[str | None] = rec.items["text"].to_list() if "text" in rec.items.columns else [None] * n
+        self.categories: list[list[str] | None] = (
+            rec.items["categories"].to_list() if "categories" in rec.items.columns else [None] * n
+        )
+        self.position = {raw: i for i, raw in enumerate(self.raw_ids)}
+        self.titles_lower = [(t or "").lower() for t in self.titles]
+        self.demo_page = resources.files("llmrec.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+        user_ids = list(rec.histories)
+        self.n_users = len(user_ids)
+        self.examples = [u for u in user_ids if len(rec.histories[u]) >= 5][:5] or user_ids[:5]
+        self.dataset_name = str(rec.meta.get("name") or (rec.meta.get("source") or {}).get("dataset") or "unnamed dataset")
+
+    # ---- the worker thread ---------------------------------------------------------------------------------------
+    def run(self, jobs: list[Job]) -> list[Answer]:
+        """Answer a batch in the worker thread: one `recommend_batch` call per group of jobs with the same options.
+
+        Plain requests (the common case) form one group: one forward pass at the largest k, each row cut to its own
+        k, per-row exclude_seen. A query, diversity or adapt makes a group of its own (the Recommender applies them
+        per call); diversity also groups by k, since its candidate pool grows with k. `explain` runs per job. A
+        group's error becomes the answer of its jobs only.
+        """
+        answers: list[Answer] = [None] * len(jobs)
+        groups: dict[tuple[str | None, float, bool, int], list[int]] = {}
+        for i, job in enumerate(jobs):
+            if job.explain:
+                answers[i] = self._explained(job)
+            else:
+                key = (job.query, job.diversity, job.adapt, job.k if job.diversity > 0 else 0)
+                groups.setdefault(key, []).append(i)
+        for (query, diversity, adapt, _), members in groups.items():
+            options: dict[str, Any] = {}
+            if query is not None:
+                options["query"] = query
+            if diversity > 0:
+                options["diversity"] = diversity
+            if adapt:
+                options["adapt"] = True
+            out: list[Any]
+            try:
+                out = self.rec.recommend_batch(
+                    [jobs[i].history for i in members],
+                    max(jobs[i].k for i in members),
+                    exclude_seen=[jobs[i].exclude_seen for i in members],
+                    **options,
+                )
+            except Exception as e:  # noqa: BLE001 - becomes these jobs' answer (422 or 503), the others go on
+                out = [e] * len(members)
+            for i, recs in zip(members, out, strict=True):
+                answers[i] = recs if isinstance(recs, Exception) else recs[: jobs[i].k]
+        return answers
+
+    def _explained(self, job: Job) -> list[Explanation] | Exception:
+        if job.adapt:
+            return NotImplementedError("explain together with adapt is not available")
+        try:
+            return self.rec.explain_history(
+                job.history, k=job.k, exclude_seen=job.exclude_seen, query=job.query, diversity=job.diversity
+            )
+        except Exception as e:  # noqa: BLE001 - the endpoint turns it into 422 or 503
+            return e
+
+    def job_cost(self, job: Job) -> int:
+        """Work of a job in scored rows: 1, or with explain one more per history item read (occlusion)."""
+        return 1 + min(len(job.history), self.max_seq_len) if job.explain else 1
+
+    # ---- requests ------------------------------------------------------------------------------------------------
+    def job_for(self, req: RecommendRequest) -> tuple[Job, RecommendResponse]:
+        """The batcher job and the response fields known before scoring; raises ApiError (422)."""
+        if req.query is not None and not req.query.strip():
+            raise ApiError(422, "invalid_request", "query: the query is empty")
+        if req.query is not None and not self.queries:
+            raise ApiError(422, "not_available", "query: queries are turned off on this service")
+        try:
+            if req.history is not None:
+                history = self.rec.encode_history(req.history)
+            else:
+                assert req.user_id is not None  # the schema requires exactly one
+                history = self.rec.user_history(req.user_id)
+        except KeyError as e:  # recommend.UnknownIdError (not imported here: that would import torch)
+            raise ApiError(422, "unknown_ids", str(e), ids=[str(i) for i in getattr(e, "ids", [])]) from None
+        n = len(history)
+        frame = RecommendResponse(
+            items=[], user_id=req.user_id, history_length=n, history_used=min(n, self.max_seq_len), truncated=n > self.max_seq_len
+        )
+        job = Job(history, req.k, req.exclude_seen, req.query, req.diversity or 0.0, req.adapt, req.explain)
+        return job, frame
+
+    async def scored(self, jobs: list[Job]) -> list[Answer]:
+        """The worker's answers, in order; an answer that is an error raises ApiError (the first one, in order)."""
+        try:
+            answers = await self.batcher.submit_many(jobs)
+        except Overloaded as e:
+            raise ApiError(503, "overloaded", f"{e}; retry shortly", headers={"Retry-After": "1"}) from None
+        except ShuttingDown as e:
+            raise ApiError(503, "not_ready", str(e), headers={"Retry-After": "1"}) from None
+        except Exception as e:  # noqa: BLE001 - a failure of the batch as a whole
+            answers = [e] * len(jobs)
+        for job, found in zip(jobs, answers, strict=True):
+            if not isinstance(found, Exception):
+                continue
+            if job.options() and isinstance(found, _NOT_AVAILABLE):
+                raise ApiError(422, "not_available", f"{', '.join(job.options())}: {found}")
+            log.error("model error", exc_info=found)
+            raise ApiError(503, "model_error", "the model failed on this request; the error was logged")
+        return answers
+
+    @staticmethod
+    def answer(frame: RecommendResponse, found: list[Any]) -> RecommendResponse:
+        """Fill the response from Recommendations, or from Explanations (each holds its Recommendation)."""
+        items = []
+        for entry in found:
+            r = getattr(entry, "recommendation", entry)
+            why = None
+            if r is not entry:  # an llmrec.recommend.Explanation
+                contributions = [Contribution(item_id=c.item_id, title=c.title, weight=c.weight) for c in entry.contributions]
+                why = ItemExplanation(text=entry.text, contributions=contributions)
+            items.append(RecommendedItem(item_id=r.item_id, score=r.score, rank=r.rank, title=r.title, explanation=why))
+        frame.items = items
+        return frame
+
+    # ---- catalogue and users ---------------------------------------------------------------------------------------
+    def item_info(self, i: int) -> ItemInfo:
+        return ItemInfo(
+            item_id=self.raw_ids[i], title=self.titles[i], text=self.texts[i], categories=list(self.categories[i] or [])
+        )
+
+    def search(self, query: str, limit: int) -> list[int]:
+        """Catalogue rows whose title contains `query` (an exact id match first), in catalogue order."""
+        needle = query.lower()
+        found = [self.position[query]] if query in self.position else []
+        for i, title in enumerate(self.titles_lower):
+            if len(found) >= limit:
+                break
+            if needle in title and (not found or i != found[0]):
+                found.append(i)
+        return found[:limit]
+
+    def info(self) -> ServiceInfo:
+        return ServiceInfo(
+            dataset=self.dataset_name, n_items=self.rec.n_items, n_users=self.n_users, example_user_ids=self.examples
+        )
