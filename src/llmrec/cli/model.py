@@ -175,7 +175,7 @@ def evaluate_cmd(
     if protocol == "cold-start":
         _print_cold_start(cold, prepared, exclude_seen=exclude_seen is not False)
     else:
-        _print_loo(report, prepared, exclude_seen=exclude_seen, baseline=baseline)
+        _print_loo(report, prepared, exclude_seen=bool(exclude_seen), baseline=baseline)
     for p in paths:
         say(f"wrote {p}")
 
