@@ -181,7 +181,9 @@ def sweep(index: ItemIndex, values: list[int], queries: np.ndarray, truth: np.nd
         twin = index.with_search_parameter(value)
         recall = recall_at_k(twin.search(queries, K)[1], truth)
         points.append({"value": value, "recall": recall, **single_query_latency(twin, queries, warmup=20)})
-        print(f"    {index.kind}/{index.info.mips} {value:>5}: recall {recall:.4f}  p99 {points[-1]['p99_ms']:.3f} ms", flush=True)
+        print(
+            f"    {index.kind}/{index.info.mips} {value:>5}: recall {recall:.4f}  p99 {points[-1]['p99_ms']:.3f} ms", flush=True
+        )
         if recall >= 0.9999:  # nothing left to gain
             break
     return points
@@ -232,13 +234,19 @@ def bench_catalogue(cat: Catalogue, args: argparse.Namespace) -> dict[str, Any]:
             "calibrated_recall": index.info.calibrated_recall,
             "recall": recall_at_k(index.search(queries, K)[1], truth),
         }
-        print(f"  {name}: built in {row['build_seconds']:.1f} s, parameter {row['search_parameter']}, recall {row['recall']:.4f}", flush=True)
+        print(
+            f"  {name}: built in {row['build_seconds']:.1f} s, parameter {row['search_parameter']}, recall {row['recall']:.4f}",
+            flush=True,
+        )
         if not is_variant:
             for threads in (1, 2):
                 _threads(threads)
                 row[f"latency_{threads}t"] = single_query_latency(index, queries[: args.latency_queries])
                 row[f"qps_batch64_{threads}t"] = batched_throughput(index, queries)
-                print(f"    {threads} thread(s): {json.dumps(row[f'latency_{threads}t'])}, {row[f'qps_batch64_{threads}t']:.0f} q/s batched", flush=True)
+                print(
+                    f"    {threads} thread(s): {json.dumps(row[f'latency_{threads}t'])}, {row[f'qps_batch64_{threads}t']:.0f} q/s batched",
+                    flush=True,
+                )
         if kind != "flat":
             doubling = [2**i for i in range(20)]
             values = [v for v in doubling if v < index.info.nlist] + [index.info.nlist] if kind == "ivf" else doubling[4:12]
@@ -269,7 +277,9 @@ def end_to_end(cat: Catalogue, indexes: dict[str, ItemIndex], args: argparse.Nam
     with torch.no_grad():
         model.item_emb.weight.copy_(torch.from_numpy(cat.table))
     ids = [str(i) for i in range(1, n + 1)]
-    items = pl.DataFrame({"item": ids, "item_idx": np.arange(1, n + 1), "title": [None] * n}, schema_overrides={"title": pl.String})
+    items = pl.DataFrame(
+        {"item": ids, "item_idx": np.arange(1, n + 1), "title": [None] * n}, schema_overrides={"title": pl.String}
+    )
     rec = Recommender(model, items, {}, {})
     rng = np.random.default_rng(3)
     histories = [rng.integers(1, n + 1, size=int(rng.integers(5, 51))) for _ in range(args.e2e_requests)]
@@ -293,7 +303,9 @@ def machine() -> dict[str, Any]:
     import faiss
     import torch
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), "?")
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), "?"
+    )
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -349,11 +361,19 @@ def plot(results_path: Path, png: Path) -> None:
             ax.plot(xs, ys, line, marker=marker, color=color, label=label, markersize=4)
             if not name.endswith("-ip"):
                 for p in row["sweep"][::2]:
-                    ax.annotate(str(p["value"]), (p["p99_ms"], p["recall"]), fontsize=7, xytext=(3, -9), textcoords="offset points")
+                    ax.annotate(
+                        str(p["value"]), (p["p99_ms"], p["recall"]), fontsize=7, xytext=(3, -9), textcoords="offset points"
+                    )
         for name in ("ivf", "hnsw"):
             row = cat["indexes"][name]
             ax.plot(
-                [row["latency_1t"]["p99_ms"]], [row["recall"]], "o", mfc="none", mec=styles[name][0], markersize=13, mew=1.5,
+                [row["latency_1t"]["p99_ms"]],
+                [row["recall"]],
+                "o",
+                mfc="none",
+                mec=styles[name][0],
+                markersize=13,
+                mew=1.5,
                 label="as calibrated by ItemIndex.build (target 0.99 on 1,000 other queries)" if name == "ivf" else None,
             )
         flat = cat["indexes"]["flat"]
@@ -380,12 +400,19 @@ def table(results_path: Path) -> None:
     results = json.loads(results_path.read_text())
     for cat in results["catalogues"]:
         print(f"\n{cat['catalogue']} ({cat['n_items']:,} items, d = {cat['dim']}, {cat['n_queries']:,} queries)\n")
-        print("| index | parameter | build (s) | memory (MiB) | recall@10 | p50 / p99 ms, 1 thread | p50 / p99 ms, 2 threads | q/s batch 64, 1 / 2 threads |")
+        print(
+            "| index | parameter | build (s) | memory (MiB) | recall@10 | p50 / p99 ms, 1 thread | p50 / p99 ms, 2 threads | q/s batch 64, 1 / 2 threads |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for name, row in cat["indexes"].items():
-            param = {"ivf": f"nlist {row['nlist']}, nprobe {row['search_parameter']}", "hnsw": f"M {row['hnsw_m']}, efSearch {row['search_parameter']}"}.get(row["kind"], "exact")
+            param = {
+                "ivf": f"nlist {row['nlist']}, nprobe {row['search_parameter']}",
+                "hnsw": f"M {row['hnsw_m']}, efSearch {row['search_parameter']}",
+            }.get(row["kind"], "exact")
             if name.endswith("-ip"):
-                print(f"| {name} | {param} | {row['build_seconds']:.1f} | {row['index_mib']:.0f} | {row['recall']:.4f} | (sweep only) | | |")
+                print(
+                    f"| {name} | {param} | {row['build_seconds']:.1f} | {row['index_mib']:.0f} | {row['recall']:.4f} | (sweep only) | | |"
+                )
                 continue
             l1, l2 = row["latency_1t"], row["latency_2t"]
             print(

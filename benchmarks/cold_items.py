@@ -44,9 +44,9 @@ import torch
 import torch.nn.functional as F
 
 from llmrec.config import merge_sections, parse_overrides
-from llmrec.data import PreparedDataset, PrepareConfig, prepare, read_dataset
+from llmrec.data import PrepareConfig, PreparedDataset, prepare, read_dataset
 from llmrec.data.sequences import pad_left, training_windows
-from llmrec.eval.evaluate import bootstrap_ci, compute_ranks
+from llmrec.eval.evaluate import bootstrap_ci
 from llmrec.eval.metrics import ndcg_at_k, recall_at_k
 from llmrec.experiment import train_model
 from llmrec.models.next_item_lm import NextItemLM, RecOutput
@@ -66,7 +66,7 @@ T5_DEFAULTS = {
     "model": {"max_seq_len": 10, "d_model": 64, "n_layers": 2, "n_heads": 2, "d_ff": 256, "n_levels": 3, "codebook_size": 64},
     "train": {"epochs": 30, "patience": 3, "lr": 2e-3, "progress": False, "max_minutes": 30.0, "refit_on_valid": False},
 }
-T5_WEIGHTS = [10.0 ** e for e in np.arange(-1.0, 4.01, 0.25)]  # cold_weight grid (log offsets -2.3 .. +9.2)
+T5_WEIGHTS = [10.0**e for e in np.arange(-1.0, 4.01, 0.25)]  # cold_weight grid (log offsets -2.3 .. +9.2)
 LM_OFFSETS = [x / 4 for x in range(1, 25)]  # cold offsets for the LMs, x the std of their scores
 TEXTMAP_BASES = ("lm-id", "lm-attr")  # models whose cold rows get the text -> embedding map
 TEXTMAP_RIDGE = (0.1, 1.0, 10.0, 100.0)
@@ -126,10 +126,14 @@ def _train_lm(ds: PreparedDataset, work: Path, name: str, sections: dict[str, di
         summary = train_model(ds, work / "data", "next-item-lm", out, sec, progress=False)
     timings[name] = time.perf_counter() - t0
     (out / "bench_summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    _log(f"{name}: best epoch {summary['best_epoch']}/{summary['epochs_run']}, valid ndcg@10 {summary['best_valid']:.4f} ({timings[name]:.0f}s)")
+    _log(
+        f"{name}: best epoch {summary['best_epoch']}/{summary['epochs_run']}, valid ndcg@10 {summary['best_valid']:.4f} ({timings[name]:.0f}s)"
+    )
 
 
-def _t5_full_scores(model: T5SemanticRecommender, histories: list[np.ndarray], cold: torch.Tensor, batch: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+def _t5_full_scores(
+    model: T5SemanticRecommender, histories: list[np.ndarray], cold: torch.Tensor, batch: int = 128
+) -> tuple[torch.Tensor, torch.Tensor]:
     """[N, V+1] scores of the plain beams (-inf elsewhere) and [N, M] exact log-probabilities of the cold items.
 
     Together they give `score` for any cold_weight w without decoding again: the cold columns become
@@ -154,7 +158,9 @@ def _with_cold_offset(full: torch.Tensor, cold: torch.Tensor, cold_scores: torch
     return out
 
 
-def _quota_inputs(split_scores: tuple[torch.Tensor, torch.Tensor], cold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _quota_inputs(
+    split_scores: tuple[torch.Tensor, torch.Tensor], cold: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     full, cold_scores = split_scores
     return full, cold, cold_scores
 
@@ -171,7 +177,9 @@ def _cold_ranks(cold_scores: torch.Tensor, cold: torch.Tensor, targets: np.ndarr
     return (cold_scores >= cold_scores.gather(1, pos[:, None])).sum(1)
 
 
-def _quota_ranks(full: torch.Tensor, cold: torch.Tensor, cold_scores: torch.Tensor, targets: np.ndarray, n_slots: int, k: int = 10) -> np.ndarray:
+def _quota_ranks(
+    full: torch.Tensor, cold: torch.Tensor, cold_scores: torch.Tensor, targets: np.ndarray, n_slots: int, k: int = 10
+) -> np.ndarray:
     """Ranks under TIGER's cold-item quota (epsilon = n_slots / k): positions k - n_slots + 1 .. k of the list hold the
     model's best n_slots cold items, the other positions its warm items in order. Only @k metrics are meaningful: a
     cold target outside the slots gets rank n_items."""
@@ -188,7 +196,9 @@ def _quota_ranks(full: torch.Tensor, cold: torch.Tensor, cold_scores: torch.Tens
     return torch.where(is_cold_target, cold_rank, warm_rank).numpy()
 
 
-def _calibrate(valid_fn: Any, targets: np.ndarray, is_cold_target: np.ndarray, offsets: list[float]) -> tuple[float, dict[str, dict[str, float]]]:
+def _calibrate(
+    valid_fn: Any, targets: np.ndarray, is_cold_target: np.ndarray, offsets: list[float]
+) -> tuple[float, dict[str, dict[str, float]]]:
     """Choose the cold offset on validation: the largest cold Recall@10 whose warm NDCG@10 stays >= WARM_TOLERANCE x the
     model's own without offset (ties: the better overall NDCG@10). valid_fn(offset) -> ranks."""
     grid = {}
@@ -256,9 +266,13 @@ def main() -> None:
         _train_lm(ds, work, name, lm_sections, timings)
     if not (work / "t5" / "config.json").exists():
         t0 = time.perf_counter()
-        summary = train_model(ds, work / "data", "t5-semantic", work / "t5", merge_sections(T5_DEFAULTS, parse_overrides(a.t5_set)), progress=False)
+        summary = train_model(
+            ds, work / "data", "t5-semantic", work / "t5", merge_sections(T5_DEFAULTS, parse_overrides(a.t5_set)), progress=False
+        )
         timings["t5"] = time.perf_counter() - t0
-        _log(f"t5: best epoch {summary['best_epoch']}/{summary['epochs_run']}, valid ndcg@10 {summary['best_valid']:.4f} ({timings['t5']:.0f}s)")
+        _log(
+            f"t5: best epoch {summary['best_epoch']}/{summary['epochs_run']}, valid ndcg@10 {summary['best_valid']:.4f} ({timings['t5']:.0f}s)"
+        )
 
     # ---- scores of every model on valid and test (computed once), cold offsets chosen on validation -------------
     # `test` is the reported split: the test targets with --final, else the validation targets again (a dry run).
@@ -278,7 +292,11 @@ def main() -> None:
         fn = make_score_fn(NextItemLM.from_pretrained(work / name))
         sv, st = fn(valid.histories), fn(test.histories)
         spread = float(sv[:, 1:].std())  # offsets in units of the model's score spread
-        scored[name] = {"valid": (sv, sv[:, cold]), "test": (st, st[:, cold]), "offsets": [0.0, *[spread * x for x in LM_OFFSETS]]}
+        scored[name] = {
+            "valid": (sv, sv[:, cold]),
+            "test": (st, st[:, cold]),
+            "offsets": [0.0, *[spread * x for x in LM_OFFSETS]],
+        }
 
     # Attribute-to-embedding mapping (Gantner et al., ICDM 2010; `llmrec.models.cold_items.apply_text_map`): a ridge
     # regression from the MiniLM text embedding to the trained output item embedding, fitted on the warm items; the
@@ -291,6 +309,7 @@ def main() -> None:
     text = encode_items(ds.items, ds.domain, SentenceTransformerEncoder(), cache_dir() / "text-embeddings")  # [V+1, E]
     textmap: dict[str, Any] = {}
     for name in TEXTMAP_BASES:
+
         def mapped_score_fn(ridge: float, name: str = name) -> Any:
             lm = NextItemLM.from_pretrained(work / name).eval()
             apply_text_map(lm, text, cold.numpy(), ridge=ridge)
@@ -304,7 +323,11 @@ def main() -> None:
         lam = max(grid, key=lambda k: grid[k])
         sv, st = valid_scores[lam], mapped_score_fn(lam)(test.histories)  # test: only the chosen ridge is scored
         spread = float(sv[:, 1:].std())
-        scored[f"{name} + text map"] = {"valid": (sv, sv[:, cold]), "test": (st, st[:, cold]), "offsets": [0.0, *[spread * x for x in LM_OFFSETS]]}
+        scored[f"{name} + text map"] = {
+            "valid": (sv, sv[:, cold]),
+            "test": (st, st[:, cold]),
+            "offsets": [0.0, *[spread * x for x in LM_OFFSETS]],
+        }
         textmap[name] = {"ridge_valid_grid": grid, "ridge": lam}
         _log(f"{name} + text map: ridge {lam} chosen on validation ({grid})")
 
@@ -313,6 +336,7 @@ def main() -> None:
     grids: dict[str, Any] = {}
     tradeoff: dict[str, Any] = {}  # the whole offset curve on test, for the record (each choice saw validation only)
     for name, sc in scored.items():
+
         def ranks_at(split: str, off: float, sc: dict[str, Any] = sc) -> np.ndarray:
             full, cs = sc[split]
             targets = valid.targets if split == "valid" else test.targets
@@ -322,18 +346,29 @@ def main() -> None:
         tradeoff[name] = {}
         for off in sc["offsets"]:
             r = ranks_at("test", off)
-            tradeoff[name][f"{off:.4g}"] = {"cold_recall@10": float(recall_at_k(r[cold_t], 10).mean()), "warm_ndcg@10": float(ndcg_at_k(r[~cold_t], 10).mean())}
+            tradeoff[name][f"{off:.4g}"] = {
+                "cold_recall@10": float(recall_at_k(r[cold_t], 10).mean()),
+                "warm_ndcg@10": float(ndcg_at_k(r[~cold_t], 10).mean()),
+            }
         label = f"{name} + cold offset {chosen:.3g}" + (f" (cold_weight {math.exp(chosen):.3g})" if name == "t5-semantic" else "")
         for lab, off in ((name, sc["offsets"][0]), (label, chosen)):
             r, rv = ranks_at("test", off), ranks_at("valid", off)
-            rows[lab] = {"all": _summary(r, np.ones_like(cold_t), a.n_boot), "cold": _summary(r, cold_t, a.n_boot), "warm": _summary(r, ~cold_t, a.n_boot)}
+            rows[lab] = {
+                "all": _summary(r, np.ones_like(cold_t), a.n_boot),
+                "cold": _summary(r, cold_t, a.n_boot),
+                "warm": _summary(r, ~cold_t, a.n_boot),
+            }
             valid_rows[lab] = {"cold": _summary(rv, cold_v, 0), "warm": _summary(rv, ~cold_v, 0)}
         _log(f"{name}: offset {chosen:.4g} chosen on validation; test cold R@10 {rows[label]['cold']['recall@10']:.4f}")
         for n_slots in QUOTA_SLOTS:
             lab = f"{name} + cold quota {n_slots}/10"
             r = _quota_ranks(*_quota_inputs(sc["test"], cold), test.targets, n_slots)
             rv = _quota_ranks(*_quota_inputs(sc["valid"], cold), valid.targets, n_slots)
-            rows[lab] = {"all": _summary(r, np.ones_like(cold_t), a.n_boot), "cold": _summary(r, cold_t, a.n_boot), "warm": _summary(r, ~cold_t, a.n_boot)}
+            rows[lab] = {
+                "all": _summary(r, np.ones_like(cold_t), a.n_boot),
+                "cold": _summary(r, cold_t, a.n_boot),
+                "warm": _summary(r, ~cold_t, a.n_boot),
+            }
             valid_rows[lab] = {"cold": _summary(rv, cold_v, 0), "warm": _summary(rv, ~cold_v, 0)}
     # Two models in one list: the best warm ranker (lm-attr) fills positions 1..10-s, the best cold ranker (lm-text)
     # gives the s cold items (a quota as above, with the cold items from another model).
@@ -341,7 +376,11 @@ def main() -> None:
         lab = f"lm-attr + lm-text's cold items, quota {n_slots}/10"
         r = _quota_ranks(scored["lm-attr"]["test"][0], cold, scored["lm-text"]["test"][1], test.targets, n_slots)
         rv = _quota_ranks(scored["lm-attr"]["valid"][0], cold, scored["lm-text"]["valid"][1], valid.targets, n_slots)
-        rows[lab] = {"all": _summary(r, np.ones_like(cold_t), a.n_boot), "cold": _summary(r, cold_t, a.n_boot), "warm": _summary(r, ~cold_t, a.n_boot)}
+        rows[lab] = {
+            "all": _summary(r, np.ones_like(cold_t), a.n_boot),
+            "cold": _summary(r, cold_t, a.n_boot),
+            "warm": _summary(r, ~cold_t, a.n_boot),
+        }
         valid_rows[lab] = {"cold": _summary(rv, cold_v, 0), "warm": _summary(rv, ~cold_v, 0)}
     # A separate new-items list (a "new arrivals" shelf beside the main list): each model ranks only the cold items;
     # Recall@10 / NDCG@10 of the cold targets there, against a random ranking of the cold items.
@@ -370,7 +409,9 @@ def main() -> None:
         "new_items_shelf": shelf,
         "text_map": textmap,
         "warm_ndcg_ratio_to_lm_id": {k: v["warm"]["ndcg@10"] / base for k, v in rows.items()},
-        "cold_recall_ratio_to_random_cold": {k: v["cold"]["recall@10"] / refs["random over the cold items"]["recall@10"] for k, v in rows.items()},
+        "cold_recall_ratio_to_random_cold": {
+            k: v["cold"]["recall@10"] / refs["random over the cold items"]["recall@10"] for k, v in rows.items()
+        },
         "random": refs,
         "t5_semantic_ids": json.loads((work / "t5" / "semantic_ids.json").read_text())["stats"],
         "t5_config": json.loads((work / "t5" / "config.json").read_text()),
@@ -395,8 +436,13 @@ def main() -> None:
     for k, v in refs.items():
         lines.append(f"| {k} | {v['recall@10']:.4f} | {v['ndcg@10']:.4f} | | | | |")
     rnd = refs["random over the cold items"]
-    lines += ["", "New-items list (each model ranks the cold items only; cold targets):", "",
-              "| model | test R@10 [95% CI] | test N@10 | R@10 / random over the cold items | valid R@10 |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "New-items list (each model ranks the cold items only; cold targets):",
+        "",
+        "| model | test R@10 [95% CI] | test N@10 | R@10 / random over the cold items | valid R@10 |",
+        "|---|---|---|---|---|",
+    ]
     for k, v in shelf.items():
         t = v["test"]
         lines.append(

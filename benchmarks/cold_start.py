@@ -208,9 +208,7 @@ def main() -> None:
     timings["cold_test_eval"] = time.perf_counter() - t0
     zero = results["zero-shot LM"]
     paired = {
-        name: {
-            str(n): paired_test(r.per_user[n]["ndcg@10"], zero.per_user[n]["ndcg@10"]) for n in r.support_sizes
-        }
+        name: {str(n): paired_test(r.per_user[n]["ndcg@10"], zero.per_user[n]["ndcg@10"]) for n in r.support_sizes}
         for name, r in results.items()
         if name != "zero-shot LM"
     }
@@ -253,12 +251,20 @@ def main() -> None:
         "dataset": a.dataset,
         "cold_test_users": zero.n_users,
         "protocol": {
-            "support_sizes": list(zero.support_sizes), "n_query": 1, "exclude_seen": True, "ranking": "full", "n_boot": a.n_boot,
-            "cold_users": held, "warm_split": warm_split, "final": a.final,
+            "support_sizes": list(zero.support_sizes),
+            "n_query": 1,
+            "exclude_seen": True,
+            "ranking": "full",
+            "n_boot": a.n_boot,
+            "cold_users": held,
+            "warm_split": warm_split,
+            "final": a.final,
         },
         "maml_variant": best_maml,
         "in_context_variant": best_ic,
-        "warm_valid_ndcg@10": {name: json.loads((p / "meta.json").read_text())["warm_valid"] for name, p in {**paths, **variants}.items()},
+        "warm_valid_ndcg@10": {
+            name: json.loads((p / "meta.json").read_text())["warm_valid"] for name, p in {**paths, **variants}.items()
+        },
         "valid": {name: _valid_of(p) for name, p in {**paths, **variants}.items()},
         held: {name: r.to_dict() for name, r in results.items()},
         "paired_ndcg@10_vs_zero_shot": paired,
@@ -275,7 +281,12 @@ def main() -> None:
     _plot(results, work / "results.png", f"{a.dataset}: {held} users ({zero.n_users}), 95% bootstrap CIs")
     shutil.copy(work / "results.png", work / f"cold_start_{a.dataset}.png")
     print(cold_start_table(results))
-    print(json.dumps({"warm": {k: round(v["ndcg@10"], 4) for k, v in warm.items()}, "latency": latency["5"], "timings": out["timings_s"]}, indent=1))
+    print(
+        json.dumps(
+            {"warm": {k: round(v["ndcg@10"], 4) for k, v in warm.items()}, "latency": latency["5"], "timings": out["timings_s"]},
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

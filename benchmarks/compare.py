@@ -43,14 +43,22 @@ def main() -> None:
         t0 = time.perf_counter()
         summary = train_model(ds, a.prepared.resolve(), name, a.out / name, sections, progress=False)
         t1 = time.perf_counter()
-        report = evaluate_model(a.out / name, ds, splits=("valid", "test") if a.final else ("valid",), exclude_seen=a.exclude_seen)
+        report = evaluate_model(
+            a.out / name, ds, splits=("valid", "test") if a.final else ("valid",), exclude_seen=a.exclude_seen
+        )
         report["train_seconds"] = round(t1 - t0, 1)
         report["eval_seconds"] = round(time.perf_counter() - t1, 1)
         write_evaluation(report, a.out / f"{name}.json", a.out / name)
         reports[name] = report
         shown = {f"{split}_{k}": round(report[split][k], 4) for k in ("recall@10", "ndcg@10")}
-        print(name, json.dumps({"valid_ndcg@10": round(report["valid"]["ndcg@10"], 4), **shown}), summary.get("best_epoch"),
-              f"refit_on_valid={report['protocol'].get('refit_on_valid')}", f"train {report['train_seconds']}s", flush=True)
+        print(
+            name,
+            json.dumps({"valid_ndcg@10": round(report["valid"]["ndcg@10"], 4), **shown}),
+            summary.get("best_epoch"),
+            f"refit_on_valid={report['protocol'].get('refit_on_valid')}",
+            f"train {report['train_seconds']}s",
+            flush=True,
+        )
     table = comparison_markdown(reports, split=split)
     (a.out / "comparison.md").write_text(table + "\n")
     print(table)

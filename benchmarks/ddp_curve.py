@@ -30,7 +30,16 @@ def _run(prepared: str, out: Path, nproc: int, epochs: int, dropout: float, extr
     base = [sys.executable, "-m", "llmrec.cli", "train"]
     env = dict(os.environ)
     if nproc > 1:
-        base = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "llmrec.cli", "train"]
+        base = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            "-m",
+            "llmrec.cli",
+            "train",
+        ]
         env["OMP_NUM_THREADS"] = "1"
         threads = 1
     else:
@@ -85,7 +94,9 @@ def main() -> None:
         results.append(row)
         curves[dropout] = (s1, l1, ln)
         print(json.dumps(row), flush=True)
-    (out / "ddp_curve.json").write_text(json.dumps({"prepared": a.prepared, "epochs": a.epochs, "nproc": a.nproc, "runs": results}, indent=2))
+    (out / "ddp_curve.json").write_text(
+        json.dumps({"prepared": a.prepared, "epochs": a.epochs, "nproc": a.nproc, "runs": results}, indent=2)
+    )
 
     import matplotlib
 

@@ -71,9 +71,7 @@ def main() -> None:
     curves = {}
     for method in ("occlusion", "gradient"):
         t = time.perf_counter()
-        r = deletion_test(
-            rec.model, histories, rec.max_seq_len, method=method, n_remove=2, curve_steps=a.curve_steps, n_random=5
-        )
+        r = deletion_test(rec.model, histories, rec.max_seq_len, method=method, n_remove=2, curve_steps=a.curve_steps, n_random=5)
         results[method] = {**r.to_dict(), "seconds": round(time.perf_counter() - t, 1)}
         curves[method] = r
         print(

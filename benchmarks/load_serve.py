@@ -117,9 +117,7 @@ def _batch_stats(metrics_text: str) -> tuple[float, float]:
 async def main_async(a: argparse.Namespace) -> dict[str, Any]:
     # Idle connections are dropped after 2 s, before uvicorn's 5 s keep-alive timeout closes them from its side:
     # otherwise a request can go out on a connection the server is closing at that moment (a client-side ReadError).
-    limits = httpx.Limits(
-        max_connections=a.max_in_flight, max_keepalive_connections=a.max_in_flight, keepalive_expiry=2.0
-    )
+    limits = httpx.Limits(max_connections=a.max_in_flight, max_keepalive_connections=a.max_in_flight, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=a.url, timeout=a.timeout, limits=limits) as client:
         ready = (await client.get("/readyz")).json()
         bodies = _bodies(a.model, max(a.requests, 1000), a.seed)

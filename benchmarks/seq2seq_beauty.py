@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from llmrec.config import merge_sections, parse_overrides
-from llmrec.data import PreparedDataset, PrepareConfig, prepare, read_dataset
+from llmrec.data import PrepareConfig, PreparedDataset, prepare, read_dataset
 from llmrec.eval.evaluate import compute_ranks, evaluate_split
 from llmrec.eval.metrics import summarize
 from llmrec.experiment import fit_t5_semantic
@@ -55,7 +55,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--final", action="store_true", help="also read the test targets (only for the reported run)")
-    ap.add_argument("--refit-epochs", type=int, default=None, help="skip selection: train this many epochs (chosen on valid earlier) on train + valid")
+    ap.add_argument(
+        "--refit-epochs",
+        type=int,
+        default=None,
+        help="skip selection: train this many epochs (chosen on valid earlier) on train + valid",
+    )
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     work: Path = a.work
@@ -78,9 +83,23 @@ def main() -> None:
     if not (work / "t5" / "config.json").exists():
         t0 = time.perf_counter()
         cfg = TrainConfig(**sections["train"])
-        model, result = fit_t5_semantic(ds, sections["model"], cfg, run_dir=work / "run", evaluate=evaluate, selected_epoch=a.refit_epochs)
+        model, result = fit_t5_semantic(
+            ds, sections["model"], cfg, run_dir=work / "run", evaluate=evaluate, selected_epoch=a.refit_epochs
+        )
         save_artifact(model, ds, work / "t5")
-        (work / "t5" / "training.json").write_text(json.dumps({"model": "t5-semantic", "params": sections, "refit_epochs": a.refit_epochs, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "seconds": time.perf_counter() - t0}, indent=1))
+        (work / "t5" / "training.json").write_text(
+            json.dumps(
+                {
+                    "model": "t5-semantic",
+                    "params": sections,
+                    "refit_epochs": a.refit_epochs,
+                    "best_epoch": result.best_epoch,
+                    "epochs_run": result.epochs_run,
+                    "seconds": time.perf_counter() - t0,
+                },
+                indent=1,
+            )
+        )
         _log(f"trained: best epoch {result.best_epoch}/{result.epochs_run} ({time.perf_counter() - t0:.0f}s)")
     model = T5SemanticRecommender.from_pretrained(work / "t5")
     out: dict[str, Any] = {"config": sections, "semantic_ids": model.semantic_ids.stats(), "tiger": TIGER}

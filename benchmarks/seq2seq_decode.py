@@ -30,10 +30,20 @@ def _reference(model: T5SemanticRecommender, item_ids: torch.Tensor, beams: int)
 
     input_ids, mask = model.encoder_inputs(item_ids)
     cfg = model.t5.config
-    gen = GenerationConfig(num_beams=beams, num_return_sequences=beams, max_new_tokens=T, length_penalty=0.0, early_stopping=True,
-                           decoder_start_token_id=cfg.decoder_start_token_id, pad_token_id=cfg.pad_token_id, eos_token_id=cfg.eos_token_id)
+    gen = GenerationConfig(
+        num_beams=beams,
+        num_return_sequences=beams,
+        max_new_tokens=T,
+        length_penalty=0.0,
+        early_stopping=True,
+        decoder_start_token_id=cfg.decoder_start_token_id,
+        pad_token_id=cfg.pad_token_id,
+        eos_token_id=cfg.eos_token_id,
+    )
     with torch.no_grad():
-        return model.t5.generate(input_ids=input_ids, attention_mask=mask, generation_config=gen, prefix_allowed_tokens_fn=allowed)  # type: ignore[no-any-return]
+        return model.t5.generate(
+            input_ids=input_ids, attention_mask=mask, generation_config=gen, prefix_allowed_tokens_fn=allowed
+        )  # type: ignore[no-any-return]
 
 
 def main() -> None:
@@ -49,7 +59,10 @@ def main() -> None:
     histories = PreparedDataset.load(a.prepared).eval_examples("valid").histories[: a.users]
     out: dict[str, object] = {"beams": a.beams, "users": len(histories), "threads": a.threads}
     for batch in (1, 16, 64, 256):
-        for name, fn in (("tensor_mask", lambda ids: model.generate(ids, k=10, num_beams=a.beams)), ("prefix_allowed_tokens_fn", lambda ids: _reference(model, ids, a.beams))):
+        for name, fn in (
+            ("tensor_mask", lambda ids: model.generate(ids, k=10, num_beams=a.beams)),
+            ("prefix_allowed_tokens_fn", lambda ids: _reference(model, ids, a.beams)),
+        ):
             n = min(len(histories), 32 if batch == 1 else max(64, batch))
             t0 = time.perf_counter()
             for s in range(0, n, batch):

@@ -93,7 +93,9 @@ def test_evaluate_refuses_data_the_model_was_not_trained_on(data: Path, tmp_path
     n = base.n_items
     rows = [(f"v{u}", f"other{(u + t) % n}", t) for u in range(12) for t in range(6)]
     events = pl.DataFrame(rows, schema={"user": pl.String, "item": pl.String, "time": pl.Int64}, orient="row", strict=False)
-    prepare(RawData(events=events, items=None, users=None, domain="generic", source_files=[]), PrepareConfig()).save(tmp_path / "other")
+    prepare(RawData(events=events, items=None, users=None, domain="generic", source_files=[]), PrepareConfig()).save(
+        tmp_path / "other"
+    )
     with pytest.raises(ValueError, match="not the data it was trained on"):
         llmrec.evaluate(tmp_path / "m", tmp_path / "other", n_boot=10)
 

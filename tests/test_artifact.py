@@ -23,7 +23,13 @@ def test_saved_artifact_describes_itself(tiny_prepared: PreparedDataset, tmp_pat
     from llmrec import artifact
 
     path = _pop_artifact(tiny_prepared, tmp_path / "pop")
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "dataset.json", "histories.parquet", "items.parquet", "model.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json",
+        "dataset.json",
+        "histories.parquet",
+        "items.parquet",
+        "model.safetensors",
+    ]
     assert artifact.model_type(path) == "most-popular"
     assert artifact.read_training(path) is None and artifact.refit_on_valid(path) is None
     artifact.write_training(path, {"model": "most-popular", "train": {"refit_on_valid": True}}, prepared_path=tmp_path / "data")
@@ -61,11 +67,23 @@ def test_copy_with_weights_keeps_the_side_files_and_replaces_the_weights(tiny_pr
     (base / "adapter.json").write_text("{}")
     counts = torch.arange(tiny_prepared.n_items + 1, dtype=torch.float32)
     out = copy_with_weights(
-        base, tmp_path / "out", MostPopular(counts), extra={"note.json": '{"a": 1}'}, drop_prefixes=("adapter.",),
+        base,
+        tmp_path / "out",
+        MostPopular(counts),
+        extra={"note.json": '{"a": 1}'},
+        drop_prefixes=("adapter.",),
         write=lambda folder: (folder / "extra.txt").write_text("x"),
     )
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["config.json", "dataset.json", "extra.txt", "histories.parquet", "items.parquet", "model.safetensors", "note.json"]
+    assert names == [
+        "config.json",
+        "dataset.json",
+        "extra.txt",
+        "histories.parquet",
+        "items.parquet",
+        "model.safetensors",
+        "note.json",
+    ]
     assert torch.equal(load_model(out).counts, counts)
     assert (out / "items.parquet").read_bytes() == (base / "items.parquet").read_bytes()
     with pytest.raises(ValueError, match="--out must differ from --base"):

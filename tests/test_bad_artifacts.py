@@ -96,7 +96,12 @@ def _wrong_shape(p: Path) -> None:
         p.write_text(json.dumps([1, 2, 3]))
 
 
-DAMAGE: dict[str, Callable[[Path], None]] = {"truncate": _truncate, "garbage": _garbage, "empty": _empty, "wrong-shape": _wrong_shape}
+DAMAGE: dict[str, Callable[[Path], None]] = {
+    "truncate": _truncate,
+    "garbage": _garbage,
+    "empty": _empty,
+    "wrong-shape": _wrong_shape,
+}
 
 
 # ---- commands that read a model artifact --------------------------------------------------------------------------
@@ -194,7 +199,9 @@ def test_resume_with_another_dataset_is_refused(work: Path) -> None:
 
 def test_a_refused_resume_leaves_the_run_as_it_was(work: Path) -> None:
     sizes = [a if a != "model.d_model=16" else "model.d_model=32" for a in TINY]
-    result = _invoke("train", "--dataset", work / "data", "--out", work / "lm", *sizes, *QUICK, "--set", "train.lr=0.5", "--resume")
+    result = _invoke(
+        "train", "--dataset", work / "data", "--out", work / "lm", *sizes, *QUICK, "--set", "train.lr=0.5", "--resume"
+    )
     _assert_user_error(result, "--resume: checkpoint was trained with d_model 16, config asks 32")
     run = work / ".lm.train"  # where --resume continues: a copy of lm/train
     assert (run / "train_config.json").read_bytes() == (work / "lm" / "train" / "train_config.json").read_bytes()
@@ -285,10 +292,19 @@ def _writing_commands(w: Path) -> dict[str, tuple[list[str | Path], Path]]:
     return {
         "prepare": (["data", "prepare", "--events", w / "events.csv", "--format", "csv", "--out", w / "out"], w / "out"),
         "train": (["train", "--dataset", w / "data", "--out", w / "out", "--model", "most-popular"], w / "out"),
-        "evaluate": (["evaluate", "--model", w / "lm", "--dataset", w / "data", "--n-boot", "10", "--out", w / "r.json"], w / "r.json"),
+        "evaluate": (
+            ["evaluate", "--model", w / "lm", "--dataset", w / "data", "--n-boot", "10", "--out", w / "r.json"],
+            w / "r.json",
+        ),
         "tune": (["tune", "--dataset", w / "data", "--out", w / "best.toml", "--trials", "1", *TINY, *QUICK], w / "best.toml"),
-        "meta-train": (["meta-train", "--dataset", w / "cold", "--base", w / "cold-lm", "--out", w / "out", "--method", "finetune"], w / "out"),
-        "map-cold-items": (["map-cold-items", "--model", w / "cold-items-lm", "--dataset", w / "cold-items", "--out", w / "out"], w / "out"),
+        "meta-train": (
+            ["meta-train", "--dataset", w / "cold", "--base", w / "cold-lm", "--out", w / "out", "--method", "finetune"],
+            w / "out",
+        ),
+        "map-cold-items": (
+            ["map-cold-items", "--model", w / "cold-items-lm", "--dataset", w / "cold-items", "--out", w / "out"],
+            w / "out",
+        ),
         "build-index": (["build-index", "--model", w / "lm", "--kind", "flat", "--threads", "1"], w / "lm" / "ann"),
         "export": (["export", "--model", w / "lm", "--out", w / "out"], w / "out"),
         "recommend": (["recommend", "--model", w / "lm", "--users", "all", "--out", w / "recs.parquet"], w / "recs.parquet"),

@@ -36,9 +36,15 @@ def artifact(tiny_prepared: PreparedDataset, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_batch_recommend_writes_one_row_per_user_and_rank(artifact: Path, tmp_path: Path, suffix: str) -> None:
     out = tmp_path / f"recs{suffix}"
-    result = runner.invoke(app, ["recommend", "--model", str(artifact), "--users", "all", "--out", str(out), "-k", "3", "--chunk-size", "7"])
+    result = runner.invoke(
+        app, ["recommend", "--model", str(artifact), "--users", "all", "--out", str(out), "-k", "3", "--chunk-size", "7"]
+    )
     assert result.exit_code == 0, result.output
-    table = pl.read_parquet(out) if suffix == ".parquet" else pl.read_csv(out, schema_overrides={"user": pl.String, "item": pl.String})
+    table = (
+        pl.read_parquet(out)
+        if suffix == ".parquet"
+        else pl.read_csv(out, schema_overrides={"user": pl.String, "item": pl.String})
+    )
     assert table.columns == ["user", "rank", "item", "score"]
     rec = Recommender.load(artifact)
     assert table.height == 3 * len(rec.histories)

@@ -165,7 +165,10 @@ def test_data_prepare_bad_s3rec_line_exits_2(tmp_path: Path) -> None:
         (b"", ["empty"]),
         (b"user_id,item_id,timestamp\nu1,i1,100\nu\xff2,i2,200\n", ["line 3", "UTF-8"]),
         (b"user_id,item_id,timestamp\nu1,i1,100\nu2,i2,-5\n", ["line 3", "negative"]),
-        (b"user_id,item_id,timestamp\nu1,i1,100\nu2,i2,yesterday\n", ["line 3", "'yesterday' is neither a number nor an ISO-8601 time"]),
+        (
+            b"user_id,item_id,timestamp\nu1,i1,100\nu2,i2,yesterday\n",
+            ["line 3", "'yesterday' is neither a number nor an ISO-8601 time"],
+        ),
     ],
     ids=["malformed-row", "missing-column", "empty-file", "non-utf8", "negative-time", "non-numeric-time"],
 )
@@ -201,7 +204,9 @@ def test_data_prepare_bad_options_exit_2(args: list[str], fragment: str, tmp_pat
 
 
 def test_data_prepare_reads_recbole_atomic_files_by_extension_with_a_name(tmp_path: Path) -> None:
-    inter = "user_id:token\titem_id:token\ttimestamp:float\n" + "".join(f"{u}\t{i}\t{u * 10 + i}\n" for u in range(1, 4) for i in range(1, 5))
+    inter = "user_id:token\titem_id:token\ttimestamp:float\n" + "".join(
+        f"{u}\t{i}\t{u * 10 + i}\n" for u in range(1, 4) for i in range(1, 5)
+    )
     (tmp_path / "shop.inter").write_text(inter)
     (tmp_path / "shop.item").write_text("item_id:token\ttitle:token_seq\tbrand:token\n1\tBlue mug\tacme\n2\tTowel\tacme\n")
     out = tmp_path / "out"

@@ -21,7 +21,9 @@ from llmrec.cli import app
     ],
     ids=lambda c: c[0],
 )
-def test_dataset_is_a_prepared_folder_or_a_registry_name(command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dataset_is_a_prepared_folder_or_a_registry_name(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, [*command, "--dataset", "no-such-data"])
     assert result.exit_code == 2, result.output

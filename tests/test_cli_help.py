@@ -62,7 +62,9 @@ def test_version() -> None:
 
 def test_epochs_is_a_shortcut_for_set_train_epochs(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
     data = tiny_prepared.save(tmp_path / "data")
-    result = runner.invoke(app, ["train", "--dataset", str(data), "--out", str(tmp_path / "m"), "--model", "most-popular", "--epochs", "4"])
+    result = runner.invoke(
+        app, ["train", "--dataset", str(data), "--out", str(tmp_path / "m"), "--model", "most-popular", "--epochs", "4"]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "m" / "training.json").read_text())
     assert summary["model"] == "most-popular"

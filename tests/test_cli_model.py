@@ -104,9 +104,7 @@ def test_train_writes_an_artifact(model: str, data: Path, tmp_path: Path) -> Non
 
 def test_config_file_then_set_precedence(data: Path, tmp_path: Path) -> None:
     config = tmp_path / "run.toml"
-    config.write_text(
-        "[model]\nd_model = 32\nn_layers = 1\nd_ff = 32\nmax_seq_len = 8\n\n[train]\nepochs = 1\nlr = 0.01\n"
-    )
+    config.write_text("[model]\nd_model = 32\nn_layers = 1\nd_ff = 32\nmax_seq_len = 8\n\n[train]\nepochs = 1\nlr = 0.01\n")
     out = tmp_path / "model"
     result = _train(data, out, "next-item-lm", "--config", config, "--set", "model.d_model=16", "--set", "train.epochs=2")
     assert result.exit_code == 0, result.output
@@ -143,12 +141,32 @@ def test_baselines_reject_transformer_keys(model: str, data: Path, tmp_path: Pat
     _assert_user_error(result, "d_model")
 
 
-def test_t5_on_collaborative_semantic_ids_through_the_cli(lm: Path, data: Path, tmp_path: Path, tiny_prepared: PreparedDataset) -> None:
+def test_t5_on_collaborative_semantic_ids_through_the_cli(
+    lm: Path, data: Path, tmp_path: Path, tiny_prepared: PreparedDataset
+) -> None:
     """t5-semantic with ids from a trained next-item LM's item table (no text encoder involved), then recommend."""
-    t5_args = ["--set", "model.d_model=16", "--set", "model.n_layers=1", "--set", "model.d_ff=32", "--set", "model.max_seq_len=5",
-               "--set", "model.n_levels=2", "--set", "model.codebook_size=4", "--set", "model.num_beams=8", "--set", "train.epochs=1"]
+    t5_args = [
+        "--set",
+        "model.d_model=16",
+        "--set",
+        "model.n_layers=1",
+        "--set",
+        "model.d_ff=32",
+        "--set",
+        "model.max_seq_len=5",
+        "--set",
+        "model.n_levels=2",
+        "--set",
+        "model.codebook_size=4",
+        "--set",
+        "model.num_beams=8",
+        "--set",
+        "train.epochs=1",
+    ]
     out = tmp_path / "t5"
-    result = _train(data, out, "t5-semantic", *t5_args, "--set", "model.semantic_source=collaborative", "--set", f"model.collab_model={lm}")
+    result = _train(
+        data, out, "t5-semantic", *t5_args, "--set", "model.semantic_source=collaborative", "--set", f"model.collab_model={lm}"
+    )
     assert result.exit_code == 0, result.output
     assert _json(out / "config.json")["model_type"] == "t5-semantic"
     stats = _json(out / "training.json")["semantic_ids"]
@@ -158,8 +176,16 @@ def test_t5_on_collaborative_semantic_ids_through_the_cli(lm: Path, data: Path, 
     assert rec.exit_code == 0, rec.output
     assert [r["rank"] for r in json.loads(rec.stdout)] == [1, 2, 3]
     # a missing LM directory is a user error naming the key, and leaves nothing behind
-    bad = _train(data, tmp_path / "t5bad", "t5-semantic", *t5_args, "--set", "model.semantic_source=collaborative",
-                 "--set", f"model.collab_model={tmp_path / 'nope'}")
+    bad = _train(
+        data,
+        tmp_path / "t5bad",
+        "t5-semantic",
+        *t5_args,
+        "--set",
+        "model.semantic_source=collaborative",
+        "--set",
+        f"model.collab_model={tmp_path / 'nope'}",
+    )
     _assert_user_error(bad, "model.collab_model")
     assert not (tmp_path / "t5bad").exists()
 
@@ -282,9 +308,7 @@ def test_recommend_needs_exactly_one_of_user_or_history(args: list[str], popular
 # ---- tune ----------------------------------------------------------------------------------------------------------
 def _tune_then_train(data: Path, tmp_path: Path) -> dict[str, Any]:
     best = tmp_path / "best.toml"
-    result = _invoke(
-        "tune", "--dataset", data, "--out", best, "--trials", "2", "--budget-minutes", "1", *TWO_EPOCHS, *TINY
-    )
+    result = _invoke("tune", "--dataset", data, "--out", best, "--trials", "2", "--budget-minutes", "1", *TWO_EPOCHS, *TINY)
     assert result.exit_code == 0, result.output
     assert "after 2 trials" in result.stdout
     sections = tomllib.loads(best.read_text())
@@ -353,9 +377,12 @@ def test_map_cold_items_writes_a_mapped_copy_that_recommends(data: Path, lm: Pat
 
 
 def test_map_cold_items_refuses_bad_input(data: Path, lm: Path, tmp_path: Path) -> None:
-    _assert_user_error(_invoke("map-cold-items", "--model", data, "--dataset", data, "--out", tmp_path / "x"), "not a next-item-lm")
+    _assert_user_error(
+        _invoke("map-cold-items", "--model", data, "--dataset", data, "--out", tmp_path / "x"), "not a next-item-lm"
+    )
     _assert_user_error(_invoke("map-cold-items", "--model", lm, "--dataset", data, "--out", lm), "--out must differ")
     _assert_user_error(
-        _invoke("map-cold-items", "--model", lm, "--dataset", data, "--out", tmp_path / "y", "--ridge", "-1"), "ridge must be >= 0"
+        _invoke("map-cold-items", "--model", lm, "--dataset", data, "--out", tmp_path / "y", "--ridge", "-1"),
+        "ridge must be >= 0",
     )
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -36,7 +36,9 @@ def test_baseline_artifact_records_its_training_and_data(tiny_prepared: Prepared
     from llmrec.experiment import train_model
     from llmrec.models import load_model
 
-    summary = train_model(tiny_prepared, tmp_path / "data", "item-knn", tmp_path / "knn", {"model": {"neighbours": 5}}, progress=False)
+    summary = train_model(
+        tiny_prepared, tmp_path / "data", "item-knn", tmp_path / "knn", {"model": {"neighbours": 5}}, progress=False
+    )
     assert summary["model"] == "item-knn" and summary["params"] == {"neighbours": 5}
     assert json.loads((tmp_path / "knn" / "training.json").read_text())["params"] == {"neighbours": 5}
     assert json.loads((tmp_path / "knn" / "dataset.json").read_text())["prepared_path"] == str(tmp_path / "data")

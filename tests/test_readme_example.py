@@ -35,11 +35,15 @@ def _write_shop(root: Path) -> list[str]:
     for u in range(25):
         for n, item in enumerate(rng.choice(12, size=8, replace=False)):
             day, hour = 1 + n, int(rng.integers(0, 24))
-            stamp = (f"2024-03-{day:02d}T{hour:02d}:00:00Z", f"2024-03-{day:02d} {hour:02d}:30:00+01:00", f"2024-03-{day:02d}")[n % 3]
+            stamp = (f"2024-03-{day:02d}T{hour:02d}:00:00Z", f"2024-03-{day:02d} {hour:02d}:30:00+01:00", f"2024-03-{day:02d}")[
+                n % 3
+            ]
             rows.append(f"u{u},SKU{item},{stamp}")
     (root / "events.csv").write_text("\n".join(rows) + "\n")
     lines = ["sku,name,description,category,price"]
-    lines += [f"SKU{i},{titles[i]},A {('red', 'blue')[i % 2]} thing,{('kitchen|mugs', 'garden')[i % 2]},{i + 0.5}" for i in range(12)]
+    lines += [
+        f"SKU{i},{titles[i]},A {('red', 'blue')[i % 2]} thing,{('kitchen|mugs', 'garden')[i % 2]},{i + 0.5}" for i in range(12)
+    ]
     (root / "catalogue.csv").write_text("\n".join(lines) + "\n")
     return titles
 

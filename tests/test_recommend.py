@@ -67,7 +67,9 @@ def test_recommend_from_a_raw_history(artifact: tuple[NextItemLM, Path], tiny_pr
     assert [r.title for r in recs] == [f"Item {r.item_id}" for r in recs]  # the tiny catalogue's titles
 
 
-def test_recommend_for_a_known_user_reads_the_stored_history(artifact: tuple[NextItemLM, Path], tiny_prepared: PreparedDataset) -> None:
+def test_recommend_for_a_known_user_reads_the_stored_history(
+    artifact: tuple[NextItemLM, Path], tiny_prepared: PreparedDataset
+) -> None:
     rec = Recommender.load(artifact[1])
     user = tiny_prepared.users["user"][3]
     assert rec.recommend(user=user, k=7) == rec.recommend(history=_raw_history(tiny_prepared, 3), k=7)

@@ -8,10 +8,16 @@ import pytest
 
 from llmrec.data import PreparedDataset
 
-SPACE = {"d_model": ("model", "categorical", [16]), "dropout": ("model", "float", (0.0, 0.2)), "lr": ("train", "log", (1e-3, 1e-2))}
+SPACE = {
+    "d_model": ("model", "categorical", [16]),
+    "dropout": ("model", "float", (0.0, 0.2)),
+    "lr": ("train", "log", (1e-3, 1e-2)),
+}
 
 
-def test_best_trial_is_reported_and_written_as_a_train_config(tiny_prepared: PreparedDataset, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_best_trial_is_reported_and_written_as_a_train_config(
+    tiny_prepared: PreparedDataset, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     pytest.importorskip("optuna")
     import llmrec.tune
     from llmrec.config import build, load_toml
@@ -21,7 +27,9 @@ def test_best_trial_is_reported_and_written_as_a_train_config(tiny_prepared: Pre
     monkeypatch.setattr(llmrec.tune, "SEARCH_SPACE", SPACE)
     base = TrainConfig(epochs=1, batch_size=8, progress=False)
     out = tmp_path / "best.toml"
-    summary = llmrec.tune.tune(tiny_prepared, base_model={"n_layers": 1, "max_seq_len": 8}, base_train=base, n_trials=3, seed=1, out=out)
+    summary = llmrec.tune.tune(
+        tiny_prepared, base_model={"n_layers": 1, "max_seq_len": 8}, base_train=base, n_trials=3, seed=1, out=out
+    )
     complete = [t for t in summary["trials"] if t["state"] == "COMPLETE"]
     assert len(summary["trials"]) == 3 and complete
     best = max(complete, key=lambda t: t["value"])

@@ -50,31 +50,43 @@ def test_the_poison_bites(tiny_prepared: PreparedDataset) -> None:
     with pytest.raises(ValueError, match="targets must be item ids"):
         compute_ranks(make_score_fn(model), ex.histories, ex.targets)
     # Training on them fails too: with the test position counted as training, the poison reaches the cold-item filter.
-    leaky_users = ds.users.with_columns(n_train=pl.when(pl.col("test_pos") >= 0).then(pl.col("test_pos") + 1).otherwise(pl.col("n_train")))
+    leaky_users = ds.users.with_columns(
+        n_train=pl.when(pl.col("test_pos") >= 0).then(pl.col("test_pos") + 1).otherwise(pl.col("n_train"))
+    )
     leaky = PreparedDataset(sequences=ds.sequences, times=ds.times, users=leaky_users, items=ds.items, manifest=ds.manifest)
     with pytest.raises(IndexError):
         leaky.train_sequences()
 
 
-def test_tune_runs_on_poisoned_test_targets_without_reading_them(poisoned: PreparedDataset, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_tune_runs_on_poisoned_test_targets_without_reading_them(
+    poisoned: PreparedDataset, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     pytest.importorskip("optuna")
     import llmrec.tune
     from llmrec.train import TrainConfig
 
-    monkeypatch.setattr(llmrec.tune, "SEARCH_SPACE", {"d_model": ("model", "categorical", [16]), "lr": ("train", "log", (1e-3, 1e-2))})
+    monkeypatch.setattr(
+        llmrec.tune, "SEARCH_SPACE", {"d_model": ("model", "categorical", [16]), "lr": ("train", "log", (1e-3, 1e-2))}
+    )
     base = TrainConfig(epochs=1, progress=False)
-    summary = llmrec.tune.tune(poisoned, base_model={"n_layers": 1, "max_seq_len": 8}, base_train=base, n_trials=2, out=tmp_path / "best.toml")
+    summary = llmrec.tune.tune(
+        poisoned, base_model={"n_layers": 1, "max_seq_len": 8}, base_train=base, n_trials=2, out=tmp_path / "best.toml"
+    )
     assert len(summary["trials"]) == 2 and 0.0 <= summary["best_value"] <= 1.0
     written = tomllib.loads((tmp_path / "best.toml").read_text())
     assert written["train"]["refit_on_valid"] is True  # trials skip the refit; the written config keeps the base's
 
 
-def test_tune_command_on_poisoned_test_targets(poisoned: PreparedDataset, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_tune_command_on_poisoned_test_targets(
+    poisoned: PreparedDataset, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     pytest.importorskip("optuna")
     import llmrec.tune
     from llmrec.cli import app
 
-    monkeypatch.setattr(llmrec.tune, "SEARCH_SPACE", {"d_model": ("model", "categorical", [16]), "lr": ("train", "log", (1e-3, 1e-2))})
+    monkeypatch.setattr(
+        llmrec.tune, "SEARCH_SPACE", {"d_model": ("model", "categorical", [16]), "lr": ("train", "log", (1e-3, 1e-2))}
+    )
     data = poisoned.save(tmp_path / "data")
     args = ["tune", "--dataset", str(data), "--out", str(tmp_path / "best.toml"), "--trials", "1"]
     args += ["--set", "train.epochs=1", "--set", "model.n_layers=1", "--set", "model.max_seq_len=8"]

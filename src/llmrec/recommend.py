@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from llmrec.artifact import ANN_DIR, ann_dir
+from llmrec.artifact import ann_dir
 from llmrec.data.sequences import pad_left
 from llmrec.errors import artifact_file, read_json
 from llmrec.eval.scoring import model_device, score_fn
@@ -98,7 +98,7 @@ class Explanation:
 
 
 def resolve_device(device: str) -> torch.device:
-    """"auto" | "cpu" | "cuda" -> a torch device; "cuda" without a CUDA device is a ValueError (a user error)."""
+    """ "auto" | "cpu" | "cuda" -> a torch device; "cuda" without a CUDA device is a ValueError (a user error)."""
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda; got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
@@ -160,7 +160,9 @@ class Recommender:
         if (path / "histories.parquet").exists():
             with artifact_file(path / "histories.parquet"):
                 h = pl.read_parquet(path / "histories.parquet")
-                histories = {u: np.asarray(s, dtype=np.int64) for u, s in zip(h["user"].to_list(), h["items"].to_list(), strict=True)}
+                histories = {
+                    u: np.asarray(s, dtype=np.int64) for u, s in zip(h["user"].to_list(), h["items"].to_list(), strict=True)
+                }
                 flat = np.concatenate(list(histories.values())) if histories else np.zeros(0, np.int64)
                 if len(flat) and (flat.min() < 1 or flat.max() > items.height):
                     raise ValueError(f"item ids outside 1..{items.height}")
@@ -199,7 +201,9 @@ class Recommender:
             self.ann = None
             return None
         if not has_table:
-            raise ValueError(f"ann={mode} needs a model with item embeddings (e.g. a next-item LM); this model is {type(self.model).__name__}")
+            raise ValueError(
+                f"ann={mode} needs a model with item embeddings (e.g. a next-item LM); this model is {type(self.model).__name__}"
+            )
         if mode == "auto" and importlib.util.find_spec("faiss") is None:  # the optional extra is not installed
             log.warning("%d items but faiss is not installed (pip install 'llmrec[scale]'): scoring every item", self.n_items)
             self.ann = None

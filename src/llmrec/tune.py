@@ -101,9 +101,7 @@ def tune(
     summary = {
         "best_value": study.best_value,
         "best_params": {"model": model_best, "train": train_best},
-        "trials": [
-            {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params} for t in study.trials
-        ],
+        "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params} for t in study.trials],
     }
     if out is not None:
         header = (

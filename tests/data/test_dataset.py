@@ -36,7 +36,16 @@ def test_train_sequences_never_include_test_targets(tiny_prepared: PreparedDatas
 def test_item_popularity_counts_training_events() -> None:
     import polars as pl
 
-    users = pl.DataFrame({"user_idx": [0, 1], "user": ["a", "b"], "role": ["warm", "warm"], "n_train": [2, 1], "valid_pos": [2, 1], "test_pos": [3, 2]})
+    users = pl.DataFrame(
+        {
+            "user_idx": [0, 1],
+            "user": ["a", "b"],
+            "role": ["warm", "warm"],
+            "n_train": [2, 1],
+            "valid_pos": [2, 1],
+            "test_pos": [3, 2],
+        }
+    )
     items = pl.DataFrame({"item_idx": [1, 2, 3], "item": ["x", "y", "z"], "is_cold": [False, False, False]})
     seqs = [np.array([1, 2, 3, 1]), np.array([2, 3, 1])]
     ds = PreparedDataset(sequences=seqs, times=[np.arange(4), np.arange(3)], users=users, items=items, manifest={})
@@ -52,7 +61,11 @@ def test_save_load_roundtrip_and_a_tampered_file_is_refused(tiny_prepared: Prepa
     assert back.n_users == tiny_prepared.n_users and back.n_items == tiny_prepared.n_items
     for a, b in zip(back.sequences, tiny_prepared.sequences, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert set(json.loads((path / "manifest.json").read_text())["files"]) == {"sequences.parquet", "users.parquet", "items.parquet"}
+    assert set(json.loads((path / "manifest.json").read_text())["files"]) == {
+        "sequences.parquet",
+        "users.parquet",
+        "items.parquet",
+    }
     (path / "users.parquet").write_bytes((path / "users.parquet").read_bytes() + b"x")
     with pytest.raises(ChecksumError, match="users.parquet: checksum mismatch"):
         PreparedDataset.load(path)

@@ -386,7 +386,9 @@ def test_read_catalogue_maps_columns_and_warns_once_per_ignored_column(tmp_path:
     text = "sku,name,description,category,price,stock\nA1,Mug,Stoneware,kitchen|mugs,3,9\nB7,Towel,,kitchen,4,1\n"
     path = _write(tmp_path / "c.csv", text)
     with pytest.warns(IgnoredColumnWarning) as caught:
-        items = read_catalogue(path, columns=ItemColumnMap.parse("title=name,text=description,categories=category"), default_item="sku")
+        items = read_catalogue(
+            path, columns=ItemColumnMap.parse("title=name,text=description,categories=category"), default_item="sku"
+        )
     assert items.rows() == [("A1", "Mug", "Stoneware", ["kitchen", "mugs"]), ("B7", "Towel", None, ["kitchen"])]
     assert sorted(str(w.message).split("'")[1] for w in caught) == ["price", "stock"]
 
@@ -449,7 +451,14 @@ def test_read_recbole_rejects_a_header_without_types(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "fmt"),
-    [("e.csv", "csv"), ("e.TSV", "tsv"), ("e.parquet", "parquet"), ("e.jsonl", "jsonl"), ("e.ndjson", "jsonl"), ("ml.inter", "recbole")],
+    [
+        ("e.csv", "csv"),
+        ("e.TSV", "tsv"),
+        ("e.parquet", "parquet"),
+        ("e.jsonl", "jsonl"),
+        ("e.ndjson", "jsonl"),
+        ("ml.inter", "recbole"),
+    ],
 )
 def test_infer_format_from_the_extension(name: str, fmt: str, tmp_path: Path) -> None:
     assert infer_format(tmp_path / name) == fmt

@@ -15,7 +15,10 @@ def toy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     from llmrec.data import registry
 
     spec = registry.DatasetSpec(
-        name="toy", format="s3rec", domain="generic", url="https://example.invalid/toy/",
+        name="toy",
+        format="s3rec",
+        domain="generic",
+        url="https://example.invalid/toy/",
         files=(registry.DatasetFile("toy.txt", ABC_SHA), registry.DatasetFile("extra.txt", None, required=False)),
     )
     monkeypatch.setitem(registry.DATASETS, "toy", spec)

@@ -104,7 +104,12 @@ def test_streaming_equals_in_memory(
     got = PreparedDataset.load(tmp / "stream")
     _assert_same(expected, got, (*SAME, "source"))
     assert manifest == got.manifest
-    assert sorted(p.name for p in (tmp / "stream").iterdir()) == ["items.parquet", "manifest.json", "sequences.parquet", "users.parquet"]
+    assert sorted(p.name for p in (tmp / "stream").iterdir()) == [
+        "items.parquet",
+        "manifest.json",
+        "sequences.parquet",
+        "users.parquet",
+    ]
 
 
 def test_streaming_literal_case(tmp_path: Path) -> None:
@@ -305,7 +310,9 @@ def _both_engines(path: Path, fmt: str, out: Path) -> list[DataError]:
 def test_a_short_row_gives_the_same_message_from_both_engines(fmt: str, tmp_path: Path) -> None:
     sep = "," if fmt == "csv" else "\t"
     path = tmp_path / f"e.{fmt}"
-    path.write_text("\n".join(sep.join(r) for r in [["user_id", "item_id", "timestamp"], ["a", "1", "3"], ["a", "2"], ["b", "3", "5"]]) + "\n")
+    path.write_text(
+        "\n".join(sep.join(r) for r in [["user_id", "item_id", "timestamp"], ["a", "1", "3"], ["a", "2"], ["b", "3", "5"]]) + "\n"
+    )
     for e in _both_engines(path, fmt, tmp_path / "out"):
         assert (str(e), e.line) == (f"{path}, line 3: expected 3 fields like the header, found 2", 3)
 
@@ -321,7 +328,9 @@ def test_a_time_beyond_int64_is_out_of_range_in_both_engines(fmt: str, time: obj
         path.write_text(f"user_id,item_id,timestamp\na,1,3\na,2,{time}\nb,3,5\n")
     else:
         dtype = pl.UInt64 if isinstance(time, int) else pl.Float64
-        pl.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["1", "2", "3"], "timestamp": pl.Series([3, time, 5], dtype=dtype)}).write_parquet(path)
+        pl.DataFrame(
+            {"user_id": ["a", "a", "b"], "item_id": ["1", "2", "3"], "timestamp": pl.Series([3, time, 5], dtype=dtype)}
+        ).write_parquet(path)
     for e in _both_engines(path, fmt, tmp_path / "out"):
         assert "is out of range" in str(e) and "not a number" not in str(e) and e.field == "timestamp", str(e)
         assert (e.line, e.row) == ((3, None) if fmt == "csv" else (None, 1))

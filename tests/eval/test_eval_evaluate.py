@@ -91,10 +91,7 @@ def test_compute_ranks_matches_reference_loop() -> None:
     # Rounded scores create many ties, the case a vectorised count most easily gets wrong.
     table = np.round(rng.random((n_users, n_items + 1)), 1)
     # Each history starts with item u + 1, which tells the score function whose row to return.
-    histories = [
-        np.concatenate([[u + 1], rng.integers(1, n_items + 1, size=int(rng.integers(0, 12)))])
-        for u in range(n_users)
-    ]
+    histories = [np.concatenate([[u + 1], rng.integers(1, n_items + 1, size=int(rng.integers(0, 12)))]) for u in range(n_users)]
     targets = rng.integers(1, n_items + 1, size=n_users)
 
     def score_fn(batch: list[np.ndarray]) -> torch.Tensor:
@@ -282,9 +279,7 @@ def test_paired_test_no_true_difference_is_not_significant() -> None:
 
 def test_evaluate_split_fills_every_field() -> None:
     pop = np.array([10, 1, 5, 10])
-    result = evaluate_split(
-        table_score_fn, HISTORIES, TARGETS, ks=(1, 5), target_popularity=pop, n_boot=200
-    )
+    result = evaluate_split(table_score_fn, HISTORIES, TARGETS, ks=(1, 5), target_popularity=pop, n_boot=200)
     np.testing.assert_array_equal(result.ranks, [3, 3, 5, 2])
     assert result.n == 4 and result.exclude_seen is False and result.ks == (1, 5)
     assert result.metrics == summarize(result.ranks, (1, 5))

@@ -188,11 +188,24 @@ def test_build_report_holds_both_seen_item_protocols_and_repeat_counts() -> None
     assert report["test_include_seen"]["recall@1"] == pytest.approx(2 / 3)  # ranks 1, 3, 1
     assert report["test_exclude_seen"]["recall@10"] == pytest.approx(1.0)  # rank 10 of 10 is still inside k = n_items
     assert report["repeat_targets"] == {"valid": 1, "test": 1}
-    assert set(report["ci"]) == {"valid", "test", "valid_exclude_seen", "valid_include_seen", "test_exclude_seen", "test_include_seen"}
+    assert set(report["ci"]) == {
+        "valid",
+        "test",
+        "valid_exclude_seen",
+        "valid_include_seen",
+        "test_exclude_seen",
+        "test_include_seen",
+    }
     assert report["protocol"]["exclude_seen"] is True and report["dataset"] == "my-shop"
     same = evaluate_split_both(_linear, _HIST, _TGT, ks=(1,), n_boot=0)
     with pytest.raises(ValueError, match="other seen-item protocol"):
-        build_report({"test": same["exclude_seen"]}, model_name="m", dataset="d", protocol={}, other_protocol={"test": same["exclude_seen"]})
+        build_report(
+            {"test": same["exclude_seen"]},
+            model_name="m",
+            dataset="d",
+            protocol={},
+            other_protocol={"test": same["exclude_seen"]},
+        )
     with pytest.raises(ValueError, match="protocol suffix"):
         build_report({"test_exclude_seen": same["exclude_seen"]}, model_name="m", dataset="d", protocol={})
 

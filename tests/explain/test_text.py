@@ -37,8 +37,7 @@ def test_template_sentences_for_movies() -> None:
         "Thriller film in your history."
     )
     assert gen.generate(Reason(TERMINATOR, (), "movies")) == (
-        "Recommended to you: Terminator, The (1984) (no single item in your history stands out in the model's "
-        "score for it)."
+        "Recommended to you: Terminator, The (1984) (no single item in your history stands out in the model's score for it)."
     )
 
 

@@ -34,7 +34,13 @@ def test_meta_train_writes_an_artifact_that_adapts(tiny_base: Path, tiny_cold: P
     summary = _meta_train(tiny_base, out, "maml")
     assert summary["method"] == "maml" and {"valid", "valid_zero_shot", "warm_valid", "warm_valid_base"} <= set(summary)
     assert summary["warm_valid"] == summary["warm_valid_base"]  # the LM is untouched: warm users score the same
-    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "adapter.json", "adapter.safetensors", "items.parquet"}
+    assert {p.name for p in out.iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "adapter.json",
+        "adapter.safetensors",
+        "items.parquet",
+    }
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
     # The LM is the base's, unchanged; the adapter loads back to the same scores.
     base, model = NextItemLM.from_pretrained(tiny_base), NextItemLM.from_pretrained(out)
@@ -58,7 +64,15 @@ def test_meta_train_writes_an_artifact_that_adapts(tiny_base: Path, tiny_cold: P
 def test_meta_train_in_context_changes_the_lm(tiny_base: Path, tmp_path: Path) -> None:
     out = tmp_path / "ic"
     summary = _meta_train(
-        tiny_base, out, "in-context", "--set", "train.epochs=1", "--set", "episodic.max_support=3", "--set", "episodic.warm_tolerance=-1"
+        tiny_base,
+        out,
+        "in-context",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "episodic.max_support=3",
+        "--set",
+        "episodic.warm_tolerance=-1",
     )
     assert summary["in_context"]["best_epoch"] == 1  # type: ignore[index]
     assert not (out / "adapter.json").exists()
@@ -82,7 +96,9 @@ def test_evaluate_cold_start_protocol(tiny_base: Path, tmp_path: Path) -> None:
     out = tmp_path / "maml"
     _meta_train(tiny_base, out, "finetune")
     report = tmp_path / "cold.json"
-    result = runner.invoke(app, ["evaluate", "--model", str(out), "--protocol", "cold-start", "--n-boot", "50", "--out", str(report)])
+    result = runner.invoke(
+        app, ["evaluate", "--model", str(out), "--protocol", "cold-start", "--n-boot", "50", "--out", str(report)]
+    )
     assert result.exit_code == 0, result.output
     assert "cold-start users (3)" in result.stdout and "seen items excluded" in result.stdout
     got = json.loads(report.read_text())
@@ -90,7 +106,9 @@ def test_evaluate_cold_start_protocol(tiny_base: Path, tmp_path: Path) -> None:
     assert got["adapted"]["support_sizes"] == [1, 2, 3, 5] and set(got["adapted"]["ci"]["1"]) >= {"ndcg@10", "recall@10"}
     assert report.with_suffix(".md").read_text().startswith("| method |")
 
-    base = runner.invoke(app, ["evaluate", "--model", str(tiny_base), "--protocol", "cold-start", "--n-boot", "0", "--no-exclude-seen"])
+    base = runner.invoke(
+        app, ["evaluate", "--model", str(tiny_base), "--protocol", "cold-start", "--n-boot", "0", "--no-exclude-seen"]
+    )
     assert base.exit_code == 0, base.output
     assert "adapted" not in base.stdout and "seen items not excluded" in base.stdout
     bad = runner.invoke(app, ["evaluate", "--model", str(tiny_base), "--protocol", "cold"])

@@ -141,7 +141,9 @@ def test_meta_train_keeps_the_best_evaluated_state(tiny_cold: PreparedDataset, t
     res = meta_train(tiny_lm, adapter, tiny_cold.train_sequences(), MetaConfig(meta_steps=12, eval_every=3, patience=2))
     assert res.best_step == 12 and len(res.history) == 4  # without evaluate: the last state, by query loss
     adapter = UserAdapter(AdapterConfig(d_model=16))
-    res = meta_train(tiny_lm, adapter, tiny_cold.train_sequences(), MetaConfig(meta_steps=12, eval_every=3, patience=2), evaluate=evaluate)
+    res = meta_train(
+        tiny_lm, adapter, tiny_cold.train_sequences(), MetaConfig(meta_steps=12, eval_every=3, patience=2), evaluate=evaluate
+    )
     assert (res.best_step, res.best_metric, res.steps_run) == (6, 0.5, 12)
     assert torch.equal(adapter.user.detach(), seen[1])
 

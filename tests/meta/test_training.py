@@ -23,7 +23,9 @@ def test_finetune_picks_the_best_grid_point_on_validation_users(tiny_cold: Prepa
     assert (adapter.config.inner_lr, adapter.config.inner_steps) == (best["inner_lr"], int(best["inner_steps"]))
 
 
-def test_meta_trained_artifact_is_the_base_with_new_weights_and_an_adapter(tiny_base: Path, tiny_cold: PreparedDataset, tmp_path: Path) -> None:
+def test_meta_trained_artifact_is_the_base_with_new_weights_and_an_adapter(
+    tiny_base: Path, tiny_cold: PreparedDataset, tmp_path: Path
+) -> None:
     from llmrec.meta.training import meta_train_model
     from llmrec.recommend import Recommender
 
@@ -31,11 +33,22 @@ def test_meta_trained_artifact_is_the_base_with_new_weights_and_an_adapter(tiny_
     out = tmp_path / "maml"
     summary = meta_train_model(tiny_cold, tiny_base, out, "maml", {"meta": FAST_META})
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["adapter.json", "adapter.safetensors", "config.json", "dataset.json", "histories.parquet", "items.parquet", "meta.json", "model.safetensors"]
+    assert names == [
+        "adapter.json",
+        "adapter.safetensors",
+        "config.json",
+        "dataset.json",
+        "histories.parquet",
+        "items.parquet",
+        "meta.json",
+        "model.safetensors",
+    ]
     assert json.loads((out / "adapter.json").read_text())["d_model"] == 16
     meta = json.loads((out / "meta.json").read_text())
     assert meta["method"] == "maml" and meta["valid"] == pytest.approx(summary["valid"])
-    assert 0.0 <= summary["valid"] <= 1.0 and summary["warm_valid"] == pytest.approx(summary["warm_valid_base"])  # the LM is frozen
+    assert 0.0 <= summary["valid"] <= 1.0 and summary["warm_valid"] == pytest.approx(
+        summary["warm_valid_base"]
+    )  # the LM is frozen
     rec = Recommender.load(out)
     assert rec.adapter is not None and len(rec.recommend(history=rec.raw_ids[:2], k=3, adapt=True)) == 3
 

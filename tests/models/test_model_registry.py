@@ -47,7 +47,9 @@ def test_models_satisfy_the_contract_and_say_their_capabilities(tiny_prepared: P
         assert not isinstance(model, ItemEmbeddingModel) and not isinstance(model, Trainable)
 
 
-def test_load_model_goes_through_the_registry(tiny_prepared: PreparedDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_model_goes_through_the_registry(
+    tiny_prepared: PreparedDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import llmrec.models
     from llmrec.artifact import save_artifact
     from llmrec.models.baselines import MostPopular

@@ -38,9 +38,7 @@ def test_recommend_for_a_user_matches_the_recommender(client: TestClient, recomm
 def test_recommend_from_a_history(client: TestClient, recommender: Recommender) -> None:
     r = client.post("/v1/recommend", json={"history": ["3", "7", "11"], "k": 4})
     assert r.status_code == 200, r.text
-    assert [i["item_id"] for i in r.json()["items"]] == [
-        e.item_id for e in recommender.recommend(history=["3", "7", "11"], k=4)
-    ]
+    assert [i["item_id"] for i in r.json()["items"]] == [e.item_id for e in recommender.recommend(history=["3", "7", "11"], k=4)]
     assert r.json()["user_id"] is None
     assert client.post("/v1/recommend", json={"history": [3, 7]}).status_code == 422  # ids are strings, as in the data
 
@@ -126,9 +124,7 @@ def test_an_unknown_user_is_422_naming_it(client: TestClient) -> None:
     assert "unknown user id(s): ghost" in r.json()["message"]
 
 
-def test_explain_adds_the_history_items_behind_each_recommendation(
-    client: TestClient, recommender: Recommender
-) -> None:
+def test_explain_adds_the_history_items_behind_each_recommendation(client: TestClient, recommender: Recommender) -> None:
     r = client.post("/v1/recommend", json={"user_id": "u03", "k": 3, "explain": True})
     assert r.status_code == 200, r.text
     items = r.json()["items"]

@@ -152,9 +152,7 @@ def test_concurrent_requests_are_one_forward_pass(recommender: Recommender, monk
     users = [f"u{i:02d}" for i in range(1, 9)]
 
     async def body(client: httpx.AsyncClient) -> list[httpx.Response]:
-        return await asyncio.gather(
-            *(client.post("/v1/recommend", json={"user_id": u, "k": 3 + i}) for i, u in enumerate(users))
-        )
+        return await asyncio.gather(*(client.post("/v1/recommend", json={"user_id": u, "k": 3 + i}) for i, u in enumerate(users)))
 
     responses = asyncio.run(_with_app(app, body))
     assert batch_sizes == [1, 8]  # the warm-up, then all 8 requests in one pass
@@ -190,9 +188,7 @@ def test_mixed_exclude_seen_in_one_batch(recommender: Recommender, monkeypatch: 
     assert len(excluded.json()["items"]) == 41 and not set(history) & {i["item_id"] for i in excluded.json()["items"]}
 
 
-def test_the_event_loop_answers_while_the_model_works(
-    recommender: Recommender, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_event_loop_answers_while_the_model_works(recommender: Recommender, monkeypatch: pytest.MonkeyPatch) -> None:
     real = recommender.recommend_batch
 
     def slow(histories: list[np.ndarray], k: int, **kwargs: Any) -> Any:
@@ -217,9 +213,7 @@ def test_the_event_loop_answers_while_the_model_works(
     assert health_at < 0.4 < slow_done_at  # /healthz did not wait for the 0.5 s forward pass
 
 
-def test_requests_with_options_are_grouped_by_their_values(
-    recommender: Recommender, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_requests_with_options_are_grouped_by_their_values(recommender: Recommender, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[int, dict[str, Any]]] = []
     real = recommender.recommend_batch
 

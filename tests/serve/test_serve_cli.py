@@ -76,9 +76,7 @@ def test_serve_warns_when_exposed_without_a_key(serve_artifact: Path, uvicorn_ca
         ),
     ],
 )
-def test_serve_refuses_bad_options(
-    serve_artifact: Path, uvicorn_calls: list[Any], args: list[str], message: str
-) -> None:
+def test_serve_refuses_bad_options(serve_artifact: Path, uvicorn_calls: list[Any], args: list[str], message: str) -> None:
     result = runner.invoke(app, ["serve", "--model", str(serve_artifact), *args])
     assert result.exit_code == 2
     assert message in result.stderr and "Traceback" not in result.output

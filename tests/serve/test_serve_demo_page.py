@@ -74,10 +74,7 @@ def test_demo_page_recommends_for_a_user_and_for_picked_items(
     assert page.locator("#score-note").is_visible() and "higher ranks first" in page.text_content("#score-note")
     n = len(recommender.user_history("u03"))
     assert n > 8  # longer than the tiny model reads: the page says so
-    assert (
-        page.text_content("#status")
-        == f"5 recommendations from a history of {n} item(s) (only the most recent 8 were read)"
-    )
+    assert page.text_content("#status") == f"5 recommendations from a history of {n} item(s) (only the most recent 8 were read)"
 
     # 2. items picked by title: search, add two, recommend
     page.fill("#item-search", "item 1")

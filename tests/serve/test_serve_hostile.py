@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -53,7 +52,9 @@ def test_malformed_json_in_utf8_stays_422(client: TestClient) -> None:
 
 def _route_labels(client: TestClient) -> set[str]:
     text = client.get("/metrics").text
-    return {line.split('route="')[1].split('"')[0] for line in text.splitlines() if line.startswith("llmrec_http_requests_total{")}
+    return {
+        line.split('route="')[1].split('"')[0] for line in text.splitlines() if line.startswith("llmrec_http_requests_total{")
+    }
 
 
 def test_metrics_labels_stay_bounded_whatever_the_paths(client: TestClient) -> None:

@@ -58,7 +58,9 @@ def test_readyz_waits_for_the_text_encoder_when_queries_are_on(recommender: Reco
     assert r.status_code == 200 and sum(encoder.calls) == recommender.n_items + 2  # only the query itself now
 
 
-def test_without_queries_nothing_is_encoded_and_a_query_is_refused(recommender: Recommender, make_client: Any, tmp_path: Any) -> None:
+def test_without_queries_nothing_is_encoded_and_a_query_is_refused(
+    recommender: Recommender, make_client: Any, tmp_path: Any
+) -> None:
     from llmrec.serve import create_app
 
     encoder = CountingEncoder()

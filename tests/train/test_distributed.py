@@ -34,11 +34,23 @@ def _grads(model: NextItemLM) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("loss", ["ce", "sampled", "bce"])
 @pytest.mark.parametrize("world", [2, 3])
-def test_rank_weights_make_the_averaged_gradient_equal_the_global_one(tiny_prepared: PreparedDataset, loss: str, world: int) -> None:
+def test_rank_weights_make_the_averaged_gradient_equal_the_global_one(
+    tiny_prepared: PreparedDataset, loss: str, world: int
+) -> None:
     windows = training_windows(tiny_prepared.train_sequences(), 8)
     batch = max(bucketed_batches(windows, 7, torch.Generator().manual_seed(0)), key=lambda b: b.item_ids.shape[0])
     assert batch.item_ids.shape[0] == 7  # uneven shards for 2 and 3 ranks
-    cfg = NextItemLMConfig(n_items=tiny_prepared.n_items, max_seq_len=8, d_model=16, n_heads=2, d_ff=32, dropout=0.0, emb_dropout=0.0, loss=loss, n_negatives=5)
+    cfg = NextItemLMConfig(
+        n_items=tiny_prepared.n_items,
+        max_seq_len=8,
+        d_model=16,
+        n_heads=2,
+        d_ff=32,
+        dropout=0.0,
+        emb_dropout=0.0,
+        loss=loss,
+        n_negatives=5,
+    )
     torch.manual_seed(0)
     model = NextItemLM(cfg)
     if loss == "sampled":
@@ -94,7 +106,16 @@ def _steps(run: Path) -> list[dict[str, float]]:
 def _train(data: Path, out: Path, nproc: int, *extra: str, resume: bool = False) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "llmrec.cli", "train"]
     if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "llmrec.cli", "train"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            "-m",
+            "llmrec.cli",
+            "train",
+        ]
     cmd += ["--dataset", str(data), "--out", str(out), "--device", "cpu", "--threads", "1"]
     cmd += ["--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.d_ff=32", "--set", "model.max_seq_len=8"]
     cmd += ["--set", "model.dropout=0.0", "--set", "model.emb_dropout=0.0", "--set", "train.batch_size=6"]

@@ -69,7 +69,9 @@ def test_select_then_refit_builds_from_train_then_train_plus_valid(tiny_prepared
         return model, training_windows(sequences, 8)
 
     cfg = _cfg(epochs=2)
-    _, result = select_then_refit(build, tiny_prepared, cfg, evaluate=validation_evaluator(tiny_prepared), run_dir=tmp_path / "run")
+    _, result = select_then_refit(
+        build, tiny_prepared, cfg, evaluate=validation_evaluator(tiny_prepared), run_dir=tmp_path / "run"
+    )
     n_train = sum(len(s) for s in tiny_prepared.train_sequences())
     n_valid = len(tiny_prepared.eval_examples("valid").targets)
     assert seen == [n_train, n_train + n_valid]
@@ -83,6 +85,8 @@ def test_examples_prefixes_and_valid_exclude_seen_still_train(tiny_prepared: Pre
     from llmrec.train import fit
 
     _, windows, _ = fit(tiny_prepared, TINY_LM, _cfg(epochs=1, examples="windows", refit_on_valid=False))
-    _, prefixes, _ = fit(tiny_prepared, TINY_LM, _cfg(epochs=1, examples="prefixes", valid_exclude_seen=True, refit_on_valid=False))
+    _, prefixes, _ = fit(
+        tiny_prepared, TINY_LM, _cfg(epochs=1, examples="prefixes", valid_exclude_seen=True, refit_on_valid=False)
+    )
     assert windows.best_epoch == prefixes.best_epoch == 1
     assert windows.history[0]["train_loss"] != prefixes.history[0]["train_loss"]

@@ -88,7 +88,9 @@ def test_unknown_key_error_lists_item_text_but_not_derived_sizes(tiny_prepared: 
 
 def test_item_text_must_be_a_boolean(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="model.item_text: expected true/false"):
-        train_model(tiny_prepared, tmp_path / "d", "next-item-lm", tmp_path / "m", {"model": {"item_text": "yes"}}, progress=False)
+        train_model(
+            tiny_prepared, tmp_path / "d", "next-item-lm", tmp_path / "m", {"model": {"item_text": "yes"}}, progress=False
+        )
 
 
 @pytest.mark.parametrize("how", ["set", "toml"])

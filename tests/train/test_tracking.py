@@ -26,14 +26,18 @@ def _train(data: Path, out: Path, *args: str) -> tuple[list[dict[str, str]], dic
 
 
 def test_flatten_params_dots_sections_and_keeps_scalars() -> None:
-    flat = flatten_params({"model_type": "sasrec", "train": {"lr": 0.001, "seed": 3}, "model": {"tie": True, "x": None, "s": (1, 2)}})
+    flat = flatten_params(
+        {"model_type": "sasrec", "train": {"lr": 0.001, "seed": 3}, "model": {"tie": True, "x": None, "s": (1, 2)}}
+    )
     assert flat == {"model_type": "sasrec", "train.lr": 0.001, "train.seed": 3, "model.tie": True, "model.s": "[1, 2]"}
 
 
 def test_train_tracks_to_tensorboard(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    rows, summary = _train(tiny_prepared.save(tmp_path / "data"), tmp_path / "lm", "--track", "tensorboard", "--track-uri", str(tmp_path / "tb"))
+    rows, summary = _train(
+        tiny_prepared.save(tmp_path / "data"), tmp_path / "lm", "--track", "tensorboard", "--track-uri", str(tmp_path / "tb")
+    )
     events = EventAccumulator(str(tmp_path / "tb" / "lm"), size_guidance={"tensors": 0, "scalars": 0})
     events.Reload()
     ndcg = events.Scalars("valid/ndcg@10")
@@ -47,7 +51,9 @@ def test_train_tracks_to_tensorboard(tiny_prepared: PreparedDataset, tmp_path: P
 
 
 def test_train_tracks_to_mlflow(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
-    rows, summary = _train(tiny_prepared.save(tmp_path / "data"), tmp_path / "lm", "--track", "mlflow", "--track-uri", str(tmp_path / "ml"))
+    rows, summary = _train(
+        tiny_prepared.save(tmp_path / "data"), tmp_path / "lm", "--track", "mlflow", "--track-uri", str(tmp_path / "ml")
+    )
     from mlflow.tracking import MlflowClient
 
     with warnings.catch_warnings():
@@ -68,6 +74,8 @@ def test_train_tracks_to_mlflow(tiny_prepared: PreparedDataset, tmp_path: Path) 
 
 
 def test_train_rejects_an_unknown_tracker(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["train", "--dataset", str(tiny_prepared.save(tmp_path / "d")), "--out", str(tmp_path / "m"), "--track", "wandb"])
+    result = CliRunner().invoke(
+        app, ["train", "--dataset", str(tiny_prepared.save(tmp_path / "d")), "--out", str(tmp_path / "m"), "--track", "wandb"]
+    )
     assert result.exit_code == 2 and result.stderr.startswith("error: --track must be tensorboard or mlflow")
     assert not (tmp_path / "m").exists()

@@ -295,9 +295,7 @@ def _read_ml1m(path: Path) -> RawData:
         people = []
         for n, (user, gender, age, job, zip_code) in _records(user_path, "::", 5, latin1_fallback=True):
             code = int(_int_id(job, "occupation code", user_path, n))
-            people.append(
-                (user, age, gender, ML1M_OCCUPATIONS[code] if code < len(ML1M_OCCUPATIONS) else job, zip_code)
-            )
+            people.append((user, age, gender, ML1M_OCCUPATIONS[code] if code < len(ML1M_OCCUPATIONS) else job, zip_code))
         users = _users(people)
     return RawData(events, catalogue, users, "movies", sources)
 
@@ -661,7 +659,9 @@ def _recbole_header(path: Path) -> dict[str, tuple[str, str]]:
     for cell in header:
         name, sep, kind = cell.partition(":")
         if not sep or kind not in ("token", "token_seq", "float", "float_seq"):
-            raise DataError(f"header cell {cell!r} is not name:type (type token, token_seq, float or float_seq)", path=path, line=1)
+            raise DataError(
+                f"header cell {cell!r} is not name:type (type token, token_seq, float or float_seq)", path=path, line=1
+            )
         out[name] = (cell, kind)
     return out
 
@@ -752,6 +752,5 @@ def infer_format(path: Path) -> str:
     elif suffix in _SUFFIXES:
         return _SUFFIXES[suffix]
     raise ValueError(
-        f"{path}: cannot tell the format from the name; give --format "
-        "(s3rec|movielens|mind|recbole|csv|tsv|parquet|jsonl)"
+        f"{path}: cannot tell the format from the name; give --format (s3rec|movielens|mind|recbole|csv|tsv|parquet|jsonl)"
     )

@@ -86,9 +86,7 @@ def _check_inputs(histories: Sequence[npt.ArrayLike], targets: npt.ArrayLike) ->
     return tgt
 
 
-def _score_batch(
-    score_fn: ScoreFn, hist: list[IntArray], n_items: int | None
-) -> tuple[torch.Tensor, int]:
+def _score_batch(score_fn: ScoreFn, hist: list[IntArray], n_items: int | None) -> tuple[torch.Tensor, int]:
     """Call the model and check what came back; returns (scores [B, V+1], n_items)."""
     scores = score_fn(hist)
     if not isinstance(scores, torch.Tensor):
@@ -342,8 +340,7 @@ def sampled_ranks(
             if eligible.min() < n_negatives:
                 row = start + int(np.argmin(eligible))
                 raise ValueError(
-                    f"example {row} has only {int(eligible.min())} items to sample from, "
-                    f"fewer than n_negatives={n_negatives}"
+                    f"example {row} has only {int(eligible.min())} items to sample from, fewer than n_negatives={n_negatives}"
                 )
             negatives = np.argpartition(-keys, n_negatives - 1, axis=1)[:, :n_negatives]  # [B, n_neg]
 
@@ -367,9 +364,7 @@ def _log_sampling_weights(popularity: npt.ArrayLike | None, n_items: int) -> Flo
         return np.log(pop)
 
 
-def sampled_metrics(
-    ranks: npt.ArrayLike, *, n_negatives: int, ks: Sequence[int] = DEFAULT_KS
-) -> dict[str, float]:
+def sampled_metrics(ranks: npt.ArrayLike, *, n_negatives: int, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     """`summarize` for sampled-negative ranks, every key prefixed ``sampled-<n_negatives>/``.
 
     The prefix is the point: these numbers are not comparable with full ranking and must never be
@@ -652,9 +647,7 @@ def evaluate_split_both(
     and bootstrap seed.
     """
     ks_t = _check_split_args(ks, histories, n_boot)
-    ranks, _ = _rank_and_topk(
-        score_fn, histories, targets, protocols=protocols, batch_size=batch_size, progress=progress, k=None
-    )
+    ranks, _ = _rank_and_topk(score_fn, histories, targets, protocols=protocols, batch_size=batch_size, progress=progress, k=None)
     n_repeats = int(repeat_targets(histories, targets).sum())
     if history_lengths is None:
         history_lengths = np.array([np.asarray(h).size for h in histories], dtype=np.int64)

@@ -114,7 +114,9 @@ def build_report(
         for split, other in other_protocol.items():
             mine = results.get(split)
             if mine is None or other.exclude_seen == exclude_seen or other.n != mine.n:
-                raise ValueError(f"other_protocol[{split!r}] must be split {split!r} of the same users under the other seen-item protocol")
+                raise ValueError(
+                    f"other_protocol[{split!r}] must be split {split!r} of the same users under the other seen-item protocol"
+                )
             variants[split + PROTOCOL_SUFFIXES[other.exclude_seen]] = other
 
     report: dict[str, Any] = {"model": model_name, "dataset": dataset, "protocol": proto}
@@ -141,13 +143,11 @@ def build_report(
 def _splits(report: Mapping[str, Any]) -> list[str]:
     """The splits as asked (``valid``, ``test``), without their ``_exclude_seen`` / ``_include_seen`` variants."""
     suffixes = tuple(PROTOCOL_SUFFIXES.values())
-    return [
-        k for k, v in report.items() if k not in RESERVED_KEYS and isinstance(v, Mapping) and not k.endswith(suffixes)
-    ]
+    return [k for k, v in report.items() if k not in RESERVED_KEYS and isinstance(v, Mapping) and not k.endswith(suffixes)]
 
 
 def title(report: Mapping[str, Any]) -> str:
-    """"<model> on <dataset>": the heading of the Markdown and the PNG."""
+    """ "<model> on <dataset>": the heading of the Markdown and the PNG."""
     dataset = report.get("dataset", "?")
     if isinstance(dataset, Mapping):  # reports written before datasets had a name held the manifest's source
         dataset = dataset.get("dataset") or dataset.get("name") or dataset.get("path") or "?"
@@ -388,9 +388,7 @@ def comparison_markdown(
     if len(datasets) == 1 and len(excludes) == 1 and len(users) == 1:
         first = next(iter(reports.values()))
         seen = "excluded" if exclude_seen(first) else "not excluded"
-        lines.append(
-            f"Split `{split}` of {first.get('dataset')}; full ranking over all items; seen items {seen}."
-        )
+        lines.append(f"Split `{split}` of {first.get('dataset')}; full ranking over all items; seen items {seen}.")
     else:
         lines.append(
             "**Warning:** these reports differ in dataset, seen-item exclusion or number of users; "
@@ -491,9 +489,7 @@ def _plot_png(report: Mapping[str, Any], training_log_csv: Path | None) -> bytes
 # ----------------------------------------------------------------------------------------------------
 
 
-def write_report(
-    report: Mapping[str, Any], out_json: Path, *, training_log_csv: Path | None = None
-) -> list[Path]:
+def write_report(report: Mapping[str, Any], out_json: Path, *, training_log_csv: Path | None = None) -> list[Path]:
     """Write ``out_json`` plus ``.md`` and ``.png`` files with the same stem; returns the three paths.
 
     training_log_csv: a CSV with columns ``epoch``, ``train_loss``, ``valid_ndcg@10``; when given, the PNG

@@ -232,9 +232,7 @@ class ItemIndex:
         out.info = replace(out.info, build_seconds=time.perf_counter() - started)
         return out
 
-    def _calibrate(
-        self, rows: np.ndarray, queries: np.ndarray | None, target: float, k: int, n_queries: int, seed: int
-    ) -> None:
+    def _calibrate(self, rows: np.ndarray, queries: np.ndarray | None, target: float, k: int, n_queries: int, seed: int) -> None:
         """Set nprobe / efSearch to the smallest value whose recall@k on the sample queries reaches `target`.
 
         Recall grows with the parameter (for IVF strictly: more lists scanned is a superset of candidates), so
@@ -276,7 +274,10 @@ class ItemIndex:
         if reached[hi] < target:  # hnsw at its cap (ivf at nlist scans everything): keep the cap, say so
             log.warning(
                 "hnsw index: recall@%d %.3f at efSearch %d, below the target %.3f; kind='ivf' or 'flat' reach it",
-                k, reached[hi], hi, target,
+                k,
+                reached[hi],
+                hi,
+                target,
             )
         self._set_search_parameter(hi)
         self.info = replace(

@@ -366,4 +366,6 @@ def meta_train(
             if bad >= config.patience:
                 break
     adapter.load_state_dict(best)
-    return MetaResult(best_step=best_step, best_metric=best_metric, steps_run=step, history=history, seconds=time.perf_counter() - t0)
+    return MetaResult(
+        best_step=best_step, best_metric=best_metric, steps_run=step, history=history, seconds=time.perf_counter() - t0
+    )

@@ -140,7 +140,9 @@ def meta_train_model(
     elif method.endswith("maml"):
         adapter = UserAdapter(adapter_config)
         res = meta_train(model, adapter, train_sequences, meta_config, evaluate=lambda a: valid_of(score_fn(model, adapter=a)))
-        summary.update(meta=asdict(meta_config), maml={"best_step": res.best_step, "valid": res.best_metric, "history": res.history})
+        summary.update(
+            meta=asdict(meta_config), maml={"best_step": res.best_step, "valid": res.best_metric, "history": res.history}
+        )
     if adapter is not None:
         summary["adapter"] = {**asdict(adapter.config), "learned_inner_lr": adapter.inner_lr}
     # The artifact as it will be used: cold-start users adapted (when it has an adapter), warm users as they are.

@@ -88,4 +88,6 @@ def load_model(path: str | Path) -> Any:
     except (TypeError, ValueError) as e:  # the config's fields (the weights' header was read above)
         raise ArtifactError(cfg_path, f"damaged or incomplete ({e})") from e
     except Exception as e:  # noqa: BLE001 - tensors of other names or shapes than config.json says, or unreadable
-        raise ArtifactError(weights, f"damaged or incomplete (does not fit {cfg_path.name}: {str(e).strip().splitlines()[0][:200]})") from e
+        raise ArtifactError(
+            weights, f"damaged or incomplete (does not fit {cfg_path.name}: {str(e).strip().splitlines()[0][:200]})"
+        ) from e

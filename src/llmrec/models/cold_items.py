@@ -50,7 +50,9 @@ class TextMap:
 def fit_text_map(text: torch.Tensor, targets: torch.Tensor, *, ridge: float = 1.0) -> TextMap:
     """Ridge regression (bias unpenalised) from text [N, E] to targets [N, D], in float64."""
     if text.ndim != 2 or targets.ndim != 2 or len(text) != len(targets):
-        raise ValueError(f"text [N, E] and targets [N, D] must have the same N; got {tuple(text.shape)} and {tuple(targets.shape)}")
+        raise ValueError(
+            f"text [N, E] and targets [N, D] must have the same N; got {tuple(text.shape)} and {tuple(targets.shape)}"
+        )
     if ridge < 0:
         raise ValueError(f"ridge must be >= 0, got {ridge}")
     x = torch.cat([text.to(torch.float64), torch.ones(len(text), 1, dtype=torch.float64)], 1)  # [N, E+1]

@@ -108,9 +108,7 @@ class _Block(nn.Module):
         self.drop = nn.Dropout(c.dropout)
         self.attn_dropout = c.dropout
 
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         B, L, D = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)  # 3 x [B, L, D]
         q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # [B, H, L, Dh]
@@ -298,7 +296,11 @@ class NextItemLM(nn.Module):
 
         total = hs.new_zeros(())
         size = self.config.ce_chunk_size
-        for h, t in zip(torch.tensor_split(hs, list(range(size, len(hs), size))), torch.tensor_split(y, list(range(size, len(y), size))), strict=True):
+        for h, t in zip(
+            torch.tensor_split(hs, list(range(size, len(hs), size))),
+            torch.tensor_split(y, list(range(size, len(y), size))),
+            strict=True,
+        ):
             total = total + checkpoint(chunk_loss, h, t, items, use_reentrant=False)
         return total / hs.shape[0]
 

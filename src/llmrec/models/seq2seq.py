@@ -269,7 +269,9 @@ class T5SemanticRecommender(nn.Module):
             head = item_ids.new_zeros(B, 0)
             tail = torch.full((B, 1), eos, dtype=torch.long, device=item_ids.device)
         ids = torch.cat([head, tokens.reshape(B, -1), tail], 1)  # [B, S]
-        mask = torch.cat([torch.ones_like(head, dtype=torch.bool), keep.reshape(B, -1), torch.ones_like(tail, dtype=torch.bool)], 1)
+        mask = torch.cat(
+            [torch.ones_like(head, dtype=torch.bool), keep.reshape(B, -1), torch.ones_like(tail, dtype=torch.bool)], 1
+        )
         # Move padding to the left, keeping token order (T5's relative positions then count real tokens only).
         order = torch.sort(mask.to(torch.int8), dim=1, stable=True).indices  # [B, S]
         ids, mask = ids.gather(1, order), mask.gather(1, order)
@@ -316,7 +318,10 @@ class T5SemanticRecommender(nn.Module):
         )
         mask = _TrieMask(self.trie, self.code_tokens, self.token_code.to(input_ids.device))
         out = self.t5.generate(
-            input_ids=input_ids, attention_mask=attention_mask, generation_config=gen, logits_processor=LogitsProcessorList([mask])
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=gen,
+            logits_processor=LogitsProcessorList([mask]),
         )
         seqs = out.sequences[:, 1 : 1 + T]  # [B * nb, T] generated tokens after the start token
         codes = self.token_code.to(seqs.device)[seqs]  # [B * nb, T]

@@ -153,5 +153,5 @@ def gather_in_order(local: list[T], n: int, ctx: DistContext) -> list[T]:
     dist.all_gather_object(parts, local)
     out: list[Any] = [None] * n
     for r, part in enumerate(parts):
-        out[r::ctx.world_size] = part
+        out[r :: ctx.world_size] = part
     return out

@@ -179,6 +179,13 @@ def fit(
 
     evaluate = validation_evaluator(dataset, exclude_seen=train_config.valid_exclude_seen)
     model, result = select_then_refit(
-        build, dataset, train_config, evaluate=evaluate, run_dir=run_dir, resume=resume, callbacks=callbacks, selected_epoch=selected_epoch
+        build,
+        dataset,
+        train_config,
+        evaluate=evaluate,
+        run_dir=run_dir,
+        resume=resume,
+        callbacks=callbacks,
+        selected_epoch=selected_epoch,
     )
     return model, result, vocab

@@ -121,9 +121,7 @@ def _save_checkpoint(
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
 
 
-def _load_checkpoint(
-    run_dir: Path, model: Trainable, opt: torch.optim.Optimizer, ema: Trainable | None = None
-) -> dict[str, Any]:
+def _load_checkpoint(run_dir: Path, model: Trainable, opt: torch.optim.Optimizer, ema: Trainable | None = None) -> dict[str, Any]:
     """Restore model, EMA and optimizer from <run>/checkpoint. A damaged file raises ArtifactError naming it; a
     checkpoint of another model shape or catalogue raises ValueError saying which setting differs."""
     ck = run_dir / "checkpoint"
@@ -244,7 +242,9 @@ def train(
     # Weight averaging (torch.optim.swa_utils): `ema` holds the averaged copy that is validated and kept.
     averaged = None
     if c.ema_decay > 0:
-        averaged = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(c.ema_decay))
+        averaged = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(c.ema_decay)
+        )
     ema: M | None = None if averaged is None else averaged.module
     n_batches = math.ceil(len(windows) / c.batch_size)
     total_steps = n_batches * c.epochs
@@ -282,7 +282,9 @@ def train(
     net: torch.nn.Module = model
     if ctx.enabled:
         # Broadcasts rank 0's weights on construction, then averages gradients across ranks in backward.
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
     t0 = time.perf_counter() - float(state.get("seconds", 0.0))
     stopped_early = False
     last_epoch = c.epochs if stop_after is None else min(c.epochs, stop_after)
@@ -319,7 +321,11 @@ def train(
                 averaged.update_parameters(model)
             state["step"] = int(state["step"]) + 1
             # the global batch's mean loss (for one process simply this batch's loss)
-            loss = distributed.all_reduce_sum([out.loss.item() * weight], ctx)[0] / ctx.world_size if ctx.enabled else out.loss.item()
+            loss = (
+                distributed.all_reduce_sum([out.loss.item() * weight], ctx)[0] / ctx.world_size
+                if ctx.enabled
+                else out.loss.item()
+            )
             losses.append(loss)
             step_rows.append({"step": float(state["step"]), "epoch": float(epoch), "loss": loss, "lr": c.lr * factor})
             n_seq += batch.item_ids.shape[0]

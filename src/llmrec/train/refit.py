@@ -59,7 +59,12 @@ def select_then_refit(
         resume_fixed = resume and fixed_dir is not None and (fixed_dir / "checkpoint" / "state.json").exists()
         fixed_callbacks: Sequence[Callback] = ()
     else:
-        epochs, fixed_dir, resume_fixed, fixed_callbacks = selected_epoch, None if run_dir is None else Path(run_dir), resume, callbacks
+        epochs, fixed_dir, resume_fixed, fixed_callbacks = (
+            selected_epoch,
+            None if run_dir is None else Path(run_dir),
+            resume,
+            callbacks,
+        )
     model, examples = build(dataset.train_sequences(through="valid" if config.refit_on_valid else "train"))
     fixed = train(model, examples, config, run_dir=fixed_dir, resume=resume_fixed, stop_after=epochs, callbacks=fixed_callbacks)
     return model, (fixed if selected_epoch is not None else result)

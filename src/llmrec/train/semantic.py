@@ -43,7 +43,9 @@ def collaborative_item_embeddings(model_dir: str | Path, n_items: int) -> np.nda
         raise ValueError(f"model.collab_model: {path} holds a {model_type!r} model; a next-item-lm is needed")
     lm = NextItemLM.from_pretrained(path).eval()
     if lm.config.n_items != n_items:
-        raise ValueError(f"model.collab_model: {path} has {lm.config.n_items} items, the dataset has {n_items}: not the same catalogue")
+        raise ValueError(
+            f"model.collab_model: {path} has {lm.config.n_items} items, the dataset has {n_items}: not the same catalogue"
+        )
     with torch.no_grad():
         return lm.item_table().float().cpu().numpy().copy()
 
@@ -79,7 +81,9 @@ def fit_t5_semantic(
     import torch
 
     if selected_epoch is not None and not 1 <= selected_epoch <= train_cfg.epochs:
-        raise ValueError(f"selected_epoch: {selected_epoch} is outside the schedule's 1..{train_cfg.epochs} epochs (train.epochs)")
+        raise ValueError(
+            f"selected_epoch: {selected_epoch} is outside the schedule's 1..{train_cfg.epochs} epochs (train.epochs)"
+        )
     from llmrec.index import SentenceTransformerEncoder, build_semantic_ids, encode_items
     from llmrec.models.seq2seq import T5SemanticConfig, T5SemanticRecommender, prefix_windows
     from llmrec.train.fit import validation_evaluator
@@ -117,4 +121,6 @@ def fit_t5_semantic(
 
     if evaluate is None:
         evaluate = validation_evaluator(dataset, exclude_seen=train_cfg.valid_exclude_seen)
-    return select_then_refit(build, dataset, train_cfg, evaluate=evaluate, run_dir=run_dir, resume=resume, selected_epoch=selected_epoch)
+    return select_then_refit(
+        build, dataset, train_cfg, evaluate=evaluate, run_dir=run_dir, resume=resume, selected_epoch=selected_epoch
+    )

@@ -52,7 +52,9 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
 def _final_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     keys = ("best_valid", "best_epoch", "epochs_run", "seconds")
-    return {k: float(summary[k]) for k in keys if isinstance(summary.get(k), int | float) and not isinstance(summary.get(k), bool)}
+    return {
+        k: float(summary[k]) for k in keys if isinstance(summary.get(k), int | float) and not isinstance(summary.get(k), bool)
+    }
 
 
 def _missing(extra_package: str, error: ImportError) -> ImportError:
