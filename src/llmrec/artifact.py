@@ -42,6 +42,7 @@ __all__ = [
     "check_weights",
     "copy_with_weights",
     "model_type",
+    "read_items_and_histories",
     "read_training",
     "refit_on_valid",
     "save_artifact",
@@ -72,6 +73,25 @@ def check_weights(path: str | Path) -> None:
 
         with safe_open(str(weights), "pt"):  # reads the header only: a truncated or garbage file fails here
             pass
+
+
+def read_items_and_histories(path: str | Path, n_items: int | None) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+    """items.parquet and histories.parquet (raw user -> item ids; {} when absent) of an artifact, checked against
+    the model's catalogue size `n_items` (None: not checked) and each other; ValueError when they do not fit."""
+    path = Path(path)
+    with artifact_file(path / "items.parquet"):
+        items = pl.read_parquet(path / "items.parquet")
+        if n_items is not None and items.height != n_items:
+            raise ValueError(f"{items.height} items, the model has {n_items}")
+    histories: dict[str, np.ndarray] = {}
+    if (path / "histories.parquet").exists():
+        with artifact_file(path / "histories.parquet"):
+            h = pl.read_parquet(path / "histories.parquet")
+            histories = {u: np.asarray(s, dtype=np.int64) for u, s in zip(h["user"].to_list(), h["items"].to_list(), strict=True)}
+            flat = np.concatenate(list(histories.values())) if histories else np.zeros(0, np.int64)
+            if len(flat) and (flat.min() < 1 or flat.max() > items.height):
+                raise ValueError(f"item ids outside 1..{items.height}")
+    return items, histories
 
 
 def read_training(path: str | Path) -> dict[str, Any] | None:

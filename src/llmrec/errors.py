@@ -8,7 +8,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ArtifactError", "ChecksumError", "DataError", "DatasetNotFoundError", "artifact_file", "read_json"]
+__all__ = [
+    "ArtifactError",
+    "ChecksumError",
+    "DataError",
+    "DatasetNotFoundError",
+    "UnknownIdError",
+    "artifact_file",
+    "read_json",
+]
 
 
 class DataError(ValueError):
@@ -46,6 +54,19 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class ChecksumError(ValueError):
     """A dataset file does not match its published SHA-256 (corrupted or truncated)."""
+
+
+class UnknownIdError(KeyError):
+    """Raw user or item ids that the model does not know; `.ids` lists them (raised by `llmrec.recommend`)."""
+
+    def __init__(self, kind: str, ids: list[str]) -> None:
+        self.kind = kind
+        self.ids = ids
+        shown = ", ".join(ids[:10]) + (" …" if len(ids) > 10 else "")
+        super().__init__(f"unknown {kind} id(s): {shown}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class ArtifactError(ValueError):

@@ -12,7 +12,8 @@ top-k come from a FAISS index over the item table (``llmrec.index.ann``): the mo
 index returns candidates by inner product with the last hidden state, and the candidates are re-scored exactly
 with the model's item table. Diversity re-ranks those candidates (the same max(100, 5k) pool as full scoring);
 a ``query`` blend and ``adapt`` need the whole score row (the blend standardises over the catalogue) and fall
-back to full scoring.
+back to full scoring. The retrieval and re-ranking steps themselves are in `llmrec.retrieval`; this module keeps
+the facade (loading, id mapping, state) and the explanation assembly.
 """
 
 from __future__ import annotations
@@ -28,19 +29,33 @@ import numpy as np
 import polars as pl
 import torch
 
-from llmrec.artifact import ann_dir
+from llmrec.artifact import ANN_DIR, ann_dir, read_items_and_histories
 from llmrec.data.sequences import pad_left
-from llmrec.errors import artifact_file, read_json
-from llmrec.eval.scoring import model_device, score_fn
+from llmrec.errors import UnknownIdError, artifact_file, read_json
+from llmrec.eval.scoring import model_device, resolve_device, score_fn
 from llmrec.meta.maml import UserAdapter, has_adapter
 from llmrec.models import load_model  # re-exported: `from llmrec.recommend import load_model` keeps working
 from llmrec.models.base import ItemEmbeddingModel, RecModel
+from llmrec.retrieval import (
+    ANN_MODES,
+    ANN_THRESHOLD,
+    N_CANDIDATES,
+    ann_candidates,
+    calibration_queries,
+    diversity_features,
+    item_table,
+    item_text_embeddings,
+    load_or_build_index,
+    mmr_topk,
+    query_similarity,
+)
 
 if TYPE_CHECKING:
     from llmrec.explain.text import ItemInfo, TextGenerator
     from llmrec.index.ann import ItemIndex
 
 __all__ = [
+    "ANN_DIR",
     "ANN_MODES",
     "ANN_THRESHOLD",
     "Contribution",
@@ -55,22 +70,6 @@ __all__ = [
 log = logging.getLogger("llmrec.recommend")
 
 CITE_SHARE = 0.25  # explain(): a history item is cited as a reason when its attribution is >= this share of the top one
-ANN_THRESHOLD = 200_000  # ann="auto": retrieve through a FAISS index above this many items (docs/scaling.md)
-ANN_MODES = ("auto", "off", "flat", "ivf", "hnsw")
-N_CANDIDATES = 100  # diversity: MMR re-ranks each row's top max(N_CANDIDATES, 5k) items
-
-
-class UnknownIdError(KeyError):
-    """Raw user or item ids that the model does not know; `.ids` lists them."""
-
-    def __init__(self, kind: str, ids: list[str]) -> None:
-        self.kind = kind
-        self.ids = ids
-        shown = ", ".join(ids[:10]) + (" …" if len(ids) > 10 else "")
-        super().__init__(f"unknown {kind} id(s): {shown}")
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -95,15 +94,6 @@ class Explanation:
     recommendation: Recommendation
     contributions: list[Contribution]  # the history items with the largest attributions, largest first
     text: str  # a short reason in words (llmrec.explain.text)
-
-
-def resolve_device(device: str) -> torch.device:
-    """ "auto" | "cpu" | "cuda" -> a torch device; "cuda" without a CUDA device is a ValueError (a user error)."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda; got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: torch sees no CUDA device (use --device cpu, or auto)")
-    return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def _n_items(model: Any) -> int | None:
@@ -151,21 +141,7 @@ class Recommender:
         model = load_model(path)
         if torch_device.type != "cpu" and isinstance(model, torch.nn.Module):
             model = model.to(torch_device)
-        n_items = _n_items(model)
-        with artifact_file(path / "items.parquet"):
-            items = pl.read_parquet(path / "items.parquet")
-            if n_items is not None and items.height != n_items:
-                raise ValueError(f"{items.height} items, the model has {n_items}")
-        histories: dict[str, np.ndarray] = {}
-        if (path / "histories.parquet").exists():
-            with artifact_file(path / "histories.parquet"):
-                h = pl.read_parquet(path / "histories.parquet")
-                histories = {
-                    u: np.asarray(s, dtype=np.int64) for u, s in zip(h["user"].to_list(), h["items"].to_list(), strict=True)
-                }
-                flat = np.concatenate(list(histories.values())) if histories else np.zeros(0, np.int64)
-                if len(flat) and (flat.min() < 1 or flat.max() > items.height):
-                    raise ValueError(f"item ids outside 1..{items.height}")
+        items, histories = read_items_and_histories(path, _n_items(model))
         meta = read_json(path / "dataset.json") if (path / "dataset.json").exists() else {}
         with artifact_file(path / "items.parquet"):  # columns the facade needs (item_idx, item, title)
             rec = cls(model, items, histories, meta)
@@ -208,38 +184,21 @@ class Recommender:
             log.warning("%d items but faiss is not installed (pip install 'llmrec[scale]'): scoring every item", self.n_items)
             self.ann = None
             return None
-        from llmrec.index.ann import ItemIndex
-
-        table = self._item_table().numpy()  # [V+1, D]
-        if index_dir is not None and (Path(index_dir) / "index.json").is_file():
-            try:
-                saved = ItemIndex.load(index_dir, table)
-            except (ValueError, RuntimeError):  # stale (other weights) or unreadable (faiss raises RuntimeError)
-                saved = None
-            if saved is not None and mode in ("auto", saved.kind):
-                self.ann = saved
-                return saved
-        self.ann = ItemIndex.build(table, mode, queries=self._calibration_queries(), target_recall=target_recall)
+        assert isinstance(self.model, ItemEmbeddingModel)
+        self.ann = load_or_build_index(
+            self.model, mode, self._calibration_queries, index_dir=index_dir, target_recall=target_recall
+        )
         return self.ann
 
     def _item_table(self) -> torch.Tensor:
         assert isinstance(self.model, ItemEmbeddingModel)
-        with torch.no_grad():
-            return self.model.item_table().detach().cpu()  # [V+1, D]
+        return item_table(self.model)  # [V+1, D]
 
     def _calibration_queries(self, n: int = 1000, seed: int = 0) -> np.ndarray | None:
         """Last hidden states [Q, D] of up to n stored histories (seeded sample), the index's calibration queries."""
-        if not self.histories or not isinstance(self.model, ItemEmbeddingModel):
+        if not isinstance(self.model, ItemEmbeddingModel):
             return None
-        users = sorted(self.histories)
-        rng = np.random.default_rng(seed)
-        picked = [users[i] for i in sorted(rng.choice(len(users), size=min(n, len(users)), replace=False))]
-        with torch.no_grad():
-            out = [
-                self.model.encode(self._padded([self.histories[u] for u in picked[i : i + 256]]))[:, -1].cpu()
-                for i in range(0, len(picked), 256)
-            ]
-        return torch.cat(out).numpy()
+        return calibration_queries(self.model, self.histories, self._padded, n, seed)
 
     @property
     def n_items(self) -> int:
@@ -353,21 +312,11 @@ class Recommender:
     def _retrieve(
         self, histories: list[np.ndarray], k: int, excluded: list[bool], diversity: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The index path of recommend_batch -> (scores, item ids) [B, K], like topk over the full scores.
-
-        Candidates come from the index by inner product with the last hidden state, then are re-scored with the
-        model's item table (the same numbers full scoring gives, whatever the index kind) and sorted."""
+        """The index path of recommend_batch -> (scores, item ids) [B, K], like topk over the full scores
+        (`llmrec.retrieval.ann_candidates`: index candidates re-scored exactly with the item table, sorted)."""
         assert self.ann is not None and isinstance(self.model, ItemEmbeddingModel)
         n_candidates = max(N_CANDIDATES, 5 * k) if diversity > 0.0 else k
-        with torch.no_grad():
-            h = self.model.encode(self._padded(histories))[:, -1].cpu()  # [B, D]
-            exclude = [hist if is_excluded else None for hist, is_excluded in zip(histories, excluded, strict=True)]
-            _, found = self.ann.search(h.numpy(), n_candidates, exclude=exclude)  # [B, N] item ids, 0 = none
-            ids = torch.from_numpy(found)  # [B, N]
-            scores = torch.einsum("bnd,bd->bn", self._item_table()[ids], h)  # [B, N]
-            scores = scores.masked_fill(ids == 0, float("-inf"))
-            values, order = scores.sort(dim=1, descending=True, stable=True)
-            ids = ids.gather(1, order)
+        values, ids = ann_candidates(self.model, self.ann, self._padded(histories), histories, excluded, n_candidates)
         if diversity > 0.0:
             return self._mmr(values, ids, k, 1.0 - diversity)
         return values, ids
@@ -380,27 +329,13 @@ class Recommender:
 
     def _mmr(self, values: torch.Tensor, indices: torch.Tensor, k: int, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
         """MMR re-ranking of candidates (scores, item ids) [B, N] in descending score -> [B, K] of each."""
-        from llmrec.rerank import mmr_rerank
-
-        features, metric = self.diversity_features()
-        cand, val = indices.numpy(), values.numpy()
-        picked = mmr_rerank(cand, val, features, k, lam, metric)  # [B, K] item ids
-        pos = torch.from_numpy((cand[:, :, None] == picked[:, None, :]).argmax(1))  # [B, K] positions in cand
-        return values.gather(1, pos), torch.from_numpy(picked)
+        return mmr_topk(values, indices, k, lam, *self.diversity_features())
 
     def diversity_features(self) -> tuple[np.ndarray, str]:
         """Item features for diversity: multi-hot categories (Jaccard) when the catalogue has them, else the
         model's item embeddings (cosine). [V+1, F] and the metric name."""
         if self._diversity_features is None:
-            from llmrec.eval.diversity import multi_hot
-
-            cats = self.items["categories"].to_list() if "categories" in self.items.columns else []
-            if any(cats):
-                self._diversity_features = (multi_hot(cats)[0], "jaccard")
-            elif isinstance(self.model, ItemEmbeddingModel):
-                self._diversity_features = (self._item_table().numpy(), "cosine")
-            else:
-                raise ValueError("diversity needs item categories in the catalogue or a model with item embeddings")
+            self._diversity_features = diversity_features(self.items, self.model)
         return self._diversity_features
 
     def query_similarity(self, query: str) -> torch.Tensor:
@@ -412,15 +347,9 @@ class Recommender:
 
             self.text_encoder = default_encoder()  # one per process: models loaded side by side share it
         if self._item_text_emb is None:
-            from llmrec.artifact import text_cache_dir
-            from llmrec.index.text_encoder import encode_items
-
-            where = text_cache_dir(self.text_cache_dir)
             domain = str(self.meta.get("domain") or "generic")
-            emb = encode_items(self.items, domain, self.text_encoder, where, progress=False)  # [V+1, E], unit rows
-            self._item_text_emb = torch.from_numpy(emb)
-        q = torch.from_numpy(np.asarray(self.text_encoder.encode([query]), dtype=np.float32))[0]  # [E]
-        return self._item_text_emb @ q  # [V+1]
+            self._item_text_emb = item_text_embeddings(self.items, domain, self.text_encoder, self.text_cache_dir)
+        return query_similarity(query, self.text_encoder, self._item_text_emb)  # [V+1]
 
     # ---- explanations -------------------------------------------------------------------------------------
     def explain(

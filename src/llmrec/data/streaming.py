@@ -49,7 +49,8 @@ from llmrec.data.core import (
 )
 from llmrec.data.dataset import write_prepared, write_sequences
 from llmrec.data.prepare import dataset_name
-from llmrec.data.readers import (
+from llmrec.data.registry import sha256_file
+from llmrec.data.tables import (
     ColumnMap,
     ItemColumnMap,
     find_bad_line,
@@ -58,7 +59,6 @@ from llmrec.data.readers import (
     time_checks,
     time_exprs,
 )
-from llmrec.data.registry import sha256_file
 from llmrec.errors import DataError
 
 __all__ = ["STREAMING_FORMATS", "prepare_streaming", "source_files"]

@@ -153,9 +153,9 @@ def evaluate_cold_start_artifact(
     import torch
 
     from llmrec.errors import artifact_file, read_json
+    from llmrec.eval.scoring import resolve_device
     from llmrec.meta.maml import UserAdapter, has_adapter
     from llmrec.models import load_model
-    from llmrec.recommend import resolve_device
 
     _, sequences = dataset.cold_users("cold_test")
     if not sequences:

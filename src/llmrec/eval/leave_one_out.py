@@ -123,7 +123,7 @@ def _score_fn(model_dir: Path, device: str = "cpu") -> ScoreFn:
     """Batch of internal-id histories -> [B, V+1] CPU scores, for any model type, scored on `device`."""
     import torch
 
-    from llmrec.recommend import resolve_device
+    from llmrec.eval.scoring import resolve_device
 
     torch_device = resolve_device(device)  # "cuda" without CUDA is a ValueError before anything is loaded
     model = load_model(model_dir)

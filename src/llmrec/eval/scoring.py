@@ -22,9 +22,18 @@ from llmrec.data.sequences import pad_left
 if TYPE_CHECKING:
     from llmrec.models.base import RecModel
 
-__all__ = ["ScoreFn", "model_device", "score_fn"]
+__all__ = ["ScoreFn", "model_device", "resolve_device", "score_fn"]
 
 ScoreFn = Callable[[list[npt.NDArray[np.int64]]], torch.Tensor]
+
+
+def resolve_device(device: str) -> torch.device:
+    """ "auto" | "cpu" | "cuda" -> a torch device; "cuda" without a CUDA device is a ValueError (a user error)."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda; got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA device (use --device cpu, or auto)")
+    return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def model_device(model: Any) -> torch.device:

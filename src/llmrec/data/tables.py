@@ -1,0 +1,417 @@
+"""Generic event and catalogue tables (csv, tsv, parquet, jsonl) and the `RawData` shape every reader returns.
+
+`read_table` reads events through a `ColumnMap`, `read_catalogue` an item catalogue through an `ItemColumnMap`.
+Both keep a fast path: a native reader loads every cell as a string and vectorised polars expressions validate
+them; only when something is wrong does a Python pass walk the file to find the line to report. Bad input raises
+`DataError` with the file, the 1-based physical line (text files) or the 0-based row (parquet) and the reason.
+The time parsing (`time_exprs`, `time_checks`) and error location (`find_bad_line`, `raise_at`) are shared with
+the streaming engine; the dataset-specific readers (S3-Rec, MovieLens, MIND, RecBole) live in `readers`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, NoReturn
+
+import polars as pl
+
+from llmrec.errors import DataError
+
+__all__ = [
+    "CATALOGUE_SCHEMA",
+    "DOMAINS",
+    "TABLE_FORMATS",
+    "TABLE_SUFFIXES",
+    "ColumnMap",
+    "IgnoredColumnWarning",
+    "ItemColumnMap",
+    "RawData",
+    "csv_reader",
+    "find_bad_line",
+    "raise_at",
+    "read_catalogue",
+    "read_table",
+    "time_checks",
+    "time_exprs",
+]
+
+DOMAINS = ("ecommerce", "movies", "music", "news", "generic")
+TABLE_FORMATS = ("csv", "tsv", "parquet", "jsonl")
+CATALOGUE_SCHEMA: dict[str, pl.DataType] = {
+    "item": pl.String(),
+    "title": pl.String(),
+    "text": pl.String(),
+    "categories": pl.List(pl.String()),
+}
+
+
+@dataclass
+class RawData:
+    """One data set as read from disk, before filtering, remapping or splitting."""
+
+    events: pl.DataFrame  # user, item: String; time: Int64 >= 0; optional event: String, value: Float64
+    items: pl.DataFrame | None  # catalogue with exactly CATALOGUE_SCHEMA's columns
+    users: pl.DataFrame | None  # user + attribute columns, all String
+    domain: str  # one of DOMAINS
+    source_files: list[Path]  # every file read, for the manifest's checksums
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which columns of a generic table hold the user, item, time, event type and value."""
+
+    user: str = "user_id"
+    item: str = "item_id"
+    time: str | None = "timestamp"  # None: time is the row order
+    event: str | None = None
+    value: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> ColumnMap:
+        """Parse "user=uid,item=sku,time=ts,event=type,value=rating"; an empty optional value means "none"."""
+        return cls(**_parse_column_spec(spec, {f.name for f in fields(cls)}, required=("user", "item")))  # type: ignore[arg-type]  # keys checked
+
+
+def _parse_column_spec(spec: str, known: set[str], *, required: tuple[str, ...]) -> dict[str, str | None]:
+    given: dict[str, str | None] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, sep, name = (s.strip() for s in part.partition("="))
+        if not sep:
+            raise ValueError(f"column map entry {part!r} is not key=column")
+        if key not in known:
+            raise ValueError(f"unknown column map key {key!r}; expected one of {', '.join(sorted(known))}")
+        if key in given:
+            raise ValueError(f"column map key {key!r} given twice")
+        if not name and key in required:
+            raise ValueError(f"column map key {key!r} needs a column name")
+        given[key] = name or None
+    return given
+
+
+class IgnoredColumnWarning(UserWarning):
+    """A column of a catalogue file that no catalogue field is mapped to (the CLI prints one line for each)."""
+
+
+@dataclass(frozen=True)
+class ItemColumnMap:
+    """Which columns of a catalogue table hold the item id, title, text and categories.
+
+    item None: the events' item column name (so `--columns item=sku` also reads the catalogue's `sku`), or item_id.
+    A field named in `explicit` must exist; the others are read when present. None: not read.
+    """
+
+    item: str | None = None
+    title: str | None = "title"
+    text: str | None = "text"
+    categories: str | None = "categories"
+    explicit: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, spec: str) -> ItemColumnMap:
+        """Parse "item=sku,title=name,text=description,categories=category"; an empty value means "none"."""
+        known = {f.name for f in fields(cls)} - {"explicit"}
+        given = _parse_column_spec(spec, known, required=("item",))
+        return cls(**given, explicit=frozenset(k for k, v in given.items() if v))
+
+
+# ---- tables (csv, tsv, parquet, jsonl) ----------------------------------------------------------------------
+
+TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+def _format(path: Path, fmt: str | None) -> str:
+    fmt = fmt or TABLE_SUFFIXES.get(path.suffix.lower(), path.suffix)
+    if fmt not in TABLE_FORMATS:
+        raise ValueError(f"unknown table format {fmt!r} for {path}; expected one of {', '.join(TABLE_FORMATS)}")
+    return fmt
+
+
+def _text_lines(path: Path) -> Iterator[str]:
+    """Decoded physical lines (with their newline); DataError at the first one that is not UTF-8."""
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                yield raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"invalid UTF-8 bytes ({raw[e.start : e.end]!r})", path=path, line=line_no) from None
+
+
+def csv_reader(path: Path, fmt: str) -> Any:
+    # TSV has no quoting (IANA text/tab-separated-values); CSV quotes as in RFC 4180.
+    if fmt == "tsv":
+        return csv.reader(_text_lines(path), delimiter="\t", quoting=csv.QUOTE_NONE)
+    return csv.reader(_text_lines(path))
+
+
+def _records_with_lines(path: Path, fmt: str) -> Iterator[tuple[int, list[str] | str]]:
+    """(first physical line, record) of every non-blank data record, header excluded, as the fast readers count them."""
+    if fmt == "jsonl":
+        yield from ((n, line) for n, line in enumerate(_text_lines(path), 1) if line.strip())
+        return
+    reader = csv_reader(path, fmt)
+    next(reader, None)  # the header
+    start = reader.line_num + 1
+    try:
+        for record in reader:
+            if record:  # blank lines hold no row
+                yield start, record
+            start = reader.line_num + 1
+    except csv.Error as e:  # e.g. an unclosed quote running into the field size limit
+        raise DataError(f"malformed {fmt} record from here (an unclosed quote?): {e}", path=path, line=start) from None
+
+
+def find_bad_line(path: Path, fmt: str, reason: str) -> NoReturn:
+    """Slow path after the native reader failed: raise at the first non-UTF-8, malformed or wrongly sized record."""
+    n_fields = len(next(csv_reader(path, fmt), [])) if fmt != "jsonl" else 0
+    has_rows = False
+    for line_no, record in _records_with_lines(path, fmt):
+        has_rows = True
+        if isinstance(record, list) and len(record) != n_fields:
+            raise DataError(f"expected {n_fields} fields like the header, found {len(record)}", path=path, line=line_no)
+        if isinstance(record, str):
+            try:
+                obj = json.loads(record)
+            except json.JSONDecodeError as e:
+                raise DataError(f"invalid JSON: {e.msg} at column {e.colno}", path=path, line=line_no) from None
+            if not isinstance(obj, dict):
+                raise DataError(f"expected a JSON object, found {type(obj).__name__}", path=path, line=line_no)
+    raise DataError(reason if has_rows else "no rows", path=path)
+
+
+def raise_at(path: Path, fmt: str, row: int, reason: str, field: str) -> NoReturn:
+    """Raise at data row `row` (0-based): parquet reports the row, text formats the physical line it starts on."""
+    if fmt == "parquet":
+        raise DataError(reason, path=path, row=row, field=field)
+    line, record = next((n, r) for i, (n, r) in enumerate(_records_with_lines(path, fmt)) if i == row)
+    if isinstance(record, list):  # a short row reads as nulls in polars' streaming reader: say what is wrong
+        n_fields = len(next(csv_reader(path, fmt), []))
+        if len(record) != n_fields:
+            raise DataError(f"expected {n_fields} fields like the header, found {len(record)}", path=path, line=line)
+    raise DataError(reason, path=path, line=line, field=field)
+
+
+def _load_table(path: Path, fmt: str, required: list[str], optional: list[str]) -> pl.DataFrame:
+    """The wanted columns (text formats: every cell a string); absent optional columns come back as nulls."""
+    if not path.is_file():
+        raise DataError("file not found", path=path)
+    if path.stat().st_size == 0:
+        raise DataError("file is empty", path=path)
+    try:
+        if fmt == "parquet":
+            schema = dict(pl.read_parquet_schema(path))
+        elif fmt == "jsonl":
+            schema = dict(pl.scan_ndjson(path).collect_schema())  # from the first 100 records
+        else:
+            schema = dict.fromkeys(next(csv_reader(path, fmt), []), pl.String())
+        if missing := [c for c in required if c not in schema]:
+            found = ", ".join(schema)
+            raise DataError(f"missing column {', '.join(map(repr, missing))}; found columns: {found}", path=path)
+        wanted = list(dict.fromkeys(c for c in required + optional if c in schema))
+        if fmt == "parquet":
+            df = pl.read_parquet(path, columns=wanted)
+        elif fmt == "jsonl":  # cells as text, except list columns (catalogue categories)
+            df = pl.read_ndjson(path, schema={c: schema[c] if schema[c] == pl.List else pl.String for c in wanted})
+        else:
+            df = _read_csv(path, fmt, wanted)
+    except pl.exceptions.PolarsError as e:
+        if fmt == "parquet":
+            raise DataError(f"cannot read parquet: {e}", path=path) from None
+        find_bad_line(path, fmt, f"cannot read {fmt}: {e}")
+    if df.height == 0:
+        raise DataError("no rows", path=path)
+    return df.with_columns(pl.lit(None, pl.String).alias(c) for c in optional if c not in df.columns)
+
+
+def _read_csv(path: Path, fmt: str, columns: list[str]) -> pl.DataFrame:
+    # pyarrow's reader, not polars': polars pads a row with too few fields with nulls silently, pyarrow refuses it.
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    if fmt == "tsv":
+        parse = pa_csv.ParseOptions(delimiter="\t", quote_char=False)
+    else:
+        parse = pa_csv.ParseOptions(newlines_in_values=True)
+    types = dict.fromkeys(columns, pa.string())
+    convert = pa_csv.ConvertOptions(include_columns=columns, column_types=types, strings_can_be_null=False)
+    try:
+        table = pa_csv.read_csv(path, parse_options=parse, convert_options=convert)
+    except pa.ArrowInvalid as e:
+        find_bad_line(path, fmt, f"cannot read {fmt}: {e}")
+    df = pl.DataFrame(pl.from_arrow(table))
+    del table
+    pa.default_memory_pool().release_unused()  # polars copied the columns; hand the arrow buffers back now
+    return df
+
+
+def _raise_first(df: pl.DataFrame, path: Path, fmt: str, checks: list[tuple[pl.Expr, str, str]]) -> None:
+    """Raise at the earliest row failing a (mask, reason, column) check; "{}" in a reason becomes the cell."""
+    firsts = df.select(mask.fill_null(False).arg_true().first().alias(str(i)) for i, (mask, _, _) in enumerate(checks))
+    failed = [(row, i) for i, row in enumerate(firsts.row(0)) if row is not None]
+    if failed:
+        row, i = min(failed)
+        _, reason, column = checks[i]
+        raise_at(path, fmt, row, reason.format(repr(df[column][row])), column)
+
+
+def _empty(column: str) -> pl.Expr:
+    return pl.col(column).is_null() | (pl.col(column).cast(pl.String).str.len_bytes() == 0)
+
+
+# ISO-8601 forms read from text, after "T" -> " " and a trailing "Z" -> "+00:00" (chrono formats; %.f is optional).
+_ISO_WITH_OFFSET = ("%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%d %H:%M%z")
+_ISO_NAIVE = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+
+
+def _iso_seconds(text: pl.Expr) -> pl.Expr:
+    """Unix seconds (Int64, null if not ISO-8601) of ISO-8601 text; an offset is honoured, a time without one is UTC.
+
+    Polars infers a single format from the first value; trying each allowed form per cell instead lets one column
+    mix dates, times with and without offsets, and fractions of seconds.
+    """
+    t = text.str.replace("T", " ", literal=True).str.replace(r"[Zz]$", "+00:00")
+    aware = [t.str.strptime(pl.Datetime("us", "UTC"), f, strict=False, exact=True) for f in _ISO_WITH_OFFSET]
+    naive = [t.str.strptime(pl.Datetime("us"), f, strict=False, exact=True) for f in _ISO_NAIVE]
+    return pl.coalesce([d.dt.epoch("s") for d in aware + naive])
+
+
+def time_exprs(column: str, dtype: pl.DataType, path: Path) -> tuple[pl.Expr, pl.Expr]:
+    """(time as Int64, null where invalid; the value as Float64) of a time column.
+
+    Numbers (or numeric text) are taken as they are, in the file's own unit (floats truncate); ISO-8601 text
+    ("2024-03-01", "2024-03-01T09:30:00Z", "... +02:00") and datetime/date columns become Unix seconds (UTC).
+    """
+    c = pl.col(column)
+    if dtype.is_integer():
+        return c.cast(pl.Int64, strict=False), c.cast(pl.Float64)
+    if dtype.is_float():
+        return pl.when(c.is_finite()).then(c.cast(pl.Int64, strict=False)), c
+    if isinstance(dtype, pl.Datetime):
+        utc = c.dt.replace_time_zone("UTC") if dtype.time_zone is None else c
+        seconds = utc.dt.epoch("s")
+        return seconds, seconds.cast(pl.Float64)
+    if dtype == pl.Date:
+        seconds = c.cast(pl.Datetime("us")).dt.epoch("s")
+        return seconds, seconds.cast(pl.Float64)
+    if dtype == pl.String:
+        text = c.str.strip_chars()
+        number = text.cast(pl.Float64, strict=False)
+        iso = _iso_seconds(text)
+        as_int = text.cast(pl.Int64, strict=False)
+        as_number = pl.coalesce(as_int, pl.when(number.is_finite()).then(number.cast(pl.Int64, strict=False)))
+        return pl.coalesce(as_number, iso), pl.coalesce(number, iso.cast(pl.Float64))
+    raise DataError(f"time column has type {dtype}; expected numbers, ISO-8601 text or datetimes", path=path, field=column)
+
+
+def time_checks(column: str, time: pl.Expr, as_float: pl.Expr) -> list[tuple[pl.Expr, str, str]]:
+    """The (mask, reason, column) checks of a time column, from `time_exprs`; shared with the streaming engine."""
+    out_of_range = time.is_null() & as_float.is_finite().fill_null(False)  # a number, but not an Int64 (e.g. 2**70)
+    return [
+        (out_of_range, "time value {} is out of range (at most 9223372036854775807)", column),
+        (time.is_null() & ~out_of_range, "time value {} is neither a number nor an ISO-8601 time", column),
+        (as_float < 0, "time value {} is negative", column),
+    ]
+
+
+def read_table(path: Path, fmt: str, columns: ColumnMap = ColumnMap()) -> RawData:
+    """Read a generic event table: csv or tsv with a header, parquet, or jsonl; domain "generic".
+
+    Every column named in `columns` must exist. Times are numbers >= 0, taken in the file's unit (floats are
+    truncated), or ISO-8601 text / datetime columns, read as Unix seconds (UTC when no offset is given); without a
+    time column, time is the row order. An empty value cell is null.
+    """
+    fmt = _format(path, fmt)
+    named = [columns.user, columns.item, columns.time, columns.event, columns.value]
+    df = _load_table(path, fmt, [c for c in named if c is not None], [])  # a column named in the map must exist
+    checks = [(_empty(columns.user), "empty user id", columns.user)]
+    checks.append((_empty(columns.item), "empty item id", columns.item))
+    time = pl.int_range(pl.len(), dtype=pl.Int64)
+    if columns.time is not None:
+        time, as_float = time_exprs(columns.time, df.schema[columns.time], path)
+        checks.extend(time_checks(columns.time, time, as_float))
+    out = [pl.col(columns.user).cast(pl.String).alias("user"), pl.col(columns.item).cast(pl.String).alias("item")]
+    out.append(time.alias("time"))
+    if columns.event is not None:
+        out.append(pl.col(columns.event).cast(pl.String).alias("event"))
+    if columns.value is not None:
+        value = pl.col(columns.value)
+        if df.schema[columns.value] == pl.String:
+            value = value.str.strip_chars()
+        value = value.cast(pl.Float64, strict=False)
+        checks.append((value.is_null() & ~_empty(columns.value), "value {} is not a number", columns.value))
+        out.append(value.alias("value"))
+    _raise_first(df, path, fmt, checks)
+    return RawData(df.select(out), None, None, "generic", [path])
+
+
+def read_catalogue(
+    path: Path,
+    fmt: str | None = None,
+    columns: ItemColumnMap | None = None,
+    *,
+    default_item: str = "item_id",
+    category_separator: str | None = None,
+) -> pl.DataFrame:
+    """Read an item catalogue table into CATALOGUE_SCHEMA; only the item column is required, ids must be unique.
+
+    columns: which column holds each field (default: item_id, title, text, categories; `columns.item` None means
+    `default_item`, the events' item column, or item_id when the file has no such column). A field mapped
+    explicitly must exist; the default names are read when present. Categories are a list column or a string split on `category_separator` (default "|", or "," when the
+    cell has no "|"); empty title/text are null. Every other column of the file is ignored with an
+    `IgnoredColumnWarning` naming it.
+    """
+    import warnings
+
+    fmt = _format(path, fmt)
+    columns = columns or ItemColumnMap()
+    item = columns.item
+    if item is None:  # the events' item column name, else item_id, whichever the file has
+        present = _columns_of(path, fmt) if path.is_file() and path.stat().st_size else []
+        item = next((c for c in (default_item, "item_id") if c in present), default_item)
+    named = {"title": columns.title, "text": columns.text, "categories": columns.categories}
+    required = [item, *(c for k, c in named.items() if c and k in columns.explicit)]
+    optional = [c for c in named.values() if c]
+    df = _load_table(path, fmt, required, optional)
+    for column in _columns_of(path, fmt):
+        if column not in (item, *optional):
+            reason = "not mapped to item, title, text or categories"
+            warnings.warn(f"{path}: column {column!r} is ignored ({reason})", IgnoredColumnWarning, stacklevel=2)
+    repeated = ~pl.col(item).is_first_distinct()
+    _raise_first(df, path, fmt, [(_empty(item), "empty item id", item), (repeated, "duplicate item id {}", item)])
+
+    def text_column(name: str | None) -> pl.Expr:
+        return pl.col(name).cast(pl.String).replace("", None) if name else pl.lit(None, pl.String)
+
+    if columns.categories is None:
+        cats: pl.Expr = pl.lit([], pl.List(pl.String))
+    else:
+        cats = pl.col(columns.categories)
+        if df.schema[columns.categories] != pl.List:
+            cats = cats.cast(pl.String)
+            if category_separator is not None:
+                cats = cats.str.split(category_separator)
+            else:
+                cats = pl.when(cats.str.contains("|", literal=True)).then(cats.str.split("|")).otherwise(cats.str.split(","))
+        kept = pl.element().cast(pl.String).str.strip_chars()
+        cats = cats.cast(pl.List(pl.String)).list.eval(kept.filter(kept != "")).fill_null([])
+    return df.select(
+        pl.col(item).cast(pl.String).alias("item"),
+        text_column(columns.title).alias("title"),
+        text_column(columns.text).alias("text"),
+        cats.alias("categories"),
+    )
+
+
+def _columns_of(path: Path, fmt: str) -> list[str]:
+    """The column names of a table file (header of a text file, schema of parquet / the first jsonl records)."""
+    try:
+        if fmt == "parquet":
+            return list(pl.read_parquet_schema(path))
+        if fmt == "jsonl":
+            return list(pl.scan_ndjson(path).collect_schema())
+    except pl.exceptions.PolarsError as e:
+        raise DataError(f"cannot read {fmt}: {e}", path=path) from None
+    return next(csv_reader(path, fmt), [])
