@@ -72,6 +72,21 @@ def popular(data: Path, tmp_path: Path) -> Path:
 
 
 # ---- train -------------------------------------------------------------------------------------------------------
+def test_selected_epoch_trains_that_many_epochs_without_a_selection_run(data: Path, tmp_path: Path) -> None:
+    """--set train.selected_epoch=N: one run of N epochs on train + valid, no validation, same schedule as a selection."""
+    out = tmp_path / "fixed"
+    result = _train(data, out, "next-item-lm", "--set", "train.epochs=3", "--set", "train.selected_epoch=2", *TINY)
+    assert result.exit_code == 0, result.output
+    summary = _json(out / "training.json")
+    assert summary["epochs_run"] == 2 and summary["train"]["selected_epoch"] == 2
+    assert not (out / "train" / "refit").exists()  # the only run is the fixed-length one
+    with (out / "train" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1.0", "2.0"] and not any(k.startswith("valid_") for k in rows[0])
+    too_long = _train(data, tmp_path / "bad", "next-item-lm", "--set", "train.epochs=3", "--set", "train.selected_epoch=4", *TINY)
+    _assert_user_error(too_long, "selected_epoch")
+
+
 @pytest.mark.parametrize("model", ["next-item-lm", "sasrec", "most-popular", "item-knn"])
 def test_train_writes_an_artifact(model: str, data: Path, tmp_path: Path) -> None:
     neural = model in ("next-item-lm", "sasrec")

@@ -63,12 +63,15 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0: validate, select and keep an exponential moving average of the weights (per step)
     examples: str = "windows"  # "windows": causal loss at every position | "prefixes": one example per target (last position)
     valid_exclude_seen: bool = False  # validation ranks exclude the user's history items (the published tables' protocol)
+    selected_epoch: int = 0  # > 0: no selection run; train this many epochs (on train + valid with refit_on_valid)
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be cosine|constant, got {self.schedule!r}")
         if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
             raise ValueError("batch_size and epochs must be >= 1 and lr > 0")
+        if self.selected_epoch < 0:
+            raise ValueError(f"selected_epoch must be >= 0 (0 = choose on validation), got {self.selected_epoch}")
         if self.examples not in ("windows", "prefixes"):
             raise ValueError(f"examples must be windows|prefixes, got {self.examples!r}")
         if not 0.0 <= self.ema_decay < 1.0:

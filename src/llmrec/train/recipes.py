@@ -119,7 +119,14 @@ def _fit_lm(req: FitRequest) -> dict[str, Any]:
     run_dir = _run_dir(req, ctx.is_main)
     distributed.barrier()
     model, result, vocab = fit(
-        req.dataset, params, req.train, use_attributes=use_attributes, run_dir=run_dir, resume=req.resume, callbacks=req.callbacks
+        req.dataset,
+        params,
+        req.train,
+        use_attributes=use_attributes,
+        run_dir=run_dir,
+        resume=req.resume,
+        callbacks=req.callbacks,
+        selected_epoch=req.train.selected_epoch or None,
     )
     if ctx.is_main:
         save_artifact(model, req.dataset, req.out, attributes=vocab)
@@ -131,7 +138,14 @@ def _fit_t5(req: FitRequest) -> dict[str, Any]:
     from llmrec.train.semantic import fit_t5_semantic
 
     run_dir = _run_dir(req, True)
-    model, result = fit_t5_semantic(req.dataset, dict(req.params), req.train, run_dir=run_dir, resume=req.resume)
+    model, result = fit_t5_semantic(
+        req.dataset,
+        dict(req.params),
+        req.train,
+        run_dir=run_dir,
+        resume=req.resume,
+        selected_epoch=req.train.selected_epoch or None,
+    )
     save_artifact(model, req.dataset, req.out)
     run_dir.replace(req.out / "train")
     return {**_selection_summary(result, req.train), "semantic_ids": model.semantic_ids.stats()}
