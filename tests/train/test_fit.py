@@ -90,3 +90,21 @@ def test_examples_prefixes_and_valid_exclude_seen_still_train(tiny_prepared: Pre
     )
     assert windows.best_epoch == prefixes.best_epoch == 1
     assert windows.history[0]["train_loss"] != prefixes.history[0]["train_loss"]
+
+
+def test_validation_evaluator_ranks_by_the_asked_seen_item_protocol(tiny_prepared: PreparedDataset) -> None:
+    """valid_exclude_seen selects on the protocol the recommender serves: history items masked, as in compute_ranks."""
+    from llmrec.eval.evaluate import compute_ranks
+    from llmrec.eval.metrics import summarize
+    from llmrec.train import build_model, make_score_fn, validation_evaluator
+
+    model, _ = build_model(tiny_prepared, TINY_LM)
+    model.eval()
+    ex = tiny_prepared.eval_examples("valid")
+    for exclude in (False, True):
+        want = summarize(compute_ranks(make_score_fn(model), ex.histories, ex.targets, exclude_seen=exclude), (10, 20))
+        got = validation_evaluator(tiny_prepared, exclude_seen=exclude)(model)
+        assert got == {k: want[k] for k in got}
+    masked = validation_evaluator(tiny_prepared, exclude_seen=True)(model)
+    unmasked = validation_evaluator(tiny_prepared, exclude_seen=False)(model)
+    assert masked != unmasked  # an untrained model ranks history items too: masking them moves the targets up

@@ -129,9 +129,12 @@ def make_score_fn(model: RecModel) -> ScoreFn:
 
 
 def validation_evaluator(
-    dataset: PreparedDataset, ks: Sequence[int] = (10, 20), *, exclude_seen: bool = False
+    dataset: PreparedDataset, ks: Sequence[int] = (10, 20), *, exclude_seen: bool = True
 ) -> Callable[[RecModel], dict[str, float]]:
     """Full-ranking metrics on the validation targets (never the test targets), for early stopping.
+
+    exclude_seen: the user's history items are not ranked (the default, as `Recommender.recommend` serves them and
+    as the published tables score them; `TrainConfig.valid_exclude_seen`).
 
     Under data-parallel training each rank ranks its share of the users and the ranks are gathered, so every
     process computes the same metrics as a single process would.

@@ -62,7 +62,9 @@ class TrainConfig:
     refit_on_valid: bool = True  # after selecting the epoch on valid, retrain on train + valid events for that many epochs
     ema_decay: float = 0.0  # > 0: validate, select and keep an exponential moving average of the weights (per step)
     examples: str = "windows"  # "windows": causal loss at every position | "prefixes": one example per target (last position)
-    valid_exclude_seen: bool = False  # validation ranks exclude the user's history items (the published tables' protocol)
+    # validation ranks exclude the user's history items: the protocol the recommender serves (recommend excludes
+    # seen items by default) and the published tables use; false selects on the unmasked ranking
+    valid_exclude_seen: bool = True
     selected_epoch: int = 0  # > 0: no selection run; train this many epochs (on train + valid with refit_on_valid)
 
     def __post_init__(self) -> None:
