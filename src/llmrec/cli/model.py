@@ -90,7 +90,11 @@ def _training_table(summary: dict[str, Any], out: Path) -> Table:
     import csv
 
     table = Table("", "", show_header=False)
-    if "best_epoch" in summary:
+    fixed = int(summary.get("train", {}).get("selected_epoch") or 0)
+    if fixed and "best_epoch" in summary:  # train.selected_epoch: one fixed-length run, nothing was validated
+        events = "train + valid" if summary["train"].get("refit_on_valid") else "training"
+        table.add_row("epochs", f"{summary['epochs_run']} on {events} events (train.selected_epoch; no selection run)")
+    elif "best_epoch" in summary:
         stopped = " (stopped early)" if summary.get("stopped_early") else ""
         table.add_row("best epoch", f"{summary['best_epoch']} of {summary['epochs_run']} run{stopped}")
         metrics_csv = out / "train" / "metrics.csv"
