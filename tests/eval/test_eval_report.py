@@ -125,6 +125,18 @@ def test_write_report_without_training_log_and_bad_log(tmp_path: Path) -> None:
     assert not (tmp_path / "s.json").exists()  # nothing written when rendering fails
 
 
+def test_a_training_log_without_validation_draws_the_loss_alone(tmp_path: Path) -> None:
+    """A fixed-length run (train.selected_epoch) validates nothing: its log has no valid column, and that is fine."""
+    from llmrec.eval.plots import read_training_log
+
+    log = tmp_path / "fixed.csv"
+    log.write_text("epoch,train_loss,lr\n1,5.0,0.001\n2,4.5,0.001\n")
+    columns = read_training_log(log)
+    assert columns["train_loss"] == [5.0, 4.5] and all(np.isnan(columns["valid_ndcg@10"]))
+    paths = write_report(_report(), tmp_path / "r.json", training_log_csv=log)
+    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_comparison_markdown_side_by_side() -> None:
     a = _report("a")
     b = json.loads(json.dumps(a))

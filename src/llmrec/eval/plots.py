@@ -23,17 +23,21 @@ PLOT_METRICS = ("ndcg@10", "recall@10")  # the bars of each segment
 
 
 def read_training_log(path: Path) -> dict[str, list[float]]:
-    """The columns of a training log CSV (`TRAINING_LOG_COLUMNS`); a blank cell is NaN."""
+    """The columns of a training log CSV (`TRAINING_LOG_COLUMNS`); a blank cell is NaN.
+
+    The validation column may be absent: a run of a fixed number of epochs (`train.selected_epoch`) validates
+    nothing, and its curve is the training loss alone."""
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in TRAINING_LOG_COLUMNS if c not in (reader.fieldnames or [])]
+        header = reader.fieldnames or []
+        missing = [c for c in TRAINING_LOG_COLUMNS[:2] if c not in header]
         if missing:
             raise ValueError(f"{path}: training log lacks columns {missing}")
         columns: dict[str, list[float]] = {c: [] for c in TRAINING_LOG_COLUMNS}
         for row in reader:
             for c in TRAINING_LOG_COLUMNS:
-                # Validation may run every few epochs only; a blank cell is a gap, not an error.
-                cell = (row[c] or "").strip()
+                # Validation may run every few epochs only, or never; a blank cell is a gap, not an error.
+                cell = (row.get(c) or "").strip()
                 columns[c].append(float(cell) if cell else math.nan)
     return columns
 
