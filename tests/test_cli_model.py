@@ -79,7 +79,7 @@ def test_selected_epoch_trains_that_many_epochs_without_a_selection_run(data: Pa
     assert result.exit_code == 0, result.output
     assert "no selection run" in result.stdout and "valid ndcg" not in result.stdout  # nothing was validated
     summary = _json(out / "training.json")
-    assert summary["epochs_run"] == 2 and summary["train"]["selected_epoch"] == 2
+    assert summary["epochs_run"] == 2 and summary["train"]["selected_epoch"] == 2 and summary["best_valid"] is None
     assert not (out / "train" / "refit").exists()  # the only run is the fixed-length one
     with (out / "train" / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))

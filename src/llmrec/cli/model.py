@@ -203,7 +203,7 @@ def _print_loo(report: dict[str, Any], prepared: PreparedDataset, *, exclude_see
         held_out = ", ".join(f"{k} {v:.4f}" for k, v in report["protocol"].get("selection_valid", {}).items() if v is not None)
         console.print(
             "note: the model was refit on train + valid events, so its valid row is not held out; "
-            f"held-out validation of the selection run: {held_out}",
+            f"held-out validation of the selection run: {held_out or 'none (a fixed number of epochs, no selection run)'}",
             markup=False,
             soft_wrap=True,
         )

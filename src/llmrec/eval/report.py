@@ -187,7 +187,7 @@ def _refit_phrase(protocol: Mapping[str, Any]) -> str:
     if refit is None:
         return "not recorded (the artifact has no training record)"
     if refit:
-        held = ", ".join(f"{k} {_fmt(v)}" for k, v in protocol.get("selection_valid", {}).items())
+        held = ", ".join(f"{k} {_fmt(v)}" for k, v in protocol.get("selection_valid", {}).items() if v is not None)
         return (
             "**yes**: the model was refit on train + valid events after model selection, so its valid numbers are "
             f"not held out; held-out validation of the selection run: {held or 'not recorded'}"

@@ -92,7 +92,8 @@ def _selection_summary(result: TrainResult, train_cfg: TrainConfig) -> dict[str,
     return {
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
-        "best_valid": result.best_metric,
+        # a fixed-length run (train.selected_epoch) validated nothing: its "best metric" is only the last epoch
+        "best_valid": None if train_cfg.selected_epoch else result.best_metric,
         "stopped_early": result.stopped_early,
         "train": asdict(train_cfg),
     }
