@@ -17,7 +17,7 @@ TINY_LM = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff":
 def test_registry_lists_every_model_type_and_each_class_says_its_name() -> None:
     from llmrec.models import MODELS, model_class
 
-    assert sorted(MODELS) == ["item-knn", "most-popular", "next-item-lm", "t5-semantic"]
+    assert sorted(MODELS) == ["bsarec", "item-knn", "most-popular", "next-item-lm", "t5-semantic"]
     for name in MODELS:
         assert model_class(name).model_type == name
     with pytest.raises(ValueError, match="unknown model_type 'gpt-rec'; known: next-item-lm"):

@@ -34,6 +34,12 @@ def _next_item_lm() -> type[Any]:
     return NextItemLM
 
 
+def _bsarec() -> type[Any]:
+    from llmrec.models.bsarec import BSARec
+
+    return BSARec
+
+
 def _t5_semantic() -> type[Any]:
     from llmrec.models.seq2seq import T5SemanticRecommender
 
@@ -54,6 +60,7 @@ def _item_knn() -> type[Any]:
 
 MODELS: dict[str, Callable[[], type[Any]]] = {
     "next-item-lm": _next_item_lm,
+    "bsarec": _bsarec,
     "t5-semantic": _t5_semantic,
     "most-popular": _most_popular,
     "item-knn": _item_knn,

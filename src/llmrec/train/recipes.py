@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmrec.artifact import save_artifact
 from llmrec.config import build
@@ -25,6 +25,9 @@ from llmrec.errors import read_json
 from llmrec.models.next_item_lm import NextItemLMConfig
 from llmrec.train import distributed
 from llmrec.train.loop import Callback, TrainConfig, TrainResult
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["RECIPES", "FitRequest", "Recipe"]
 
@@ -60,6 +63,15 @@ def _check_lm(params: dict[str, Any]) -> None:
     check_model_params(params)  # names the key and what to use instead
     sizes = {"n_items": 1, **dict.fromkeys(DERIVED_MODEL_KEYS[1:], 0)}
     build(NextItemLMConfig, params, section="model", allowed_extra=("use_attributes", "item_text"), derived=sizes)
+
+
+def _check_bsarec(params: dict[str, Any]) -> None:
+    from llmrec.models.bsarec import BSARecConfig
+    from llmrec.train.fit import DERIVED_MODEL_KEYS, check_model_params
+
+    check_model_params(params)
+    sizes = {"n_items": 1, **dict.fromkeys(DERIVED_MODEL_KEYS[1:], 0)}
+    build(BSARecConfig, params, section="model", allowed_extra=("use_attributes", "item_text"), derived=sizes)
 
 
 # [model] keys of t5-semantic that choose its semantic ids rather than the T5 (defaults in fit_t5_semantic).
@@ -135,6 +147,46 @@ def _fit_lm(req: FitRequest) -> dict[str, Any]:
     return _selection_summary(result, req.train)
 
 
+def _fit_bsarec(req: FitRequest) -> dict[str, Any]:
+    """BSARec sized and featured for the dataset by the LM's `build_model`, trained on prefix examples (its
+    filter is not causal: one target per example, at the last position)."""
+    if req.train.examples != "prefixes":
+        raise ValueError(
+            f"train.examples = {req.train.examples!r}: bsarec is not causal (its Fourier filter mixes all positions) "
+            'and trains on one target per example; set train.examples = "prefixes"'
+        )
+    from llmrec.data.sequences import prefix_examples
+    from llmrec.models.bsarec import BSARec, BSARecConfig
+    from llmrec.train.fit import build_model, validation_evaluator
+    from llmrec.train.refit import select_then_refit
+
+    params = dict(req.params)
+    use_attributes = bool(params.pop("use_attributes", True))  # a no-op when the catalogue has no categories
+    own_fields = {f.name for f in fields(BSARecConfig)} - {f.name for f in fields(NextItemLMConfig)}  # alpha, c
+    own = {k: params.pop(k) for k in own_fields if k in params}
+    vocab: list[str] = []
+
+    def build_bsarec(sequences: list[np.ndarray]) -> tuple[BSARec, list[np.ndarray]]:
+        lm, vocab[:] = build_model(req.dataset, params, use_attributes=use_attributes, seed=req.train.seed)
+        model = BSARec.from_next_item_lm(lm, **own)
+        return model, prefix_examples(sequences, model.max_seq_len)
+
+    run_dir = _run_dir(req, True)
+    model, result = select_then_refit(
+        build_bsarec,
+        req.dataset,
+        req.train,
+        evaluate=validation_evaluator(req.dataset, exclude_seen=req.train.valid_exclude_seen),
+        run_dir=run_dir,
+        resume=req.resume,
+        callbacks=req.callbacks,
+        selected_epoch=req.train.selected_epoch or None,
+    )
+    save_artifact(model, req.dataset, req.out, attributes=vocab)
+    run_dir.replace(req.out / "train")
+    return _selection_summary(result, req.train)
+
+
 def _fit_t5(req: FitRequest) -> dict[str, Any]:
     from llmrec.train.semantic import fit_t5_semantic
 
@@ -181,6 +233,7 @@ _SASREC_PRESETS: dict[str, Any] = {
 RECIPES: dict[str, Recipe] = {
     "next-item-lm": Recipe(_check_lm, _fit_lm, distributed=True),
     "sasrec": Recipe(_check_lm, _fit_lm, presets=_SASREC_PRESETS, distributed=True),
+    "bsarec": Recipe(_check_bsarec, _fit_bsarec),  # needs train.examples = "prefixes" (refused otherwise)
     "most-popular": Recipe(_check_no_keys, _fit_most_popular),
     "item-knn": Recipe(_check_knn, _fit_item_knn),
     "t5-semantic": Recipe(_check_t5, _fit_t5),

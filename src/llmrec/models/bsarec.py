@@ -1,0 +1,207 @@
+"""BSARec: self-attention mixed with a frequency-domain filter of the sequence.
+
+BSARec, "Beyond Self-Attention for Sequential Recommendation", from "An Attentive Inductive Bias for Sequential
+Recommendation beyond the Self-Attention" (Shin et al., AAAI 2024, https://arxiv.org/abs/2312.10325). Self-attention acts as a low-pass filter and over-smooths a
+sequence; BSARec adds an inductive bias from the frequency domain. Each block computes, for its input X [L, D]:
+
+- the filter branch: the Fourier transform along the sequence F(X); its lowest ``c`` frequencies are the
+  low-pass part LFC, the rest the high-pass part HFC; X̃ = F⁻¹(LFC + β ⊙ HFC) with β learnable per channel;
+  then residual + LayerNorm: LN(X + Dropout(X̃));
+- the attention branch: multi-head self-attention, residual + LayerNorm: LN(X + Dropout(SA(X)));
+- the mix α · filter + (1 − α) · attention (α fixed by the config), then the position-wise feed-forward with
+  residual + LayerNorm.
+
+The Fourier transform mixes every position with every other one, so the model is **not causal**: the hidden
+state at position t depends on the items after t. It is therefore trained with one target per example, at the
+last position (``train.examples = "prefixes"``, `llmrec.data.sequences.prefix_examples`), and `forward` computes
+the loss only at the last position whatever targets a batch carries. Scoring a history reads its last position,
+which sees exactly the history, so `score`, `encode(...)[:, -1]` and everything built on them (the evaluators,
+FAISS retrieval, explanations, per-user adaptation with ``support_loss = "last"``) are sound; adaptation with
+``support_loss = "next"`` reads earlier positions, which here have seen the items after them.
+
+Everything else is the next-item LM's (`llmrec.models.next_item_lm`, subclassed): the item table with optional
+attribute and text features, tied output embeddings, the losses, item-table caching and the contract methods.
+The artifact's ``model_type`` is ``"bsarec"``.
+
+Differences from the paper:
+
+- Padding. The paper pads (left) or truncates every sequence to N = 50 and filters the whole padded sequence,
+  whose padding slots carry position embeddings, so the filter also reads padding. Here histories are
+  left-padded only to the longest one of the batch (L <= max_seq_len), padding positions are zero before every
+  filter, and the transform is taken at the fixed length N = ``max_seq_len`` (the paper's 50 by default): the
+  filter reads only the real, right-aligned items, and a history gets the same scores whatever the padding of
+  its batch. (``rfft(n=N)`` appends the zeros after the L columns rather than before them; the filter is a
+  circular convolution, so this shifts its output without changing it, and the first L columns are kept.)
+- Positions count real items from the start of the history (as in the LM), not slots of the padded window.
+- β starts at 1 (the filter branch starts as the identity) and α is a config value, not tuned per dataset here.
+- The LM's options carry over: item attributes / text on the item table, rotary positions, sampled or
+  SASRec-style losses (the paper trains with the full softmax, the default).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig, RecOutput, _rotate
+from llmrec.types import PAD_ID, SeqBatch
+
+__all__ = ["BSARec", "BSARecConfig"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BSARecConfig(NextItemLMConfig):
+    """The next-item LM's fields plus BSARec's two: the mix α and the low-pass cut-off c."""
+
+    alpha: float = 0.7  # block output = alpha * filter branch + (1 - alpha) * attention branch (the paper's α)
+    c: int = 5  # frequencies kept by the low-pass part (the lowest c of the rfft at length max_seq_len)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        n_freq = self.max_seq_len // 2 + 1
+        if not 1 <= self.c <= n_freq:
+            raise ValueError(
+                f"c must be in 1..{n_freq} (the frequencies of a max_seq_len={self.max_seq_len} sequence), got {self.c}"
+            )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BSARecConfig:
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown BSARecConfig keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+class _BSABlock(nn.Module):
+    """α · LN(x + filter(x)) + (1 − α) · LN(x + SA(x)), then LN(h + FFN(h)); post-LN as in the paper."""
+
+    def __init__(self, c: BSARecConfig) -> None:
+        super().__init__()
+        self.n_heads, self.alpha, self.cutoff, self.window = c.n_heads, c.alpha, c.c, c.max_seq_len
+        self.beta = nn.Parameter(torch.ones(c.d_model))  # high-pass gain per channel
+        self.ln_filter = nn.LayerNorm(c.d_model)
+        self.qkv = nn.Linear(c.d_model, 3 * c.d_model)
+        self.proj = nn.Linear(c.d_model, c.d_model)
+        self.ln_attn = nn.LayerNorm(c.d_model)
+        self.mlp = nn.Sequential(nn.Linear(c.d_model, c.d_ff), nn.GELU(), nn.Linear(c.d_ff, c.d_model))
+        self.ln_ff = nn.LayerNorm(c.d_model)
+        self.drop = nn.Dropout(c.dropout)
+        self.attn_dropout = c.dropout
+
+    def spectral_filter(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, L, D] (zero at padding) -> F⁻¹(LFC + β ⊙ HFC) [B, L, D], the transform at length max_seq_len."""
+        L = x.shape[1]
+        spec = torch.fft.rfft(x, n=self.window, dim=1, norm="ortho")  # [B, F, D], F = window // 2 + 1
+        n_high = spec.shape[1] - self.cutoff
+        gain = torch.cat([self.beta.new_ones(self.cutoff, self.beta.shape[0]), self.beta.expand(n_high, -1)])  # [F, D]
+        out: torch.Tensor = torch.fft.irfft(spec * gain, n=self.window, dim=1, norm="ortho")
+        return out[:, :L]
+
+    def attend(self, x: torch.Tensor, mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=-1)  # 3 x [B, L, D]
+        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # [B, H, L, Dh]
+        if rope is not None:
+            q, k = _rotate(q, *rope), _rotate(k, *rope)
+        p = self.attn_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # [B, H, L, Dh]
+        out: torch.Tensor = self.proj(y.transpose(1, 2).reshape(B, L, D))
+        return out
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, keep: torch.Tensor
+    ) -> torch.Tensor:
+        """x [B, L, D] zero at padding; keep [B, L, 1] 1.0 at real positions; the output is zero at padding too."""
+        filtered = self.ln_filter(x + self.drop(self.spectral_filter(x)))
+        attended = self.ln_attn(x + self.drop(self.attend(x, mask, rope)))
+        h = self.alpha * filtered + (1.0 - self.alpha) * attended
+        out: torch.Tensor = self.ln_ff(h + self.drop(self.mlp(h))) * keep
+        return out
+
+
+class BSARec(NextItemLM):
+    """BSARec over item tokens with the next-item LM's (tied) item table; trained at the last position only."""
+
+    model_type = "bsarec"  # llmrec.models.MODELS key and config.json "model_type"
+    config: BSARecConfig
+
+    def __init__(self, config: BSARecConfig) -> None:
+        super().__init__(config)
+        self.blocks = nn.ModuleList(_BSABlock(config) for _ in range(config.n_layers))
+        self.emb_ln = nn.LayerNorm(config.d_model)  # on the input embeddings, as in the paper
+        del self.ln_f  # the post-LN blocks end normalised (NextItemLM's pre-LN blocks need a final norm)
+        self.apply(self._init_weights)
+
+    @classmethod
+    def from_next_item_lm(cls, lm: NextItemLM, **overrides: Any) -> BSARec:
+        """A fresh BSARec of `lm`'s sizes and item features (attributes, text, sampling proposal); `overrides` set
+        BSARec's own fields (alpha, c). The weights are new (seeded by the caller), not copied from `lm`."""
+        model = cls(BSARecConfig(**{**lm.config.to_dict(), **overrides}))
+        with torch.no_grad():
+            for name in ("item_attributes", "item_text", "log_q"):
+                if hasattr(lm, name):
+                    getattr(model, name).copy_(getattr(lm, name))
+        return model
+
+    def encode(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """item_ids [B, L] left-padded -> hidden states [B, L, D] (zero at padding; only the last one is causal)."""
+        c = self.config
+        item_ids = item_ids[:, -c.max_seq_len :]
+        L = item_ids.shape[1]
+        is_real = item_ids != PAD_ID  # [B, L]
+        keep = is_real.unsqueeze(-1).to(self.item_emb.weight.dtype)  # [B, L, 1]
+        x = self.item_emb(item_ids)  # [B, L, D]
+        if self._has_features():
+            x = x + self._item_features(item_ids) * keep
+        pos = (torch.cumsum(is_real.long(), dim=1) - 1).clamp_min(0)  # [B, L]: 0 at the oldest real item
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(pos)
+        x = self.emb_drop(self.emb_ln(x)) * keep  # padding is zero before the first filter
+        rope = None
+        if c.pos_encoding == "rotary":
+            dh = c.d_model // c.n_heads
+            inv = 1.0 / (10000 ** (torch.arange(0, dh // 2, device=x.device).float() / (dh // 2)))
+            ang = pos.float().unsqueeze(-1) * inv  # [B, L, Dh/2]
+            rope = (ang.cos().unsqueeze(1), ang.sin().unsqueeze(1))  # [B, 1, L, Dh/2]
+        # Attention as in the LM (causal, padding keys hidden, each position sees itself); the filter is not causal.
+        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()  # [L, L]
+        mask = (causal & is_real[:, None, None, :]) | torch.eye(L, dtype=torch.bool, device=x.device)  # [B, 1, L, L]
+        for block in self.blocks:
+            x = block(x, mask, rope, keep)
+        h: torch.Tensor = x
+        return h
+
+    def forward(self, batch: SeqBatch) -> RecOutput:
+        """As `NextItemLM.forward`, with the loss at the last position only (earlier positions have seen their
+        targets through the filter): targets elsewhere are ignored."""
+        if batch.targets is not None:
+            last = torch.full_like(batch.targets, PAD_ID)
+            last[:, -1] = batch.targets[:, -1]
+            batch = SeqBatch(item_ids=batch.item_ids, targets=last, user_idx=batch.user_idx)
+        return super().forward(batch)
+
+    # ---- persistence (safetensors + JSON, no pickle) -------------------------------------------
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps({"model_type": self.model_type, **self.config.to_dict()}, indent=2))
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path / "model.safetensors"))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> BSARec:
+        path = Path(path)
+        cfg = json.loads((path / "config.json").read_text())
+        cfg.pop("model_type", None)
+        model = cls(BSARecConfig.from_dict(cfg))
+        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        model.eval()
+        return model
