@@ -73,3 +73,14 @@ def test_epochs_is_a_shortcut_for_set_train_epochs(tiny_prepared: PreparedDatase
     assert lm.exit_code == 0, lm.output
     assert json.loads((tmp_path / "lm" / "training.json").read_text())["train"]["epochs"] == 1
     assert "best epoch" in lm.stdout and "refit epoch" in lm.output  # the refit's progress lines say so
+
+
+def test_train_help_lists_every_training_recipe() -> None:
+    """The --model help is plain text (no torch import at --help): it must name every registered recipe."""
+    from typer.testing import CliRunner
+
+    from llmrec.cli import app
+    from llmrec.train.recipes import RECIPES
+
+    out = "".join(CliRunner().invoke(app, ["train", "--help"]).stdout.split())  # help wraps at the terminal width
+    assert [name for name in RECIPES if name not in out] == []

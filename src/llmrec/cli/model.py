@@ -38,7 +38,9 @@ __all__ = ["evaluate_cmd", "export_cmd", "map_cold_items_cmd", "meta_train_cmd",
 def train_cmd(
     dataset: Annotated[str, typer.Option(help="A prepared dataset folder, or a registry name (prepared with defaults).")],
     out: Annotated[Path, typer.Option("--out", help="Model artifact folder to write.")],
-    model: Annotated[str, typer.Option(help="next-item-lm | sasrec | most-popular | item-knn | t5-semantic")] = "next-item-lm",
+    model: Annotated[
+        str, typer.Option(help="next-item-lm | sasrec | bsarec | t5-semantic | most-popular | item-knn (the training recipes)")
+    ] = "next-item-lm",
     config: Annotated[Path | None, typer.Option(help="TOML file with [model] and [train] sections.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=1e-3 (repeatable).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=N.")] = None,
