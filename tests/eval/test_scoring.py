@@ -78,7 +78,8 @@ def test_cold_start_runner_and_validation_rank_through_the_same_scores(tiny_prep
     for n in (1, 3):
         np.testing.assert_array_equal(plain.ranks[n], adapted.ranks[n])
     ex = tiny_prepared.eval_examples("valid")
-    via_recommender = summarize(compute_ranks(rec.score_batch, ex.histories, ex.targets), (10, 20))
+    # validation selects on the seen-excluded ranking (train.valid_exclude_seen, the default)
+    via_recommender = summarize(compute_ranks(rec.score_batch, ex.histories, ex.targets, exclude_seen=True), (10, 20))
     via_training = validation_evaluator(tiny_prepared)(rec.model)
     assert via_training == {k: v for k, v in via_recommender.items() if k in via_training}
     assert set(via_training) == {"ndcg@10", "ndcg@20", "recall@10", "recall@20"}
