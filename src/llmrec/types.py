@@ -21,16 +21,13 @@ class SeqBatch:
 
     item_ids: [B, L] item ids, left-padded with PAD_ID.
     targets:  [B, L] next-item id at each position (PAD_ID where there is none); None at inference.
-    user_idx: [B] internal user ids when known.
     """
 
     item_ids: torch.Tensor
     targets: torch.Tensor | None = None
-    user_idx: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> SeqBatch:
         return SeqBatch(
             item_ids=self.item_ids.to(device),
             targets=None if self.targets is None else self.targets.to(device),
-            user_idx=None if self.user_idx is None else self.user_idx.to(device),
         )

@@ -36,7 +36,6 @@ __all__ = [
     "RawData",
     "infer_format",
     "k_core",
-    "load_prepared",
     "open_dataset",
     "prepare",
     "prepare_streaming",
@@ -95,10 +94,6 @@ def read_files(
         raw.domain = domain
     source = {"files": {str(p): sha256_file(p) for p in raw.source_files if p.is_file()}, "format": fmt}
     return raw, source
-
-
-def load_prepared(path: str | Path) -> PreparedDataset:
-    return PreparedDataset.load(path)
 
 
 def open_dataset(

@@ -40,14 +40,11 @@ Differences from the paper:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig, RecOutput, _rotate
@@ -132,6 +129,7 @@ class BSARec(NextItemLM):
     """BSARec over item tokens with the next-item LM's (tied) item table; trained at the last position only."""
 
     model_type = "bsarec"  # llmrec.models.MODELS key and config.json "model_type"
+    config_class = BSARecConfig  # save_pretrained / from_pretrained are NextItemLM's
     config: BSARecConfig
 
     def __init__(self, config: BSARecConfig) -> None:
@@ -186,22 +184,5 @@ class BSARec(NextItemLM):
         if batch.targets is not None:
             last = torch.full_like(batch.targets, PAD_ID)
             last[:, -1] = batch.targets[:, -1]
-            batch = SeqBatch(item_ids=batch.item_ids, targets=last, user_idx=batch.user_idx)
+            batch = SeqBatch(item_ids=batch.item_ids, targets=last)
         return super().forward(batch)
-
-    # ---- persistence (safetensors + JSON, no pickle) -------------------------------------------
-    def save_pretrained(self, path: str | Path) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(json.dumps({"model_type": self.model_type, **self.config.to_dict()}, indent=2))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path / "model.safetensors"))
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path) -> BSARec:
-        path = Path(path)
-        cfg = json.loads((path / "config.json").read_text())
-        cfg.pop("model_type", None)
-        model = cls(BSARecConfig.from_dict(cfg))
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
-        model.eval()
-        return model

@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +131,7 @@ class NextItemLM(nn.Module):
     log_q: torch.Tensor
 
     model_type = "next-item-lm"  # llmrec.models.MODELS key and config.json "model_type"
+    config_class: type[NextItemLMConfig] = NextItemLMConfig  # what from_pretrained reads config.json into
 
     @property
     def max_seq_len(self) -> int:
@@ -344,15 +345,15 @@ class NextItemLM(nn.Module):
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(json.dumps({"model_type": "next-item-lm", **self.config.to_dict()}, indent=2))
+        (path / "config.json").write_text(json.dumps({"model_type": self.model_type, **self.config.to_dict()}, indent=2))
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path / "model.safetensors"))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> NextItemLM:
+    def from_pretrained(cls, path: str | Path) -> Self:
         path = Path(path)
         cfg = json.loads((path / "config.json").read_text())
         cfg.pop("model_type", None)
-        model = cls(NextItemLMConfig.from_dict(cfg))
+        model = cls(cls.config_class.from_dict(cfg))
         model.load_state_dict(load_file(str(path / "model.safetensors")))
         model.eval()
         return model
