@@ -68,12 +68,19 @@ def train(
     file path or a dict of sections ``{"model": {...}, "train": {...}}``. overrides: see `split_overrides`; they
     win over `config`. model: next-item-lm | sasrec | most-popular | item-knn | t5-semantic.
     """
+    from llmrec.arguments import check_path
     from llmrec.config import load_toml, merge_sections
     from llmrec.data.registry import cache_dir
     from llmrec.experiment import open_dataset_once, train_model
     from llmrec.recommend import Recommender
     from llmrec.train import distributed
 
+    check_path(dataset, "dataset")
+    check_path(out, "out", optional=True)
+    if not isinstance(model, str):
+        raise TypeError(f"model must be a training name (str), e.g. 'next-item-lm', not {type(model).__name__}")
+    if config is not None and not isinstance(config, dict):
+        check_path(config, "config")
     if isinstance(config, dict):
         file_sections = {str(s): dict(v) for s, v in config.items()}
     else:
@@ -112,9 +119,13 @@ def evaluate(model: Recommender | str | Path, dataset: str | Path | None = None,
     ``sampled_negatives=100``, ``baseline_dir=...``, ``progress=True``, ``device="cpu"``; device defaults to
     "auto", as on the command line).
     """
+    from llmrec.arguments import check_path
     from llmrec.experiment import evaluate_model
     from llmrec.identity import dataset_for_model
 
+    if not hasattr(model, "recommend"):
+        check_path(model, "model (a Recommender or an artifact folder)")
+    check_path(dataset, "dataset", optional=True)
     model_dir = getattr(model, "path", None) if not isinstance(model, (str, Path)) else Path(model)
     if model_dir is None:
         raise ValueError("this Recommender was not loaded from an artifact folder; pass the folder instead")

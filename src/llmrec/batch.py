@@ -79,8 +79,8 @@ def write_recommendations(
     rows = 0
     with atomic_file(out) as tmp:  # a complete file or none, with a plain write's permissions
         writer = _writer(tmp, out.suffix)
+        bar = _progress(len(users), progress)
         try:
-            bar = _progress(len(users), progress)
             for chunk in _chunks(users, chunk_size):
                 lists = rec.recommend_batch([rec.histories[u] for u in chunk], k, exclude_seen=exclude_seen, **options)
                 table = pa.table(
@@ -96,9 +96,9 @@ def write_recommendations(
                 rows += table.num_rows
                 if bar is not None:
                     bar.update(len(chunk))
+        finally:  # a stopped run too (Ctrl-C, SIGTERM): end the bar's line, so that what follows starts its own
             if bar is not None:
                 bar.close()
-        finally:
             writer.close()
     return rows
 

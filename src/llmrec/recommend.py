@@ -21,7 +21,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from llmrec.arguments import check_histories, check_history, check_k, check_options
 from llmrec.artifact import ANN_DIR, ann_dir, read_items_and_histories
 from llmrec.data.sequences import pad_left
 from llmrec.errors import UnknownIdError, artifact_file, read_json
@@ -36,6 +36,7 @@ from llmrec.eval.scoring import model_device, resolve_device, score_fn
 from llmrec.meta.maml import UserAdapter, has_adapter
 from llmrec.models import load_model  # re-exported: `from llmrec.recommend import load_model` keeps working
 from llmrec.models.base import ItemEmbeddingModel, RecModel
+from llmrec.results import Contribution, Explanation, Recommendation
 from llmrec.retrieval import (
     ANN_MODES,
     ANN_THRESHOLD,
@@ -47,6 +48,7 @@ from llmrec.retrieval import (
     item_text_embeddings,
     load_or_build_index,
     mmr_topk,
+    popularity_scores,
     query_similarity,
 )
 
@@ -70,30 +72,6 @@ __all__ = [
 log = logging.getLogger("llmrec.recommend")
 
 CITE_SHARE = 0.25  # explain(): a history item is cited as a reason when its attribution is >= this share of the top one
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    item_id: str  # raw item id
-    score: float
-    rank: int  # 1-based
-    title: str | None = None
-
-
-@dataclass(frozen=True)
-class Contribution:
-    """How much one history item raised (> 0) or lowered (< 0) a recommended item's score."""
-
-    item_id: str  # raw item id
-    weight: float  # attribution in score units (occlusion: the score drop when the item is removed)
-    title: str | None = None
-
-
-@dataclass(frozen=True)
-class Explanation:
-    recommendation: Recommendation
-    contributions: list[Contribution]  # the history items with the largest attributions, largest first
-    text: str  # a short reason in words (llmrec.explain.text)
 
 
 def _n_items(model: Any) -> int | None:
@@ -127,6 +105,7 @@ class Recommender:
         # Approximate retrieval for large catalogues (use_ann); None = score every item.
         self.ann: ItemIndex | None = None
         self.path: Path | None = None  # the artifact folder (set by `load`)
+        self._popularity: torch.Tensor | None = None  # [V+1] events per item in the stored histories (empty history)
 
     @classmethod
     def load(
@@ -204,11 +183,12 @@ class Recommender:
     def n_items(self) -> int:
         return len(self.raw_ids)
 
-    def encode_history(self, history: list[str]) -> np.ndarray:
-        unknown = [str(h) for h in history if str(h) not in self.item_index]
-        if unknown:
+    def encode_history(self, history: Sequence[str]) -> np.ndarray:
+        """Raw item ids (a list, not a bare string: see `llmrec.arguments.check_history`) -> internal ids [T]."""
+        raw = check_history(history)
+        if unknown := [h for h in raw if h not in self.item_index]:
             raise UnknownIdError("item", unknown)
-        return np.array([self.item_index[str(h)] for h in history], dtype=np.int64)
+        return np.array([self.item_index[h] for h in raw], dtype=np.int64)
 
     def user_history(self, user: str) -> np.ndarray:
         if str(user) not in self.histories:
@@ -243,23 +223,27 @@ class Recommender:
         diversity: float = 0.0,
         adapt: bool = False,
     ) -> list[list[Recommendation]]:
-        """Top-k for each internal-id history; `exclude_seen` for all rows or one flag per row (the service
-        batches requests that differ in it into one forward pass).
+        """Top-k for each internal-id history (`encode_history`'s arrays; an empty one gets the popularity
+        fallback of `recommend`); `exclude_seen` for all rows or one flag per row (the service batches requests
+        that differ in it into one forward pass).
 
         query: a natural-language intent blended with the personal scores (`llmrec.rerank.blend_query`, weight
         `query_weight`); the reported score is then the blended one. diversity: in [0, 1], re-rank the top
         candidates by maximal marginal relevance with λ = 1 − diversity (`llmrec.rerank.mmr`)."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        histories, k = check_histories(histories), check_k(k)
+        check_options(diversity, query_weight, query)
         excluded = [exclude_seen] * len(histories) if isinstance(exclude_seen, bool) else list(exclude_seen)
         if len(excluded) != len(histories):
             raise ValueError(f"exclude_seen has {len(excluded)} flags for {len(histories)} histories")
-        if not 0.0 <= diversity <= 1.0:
-            raise ValueError(f"diversity must be in [0, 1], got {diversity}")
-        if self.ann is not None and not adapt and query is None:
+        empty = [i for i, h in enumerate(histories) if not len(h)]
+        if self.ann is not None and not adapt and query is None and not empty:
             values, indices = self._retrieve(histories, k, excluded, diversity)
             return self._ranked(values, indices)
         scores = self.score_batch(histories, adapt=adapt)
+        if empty and self.histories:  # nothing to go on: the most popular items of the stored histories
+            if self._popularity is None:
+                self._popularity = popularity_scores(self.histories, self.n_items)
+            scores[empty] = self._popularity
         if query is not None:
             from llmrec.rerank import blend_query
 
@@ -298,7 +282,15 @@ class Recommender:
         adapt: bool = False,
     ) -> list[Recommendation]:
         """Top-k items for a raw history (oldest first) or a known raw user id (options: see recommend_batch;
-        adapt=True fits the artifact's per-user adapter to the history first: cold-start users)."""
+        adapt=True fits the artifact's per-user adapter to the history first: cold-start users).
+
+        history is a list of raw item ids (str or int): ``history=["1113"]``; a bare string is a TypeError, never
+        read as its characters. k is an int >= 1 (a bool or float is a TypeError). An empty history is allowed,
+        here, on the command line (``--history ""``) and over HTTP alike: with nothing to go on, the items come
+        ranked by popularity, their score the number of events with them in the artifact's stored histories
+        (what ``most-popular`` would say); an artifact without stored histories falls back to the model's own
+        scores of the empty context. exclude_seen and query / diversity apply as for any history.
+        """
         h = self._history(history, user)
         return self.recommend_batch(
             [h], k, exclude_seen=exclude_seen, query=query, query_weight=query_weight, diversity=diversity, adapt=adapt
@@ -307,6 +299,8 @@ class Recommender:
     def _history(self, history: list[str] | None, user: str | None) -> np.ndarray:
         if (history is None) == (user is None):
             raise ValueError("give exactly one of history= or user=")
+        if history is None and isinstance(user, list | tuple):
+            raise TypeError("user is one raw user id (str); for a list of item ids use history=[...]")
         return self.encode_history(history) if history is not None else self.user_history(str(user))
 
     def _retrieve(
@@ -417,7 +411,8 @@ class Recommender:
         targets = [self.item_index[r.item_id] for r in recs]
         if self.device.type != "cpu" and method != "occlusion":
             raise ValueError(f"method={method!r} runs on the CPU: load the model with device='cpu' or use occlusion")
-        weights = attribute(self.model, h, targets, self.max_seq_len, method)  # [K, T] (occlusion runs on the model's device)
+        # [K, T] (occlusion runs on the model's device); an empty history has nothing to attribute to
+        weights = attribute(self.model, h, targets, self.max_seq_len, method) if len(h) else np.zeros((len(targets), 0))
         generator = generator or TemplateGenerator()
         domain = str(self.meta.get("domain") or "generic")
         shaping_query = query if query is not None and query_weight > 0 else None

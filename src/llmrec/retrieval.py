@@ -34,6 +34,7 @@ __all__ = [
     "item_text_embeddings",
     "load_or_build_index",
     "mmr_topk",
+    "popularity_scores",
     "query_similarity",
 ]
 
@@ -155,3 +156,11 @@ def query_similarity(query: str, encoder: Any, item_embeddings: torch.Tensor) ->
     """Cosine similarity [V+1] between the query's text embedding and `item_embeddings` [V+1, E] (unit rows)."""
     q = torch.from_numpy(np.asarray(encoder.encode([query]), dtype=np.float32))[0]  # [E]
     return item_embeddings @ q  # [V+1]
+
+
+def popularity_scores(histories: dict[str, np.ndarray], n_items: int) -> torch.Tensor:
+    """[V+1] events per item over the stored histories (column 0 = padding = -inf): the empty history's ranking."""
+    flat = np.concatenate([np.zeros(0, np.int64), *histories.values()])
+    scores = torch.from_numpy(np.bincount(flat, minlength=n_items + 1)[: n_items + 1].astype(np.float32))
+    scores[0] = float("-inf")
+    return scores

@@ -78,4 +78,7 @@ def _serve_app_from_env() -> FastAPI:
 
 
 def main() -> None:
-    app()
+    """Run the command line; SIGTERM stops it as Ctrl-C does (exit code 143; `llmrec.cli.signals`)."""
+    from llmrec.cli.signals import run_stoppable
+
+    run_stoppable(app)

@@ -27,6 +27,7 @@ from llmrec.data.streaming import prepare_streaming
 __all__ = [
     "DATASETS",
     "FORMATS",
+    "REGISTRY_PREFIX",
     "SPLITS",
     "ColumnMap",
     "EvalExamples",
@@ -44,6 +45,7 @@ __all__ = [
     "resolve_dataset",
 ]
 
+REGISTRY_PREFIX = "registry:"  # --dataset registry:NAME: the registry dataset, even beside a folder NAME
 FORMATS = ("s3rec", "movielens", "mind", "recbole", "csv", "tsv", "parquet", "jsonl")
 
 
@@ -104,17 +106,25 @@ def open_dataset(
 ) -> tuple[PreparedDataset, Path]:
     """A prepared dataset folder, or a registry name prepared (leave-one-out, no filters) into `prepared_root`.
 
-    How ``--dataset`` of every command and ``llmrec.train`` / ``llmrec.evaluate`` are read. A registry name
-    already prepared into `prepared_root` is read from there. Returns the dataset and its folder (resolved).
-    status: a context manager factory shown while a registry dataset is prepared (the CLI passes a spinner).
+    How ``--dataset`` of every command and ``llmrec.train`` / ``llmrec.evaluate`` are read. A prepared folder wins
+    over a registry dataset of the same name (``--dataset beauty`` with a prepared ./beauty reads the folder);
+    ``registry:beauty`` always means the registry dataset (``./beauty`` always the folder). A registry name
+    already prepared into `prepared_root` is read from there (a ``registry:`` in its folder name is left out).
+    Returns the dataset and its folder (resolved). status: a context manager factory shown while a registry
+    dataset is prepared (the CLI passes a spinner).
     """
     as_path = Path(dataset)
     prepared_root = Path(prepared_root)
-    if (as_path / "manifest.json").is_file():
-        return PreparedDataset.load(as_path), as_path.resolve()
     name = str(dataset)
+    if name.startswith(REGISTRY_PREFIX):
+        name = name.removeprefix(REGISTRY_PREFIX)
+        prepared_root = prepared_root.with_name(prepared_root.name.replace(REGISTRY_PREFIX, "", 1))
+    elif (as_path / "manifest.json").is_file():
+        return PreparedDataset.load(as_path), as_path.resolve()
     if name not in DATASETS:
-        raise ValueError(f"--dataset {name!r} is neither a prepared dataset folder nor a registry name ({', '.join(DATASETS)})")
+        raise ValueError(
+            f"--dataset {dataset!r} is neither a prepared dataset folder nor a registry name ({', '.join(DATASETS)})"
+        )
     if (prepared_root / "manifest.json").is_file():
         return PreparedDataset.load(prepared_root), prepared_root.resolve()
     with status(f"preparing {name} ..."):

@@ -253,7 +253,7 @@ def read_mind(path: Path) -> RawData:
     earliest: dict[str, tuple[int, list[str]]] = {}  # user -> (time, history) at their earliest impression
     clicks: dict[str, list[tuple[str, str, int]]] = {}
     for (line_no, (_, user, when, history, shown)), ts in zip(impressions, seconds, strict=True):
-        if not user:
+        if not user.strip():
             raise DataError("empty user id", path=behaviors, line=line_no)
         if ts is None:
             raise DataError(f"time {when!r} is not like '11/11/2019 9:05:58 AM'", path=behaviors, line=line_no)
@@ -270,10 +270,15 @@ def read_mind(path: Path) -> RawData:
         n = len(clicked_before)
         events.update(dict.fromkeys((user, news, max(0, first - n + i)) for i, news in enumerate(clicked_before)))
         events.update(dict.fromkeys(clicks.get(user, [])))
-    catalogue = [
-        (news, title or None, f"{title}. {abstract}" if abstract else title or None, [c for c in (cat, sub) if c])
-        for _, (news, cat, sub, title, abstract, *_) in _records(news_path, "\t", 8)
-    ]
+    catalogue: list[tuple[str, str | None, str | None, list[str]]] = []
+    lines: dict[str, int] = {}  # news id -> the line it was first seen on
+    for line_no, (news, cat, sub, title, abstract, *_) in _records(news_path, "\t", 8):
+        if not news.strip() or news in lines:
+            reason = f"duplicate news id {news!r} (first on line {lines[news]})" if news in lines else "empty news id"
+            raise DataError(reason, path=news_path, line=line_no)
+        lines[news] = line_no
+        text = f"{title}. {abstract}" if abstract else title or None
+        catalogue.append((news, title or None, text, [c for c in (cat, sub) if c]))
     return RawData(_events(list(events)), _catalogue(catalogue), None, "news", [behaviors, news_path])
 
 
@@ -301,6 +306,8 @@ def _recbole_header(path: Path) -> dict[str, tuple[str, str]]:
             raise DataError(
                 f"header cell {cell!r} is not name:type (type token, token_seq, float or float_seq)", path=path, line=1
             )
+        if name in out:
+            raise DataError(f"field {name!r} appears more than once in the header; rename or drop one", path=path, line=1)
         out[name] = (cell, kind)
     return out
 

@@ -53,7 +53,10 @@ from llmrec.data.registry import sha256_file
 from llmrec.data.tables import (
     ColumnMap,
     ItemColumnMap,
+    check_header,
+    csv_reader,
     find_bad_line,
+    id_column,
     raise_at,
     read_catalogue,
     time_checks,
@@ -103,6 +106,7 @@ def _schema(path: Path, fmt: str) -> dict[str, pl.DataType]:
     try:
         if fmt == "parquet":
             return dict(pl.read_parquet_schema(path))
+        check_header(path, next(csv_reader(path, fmt), []))
         return dict(_scan_text(path, fmt).drop("_row").collect_schema())
     except pl.exceptions.PolarsError as e:
         raise DataError(f"cannot read {fmt}: {e}", path=path) from None
@@ -150,12 +154,22 @@ def _collect(lf: pl.LazyFrame, source: str | Path) -> pl.DataFrame:
 
 def _empty(column: str, dtype: pl.DataType) -> pl.Expr:
     c = pl.col(column)
-    return c.is_null() | (c == "") if dtype == pl.String else c.is_null()
+    return c.is_null() | (c.str.strip_chars() == "") if dtype == pl.String else c.is_null()
 
 
 def _id_expr(column: str, dtype: pl.DataType) -> pl.Expr:
-    """Integer ids stay integers (their canonical order is numeric, and hashing them is cheap); others become text."""
-    return pl.col(column).cast(pl.Int64) if dtype.is_integer() else pl.col(column).cast(pl.String)
+    """Integer ids stay integers (their canonical order is numeric, and hashing them is cheap), and so do whole
+    float ids (3.0 is item "3", as `read_table` reads it; other floats fail `_id_checks`); others become text."""
+    numeric = dtype.is_integer() or dtype.is_float()
+    return pl.col(column).cast(pl.Int64, strict=False) if numeric else pl.col(column).cast(pl.String)
+
+
+def _id_checks(role: str, column: str, dtype: pl.DataType) -> list[tuple[pl.Expr, str, str]]:
+    """`read_table`'s checks of an id column: empty or blank, and for a float column not a whole number."""
+    checks = [(_empty(column, dtype), f"empty {role} id", column)]
+    if (bad := id_column(column, dtype)[1]) is not None:
+        checks.append((bad, f"{role} id {{}} is not a whole number (a float id column)", column))
+    return checks
 
 
 class _Source:
@@ -178,8 +192,7 @@ class _Source:
         self.filters = filter_steps(config, event=event, value=value)  # (step name in the manifest, keep mask)
         self.user_type, self.item_type = types[columns.user], types[columns.item]
         # (mask, reason, column), in `read_table`'s order; "{}" in a reason becomes the cell.
-        self.checks = [(_empty(columns.user, self.user_type), "empty user id", columns.user)]
-        self.checks.append((_empty(columns.item, self.item_type), "empty item id", columns.item))
+        self.checks = _id_checks("user", columns.user, self.user_type) + _id_checks("item", columns.item, self.item_type)
         time = pl.col("_row").cast(pl.Int64)  # no time column: time is the row order
         if columns.time is not None:
             time, as_float = time_exprs(columns.time, types[columns.time], self.files[0])

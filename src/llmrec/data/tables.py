@@ -4,7 +4,7 @@
 Both keep a fast path: a native reader loads every cell as a string and vectorised polars expressions validate
 them; only when something is wrong does a Python pass walk the file to find the line to report. Bad input raises
 `DataError` with the file, the 1-based physical line (text files) or the 0-based row (parquet) and the reason.
-The time parsing (`time_exprs`, `time_checks`) and error location (`find_bad_line`, `raise_at`) are shared with
+The id and header checks (`id_column`, `check_header`), time parsing (`llmrec.data.times`) and error location (`find_bad_line`, `raise_at`) are shared with
 the streaming engine; the dataset-specific readers (S3-Rec, MovieLens, MIND, RecBole) live in `readers`.
 """
 
@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import polars as pl
 
+from llmrec.data.times import time_checks, time_exprs
 from llmrec.errors import DataError
 
 __all__ = [
@@ -30,8 +31,10 @@ __all__ = [
     "IgnoredColumnWarning",
     "ItemColumnMap",
     "RawData",
+    "check_header",
     "csv_reader",
     "find_bad_line",
+    "id_column",
     "raise_at",
     "read_catalogue",
     "read_table",
@@ -164,6 +167,28 @@ def _records_with_lines(path: Path, fmt: str) -> Iterator[tuple[int, list[str] |
         raise DataError(f"malformed {fmt} record from here (an unclosed quote?): {e}", path=path, line=start) from None
 
 
+def check_header(path: Path, header: list[str]) -> None:
+    """A column named twice would be read as one of them, silently: refused, naming the column."""
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise DataError(f"column {name!r} appears more than once in the header; rename or drop one", path=path, line=1)
+        seen.add(name)
+
+
+def id_column(column: str, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr | None]:
+    """(the id as text, the mask of invalid ids or None) of an id column, whatever its type.
+
+    Float ids (Parquet columns written from a pandas column with a missing value, ...) are ids, not quantities:
+    a whole number reads as its integer text (3.0 -> "3", to match the catalogue and the ids you type), any
+    other value (3.5, NaN, inf) is refused, so that no id silently matches nothing."""
+    c = pl.col(column)
+    if not dtype.is_float():
+        return c.cast(pl.String), None
+    whole = c.is_finite() & (c == c.floor()) & (c.abs() < 2.0**63)
+    return pl.when(whole).then(c.cast(pl.Int64, strict=False)).cast(pl.String), c.is_not_null() & ~whole
+
+
 def find_bad_line(path: Path, fmt: str, reason: str) -> NoReturn:
     """Slow path after the native reader failed: raise at the first non-UTF-8, malformed or wrongly sized record."""
     n_fields = len(next(csv_reader(path, fmt), [])) if fmt != "jsonl" else 0
@@ -206,7 +231,9 @@ def _load_table(path: Path, fmt: str, required: list[str], optional: list[str]) 
         elif fmt == "jsonl":
             schema = dict(pl.scan_ndjson(path).collect_schema())  # from the first 100 records
         else:
-            schema = dict.fromkeys(next(csv_reader(path, fmt), []), pl.String())
+            header: list[str] = next(csv_reader(path, fmt), [])
+            check_header(path, header)
+            schema = dict.fromkeys(header, pl.String())
         if missing := [c for c in required if c not in schema]:
             found = ", ".join(schema)
             raise DataError(f"missing column {', '.join(map(repr, missing))}; found columns: {found}", path=path)
@@ -258,62 +285,20 @@ def _raise_first(df: pl.DataFrame, path: Path, fmt: str, checks: list[tuple[pl.E
 
 
 def _empty(column: str) -> pl.Expr:
-    return pl.col(column).is_null() | (pl.col(column).cast(pl.String).str.len_bytes() == 0)
+    """Null, empty or only whitespace: no id (and no value)."""
+    return pl.col(column).is_null() | (pl.col(column).cast(pl.String).str.strip_chars().str.len_bytes() == 0)
 
 
-# ISO-8601 forms read from text, after "T" -> " " and a trailing "Z" -> "+00:00" (chrono formats; %.f is optional).
-_ISO_WITH_OFFSET = ("%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%d %H:%M%z")
-_ISO_NAIVE = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d")
-
-
-def _iso_seconds(text: pl.Expr) -> pl.Expr:
-    """Unix seconds (Int64, null if not ISO-8601) of ISO-8601 text; an offset is honoured, a time without one is UTC.
-
-    Polars infers a single format from the first value; trying each allowed form per cell instead lets one column
-    mix dates, times with and without offsets, and fractions of seconds.
-    """
-    t = text.str.replace("T", " ", literal=True).str.replace(r"[Zz]$", "+00:00")
-    aware = [t.str.strptime(pl.Datetime("us", "UTC"), f, strict=False, exact=True) for f in _ISO_WITH_OFFSET]
-    naive = [t.str.strptime(pl.Datetime("us"), f, strict=False, exact=True) for f in _ISO_NAIVE]
-    return pl.coalesce([d.dt.epoch("s") for d in aware + naive])
-
-
-def time_exprs(column: str, dtype: pl.DataType, path: Path) -> tuple[pl.Expr, pl.Expr]:
-    """(time as Int64, null where invalid; the value as Float64) of a time column.
-
-    Numbers (or numeric text) are taken as they are, in the file's own unit (floats truncate); ISO-8601 text
-    ("2024-03-01", "2024-03-01T09:30:00Z", "... +02:00") and datetime/date columns become Unix seconds (UTC).
-    """
-    c = pl.col(column)
-    if dtype.is_integer():
-        return c.cast(pl.Int64, strict=False), c.cast(pl.Float64)
-    if dtype.is_float():
-        return pl.when(c.is_finite()).then(c.cast(pl.Int64, strict=False)), c
-    if isinstance(dtype, pl.Datetime):
-        utc = c.dt.replace_time_zone("UTC") if dtype.time_zone is None else c
-        seconds = utc.dt.epoch("s")
-        return seconds, seconds.cast(pl.Float64)
-    if dtype == pl.Date:
-        seconds = c.cast(pl.Datetime("us")).dt.epoch("s")
-        return seconds, seconds.cast(pl.Float64)
-    if dtype == pl.String:
-        text = c.str.strip_chars()
-        number = text.cast(pl.Float64, strict=False)
-        iso = _iso_seconds(text)
-        as_int = text.cast(pl.Int64, strict=False)
-        as_number = pl.coalesce(as_int, pl.when(number.is_finite()).then(number.cast(pl.Int64, strict=False)))
-        return pl.coalesce(as_number, iso), pl.coalesce(number, iso.cast(pl.Float64))
-    raise DataError(f"time column has type {dtype}; expected numbers, ISO-8601 text or datetimes", path=path, field=column)
-
-
-def time_checks(column: str, time: pl.Expr, as_float: pl.Expr) -> list[tuple[pl.Expr, str, str]]:
-    """The (mask, reason, column) checks of a time column, from `time_exprs`; shared with the streaming engine."""
-    out_of_range = time.is_null() & as_float.is_finite().fill_null(False)  # a number, but not an Int64 (e.g. 2**70)
-    return [
-        (out_of_range, "time value {} is out of range (at most 9223372036854775807)", column),
-        (time.is_null() & ~out_of_range, "time value {} is neither a number nor an ISO-8601 time", column),
-        (as_float < 0, "time value {} is negative", column),
-    ]
+def id_checks(columns: dict[str, str], schema: dict[str, pl.DataType]) -> tuple[list[pl.Expr], list[tuple[pl.Expr, str, str]]]:
+    """(the id columns as text, their checks) for {role: column}, e.g. {"user": "user_id", "item": "item_id"}."""
+    exprs, checks = [], []
+    for role, column in columns.items():
+        expr, bad = id_column(column, schema[column])
+        exprs.append(expr.alias(role))
+        checks.append((_empty(column), f"empty {role} id", column))
+        if bad is not None:
+            checks.append((bad, f"{role} id {{}} is not a whole number (a float id column)", column))
+    return exprs, checks
 
 
 def read_table(path: Path, fmt: str, columns: ColumnMap = ColumnMap()) -> RawData:
@@ -326,13 +311,11 @@ def read_table(path: Path, fmt: str, columns: ColumnMap = ColumnMap()) -> RawDat
     fmt = _format(path, fmt)
     named = [columns.user, columns.item, columns.time, columns.event, columns.value]
     df = _load_table(path, fmt, [c for c in named if c is not None], [])  # a column named in the map must exist
-    checks = [(_empty(columns.user), "empty user id", columns.user)]
-    checks.append((_empty(columns.item), "empty item id", columns.item))
+    out, checks = id_checks({"user": columns.user, "item": columns.item}, df.schema)
     time = pl.int_range(pl.len(), dtype=pl.Int64)
     if columns.time is not None:
         time, as_float = time_exprs(columns.time, df.schema[columns.time], path)
         checks.extend(time_checks(columns.time, time, as_float))
-    out = [pl.col(columns.user).cast(pl.String).alias("user"), pl.col(columns.item).cast(pl.String).alias("item")]
     out.append(time.alias("time"))
     if columns.event is not None:
         out.append(pl.col(columns.event).cast(pl.String).alias("event"))
@@ -379,8 +362,9 @@ def read_catalogue(
         if column not in (item, *optional):
             reason = "not mapped to item, title, text or categories"
             warnings.warn(f"{path}: column {column!r} is ignored ({reason})", IgnoredColumnWarning, stacklevel=2)
-    repeated = ~pl.col(item).is_first_distinct()
-    _raise_first(df, path, fmt, [(_empty(item), "empty item id", item), (repeated, "duplicate item id {}", item)])
+    [item_text], checks = id_checks({"item": item}, df.schema)
+    repeated = ~item_text.is_first_distinct() & ~_empty(item)
+    _raise_first(df, path, fmt, [*checks, (repeated, "duplicate item id {}", item)])
 
     def text_column(name: str | None) -> pl.Expr:
         return pl.col(name).cast(pl.String).replace("", None) if name else pl.lit(None, pl.String)
@@ -398,7 +382,7 @@ def read_catalogue(
         kept = pl.element().cast(pl.String).str.strip_chars()
         cats = cats.cast(pl.List(pl.String)).list.eval(kept.filter(kept != "")).fill_null([])
     return df.select(
-        pl.col(item).cast(pl.String).alias("item"),
+        item_text.alias("item"),
         text_column(columns.title).alias("title"),
         text_column(columns.text).alias("text"),
         cats.alias("categories"),
@@ -414,4 +398,6 @@ def _columns_of(path: Path, fmt: str) -> list[str]:
             return list(pl.scan_ndjson(path).collect_schema())
     except pl.exceptions.PolarsError as e:
         raise DataError(f"cannot read {fmt}: {e}", path=path) from None
-    return next(csv_reader(path, fmt), [])
+    header: list[str] = next(csv_reader(path, fmt), [])
+    check_header(path, header)
+    return header
