@@ -220,7 +220,7 @@ def test_generate_returns_k_distinct_real_items_in_score_order(k: int) -> None:
         (dict(pos_encoding="alibi"), "pos_encoding must be learned|rotary|none"),
         (dict(d_model=6, n_heads=2, pos_encoding="rotary"), "rotary positions need an even head dimension"),
         (dict(n_attributes=5), "n_attributes and max_item_attributes"),
-        (dict(n_items=0), "n_items must be >= 1"),
+        (dict(n_items=0), "n_items: must be between 1 and"),
     ],
 )
 def test_config_validation_errors(overrides: dict[str, Any], message: str) -> None:
@@ -273,3 +273,68 @@ def test_item_table_cache_is_invalidated_by_weight_and_feature_changes() -> None
     m.load_state_dict(NextItemLM(NextItemLMConfig(**m.config.to_dict())).state_dict())  # weights replaced
     fresh.load_state_dict(m.state_dict())
     torch.testing.assert_close(m.score(x), fresh.score(x))
+
+
+# ---- positions counted from the newest item, seen-masked softmax ------------------------------------------------
+def test_positions_from_the_end_give_the_newest_item_id_zero_at_any_length() -> None:
+    from llmrec.models.next_item_lm import positions
+
+    is_real = torch.tensor([[False, False, True, True, True], [True, True, True, True, True]])
+    assert positions(is_real, "end")[:, -1].tolist() == [0, 0]
+    assert positions(is_real, "end")[0, 2:].tolist() == [2, 1, 0]
+    assert positions(is_real, "start")[:, -1].tolist() == [2, 4]
+
+
+@pytest.mark.parametrize("pos", POSITIONS)
+def test_pos_origin_end_keeps_scores_independent_of_left_padding(pos: str) -> None:
+    model = _model(pos_encoding=pos, pos_origin="end")
+    history = _sequences((6,))[0]
+    alone = model.score(history.unsqueeze(0))
+    for length in (7, 12):
+        torch.testing.assert_close(model.score(_pad_to(history, length)), alone)
+    # and the origin matters: the same weights read from the start score differently
+    start = _model(pos_encoding=pos, pos_origin="start")
+    assert not torch.allclose(start.score(history.unsqueeze(0)), alone)
+
+
+def test_artifact_without_pos_origin_loads_counting_from_the_start(tmp_path: Path) -> None:
+    import json
+
+    model = _model()
+    model.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    del cfg["pos_origin"]  # an artifact written before the option existed
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert NextItemLM.from_pretrained(tmp_path).config.pos_origin == "start"
+
+
+def test_seen_masked_ce_equals_a_per_example_reference() -> None:
+    """Every history item of an example leaves its softmax, the target stays even when it is a repeat, PAD never
+    counts; chunking (3 positions per chunk) gives the same value and gradients as one chunk."""
+    import torch.nn.functional as F
+
+    x = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 2, 6]])
+    y = torch.tensor([[0, 0, 4, 5, 7], [2, 3, 2, 6, 8]])  # row 1: target 2 at position 2 is a repeat
+    model = _model(loss_exclude_seen=True, ce_chunk_size=3)
+    loss = model(SeqBatch(item_ids=x, targets=y)).loss
+    h = model.encode(x)
+    real = y != PAD_ID
+    table = model.item_table()
+    want = []
+    for hs, t, (b, i) in zip(h[real], y[real], real.nonzero().tolist(), strict=True):
+        logits = hs @ table.T
+        logits[PAD_ID] = float("-inf")
+        for item in x[b, : i + 1].tolist():
+            if item != PAD_ID and item != t.item():
+                logits[item] = float("-inf")
+        want.append(F.cross_entropy(logits.unsqueeze(0), t.unsqueeze(0)))
+    assert loss is not None
+    torch.testing.assert_close(loss, torch.stack(want).mean())
+    unchunked = _model(loss_exclude_seen=True, ce_chunk_size=100)(SeqBatch(item_ids=x, targets=y)).loss
+    assert unchunked is not None
+    torch.testing.assert_close(loss, unchunked)
+
+
+def test_seen_masked_ce_refuses_other_losses() -> None:
+    with pytest.raises(ValueError, match="loss_exclude_seen"):
+        _config(loss="bce", loss_exclude_seen=True)

@@ -47,7 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig, RecOutput, _rotate
+from llmrec.config import SettingError, check_range
+from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig, RecOutput, _rotate, positions
 from llmrec.types import PAD_ID, SeqBatch
 
 __all__ = ["BSARec", "BSARecConfig"]
@@ -62,12 +63,12 @@ class BSARecConfig(NextItemLMConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        check_range("alpha", self.alpha, 0.0, 1.0)
         n_freq = self.max_seq_len // 2 + 1
         if not 1 <= self.c <= n_freq:
-            raise ValueError(
-                f"c must be in 1..{n_freq} (the frequencies of a max_seq_len={self.max_seq_len} sequence), got {self.c}"
+            raise SettingError(
+                "c",
+                f"must be between 1 and {n_freq} (the frequencies of a max_seq_len={self.max_seq_len} sequence), got {self.c}",
             )
 
     @classmethod
@@ -160,7 +161,7 @@ class BSARec(NextItemLM):
         x = self.item_emb(item_ids)  # [B, L, D]
         if self._has_features():
             x = x + self._item_features(item_ids) * keep
-        pos = (torch.cumsum(is_real.long(), dim=1) - 1).clamp_min(0)  # [B, L]: 0 at the oldest real item
+        pos = positions(is_real, c.pos_origin)  # [B, L]
         if self.pos_emb is not None:
             x = x + self.pos_emb(pos)
         x = self.emb_drop(self.emb_ln(x)) * keep  # padding is zero before the first filter

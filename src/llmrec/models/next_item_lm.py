@@ -27,9 +27,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from llmrec.config import MAX_SEQ_LEN, check_range
 from llmrec.types import PAD_ID, SeqBatch
 
-__all__ = ["NextItemLM", "NextItemLMConfig", "RecOutput"]
+__all__ = ["NextItemLM", "NextItemLMConfig", "RecOutput", "positions"]
 
 LOSSES = ("ce", "sampled", "bce")
 
@@ -45,26 +46,47 @@ class NextItemLMConfig:
     dropout: float = 0.4  # dropout in blocks (0.4 was best on beauty validation among 0.3/0.4/0.5)
     emb_dropout: float = 0.4  # dropout on the input embeddings (sparse data overfits ids fast)
     pos_encoding: str = "learned"  # "learned" | "rotary" | "none"
+    pos_origin: str = "start"  # positions count from the oldest item ("start") or back from the newest ("end")
     tie_weights: bool = True  # output item table = input item table
     loss: str = "ce"  # "ce" full softmax | "sampled" shared-negative softmax with log-Q | "bce" SASRec, 1 negative
     n_negatives: int = 256  # shared negatives per batch for loss="sampled"
     label_smoothing: float = 0.0  # for loss="ce"
+    loss_exclude_seen: bool = False  # loss="ce": each example's history items leave its softmax (the target stays)
     ce_chunk_size: int = 2048  # loss="ce" in training: positions per softmax chunk when a batch has more (memory cap)
     n_attributes: int = 0  # attribute vocabulary size (0 = no attribute feature); ids 1..n_attributes
     max_item_attributes: int = 0  # attributes per item (padded with 0)
     text_dim: int = 0  # dimension of frozen item text embeddings (0 = none)
 
     def __post_init__(self) -> None:
-        if self.n_items < 1:
-            raise ValueError(f"n_items must be >= 1, got {self.n_items}")
+        """Range of every field (`llmrec.config.check_range`): sizes from 1 up to bounds far above any published
+        sequential recommender (max_seq_len <= MAX_SEQ_LEN = 16384, d_model <= 16384, n_layers and n_heads
+        <= 256, d_ff <= 65536), dropouts and label smoothing in [0, 1); whether a run fits the machine is the
+        training memory check's to say (`llmrec.train.memory`)."""
+        check_range("n_items", self.n_items, 1, 2**31 - 1)
+        check_range("max_seq_len", self.max_seq_len, 1, MAX_SEQ_LEN)
+        check_range("d_model", self.d_model, 1, 16384)
+        check_range("n_layers", self.n_layers, 1, 256)
+        check_range("n_heads", self.n_heads, 1, 256)
+        check_range("d_ff", self.d_ff, 1, 65536)
+        for key in ("dropout", "emb_dropout", "label_smoothing"):
+            check_range(key, getattr(self, key), 0.0, 1.0, high_open=True)
+        check_range("n_negatives", self.n_negatives, 1, 1 << 20)
+        check_range("ce_chunk_size", self.ce_chunk_size, 1, 1 << 24)
+        check_range("n_attributes", self.n_attributes, 0, 2**31 - 1)
+        check_range("max_item_attributes", self.max_item_attributes, 0, 1024)
+        check_range("text_dim", self.text_dim, 0, 65536)
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.pos_encoding not in ("learned", "rotary", "none"):
             raise ValueError(f"pos_encoding must be learned|rotary|none, got {self.pos_encoding!r}")
+        if self.pos_origin not in ("start", "end"):
+            raise ValueError(f"pos_origin must be start|end, got {self.pos_origin!r}")
         if self.pos_encoding == "rotary" and (self.d_model // self.n_heads) % 2:
             raise ValueError("rotary positions need an even head dimension")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.loss_exclude_seen and (self.loss != "ce" or self.label_smoothing):
+            raise ValueError("loss_exclude_seen needs loss='ce' without label_smoothing")
         if (self.n_attributes > 0) != (self.max_item_attributes > 0):
             raise ValueError("n_attributes and max_item_attributes must both be set or both be 0")
 
@@ -87,6 +109,28 @@ class RecOutput:
     logits: torch.Tensor | None
     loss: torch.Tensor | None = None
     hidden: torch.Tensor | None = None  # [B, L, D] final hidden states
+
+
+def positions(is_real: torch.Tensor, origin: str) -> torch.Tensor:
+    """is_real [B, L] (left padding) -> position ids [B, L] of the real items (padding gets a valid, unused id).
+
+    origin "start": 0 at the oldest item of the (possibly truncated) history, so the newest item's id grows with
+    the history's length. origin "end": 0 at the newest item, 1 at the one before, ... — the newest item always
+    has the same id, as in SASRec's absolute positions over a left-padded window of fixed length.
+    """
+    real = is_real.long()
+    if origin == "end":
+        return (real.flip(1).cumsum(1).flip(1) - 1).clamp_min(0)  # [B, L]
+    return (real.cumsum(1) - 1).clamp_min(0)  # [B, L]
+
+
+def _prefix_items(item_ids: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """item_ids [B, L], real [B, L] target positions -> [N, L]: for each target position t (row-major, as
+    ``h[real]``) the items at positions <= t of its row, 0 elsewhere (0 is PAD, never an item)."""
+    B, L = item_ids.shape
+    upto = torch.ones(L, L, dtype=torch.bool, device=item_ids.device).tril()  # [L(t), L(j)]: j <= t
+    rows = item_ids.unsqueeze(1).expand(B, L, L) * upto  # [B, L(t), L(j)]
+    return rows[real]  # [N, L]
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -237,8 +281,7 @@ class NextItemLM(nn.Module):
         x = self.item_emb(item_ids)  # [B, L, D]
         if self._has_features():
             x = x + self._item_features(item_ids) * is_real.unsqueeze(-1)
-        # Positions count real items from the start of the (possibly truncated) history: 0, 1, 2, ...
-        pos = (torch.cumsum(is_real.long(), dim=1) - 1).clamp_min(0)  # [B, L]
+        pos = positions(is_real, c.pos_origin)  # [B, L]
         if self.pos_emb is not None:
             x = x + self.pos_emb(pos)
         x = self.emb_drop(x)
@@ -269,6 +312,9 @@ class NextItemLM(nn.Module):
         hs = h[real]  # [N, D]: only real positions pay for the output layer
         y = targets[real]  # [N]
         table = self.item_table()  # [V+1, D]
+        if self.config.loss == "ce" and self.config.loss_exclude_seen:
+            seen = _prefix_items(batch.item_ids[:, -h.shape[1] :], real)  # [N, L]
+            return RecOutput(logits=None, loss=self._seen_masked_ce(hs, y, table, seen), hidden=h)
         if self.config.loss == "ce":
             # PAD is not a class: the softmax (and label smoothing) run over the real items 1..V only. Multiplying
             # by table[1:] directly avoids writing -inf into, and slicing, the largest tensor of the step.
@@ -303,6 +349,31 @@ class NextItemLM(nn.Module):
             strict=True,
         ):
             total = total + checkpoint(chunk_loss, h, t, items, use_reentrant=False)
+        return total / hs.shape[0]
+
+    def _seen_masked_ce(self, hs: torch.Tensor, y: torch.Tensor, table: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy whose softmax leaves out the items each example has already seen (the target excepted).
+
+        Evaluation and serving with seen items excluded never rank a history item, so the model need not spend
+        capacity pushing them down; this trains the ranking it is judged on. hs [N, D], y [N], table [V+1, D],
+        seen [N, L] item ids of each example's history (0 = none). Chunked and recomputed in backward like
+        `_chunked_ce`.
+        """
+
+        def chunk_loss(h: torch.Tensor, t: torch.Tensor, s: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            logits = h @ w.T  # [C, V+1]
+            target = logits.gather(1, t.unsqueeze(1))  # [C, 1]
+            s = F.pad(s, (1, 0))  # [C, L+1]: column 0 (PAD) is never a class
+            logits = logits.scatter(1, s, float("-inf")).scatter(1, t.unsqueeze(1), target)
+            return F.cross_entropy(logits, t, reduction="sum")
+
+        total = hs.new_zeros(())
+        size = self.config.ce_chunk_size
+        cuts = list(range(size, len(hs), size))
+        for h, t, s in zip(
+            torch.tensor_split(hs, cuts), torch.tensor_split(y, cuts), torch.tensor_split(seen, cuts), strict=True
+        ):
+            total = total + checkpoint(chunk_loss, h, t, s, table, use_reentrant=False)
         return total / hs.shape[0]
 
     def _sampled_softmax(self, hs: torch.Tensor, y: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -353,6 +424,7 @@ class NextItemLM(nn.Module):
         path = Path(path)
         cfg = json.loads((path / "config.json").read_text())
         cfg.pop("model_type", None)
+        cfg.setdefault("pos_origin", "start")  # artifacts written before the option counted from the start
         model = cls(cls.config_class.from_dict(cfg))
         model.load_state_dict(load_file(str(path / "model.safetensors")))
         model.eval()
