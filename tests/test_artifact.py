@@ -24,6 +24,7 @@ def test_saved_artifact_describes_itself(tiny_prepared: PreparedDataset, tmp_pat
 
     path = _pop_artifact(tiny_prepared, tmp_path / "pop")
     assert sorted(p.name for p in path.iterdir()) == [
+        ".llmrec.json",  # the marker: an llmrec model folder (llmrec.outputs)
         "config.json",
         "dataset.json",
         "histories.parquet",
@@ -76,6 +77,7 @@ def test_copy_with_weights_keeps_the_side_files_and_replaces_the_weights(tiny_pr
     )
     names = sorted(p.name for p in out.iterdir())
     assert names == [
+        ".llmrec.json",
         "config.json",
         "dataset.json",
         "extra.txt",

@@ -129,7 +129,7 @@ def save_artifact(model: RecModel, dataset: PreparedDataset, out: str | Path, *,
     """Write the self-describing model directory atomically (temporary sibling, then rename)."""
     from llmrec.identity import dataset_identity
 
-    with atomic_directory(out, marker="config.json") as tmp:
+    with atomic_directory(out, kind="model") as tmp:
         model.save_pretrained(tmp)
         dataset.items.write_parquet(tmp / "items.parquet")
         pl.DataFrame(
@@ -169,7 +169,7 @@ def copy_with_weights(
     if out.resolve() == base.resolve():
         raise ValueError(f"{argument} must differ from {base_argument}")
     skip, prefixes = {*WEIGHT_FILES, *drop}, tuple(drop_prefixes)
-    with atomic_directory(out, marker="config.json") as tmp:
+    with atomic_directory(out, kind="model") as tmp:
         for p in base.iterdir():
             if p.is_file() and p.name not in skip and not (prefixes and p.name.startswith(prefixes)):
                 shutil.copy2(p, tmp / p.name)

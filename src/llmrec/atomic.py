@@ -22,21 +22,28 @@ __all__ = ["atomic_directory", "atomic_file", "atomic_write", "normal_permission
 
 
 @contextmanager
-def atomic_directory(out: str | Path, *, marker: str | None = None) -> Iterator[Path]:
+def atomic_directory(out: str | Path, *, kind: str | None = None) -> Iterator[Path]:
     """Yield a temporary directory next to `out`; on success it replaces `out`.
 
-    marker: a file that an existing `out` must contain to be replaced (e.g. "manifest.json"), so that a
-    mistyped path never deletes an unrelated folder.
+    `out` is resolved first (``.``, ``..``, symbolic links: a link is written through), and a folder that is or
+    holds the current folder is never replaced. kind: an llmrec output kind ("model", "dataset", "index"): an
+    existing `out` is replaced only when it is empty or an llmrec output of that kind (`llmrec.outputs`), so a
+    mistyped path never deletes an unrelated folder; the new folder gets the kind's marker file.
     """
-    out = Path(out)
-    if marker is not None and out.exists() and not (out / marker).is_file():
-        raise FileExistsError(f"{out}: exists and has no {marker}; refusing to replace it")
+    from llmrec.outputs import check_replaceable, refuse_current_folder, resolve, write_marker
+
+    out = resolve(out)
+    refuse_current_folder(out)
+    if kind is not None:
+        check_replaceable(out, kind)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
     tmp = Path(tempfile.mkdtemp(prefix=_prefix(out), dir=out.parent))
     try:
         with _io_errors_as_os_errors(out):
             yield tmp
+        if kind is not None:
+            write_marker(tmp, kind)
         normal_permissions(tmp)
         if out.exists():
             shutil.rmtree(out)
@@ -50,7 +57,9 @@ def atomic_directory(out: str | Path, *, marker: str | None = None) -> Iterator[
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path` for any writer to fill (e.g. safetensors' save_file); on success it is
     renamed over `path` with a plain write's permissions. A failure leaves the previous file, or nothing."""
-    path = Path(path)
+    from llmrec.outputs import resolve
+
+    path = resolve(path)  # a symbolic link is written through
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     fd, name = tempfile.mkstemp(prefix=_prefix(path), dir=path.parent)

@@ -43,7 +43,7 @@ def export_artifact(model_dir: str | Path, out: str | Path, *, onnx: bool = Fals
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
         raise ValueError(f"--out {out}: must be outside the model folder {src}")
     summary: dict[str, Any] = {"bytes_before": _size(src)}
-    with atomic_directory(out, marker="config.json") as tmp:
+    with atomic_directory(out, kind="model") as tmp:
         for entry in sorted(src.iterdir()):
             if entry.name in SKIPPED or entry.name.startswith("."):
                 continue

@@ -34,6 +34,7 @@ def test_meta_trained_artifact_is_the_base_with_new_weights_and_an_adapter(
     summary = meta_train_model(tiny_cold, tiny_base, out, "maml", {"meta": FAST_META})
     names = sorted(p.name for p in out.iterdir())
     assert names == [
+        ".llmrec.json",
         "adapter.json",
         "adapter.safetensors",
         "config.json",
@@ -63,6 +64,7 @@ def test_meta_train_refuses_bad_methods_sections_and_outputs(tiny_base: Path, ti
     with pytest.raises(ValueError, match="--out must differ from --base"):
         meta_train_model(tiny_cold, tiny_base, tiny_base, "maml", {"meta": FAST_META})
     (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("not llmrec's")  # an empty folder is written into; this one is not
     with pytest.raises(FileExistsError, match="refusing to replace"):
         meta_train_model(tiny_cold, tiny_base, tmp_path / "notes", "maml", {"meta": FAST_META})
 

@@ -136,10 +136,12 @@ def data_prepare(
             seed=seed,
         )
         from llmrec.data.auto import prepare_folder
+        from llmrec.outputs import claim_folder
 
-        with err_console.status("reading ...") as status:
+        inputs = {"--events": events, "--items": items, "--path": path}
+        with claim_folder(out, "dataset", inputs=inputs) as target, err_console.status("reading ...") as status:
             done = prepare_folder(
-                out,
+                target,
                 config,
                 dataset=dataset,
                 path=path,

@@ -115,24 +115,27 @@ def _recommend_batch(
         if chunk_size < 1:
             raise ValueError(f"--chunk-size must be >= 1, got {chunk_size}")
         from llmrec.batch import FORMATS, read_user_ids, write_recommendations
+        from llmrec.outputs import claim_file
         from llmrec.recommend import Recommender
 
-        if out.suffix not in FORMATS:
-            raise ValueError(f"--out {out}: must end in .parquet or .csv")
-        rec = Recommender.load(model, device=device)
-        ids = list(rec.histories) if users == "all" else read_user_ids(Path(users))
-        rows = write_recommendations(
-            rec,
-            ids,
-            out,
-            k=k,
-            exclude_seen=exclude_seen,
-            chunk_size=chunk_size,
-            progress=True,
-            query=query,
-            query_weight=query_weight,
-            diversity=diversity,
-        )
+        users_file = None if users == "all" else Path(users)
+        with claim_file(out, inputs={"--model": model, "--users": users_file}) as target:  # before any work
+            if out.suffix not in FORMATS:
+                raise ValueError(f"--out {out}: must end in .parquet or .csv")
+            rec = Recommender.load(model, device=device)
+            ids = list(rec.histories) if users_file is None else read_user_ids(users_file)
+            rows = write_recommendations(
+                rec,
+                ids,
+                target,
+                k=k,
+                exclude_seen=exclude_seen,
+                chunk_size=chunk_size,
+                progress=True,
+                query=query,
+                query_weight=query_weight,
+                diversity=diversity,
+            )
     say(f"wrote {rows:,} recommendations for {len(ids):,} users → {out}")
 
 

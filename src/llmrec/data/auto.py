@@ -31,9 +31,12 @@ class PreparedFolder:
 
 
 def check_out_dir(out: Path) -> None:
-    """Refuse to replace a folder that is not a prepared dataset: saving removes whatever is at `out`."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
-        raise ValueError(f"{out}: exists and is not a prepared dataset; refusing to replace it (choose another --out)")
+    """Refuse to replace a folder that is not a prepared dataset (`llmrec.outputs`): saving removes whatever is at
+    `out`; and never the current folder or one above it."""
+    from llmrec.outputs import check_replaceable, refuse_current_folder, resolve
+
+    refuse_current_folder(resolve(out))
+    check_replaceable(out, "dataset")
 
 
 def use_streaming(streaming: bool | None, dataset: str | None, events: Path | None, fmt: str | None) -> bool:

@@ -244,7 +244,7 @@ class PreparedDataset:
     # ---- persistence ----------------------------------------------------------------------------
     def save(self, out: str | Path) -> Path:
         """Write to `out` atomically: a temporary sibling directory renamed into place."""
-        with atomic_directory(out, marker="manifest.json") as tmp:
+        with atomic_directory(out, kind="dataset") as tmp:
             lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
             frame = (
                 pl.DataFrame(

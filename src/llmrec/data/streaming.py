@@ -346,7 +346,7 @@ def prepare_streaming(
     say("mapping ids ...")
     user_map, item_map = _id_maps(src)
 
-    with atomic_directory(out, marker="manifest.json") as tmp:
+    with atomic_directory(out, kind="dataset") as tmp:
         work = tmp / "_work"
         say(f"bucketing {counts[-1]:,} events ...")
         buckets = _bucket(src, user_map, item_map, counts[-1], bucket_events, work)

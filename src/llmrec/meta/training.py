@@ -155,8 +155,9 @@ def meta_train_model(
 
 def _write_artifact(base_dir: Path, out: Path, model: NextItemLM, adapter: UserAdapter | None, summary: dict[str, Any]) -> None:
     """Copy the base artifact (not its training state), replace the weights, add the adapter; atomic rename."""
-    if out.exists() and not (out / "config.json").is_file():
-        raise FileExistsError(f"{out}: exists and is not a model directory; refusing to replace it")
+    from llmrec.outputs import check_replaceable
+
+    check_replaceable(out, "model")
     copy_with_weights(
         base_dir,
         out,

@@ -149,6 +149,6 @@ def build_index(model: Path, kind: str = "auto", *, target_recall: float = 0.99,
     index = rec.use_ann(kind, threshold=0, target_recall=target_recall)
     if index is None:
         raise ValueError(f"{model}: an index needs a next-item LM artifact (item embeddings)")
-    with atomic_directory(ann_dir(model), marker="index.json") as tmp:
+    with atomic_directory(ann_dir(model), kind="index") as tmp:
         index.save(tmp)
     return index.info
