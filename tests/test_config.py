@@ -116,3 +116,31 @@ def test_a_dumped_train_config_builds_the_same_config(tmp_path: Path) -> None:
     config = TrainConfig(epochs=7, lr=5e-4, schedule="constant", max_minutes=None, progress=False)
     text = dump_toml({"train": dataclasses.asdict(config)})
     assert build(TrainConfig, load_toml(_toml(tmp_path, text))["train"], section="train") == config
+
+
+# ---- ranges ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "low", "high", "kwargs", "message"),
+    [
+        (0, 1, 4096, {}, "k: must be between 1 and 4096, got 0"),
+        (1.0, 0.0, 1.0, {"high_open": True}, r"k: must be in \[0, 1\), got 1.0"),
+        (float("inf"), 0.0, None, {"low_open": True}, "k: must be > 0 and finite, got inf"),
+        (-1, 0, None, {}, "k: must be >= 0, got -1"),
+        (True, 0, 5, {}, "k: must be between 0 and 5, got True"),  # a bool is not a number here
+    ],
+)
+def test_check_range_names_the_key_and_the_range(
+    value: float, low: float, high: float | None, kwargs: dict[str, bool], message: str
+) -> None:
+    from llmrec.config import SettingError, check_range
+
+    with pytest.raises(SettingError, match=f"^{message}$"):
+        check_range("k", value, low, high, **kwargs)
+    check_range("k", low if not kwargs.get("low_open") else low + 1, low, high)  # the range itself passes
+
+
+def test_build_puts_the_section_before_the_field() -> None:
+    with pytest.raises(ValueError, match=r"^train\.lr: must be > 0 and finite, got inf$"):
+        build(TrainConfig, {"lr": float("inf")}, section="train")
+    with pytest.raises(ValueError, match=r"^model\.max_seq_len: must be between 1 and 16384, got 0$"):
+        build(NextItemLMConfig, {"n_items": 5, "max_seq_len": 0}, section="model")

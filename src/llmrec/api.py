@@ -58,6 +58,7 @@ def train(
     resume: bool = False,
     device: str = "auto",
     progress: bool = True,
+    force: bool = False,
     **overrides: Any,
 ) -> Recommender:
     """Train a model as ``llmrec train`` does and return it as a loaded `Recommender`.
@@ -66,12 +67,14 @@ def train(
     ``<out>/../<name>-data``, or ``<cache dir>/prepared/<name>-data`` without `out`). out: the artifact folder
     to write; None keeps the artifact in a temporary folder removed with the returned Recommender. config: a TOML
     file path or a dict of sections ``{"model": {...}, "train": {...}}``. overrides: see `split_overrides`; they
-    win over `config`. model: next-item-lm | sasrec | most-popular | item-knn | t5-semantic.
+    win over `config`. model: next-item-lm | sasrec | most-popular | item-knn | t5-semantic. Every setting is
+    checked before anything is read or written, and a run whose estimated peak memory exceeds what the machine
+    has is refused (`llmrec.train.memory`); force: train anyway.
     """
     from llmrec.arguments import check_path
     from llmrec.config import load_toml, merge_sections
     from llmrec.data.registry import cache_dir
-    from llmrec.experiment import open_dataset_once, train_model
+    from llmrec.experiment import check_settings, open_dataset_once, train_model
     from llmrec.recommend import Recommender
     from llmrec.train import distributed
 
@@ -86,6 +89,7 @@ def train(
     else:
         file_sections = load_toml(config) if config is not None else {}
     sections = merge_sections(file_sections, split_overrides(overrides))
+    check_settings(model, sections, progress=progress)  # before a folder is made or a dataset prepared
     temporary = out is None
     out_dir = Path(tempfile.mkdtemp(prefix="llmrec-model-")) / "model" if out is None else Path(out)
     if out_dir.exists() and not (out_dir / "config.json").is_file() and any(out_dir.iterdir()):
@@ -96,7 +100,7 @@ def train(
         distributed.init_from_env(device)
         try:
             prepared, prepared_dir = open_dataset_once(name, prepared_root)  # rank 0 prepares, the others wait
-            train_model(prepared, prepared_dir, model, out_dir, sections, resume=resume, progress=progress)
+            train_model(prepared, prepared_dir, model, out_dir, sections, resume=resume, progress=progress, force=force)
         finally:
             distributed.shutdown()
         rec = Recommender.load(out_dir, device=device)

@@ -33,6 +33,7 @@ from llmrec.data.dataset import PreparedDataset
 from llmrec.eval.leave_one_out import dataset_name, evaluate_model, write_evaluation
 from llmrec.train import distributed
 from llmrec.train.loop import Callback, TrainConfig
+from llmrec.train.memory import check_training_memory
 from llmrec.train.recipes import RECIPES
 from llmrec.train.semantic import SEMANTIC_SOURCES, collaborative_item_embeddings, fit_t5_semantic
 from llmrec.train.tracking import TRACKERS, Tracker
@@ -42,6 +43,7 @@ __all__ = [
     "MODEL_PRESETS",
     "SEMANTIC_SOURCES",
     "TrainingRun",
+    "check_settings",
     "collaborative_item_embeddings",
     "dataset_name",
     "evaluate_model",
@@ -64,6 +66,23 @@ def _check_model_keys(model: str, params: dict[str, Any]) -> None:
     RECIPES[model].check(params)
 
 
+def check_settings(
+    model: str, sections: dict[str, dict[str, Any]], *, progress: bool = True
+) -> tuple[dict[str, Any], TrainConfig]:
+    """Every setting of a run checked before any data is read or anything is written: the model name, the
+    sections, the ``[model]`` keys and their ranges, the ``[train]`` config. Returns the merged ``[model]``
+    parameters (presets under the user's) and the TrainConfig; a bad one is a ValueError naming its key."""
+    if model not in RECIPES:
+        raise ValueError(f"unknown model {model!r}; one of {', '.join(MODEL_NAMES)}")
+    recipe = RECIPES[model]
+    unknown_sections = set(sections) - {"model", "train"}
+    if unknown_sections:
+        raise ValueError(f"unknown config section(s): {', '.join(sorted(unknown_sections))}; known: model, train")
+    params = {**recipe.presets, **sections.get("model", {})}
+    recipe.check(params)
+    return params, build(TrainConfig, {"progress": progress, **sections.get("train", {})}, section="train")
+
+
 def train_model(
     dataset: PreparedDataset,
     dataset_dir: Path,
@@ -74,23 +93,22 @@ def train_model(
     resume: bool = False,
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
+    force: bool = False,
 ) -> dict[str, Any]:
     """Train `model` on `dataset`, write the artifact to `out` (training state in out/train); return a summary.
 
     callbacks: called after every selection epoch of next-item-lm / sasrec (e.g. an experiment tracker).
+    Before anything is written the run's peak memory is estimated and a run that would not fit is refused
+    (`llmrec.train.memory.MemoryLimitError`); force: train anyway.
     """
-    if model not in RECIPES:
-        raise ValueError(f"unknown model {model!r}; one of {', '.join(MODEL_NAMES)}")
+    params, train_cfg = check_settings(model, sections, progress=progress)
     recipe = RECIPES[model]
-    unknown_sections = set(sections) - {"model", "train"}
-    if unknown_sections:
-        raise ValueError(f"unknown config section(s): {', '.join(sorted(unknown_sections))}; known: model, train")
-    params = {**recipe.presets, **sections.get("model", {})}
-    recipe.check(params)
-    train_cfg = build(TrainConfig, {"progress": progress, **sections.get("train", {})}, section="train")
+    ctx = distributed.current()
+    if recipe.estimate is not None:
+        estimate = recipe.estimate(dataset, params, train_cfg, ctx.device.type)
+        check_training_memory(estimate, device=ctx.device.type, force=force)
     t0 = time.perf_counter()
     summary: dict[str, Any] = {"model": model, "params": params}
-    ctx = distributed.current()
     if ctx.enabled and not recipe.distributed:
         distributed_names = " and ".join(name for name, r in RECIPES.items() if r.distributed)
         raise ValueError(f"model {model!r} trains in a single process; distributed training supports {distributed_names}")
@@ -142,6 +160,7 @@ def run_training(
     track_uri: str | None = None,
     status: Status = nullcontext,
     note: Callable[[str], None] = lambda _: None,
+    force: bool = False,
 ) -> TrainingRun:
     """``llmrec train``: train `model` on `dataset` (a prepared folder or a registry name, prepared with the defaults
     into ``<out>/../<name>-data``) into the artifact folder `out`.
@@ -150,13 +169,13 @@ def run_training(
     threads: torch threads (0 = leave as is). track / track_uri: log the run to TensorBoard or MLflow
     (`llmrec.train.tracking`; a failed run is marked failed there). status: a context manager factory shown while
     a registry dataset is prepared; note: called with one line of information (where the tracker logs).
+    force: train even when the estimated peak memory exceeds what is available (`train_model`).
     """
     if track is not None and track not in TRACKERS:
         raise ValueError(f"--track must be tensorboard or mlflow, got {track!r}")
-    from llmrec.outputs import check_replaceable, refuse_current_folder, resolve
-
-    refuse_current_folder(resolve(out))
-    check_replaceable(out, "model")  # before training: never after an hour's work
+    check_settings(model, sections)  # before a registry dataset is prepared or anything is written
+    if out.exists() and not (out / "config.json").is_file() and any(out.iterdir()):
+        raise FileExistsError(f"{out}: exists and is not a model folder; refusing to replace it")
     import torch
 
     if threads:
@@ -169,7 +188,14 @@ def run_training(
             tracker = _start_tracker(track, track_uri, out, {"model_type": model, "dataset": prepared.name, **sections}, note)
         try:
             summary = train_model(
-                prepared, prepared_dir, model, out, sections, resume=resume, callbacks=[tracker] if tracker else []
+                prepared,
+                prepared_dir,
+                model,
+                out,
+                sections,
+                resume=resume,
+                callbacks=[tracker] if tracker else [],
+                force=force,
             )
         except BaseException:
             if tracker is not None:

@@ -17,12 +17,16 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from llmrec.atomic import atomic_write
-from llmrec.config import dump_toml
+from llmrec.config import check_range, dump_toml
 from llmrec.data.dataset import PreparedDataset
 from llmrec.models.base import Trainable
 from llmrec.train.fit import fit
 from llmrec.train.loop import TrainConfig
+from llmrec.train.memory import check_training_memory, estimate_lm_run
+from llmrec.train.recipes import RECIPES
 
 __all__ = ["SEARCH_SPACE", "tune"]
 
@@ -60,12 +64,25 @@ def tune(
     seed: int = 0,
     out: str | Path | None = None,
     use_attributes: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Run the study; returns {"best_value", "best_params", "trials"} and writes `out` (TOML) when given."""
+    """Run the study; returns {"best_value", "best_params", "trials"} and writes `out` (TOML) when given.
+
+    n_trials (1..100,000) and budget_minutes (> 0) are checked first, then the peak memory of the largest
+    trial the search space allows against the machine's (`llmrec.train.memory`; force: search anyway).
+    """
+    check_range("n_trials", n_trials, 1, 100_000)
+    check_range("budget_minutes", budget_minutes, 0.0, low_open=True)
     import optuna
 
     base_model = dict(base_model or {})
     base_train = base_train or TrainConfig()
+    largest = {k: max(spec) for k, (section, kind, spec) in SEARCH_SPACE.items() if kind == "categorical"}
+    largest.update(n_heads=2, d_ff=4 * int(largest["d_model"]), use_attributes=use_attributes)
+    RECIPES["next-item-lm"].check({**base_model, **largest})  # unknown or out-of-range [model] keys, by name
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    estimate = estimate_lm_run(dataset, {**base_model, **largest}, base_train, device=device)
+    check_training_memory(estimate, device=device, force=force)
     metric = base_train.metric
     started = time.perf_counter()
 

@@ -177,7 +177,7 @@ def test_save_then_load_gives_identical_scores(tmp_path: Path) -> None:
     assert torch.equal(loaded.score(ids), model.score(ids))
 
 
-@pytest.mark.parametrize(("overrides", "named"), [({"alpha": 1.5}, "alpha"), ({"c": 8}, "c must be in 1..7")])
+@pytest.mark.parametrize(("overrides", "named"), [({"alpha": 1.5}, "alpha"), ({"c": 8}, "c: must be between 1 and 7")])
 def test_config_refuses_bad_values(overrides: dict[str, Any], named: str) -> None:
     with pytest.raises(ValueError, match=named):
         _model(**overrides)

@@ -68,8 +68,8 @@ def test_serve_warns_when_exposed_without_a_key(serve_artifact: Path, uvicorn_ca
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--workers", "0"], "--workers must be >= 1"),
-        (["--port", "70000"], "--port must be in 0..65535"),
+        (["--workers", "0"], "--workers: must be between 1 and 1024, got 0"),
+        (["--port", "70000"], "--port: must be between 1 and 65535, got 70000"),
         (
             ["--api-key-env", "LLMREC_TEST_NO_SUCH_VARIABLE"],
             "LLMREC_TEST_NO_SUCH_VARIABLE: that environment variable is not set",

@@ -51,12 +51,9 @@ def build_index_cmd(
     """Build the approximate-retrieval index of a large catalogue once, so that `serve --ann` loads it at start."""
     with user_errors():
         from llmrec.artifact import ann_dir
-        from llmrec.outputs import claim_folder
         from llmrec.serve.launch import build_index
 
-        # <model>/ann is checked before any work; the lock is the model's, as the index is written into it
-        with claim_folder(ann_dir(model), "index", option="--model", lock=model):
-            info = build_index(model, kind, target_recall=target_recall, threads=threads)
+        info = build_index(model, kind, target_recall=target_recall, threads=threads)
     detail = {"ivf": f"nlist {info.nlist}, nprobe {info.nprobe}", "hnsw": f"M {info.hnsw_m}, efSearch {info.ef_search}"}
     recall = (
         f"; recall@{info.calibration_k} {info.calibrated_recall:.3f} on {info.n_calibration_queries} queries"
@@ -98,10 +95,15 @@ def serve_cmd(
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn): /v1/recommend, /metrics, /docs, a demo page at /."""
     with user_errors():
-        if workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {workers}")
-        if not 0 <= port <= 65535:
-            raise ValueError(f"--port must be in 0..65535, got {port}")
+        from llmrec.config import check_range
+
+        check_range("--port", port, 1, 65535)
+        check_range("--workers", workers, 1, 1024)
+        check_range("--max-batch", max_batch, 1, 1 << 16)
+        check_range("--max-wait-ms", max_wait_ms, 0.0, 60_000.0)
+        check_range("--max-body-bytes", max_body_bytes, 1, 1 << 40)
+        check_range("--graceful-timeout", graceful_timeout, 0, 86_400)
+        check_range("--ann-threshold", ann_threshold, 0, 2**31 - 1)
         if ann not in ANN_MODES:
             raise ValueError(f"--ann must be auto, off, flat, ivf or hnsw; got {ann!r}")
         from llmrec.serve.launch import ServeSettings, prepare_serving

@@ -23,13 +23,20 @@ def pad_left(histories: Sequence[np.ndarray], max_len: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def _check_max_seq_len(max_seq_len: int) -> None:
+    # the configs refuse it first (llmrec.config.check_range); this guards direct callers
+    if max_seq_len < 1:
+        raise ValueError(f"max_seq_len must be >= 1, got {max_seq_len}")
+
+
 def training_windows(sequences: Sequence[np.ndarray], max_seq_len: int, *, all_windows: bool = True) -> list[np.ndarray]:
     """Training windows of at most max_seq_len + 1 items (input = w[:-1], target = w[1:]).
 
     The most recent window always; with `all_windows`, a sequence longer than the window is cut from its end
     into windows that overlap by one item, so every event is a target exactly once. Sequences shorter than
-    2 items teach nothing and are dropped.
+    2 items teach nothing and are dropped. max_seq_len < 1 is a ValueError (0 would never shorten `end`).
     """
+    _check_max_seq_len(max_seq_len)
     out = []
     for s in sequences:
         end = len(s)
@@ -49,6 +56,7 @@ def prefix_examples(sequences: Sequence[np.ndarray], max_seq_len: int) -> list[n
     re-implementations in the BSARec / TV-Rec family (each target is one example, drawn with its own dropout
     mask, and an epoch has as many examples as targets). Views into the sequences, no copies.
     """
+    _check_max_seq_len(max_seq_len)
     out = []
     for s in sequences:
         for t in range(1, len(s)):

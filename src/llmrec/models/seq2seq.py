@@ -42,6 +42,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, T5Config, T5ForConditionalGeneration
 
+from llmrec.config import MAX_SEQ_LEN, check_range
 from llmrec.index.semantic_ids import CodeTrie, SemanticIds
 from llmrec.types import PAD_ID, SeqBatch
 
@@ -72,16 +73,21 @@ class T5SemanticConfig:
     prompt_ids: tuple[tuple[int, ...], ...] | None = None  # (prefix, separator, suffix) token ids of the prompt
 
     def __post_init__(self) -> None:
-        if self.n_items < 1:
-            raise ValueError(f"n_items must be >= 1, got {self.n_items}")
+        """Ranges as the next-item LM's (`NextItemLMConfig.__post_init__`); num_beams <= 4096."""
+        check_range("n_items", self.n_items, 1, 2**31 - 1)
         if not self.codebook_sizes or min(self.codebook_sizes) < 1:
             raise ValueError(f"codebook_sizes must be positive, got {self.codebook_sizes}")
+        check_range("max_seq_len", self.max_seq_len, 1, MAX_SEQ_LEN)
+        check_range("d_model", self.d_model, 1, 16384)
+        check_range("n_layers", self.n_layers, 1, 256)
+        check_range("n_heads", self.n_heads, 1, 256)
+        check_range("d_ff", self.d_ff, 1, 65536)
+        check_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        check_range("num_beams", self.num_beams, 1, 4096)
+        check_range("cold_weight", self.cold_weight, 0.0)
+        check_range("code_token_start", self.code_token_start, 0, 2**31 - 1)
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if self.max_seq_len < 1 or self.num_beams < 1:
-            raise ValueError("max_seq_len and num_beams must be >= 1")
-        if not self.cold_weight >= 0:
-            raise ValueError(f"cold_weight must be >= 0, got {self.cold_weight}")
         if (self.t5 is None) != (self.prompt_ids is None):
             raise ValueError("t5 and prompt_ids are set together (pretrained variant) or not at all")
         if self.prompt_ids is not None and len(self.prompt_ids) != 3:

@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from llmrec.atomic import atomic_directory, atomic_write
+from llmrec.config import check_range
 from llmrec.data.sequences import bucketed_batches
 from llmrec.errors import artifact_file, read_json
 from llmrec.models.base import Trainable
@@ -68,16 +69,26 @@ class TrainConfig:
     selected_epoch: int = 0  # > 0: no selection run; train this many epochs (on train + valid with refit_on_valid)
 
     def __post_init__(self) -> None:
+        """Ranges (`llmrec.config.check_range`, the error names the key): epochs, patience and selected_epoch up
+        to 100,000, batch_size 1..1,048,576, lr finite and > 0, weight_decay and grad_clip >= 0, ema_decay in
+        [0, 1), max_minutes >= 0 (or None; 0 stops after the first epoch), seed 0..2**32 - 1, num_threads 0..4096."""
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be cosine|constant, got {self.schedule!r}")
-        if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
-            raise ValueError("batch_size and epochs must be >= 1 and lr > 0")
-        if self.selected_epoch < 0:
-            raise ValueError(f"selected_epoch must be >= 0 (0 = choose on validation), got {self.selected_epoch}")
+        check_range("epochs", self.epochs, 1, 100_000)
+        check_range("batch_size", self.batch_size, 1, 1 << 20)
+        check_range("lr", self.lr, 0.0, low_open=True)
+        check_range("weight_decay", self.weight_decay, 0.0)
+        check_range("warmup_steps", self.warmup_steps, 0, 10**9)
+        check_range("grad_clip", self.grad_clip, 0.0)
+        check_range("patience", self.patience, 1, 100_000)
+        check_range("seed", self.seed, 0, 2**32 - 1)
+        if self.max_minutes is not None:
+            check_range("max_minutes", self.max_minutes, 0.0)  # 0: stop after the first epoch
+        check_range("num_threads", self.num_threads, 0, 4096)
+        check_range("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+        check_range("selected_epoch", self.selected_epoch, 0, 100_000)
         if self.examples not in ("windows", "prefixes"):
             raise ValueError(f"examples must be windows|prefixes, got {self.examples!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 @dataclass

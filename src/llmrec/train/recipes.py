@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmrec.artifact import save_artifact
-from llmrec.config import build
+from llmrec.config import MAX_SEQ_LEN, build, check_range
 from llmrec.data.dataset import PreparedDataset
 from llmrec.errors import read_json
 from llmrec.models.next_item_lm import NextItemLMConfig
 from llmrec.train import distributed
 from llmrec.train.loop import Callback, TrainConfig, TrainResult
+from llmrec.train.memory import MemoryEstimate, estimate_lm_run
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,12 +49,15 @@ class FitRequest:
 @dataclass(frozen=True)
 class Recipe:
     """One trainable name. ``fit`` writes the artifact to ``request.out`` (rank 0 only under DDP) and returns the
-    summary fields it adds (best epoch and the like); ``distributed``: whether it runs under torchrun/accelerate."""
+    summary fields it adds (best epoch and the like); ``distributed``: whether it runs under torchrun/accelerate;
+    ``estimate``: its peak memory, checked against the machine before it starts (`llmrec.train.memory`)."""
 
     check: Callable[[dict[str, Any]], None]
     fit: Callable[[FitRequest], dict[str, Any]]
     presets: dict[str, Any] = field(default_factory=dict)
     distributed: bool = False
+    # (dataset, [model] params, [train] config, device type) -> the run's estimated peak memory; None: not checked
+    estimate: Callable[[PreparedDataset, dict[str, Any], TrainConfig, str], MemoryEstimate] | None = None
 
 
 # ---- checks of the [model] section ------------------------------------------------------------------------------
@@ -89,9 +93,17 @@ _KNN_KEYS = ("neighbours", "shrink", "decay", "max_seq_len")
 
 
 def _check_knn(params: dict[str, Any]) -> None:
+    """Known keys, then ranges: neighbours 1..1,048,576, shrink >= 0, decay in (0, 1], max_seq_len 1..MAX_SEQ_LEN."""
     unknown = [k for k in params if k not in _KNN_KEYS]
     if unknown:
         raise ValueError(f"unknown config key(s) for item-knn: {', '.join('model.' + k for k in unknown)}")
+    for key, value in params.items():
+        whole = key in ("neighbours", "max_seq_len")
+        if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
+            raise ValueError(f"model.{key}: expected {'int' if whole else 'float'}, got {value!r}")
+    ranges = {"neighbours": (1, 1 << 20), "shrink": (0.0, None), "decay": (0.0, 1.0), "max_seq_len": (1, MAX_SEQ_LEN)}
+    for key, value in params.items():
+        check_range(f"model.{key}", value, *ranges[key], low_open=key == "decay")
 
 
 def _check_no_keys(params: dict[str, Any]) -> None:
@@ -230,10 +242,16 @@ _SASREC_PRESETS: dict[str, Any] = {
     "use_attributes": False,  # the paper's SASRec sees item ids only
 }
 
+
+def _estimate_lm(dataset: PreparedDataset, params: dict[str, Any], train: TrainConfig, device: str) -> MemoryEstimate:
+    return estimate_lm_run(dataset, params, train, device=device)
+
+
 RECIPES: dict[str, Recipe] = {
-    "next-item-lm": Recipe(_check_lm, _fit_lm, distributed=True),
-    "sasrec": Recipe(_check_lm, _fit_lm, presets=_SASREC_PRESETS, distributed=True),
-    "bsarec": Recipe(_check_bsarec, _fit_bsarec),  # needs train.examples = "prefixes" (refused otherwise)
+    "next-item-lm": Recipe(_check_lm, _fit_lm, distributed=True, estimate=_estimate_lm),
+    "sasrec": Recipe(_check_lm, _fit_lm, presets=_SASREC_PRESETS, distributed=True, estimate=_estimate_lm),
+    # needs train.examples = "prefixes" (refused otherwise)
+    "bsarec": Recipe(_check_bsarec, _fit_bsarec, estimate=_estimate_lm),
     "most-popular": Recipe(_check_no_keys, _fit_most_popular),
     "item-knn": Recipe(_check_knn, _fit_item_knn),
     "t5-semantic": Recipe(_check_t5, _fit_t5),
