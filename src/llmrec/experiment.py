@@ -174,8 +174,10 @@ def run_training(
     if track is not None and track not in TRACKERS:
         raise ValueError(f"--track must be tensorboard or mlflow, got {track!r}")
     check_settings(model, sections)  # before a registry dataset is prepared or anything is written
-    if out.exists() and not (out / "config.json").is_file() and any(out.iterdir()):
-        raise FileExistsError(f"{out}: exists and is not a model folder; refusing to replace it")
+    from llmrec.outputs import check_replaceable, refuse_current_folder, resolve
+
+    refuse_current_folder(resolve(out))
+    check_replaceable(out, "model")  # before training: never after an hour's work
     import torch
 
     if threads:

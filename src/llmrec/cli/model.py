@@ -10,6 +10,7 @@ Each parses its options, makes one library call (`llmrec.experiment.run_training
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -68,21 +69,24 @@ def train_cmd(
     with user_errors():
         sections = config_sections(config, [*(set_ or []), *([f"train.epochs={epochs}"] if epochs is not None else [])])
         from llmrec.experiment import run_training
+        from llmrec.outputs import claim_folder
 
-        run = run_training(
-            dataset,
-            out,
-            model,
-            sections,
-            resume=resume,
-            device=device,
-            threads=threads,
-            track=track,
-            track_uri=track_uri,
-            status=err_console.status,
-            note=lambda line: say(line, err=True),
-            force=force,
-        )
+        # checked and locked before any work; --resume takes the same lock (the training state is beside `out`)
+        with claim_folder(out, "model", inputs={"--dataset": dataset, "--config": config}) as target:
+            run = run_training(
+                dataset,
+                target,
+                model,
+                sections,
+                resume=resume,
+                device=device,
+                threads=threads,
+                track=track,
+                track_uri=track_uri,
+                status=err_console.status,
+                note=lambda line: say(line, err=True),
+                force=force,
+            )
     if not run.is_main:
         return
     summary = run.summary
@@ -151,11 +155,16 @@ def evaluate_cmd(
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Full-ranking evaluation: leave-one-out (valid and test) or cold-start users; Recall/NDCG@k with 95% CIs."""
-    with user_errors():
+    with user_errors(), ExitStack() as claimed:
         from llmrec.identity import check_model_dataset, dataset_for_model
 
         if protocol not in ("loo", "cold-start"):
             raise ValueError(f"--protocol must be loo or cold-start, got {protocol!r}")
+        if out is not None:  # checked and locked before any work; a report never goes into a model or dataset folder
+            from llmrec.outputs import claim_file
+
+            inputs = {"--model": model, "--dataset": dataset, "--baseline": baseline}
+            out = claimed.enter_context(claim_file(out, inputs=inputs, beside=(".md", ".png")))
         # never score a model on data it was not trained on (the same check as llmrec.evaluate)
         prepared = dataset_for_model(model, dataset, status=err_console.status)
         if baseline is not None:
@@ -258,10 +267,13 @@ def meta_train_cmd(
         import torch
 
         from llmrec.meta.training import meta_train_model
+        from llmrec.outputs import claim_folder
 
         if threads:
             torch.set_num_threads(threads)
-        summary = meta_train_model(dataset_arg(dataset, out.parent), base, out, method, sections)
+        inputs = {"--dataset": dataset, "--base": base, "--config": config}
+        with claim_folder(out, "model", inputs=inputs) as target:
+            summary = meta_train_model(dataset_arg(dataset, target.parent), base, target, method, sections)
     shown = {k: summary[k] for k in ("method", "valid_zero_shot", "valid", "warm_valid_base", "warm_valid", "seconds")}
     console.print(f"meta-trained {json.dumps(shown)} → {out}", markup=False, soft_wrap=True)
 
@@ -283,10 +295,13 @@ def map_cold_items_cmd(
     """Give items that never occurred in training an embedding mapped from their text, so they can be recommended."""
     with user_errors():
         from llmrec.models.cold_items import map_cold_items_artifact
+        from llmrec.outputs import claim_folder
 
-        summary = map_cold_items_artifact(
-            model, dataset_arg(dataset, model.parent), out, ridge=ridge, text_model=text_model, progress=True
-        )
+        inputs = {"--model": model, "--dataset": dataset, "--text-model": text_model}
+        with claim_folder(out, "model", inputs=inputs) as target:
+            summary = map_cold_items_artifact(
+                model, dataset_arg(dataset, model.parent), target, ridge=ridge, text_model=text_model, progress=True
+            )
     console.print(
         f"mapped {summary['cold_items']} cold items from {summary['warm_items']} warm ones (ridge {summary['ridge']}) → {out}",
         markup=False,
@@ -307,6 +322,7 @@ def tune_cmd(
     """Search hyperparameters with Optuna on the validation metric (pruning poor trials), write the best config."""
     with user_errors():
         from llmrec.config import build, check_range
+        from llmrec.outputs import claim_file
         from llmrec.train import TrainConfig
         from llmrec.tune import tune
 
@@ -316,17 +332,18 @@ def tune_cmd(
         base_train = build(TrainConfig, sections.get("train", {}), section="train")
         model_params = dict(sections.get("model", {}))
         use_attributes = bool(model_params.pop("use_attributes", True))
-        summary = tune(
-            dataset_arg(dataset, out.parent),
-            base_model=model_params,
-            base_train=base_train,
-            n_trials=trials,
-            budget_minutes=budget_minutes,
-            seed=seed,
-            out=out,
-            use_attributes=use_attributes,
-            force=force,
-        )
+        with claim_file(out, inputs={"--dataset": dataset, "--config": config}) as target:  # before any work
+            summary = tune(
+                dataset_arg(dataset, target.parent),
+                base_model=model_params,
+                base_train=base_train,
+                n_trials=trials,
+                budget_minutes=budget_minutes,
+                seed=seed,
+                out=target,
+                use_attributes=use_attributes,
+                force=force,
+            )
     console.print(f"best validation value {summary['best_value']:.4f} after {len(summary['trials'])} trials → {out}")
 
 
@@ -340,8 +357,10 @@ def export_cmd(
     """A slim copy of a model for serving: no optimizer state, checkpoints or logs; optionally an ONNX scorer."""
     with user_errors():
         from llmrec.export import export_artifact
+        from llmrec.outputs import claim_folder
 
-        summary = export_artifact(model, out, onnx=onnx)
+        with claim_folder(out, "model", inputs={"--model": model}) as target:
+            summary = export_artifact(model, target, onnx=onnx)
     check = f"; ONNX scores within {summary['onnx_max_abs_diff']:.1e} of PyTorch's" if "onnx_max_abs_diff" in summary else ""
     console.print(
         f"exported {len(summary['files'])} files, {summary['bytes_after'] / 1e6:.1f} MB "

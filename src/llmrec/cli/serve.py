@@ -51,9 +51,12 @@ def build_index_cmd(
     """Build the approximate-retrieval index of a large catalogue once, so that `serve --ann` loads it at start."""
     with user_errors():
         from llmrec.artifact import ann_dir
+        from llmrec.outputs import claim_folder
         from llmrec.serve.launch import build_index
 
-        info = build_index(model, kind, target_recall=target_recall, threads=threads)
+        # <model>/ann is checked before any work; the lock is the model's, as the index is written into it
+        with claim_folder(ann_dir(model), "index", option="--model", lock=model):
+            info = build_index(model, kind, target_recall=target_recall, threads=threads)
     detail = {"ivf": f"nlist {info.nlist}, nprobe {info.nprobe}", "hnsw": f"M {info.hnsw_m}, efSearch {info.ef_search}"}
     recall = (
         f"; recall@{info.calibration_k} {info.calibrated_recall:.3f} on {info.n_calibration_queries} queries"
