@@ -22,7 +22,7 @@ HOMES = {
     "TrainConfig": "llmrec.train.loop",
     "evaluate": "llmrec.api",
     "fit": "llmrec.train.fit",
-    "prepare": "llmrec.data.prepare",
+    "prepare": "llmrec.api",
 }
 
 

@@ -185,3 +185,33 @@ def test_evaluation_on_cuda_matches_cpu(artifact: Path, tiny_prepared: PreparedD
     for split in ("valid", "test"):
         for metric in ("ndcg@10", "recall@10", "mrr"):
             assert gpu[split][metric] == pytest.approx(cpu[split][metric], abs=1e-6), (split, metric)
+
+
+def test_export_onnx_ships_a_raw_id_helper_and_prints_no_third_party_warnings(artifact: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    import importlib.util
+    import json
+
+    out = tmp_path / "serve"
+    result = runner.invoke(app, ["export", "--model", str(artifact), "--out", str(out), "--onnx"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and "warn" not in result.output.lower() and "[torch.onnx]" not in result.output
+    assert json.loads((out / "onnx_items.json").read_text())[:3] == Recommender.load(out).raw_ids[:3]
+    spec = importlib.util.spec_from_file_location("onnx_scorer_copy", out / "onnx_scorer.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # the shipped file: stdlib + numpy + onnxruntime only
+    source = (out / "onnx_scorer.py").read_text()
+    assert "import torch" not in source and "llmrec" not in source.split('"""')[2]
+    scorer = module.OnnxScorer(out)
+    rec = Recommender.load(out, device="cpu")
+    user = next(iter(rec.histories))
+    history = [rec.raw_ids[i - 1] for i in rec.histories[user]]  # longer than max_seq_len: cut, like the model
+    got = scorer.recommend(history, k=5)
+    want = rec.recommend(history=history, k=5)
+    assert [i for i, _ in got] == [r.item_id for r in want]
+    np.testing.assert_allclose([s for _, s in got], [r.score for r in want], rtol=1e-4, atol=1e-4)
+    assert len(scorer.recommend([], k=3)) == 3
+    with pytest.raises(KeyError, match="nope"):
+        scorer.recommend(["nope"])

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -63,7 +64,9 @@ def test_data_prepare_mirror_dataset_exact_stats(name: str, users: str, items: s
     for number in (users, items, interactions):
         assert number in table.stdout
     as_json = _invoke("data", "stats", out, "--json")
-    assert as_json.exit_code == 0 and json.loads(as_json.stdout) == json.loads(json.dumps(stats))
+    shown = json.loads(as_json.stdout)
+    assert as_json.exit_code == 0 and {k: shown[k] for k in stats} == json.loads(json.dumps(stats))
+    assert set(shown) - set(stats) == {"catalogue", "time_range"}
 
 
 def test_data_prepare_records_provenance(tmp_path: Path) -> None:
@@ -298,3 +301,41 @@ def test_cli_help_does_not_import_torch_or_polars() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+# ---- ISO-8601 cutoffs, catalogue coverage and time range ------------------------------------------------------
+def _iso_events(tmp_path: Path) -> Path:
+    events = tmp_path / "events.csv"
+    rows = ["uid,sku,ts"]
+    for u in "abcd":
+        rows += [f"{u},{i},2024-03-{day:02d}T09:00:00Z" for day, i in zip((1, 2, 3, 10, 20), "vwxyz", strict=True)]
+    events.write_text("\n".join(rows) + "\n")
+    return events
+
+
+def test_temporal_cutoffs_accept_iso_8601_like_the_events(tmp_path: Path) -> None:
+    events = _iso_events(tmp_path)
+    base = ["data", "prepare", "--events", events, "--columns", "user=uid,item=sku,time=ts", "--split", "temporal"]
+    iso = _invoke(*base, "--valid-cutoff", "2024-03-05", "--test-cutoff", "2024-03-15T00:00:00Z", "--out", tmp_path / "iso")
+    assert iso.exit_code == 0, iso.output
+    # 2024-03-05 = 1709596800 and 2024-03-15 = 1710460800 Unix seconds: the same split as the numbers
+    num = _invoke(*base, "--valid-cutoff", "1709596800", "--test-cutoff", "1710460800", "--out", tmp_path / "num")
+    assert num.exit_code == 0, num.output
+    a, b = PreparedDataset.load(tmp_path / "iso"), PreparedDataset.load(tmp_path / "num")
+    assert a.manifest["stats"] == b.manifest["stats"] and a.manifest["stats"]["test_examples"] == 4
+    bad = _invoke(*base, "--valid-cutoff", "March 5th", "--out", tmp_path / "bad")
+    assert bad.exit_code == 2 and "--valid-cutoff: 'March 5th' is neither a number nor an ISO-8601 time" in bad.stderr
+    assert "Traceback" not in bad.output
+
+
+def test_data_stats_shows_catalogue_coverage_and_time_range(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
+    out = tiny_prepared.save(tmp_path / "tiny")
+    result = _invoke("data", "stats", out)
+    assert result.exit_code == 0, result.output
+    for label in ("with title", "with text", "with categories", "first event", "last event"):
+        assert label in result.stdout
+    as_json = json.loads(_invoke("data", "stats", out, "--json").stdout)
+    flat = np.concatenate(tiny_prepared.times)
+    assert as_json["time_range"] == {"min": int(flat.min()), "max": int(flat.max())}
+    assert as_json["catalogue"]["items"] == tiny_prepared.n_items
+    assert as_json["catalogue"]["title"] == tiny_prepared.items["title"].drop_nulls().len()

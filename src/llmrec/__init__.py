@@ -20,8 +20,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from llmrec.api import evaluate
-    from llmrec.data import PrepareConfig, PreparedDataset, prepare
+    from llmrec.api import evaluate, prepare
+    from llmrec.data import PrepareConfig, PreparedDataset
     from llmrec.models import NextItemLM, NextItemLMConfig
     from llmrec.recommend import Recommendation, Recommender
     from llmrec.train.fit import fit
@@ -55,7 +55,7 @@ _LAZY: dict[str, str] = {
     "TrainConfig": "llmrec.train",
     "evaluate": "llmrec.api",
     "fit": "llmrec.train",
-    "prepare": "llmrec.data",
+    "prepare": "llmrec.api",
 }
 
 

@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from llmrec.data import PrepareConfig, PreparedDataset
     from llmrec.recommend import Recommender
 
-__all__ = ["evaluate", "split_overrides", "train"]
+__all__ = ["evaluate", "prepare", "split_overrides", "train"]
+
+FRAME_NAME = "dataframe"  # the prepared dataset's name when events come as a DataFrame and no name is given
 
 
 def split_overrides(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -49,11 +52,59 @@ def split_overrides(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def prepare(
+    events: Any,
+    config: PrepareConfig | None = None,
+    *,
+    out: str | Path | None = None,
+    items: Any = None,
+    columns: dict[str, str | None] | str | None = None,
+    item_columns: dict[str, str | None] | str | None = None,
+    name: str | None = None,
+    domain: str | None = None,
+    source: dict[str, Any] | None = None,
+) -> PreparedDataset:
+    """Prepare events given as a pandas or Polars DataFrame (or `RawData`, as `llmrec.data.prepare` takes) into a
+    `PreparedDataset`, saved to `out` when given (atomically, as ``llmrec data prepare --out``).
+
+    items: an optional catalogue DataFrame. columns / item_columns: the CLI's ``--columns`` / ``--item-columns``
+    as a dict (``{"user": "uid", "item": "sku", "time": "ts"}``; None: no such column) or the same text; the
+    frames are read in memory with the file readers' defaults and checks (`llmrec.data.frames`), nothing written.
+    config: a `PrepareConfig` (filters, split); default: leave-one-out, no filters.
+    """
+    from llmrec.data import prepare as prepare_raw
+    from llmrec.data.frames import is_frame, raw_from_frames
+    from llmrec.data.tables import RawData
+
+    if isinstance(events, RawData):
+        if items is not None or columns is not None or item_columns is not None:
+            raise ValueError("items=, columns= and item_columns= go with a DataFrame of events, not with RawData")
+        raw = events
+    elif is_frame(events):
+        raw = raw_from_frames(events, items=items, columns=columns, item_columns=item_columns, domain=domain)
+        source = source or {"format": "dataframe"}
+        name = name or FRAME_NAME
+    else:
+        raise TypeError(f"events must be a pandas or Polars DataFrame (or RawData), not {type(events).__name__}")
+    if domain is not None:
+        raw.domain = domain
+    prepared = prepare_raw(raw, config, source=source, name=name)
+    if out is not None:
+        from llmrec.data.auto import check_out_dir
+
+        check_out_dir(Path(out))
+        prepared.save(Path(out))
+    return prepared
+
+
 def train(
-    dataset: str | Path,
+    dataset: Any,
     out: str | Path | None = None,
     config: str | Path | dict[str, dict[str, Any]] | None = None,
     *,
+    items: Any = None,
+    columns: dict[str, str | None] | str | None = None,
+    item_columns: dict[str, str | None] | str | None = None,
     model: str = "next-item-lm",
     resume: bool = False,
     device: str = "auto",
@@ -64,7 +115,9 @@ def train(
     """Train a model as ``llmrec train`` does and return it as a loaded `Recommender`.
 
     dataset: a prepared dataset folder, or a registry name (prepared with the defaults, as the CLI does: into
-    ``<out>/../<name>-data``, or ``<cache dir>/prepared/<name>-data`` without `out`). out: the artifact folder
+    ``<out>/../<name>-data``, or ``<cache dir>/prepared/<name>-data`` without `out`), or a pandas / Polars
+    DataFrame of events (with `items`, `columns`, `item_columns` as in `prepare`; prepared with the defaults into
+    the same place, named ``dataframe-data``). out: the artifact folder
     to write; None keeps the artifact in a temporary folder removed with the returned Recommender. config: a TOML
     file path or a dict of sections ``{"model": {...}, "train": {...}}``. overrides: see `split_overrides`; they
     win over `config`. model: next-item-lm | sasrec | most-popular | item-knn | t5-semantic. Every setting is
@@ -73,12 +126,18 @@ def train(
     """
     from llmrec.arguments import check_path
     from llmrec.config import load_toml, merge_sections
+    from llmrec.data.frames import is_frame
     from llmrec.data.registry import cache_dir
+    from llmrec.eval.popularity import warn_below_popularity
     from llmrec.experiment import check_settings, open_dataset_once, train_model
     from llmrec.recommend import Recommender
     from llmrec.train import distributed
 
-    check_path(dataset, "dataset")
+    frame = is_frame(dataset)
+    if not frame:
+        check_path(dataset, "dataset")
+        if items is not None or columns is not None or item_columns is not None:
+            raise ValueError("items=, columns= and item_columns= go with a DataFrame of events as dataset=")
     check_path(out, "out", optional=True)
     if not isinstance(model, str):
         raise TypeError(f"model must be a training name (str), e.g. 'next-item-lm', not {type(model).__name__}")
@@ -94,16 +153,20 @@ def train(
     out_dir = Path(tempfile.mkdtemp(prefix="llmrec-model-")) / "model" if out is None else Path(out)
     if out_dir.exists() and not (out_dir / "config.json").is_file() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir}: exists and is not a model folder; refusing to replace it")
-    name = str(dataset)
+    name = FRAME_NAME if frame else str(dataset)
     prepared_root = (cache_dir() / "prepared" if temporary else out_dir.parent) / f"{Path(name).name}-data"
+    if frame:  # read and checked in memory (no file of the user's), then saved where training reads it
+        prepare(dataset, out=prepared_root, items=items, columns=columns, item_columns=item_columns)
+        name = str(prepared_root)
     try:
         distributed.init_from_env(device)
         try:
             prepared, prepared_dir = open_dataset_once(name, prepared_root)  # rank 0 prepares, the others wait
-            train_model(prepared, prepared_dir, model, out_dir, sections, resume=resume, progress=progress, force=force)
+            summary = train_model(prepared, prepared_dir, model, out_dir, sections, resume=resume, progress=progress, force=force)
         finally:
             distributed.shutdown()
         rec = Recommender.load(out_dir, device=device)
+        warn_below_popularity(summary.get("warnings") or ())
     except BaseException:
         if temporary:
             shutil.rmtree(out_dir.parent, ignore_errors=True)
@@ -124,6 +187,7 @@ def evaluate(model: Recommender | str | Path, dataset: str | Path | None = None,
     "auto", as on the command line).
     """
     from llmrec.arguments import check_path
+    from llmrec.eval.popularity import warn_below_popularity
     from llmrec.experiment import evaluate_model
     from llmrec.identity import dataset_for_model
 
@@ -135,4 +199,6 @@ def evaluate(model: Recommender | str | Path, dataset: str | Path | None = None,
         raise ValueError("this Recommender was not loaded from an artifact folder; pass the folder instead")
     # The same resolution and model/dataset identity check as `llmrec evaluate`: never scores other data.
     prepared = dataset_for_model(model_dir, dataset, option="dataset=")
-    return evaluate_model(model_dir, prepared, **options)
+    report = evaluate_model(model_dir, prepared, **options)
+    warn_below_popularity(report.get("warnings") or ())  # also in report["warnings"]
+    return report

@@ -116,6 +116,11 @@ def train_model(
 
     summary.update(recipe.fit(FitRequest(dataset, params, train_cfg, out, resume=resume, callbacks=callbacks)))
     summary["seconds"] = round(time.perf_counter() - t0, 1)
+    import torch
+
+    summary["threads"] = torch.get_num_threads()  # what was used, also when the setting was 0 (leave as is)
+    if ctx.is_main:
+        summary.update(_popularity_check(dataset, model, out, train_cfg, summary, ctx.device))
     summary["dataset"] = str(dataset_dir)
     if ctx.enabled:
         summary["world_size"] = ctx.world_size
@@ -125,6 +130,31 @@ def train_model(
     write_training(out, summary, prepared_path=dataset_dir)
     distributed.barrier()
     return summary
+
+
+def _popularity_check(
+    dataset: PreparedDataset, model: str, out: Path, train_cfg: TrainConfig, summary: dict[str, Any], device: Any
+) -> dict[str, Any]:
+    """The trained model against most-popular on the validation split (`llmrec.eval.popularity`): summary keys
+    ``most_popular`` and ``warnings``. A model refit on train + valid events has no held-out validation item: its
+    selection run's best weights (``train/best``, the epoch the refit copied) are checked instead. Skipped for
+    most-popular itself and when there is nothing held out to check."""
+    weights = out
+    if summary.get("train", {}).get("refit_on_valid"):
+        weights = out / "train" / "best"
+    if model == "most-popular" or not (weights / "config.json").is_file():
+        return {}
+    import torch
+
+    from llmrec.eval.popularity import popularity_warnings, validation_check
+    from llmrec.eval.scoring import score_fn
+    from llmrec.models import load_model
+
+    trained = load_model(weights)
+    if isinstance(trained, torch.nn.Module):
+        trained = trained.to(device)
+    check = validation_check(score_fn(trained), dataset, exclude_seen=train_cfg.valid_exclude_seen)
+    return {"most_popular": check, "warnings": popularity_warnings(check)}
 
 
 def open_dataset_once(dataset: str, prepared_root: Path, *, status: Status = nullcontext) -> tuple[PreparedDataset, Path]:

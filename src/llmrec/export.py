@@ -11,7 +11,10 @@ With ``onnx=True`` (next-item LM only; needs the ``export`` extra: onnx, onnxscr
 recent max_seq_len items; output ``scores`` float32 [B, n_items + 1], column 0 (padding) = -inf, as
 `NextItemLM.score`. ``onnx.json`` records these names and sizes. The graph comes from torch's exporter
 (``torch.onnx.export(dynamo=True)``) and is checked against PyTorch's scores on stored histories before it is
-kept (`check_onnx`).
+kept (`check_onnx`). Beside it go ``onnx_items.json`` (the raw item ids in the graph's column order) and
+``onnx_scorer.py``, a copy of `llmrec.onnx_scorer` (stdlib + numpy + onnxruntime): raw ids in, padded and masked,
+top-k raw ids out, so serving with onnxruntime needs neither llmrec, torch, nor glue written by hand. The
+exporter's own warnings and progress lines are silenced around the export call only.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +85,7 @@ def write_onnx(model_dir: Path, path: Path) -> float:
         import onnxscript  # noqa: F401
     except ImportError as e:
         raise ValueError(f"--onnx needs the export extra (pip install 'llmrec[export]'): {e}") from None
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the exporter's own deprecation and tracing notes are not the user's concern
+    with _quiet_exporter(), torch.no_grad():
         program = torch.onnx.export(
             scorer,
             (example,),
@@ -104,7 +108,40 @@ def write_onnx(model_dir: Path, path: Path) -> float:
             indent=2,
         )
     )
+    _write_serving_helper(model_dir, path.parent)
     return check_onnx(model_dir, path)
+
+
+def _write_serving_helper(model_dir: Path, folder: Path) -> None:
+    """onnx_items.json (raw ids in the graph's order) and onnx_scorer.py (`llmrec.onnx_scorer`) into `folder`."""
+    import polars as pl
+
+    from llmrec import onnx_scorer
+
+    raw_ids = pl.read_parquet(model_dir / "items.parquet").sort("item_idx")["item"].cast(pl.String).to_list()
+    (folder / onnx_scorer.ITEMS_FILE).write_text(json.dumps(raw_ids), encoding="utf-8")
+    shutil.copyfile(onnx_scorer.__file__, folder / "onnx_scorer.py")
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence torch.onnx / onnxscript around the export call only: their warnings, log records and progress lines
+    (printed to stdout and stderr) are notes for their developers, not for the user of `llmrec export`."""
+    import contextlib
+    import io
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 class _Scorer(torch.nn.Module):

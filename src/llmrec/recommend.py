@@ -400,7 +400,7 @@ class Recommender:
     ) -> list[Explanation]:
         """`explain` for an internal-id history `h` (1-D int64, oldest first), as `recommend_batch` takes: the
         service's path, which has already encoded and checked the ids."""
-        from llmrec.explain.attribution import attribute
+        from llmrec.explain.attribution import attribute, is_weak, score_spread
         from llmrec.explain.text import Reason, TemplateGenerator
 
         recs = self.recommend_batch(
@@ -413,6 +413,7 @@ class Recommender:
             raise ValueError(f"method={method!r} runs on the CPU: load the model with device='cpu' or use occlusion")
         # [K, T] (occlusion runs on the model's device); an empty history has nothing to attribute to
         weights = attribute(self.model, h, targets, self.max_seq_len, method) if len(h) else np.zeros((len(targets), 0))
+        spread = score_spread(self.model, h, self.max_seq_len)  # an attribution below MIN_STRENGTH of it names nothing
         generator = generator or TemplateGenerator()
         domain = str(self.meta.get("domain") or "generic")
         shaping_query = query if query is not None and query_weight > 0 else None
@@ -425,15 +426,23 @@ class Recommender:
             ranked = sorted(per_item.items(), key=lambda t: -t[1])
             contributions = [Contribution(self.raw_ids[i - 1], a, self.titles[i - 1]) for i, a in ranked[:n_contributions]]
             strongest = ranked[0][1] if ranked else 0.0
-            cited = [i for i, a in ranked[:n_reasons] if a > 0 and a >= CITE_SHARE * strongest]
+            weak = bool(ranked) and is_weak(strongest, spread)
+            cited = [] if weak else [i for i, a in ranked[:n_reasons] if a > 0 and a >= CITE_SHARE * strongest]
             causes = tuple(self.item_info(i) for i in cited)
-            text = generator.generate(Reason(item=self.item_info(j), causes=causes, domain=domain, query=shaping_query))
+            reason = Reason(item=self.item_info(j), causes=causes, domain=domain, query=shaping_query, weak=weak)
+            text = generator.generate(reason)
             out.append(Explanation(rec, contributions, text))
         return out
 
-    def item_info(self, item_idx: int) -> ItemInfo:
-        """The catalogue facts of internal item `item_idx` as an `llmrec.explain.text.ItemInfo`."""
+    def item_info(self, item: str | int) -> ItemInfo:
+        """Catalogue facts (`llmrec.explain.text.ItemInfo`) of a raw item id (str, ``item_info("50")``; unknown: an
+        `UnknownIdError`) or, as before, of an internal index (int, 1-based, ``item_index[raw]``)."""
         from llmrec.explain.text import ItemInfo
 
-        cats = self.items.row(item_idx - 1, named=True).get("categories")  # list[str] | None
-        return ItemInfo(self.raw_ids[item_idx - 1], self.titles[item_idx - 1], tuple(cats or ()))
+        idx = self.item_index.get(item, -1) if isinstance(item, str) else item
+        if isinstance(item, str) and idx < 0:
+            raise UnknownIdError("item", [item])
+        if isinstance(idx, bool) or not isinstance(idx, int | np.integer) or not 1 <= idx <= len(self.raw_ids):
+            raise TypeError(f"item must be a raw item id (str) or an internal index 1..{len(self.raw_ids)}, got {item!r}")
+        cats = self.items.row(int(idx) - 1, named=True).get("categories")  # list[str] | None
+        return ItemInfo(self.raw_ids[idx - 1], self.titles[idx - 1], tuple(cats or ()))

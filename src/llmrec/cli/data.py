@@ -23,6 +23,27 @@ __all__ = ["data_app"]
 data_app = typer.Typer(help="Prepare datasets and inspect prepared ones.", no_args_is_help=True, rich_markup_mode=None)
 
 
+CUTOFF_HELP = "a number in the events' time unit, or ISO-8601 like 2024-03-01 or 2024-03-01T09:30:00Z"
+
+
+def _cutoff(value: str | None, option: str) -> float | None:
+    """A cutoff as the events' times are read: a number as it is, ISO-8601 text as Unix seconds (UTC when no offset)."""
+    if value is None:
+        return None
+    from datetime import UTC, datetime
+
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{option}: {value!r} is neither a number nor an ISO-8601 time (e.g. 2024-03-01T09:30:00Z)") from None
+    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
+
+
 def _prepare_config(
     *,
     user_core: int | None,
@@ -32,8 +53,8 @@ def _prepare_config(
     keep_events: str | None,
     min_value: float | None,
     split: str,
-    valid_cutoff: float | None,
-    test_cutoff: float | None,
+    valid_cutoff: str | None,
+    test_cutoff: str | None,
     cold_user_fraction: float | None,
     cold_item_fraction: float | None,
     seed: int,
@@ -49,8 +70,8 @@ def _prepare_config(
     optional = {
         **cores,
         "min_value": min_value,
-        "valid_cutoff": valid_cutoff,
-        "test_cutoff": test_cutoff,
+        "valid_cutoff": _cutoff(valid_cutoff, "--valid-cutoff"),
+        "test_cutoff": _cutoff(test_cutoff, "--test-cutoff"),
         "cold_user_fraction": cold_user_fraction,
         "cold_item_fraction": cold_item_fraction,
     }
@@ -95,8 +116,8 @@ def data_prepare(
     keep_events: Annotated[str | None, typer.Option(help="Keep only these event types, e.g. purchase,click.")] = None,
     min_value: Annotated[float | None, typer.Option(help="Keep events whose value is at least this.")] = None,
     split: Annotated[str, typer.Option(help="Split protocol: loo|temporal|cold-user|cold-item.")] = "loo",
-    valid_cutoff: Annotated[float | None, typer.Option(help="temporal: validation starts at this time.")] = None,
-    test_cutoff: Annotated[float | None, typer.Option(help="temporal: test starts at this time.")] = None,
+    valid_cutoff: Annotated[str | None, typer.Option(help=f"temporal: validation starts at this time ({CUTOFF_HELP}).")] = None,
+    test_cutoff: Annotated[str | None, typer.Option(help=f"temporal: test starts at this time ({CUTOFF_HELP}).")] = None,
     cold_user_fraction: Annotated[float | None, typer.Option(help="cold-user: share of users held out.")] = None,
     cold_item_fraction: Annotated[float | None, typer.Option(help="cold-item: share of items held out.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the cold-user / cold-item draws.")] = 0,
@@ -181,7 +202,25 @@ def _stats_tables(stats: dict[str, Any]) -> list[Table]:
     split.add_row("cold items", fmt_int(stats["cold_items"]))
     for role, n in stats["roles"].items():
         split.add_row(f"users: {role}", fmt_int(n))
-    return [overview, quantiles, split]
+    catalogue = Table("", "items", "share", title="catalogue and time")
+    n = max(1, stats["catalogue"]["items"])
+    for field in ("title", "text", "categories"):
+        has = stats["catalogue"][field]
+        catalogue.add_row(f"with {field}", fmt_int(has), f"{has / n:.1%}")
+    catalogue.add_row("first event", _when(stats["time_range"]["min"]), "")
+    catalogue.add_row("last event", _when(stats["time_range"]["max"]), "")
+    return [overview, quantiles, split, catalogue]
+
+
+def _when(t: int | None) -> str:
+    """An event time: the number, and the UTC date it means when read as Unix seconds (2000-2100)."""
+    if t is None:
+        return "-"
+    from datetime import UTC, datetime
+
+    if 946_684_800 <= t < 4_102_444_800:
+        return f"{t} ({datetime.fromtimestamp(t, UTC):%Y-%m-%d %H:%M:%S} UTC if Unix seconds)"
+    return str(t)
 
 
 @data_app.command("stats")
@@ -193,7 +232,8 @@ def data_stats(
     with user_errors():
         from llmrec.data import PreparedDataset
 
-        stats = PreparedDataset.load(directory).stats()
+        prepared = PreparedDataset.load(directory)
+        stats = {**prepared.stats(), **prepared.coverage()}
     if as_json:
         typer.echo(json.dumps(stats, indent=2))
         return

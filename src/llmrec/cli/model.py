@@ -92,6 +92,10 @@ def train_cmd(
     summary = run.summary
     console.print(f"trained {summary['model']}", markup=False)
     console.print(_training_table(summary, out))
+    for split, c in (summary.get("most_popular") or {}).items():  # llmrec.eval.popularity
+        say(f"vs most-popular ({split} NDCG@10): {c['model']:.4f} vs {c['most_popular']:.4f}, p = {c['p_value']:.3g}")
+    for line in summary.get("warnings") or ():
+        say(f"warning: {line}", err=True)
     say(f"model written to {out}")
 
 
@@ -222,6 +226,7 @@ def _print_loo(report: dict[str, Any], prepared: PreparedDataset, *, exclude_see
             markup=False,
             soft_wrap=True,
         )
+    _print_popularity(report)
     for split, tests in report.get("extra", {}).get("paired", {}).items():
         if isinstance(tests, dict):
             for metric, t in tests.items():
@@ -231,6 +236,18 @@ def _print_loo(report: dict[str, Any], prepared: PreparedDataset, *, exclude_see
                     markup=False,
                     soft_wrap=True,
                 )
+
+
+def _print_popularity(report: dict[str, Any]) -> None:
+    """The check against most-popular (`llmrec.eval.popularity`): one line per split, warnings on stderr."""
+    for split, c in (report.get("most_popular") or {}).items():
+        lo, hi = c["ci"]
+        say(
+            f"vs most-popular ({split} NDCG@10): {c['model']:.4f} vs {c['most_popular']:.4f}, diff {c['diff']:+.4f} "
+            f"[{lo:+.4f}, {hi:+.4f}], p = {c['p_value']:.3g}"
+        )
+    for line in report.get("warnings") or ():
+        say(f"warning: {line}", err=True)
 
 
 def _print_cold_start(results: dict[str, ColdStartResult], prepared: PreparedDataset, *, exclude_seen: bool) -> None:

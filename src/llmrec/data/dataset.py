@@ -241,6 +241,20 @@ class PreparedDataset:
             n_cold_items=int(self._is_cold_item.sum()),
         )
 
+    def coverage(self) -> dict[str, Any]:
+        """What the catalogue says and when the events happened (``llmrec data stats``): ``catalogue`` counts the
+        items with a title, a text, at least one category (of ``items``); ``time_range`` the first and last event
+        time (``min``/``max`` in the events' unit; Unix seconds when the times were ISO-8601 or datetimes)."""
+        items = self.items
+        has = {
+            "title": items["title"].is_not_null().sum() if "title" in items.columns else 0,
+            "text": items["text"].is_not_null().sum() if "text" in items.columns else 0,
+            "categories": (items["categories"].list.len() > 0).sum() if "categories" in items.columns else 0,
+        }
+        flat = np.concatenate(self.times) if self.times else np.zeros(0, dtype=np.int64)
+        span = {"min": int(flat.min()), "max": int(flat.max())} if flat.size else {"min": None, "max": None}
+        return {"catalogue": {"items": self.n_items, **{k: int(v) for k, v in has.items()}}, "time_range": span}
+
     # ---- persistence ----------------------------------------------------------------------------
     def save(self, out: str | Path) -> Path:
         """Write to `out` atomically: a temporary sibling directory renamed into place."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from llmrec import artifact
 from llmrec.eval.evaluate import EvalResult, compute_ranks, evaluate_split_both, paired_test, sampled_metrics, sampled_ranks
 from llmrec.eval.metrics import ndcg_at_k, recall_at_k
+from llmrec.eval.popularity import compare_with_most_popular, popularity_warnings
 from llmrec.eval.report import build_report, write_report
 from llmrec.eval.scoring import ScoreFn, score_fn
 from llmrec.models import load_model
@@ -47,6 +48,10 @@ def evaluate_model(
     from the artifact's training.json; None when the artifact has none). With `baseline_dir`, a second model
     is ranked on the same users and the report's ``extra.paired`` holds a paired test (bootstrap CI of the
     difference, sign-flip permutation p-value) for NDCG@10 and Recall@10.
+
+    Every split is also ranked by most-popular (training counts, fitted on the fly) under the same protocol:
+    ``report["most_popular"][split]`` holds both NDCG@10s and a paired test, and ``report["warnings"]`` a sentence
+    for each split where the model does not beat it with significance (`llmrec.eval.popularity`).
     """
     model_fn = _score_fn(model_dir, device)
 
@@ -54,8 +59,10 @@ def evaluate_model(
     results: dict[str, EvalResult] = {}
     other: dict[str, EvalResult] = {}
     sampled: dict[str, dict[str, float]] = {}
+    examples: dict[str, Any] = {}
     for split in splits:
         ex = dataset.eval_examples(split)
+        examples[split] = (ex.histories, ex.targets)
         both = evaluate_split_both(
             model_fn,
             ex.histories,
@@ -97,7 +104,11 @@ def evaluate_model(
         "ks": list(ks),
     }
     model_name = training.get("model", artifact.model_type(model_dir))  # names presets such as "sasrec"
-    return build_report(
+    check: dict[str, Any] = {}
+    if artifact.model_type(model_dir) != "most-popular":  # never against itself
+        ranks = {split: results[split].ranks for split in splits}
+        check = compare_with_most_popular(ranks, examples, pop, exclude_seen=exclude_seen, n_boot=n_boot)
+    report = build_report(
         results,
         model_name=str(model_name),
         dataset=dataset_name(dataset, model_dir),
@@ -106,6 +117,9 @@ def evaluate_model(
         extra=extra,
         other_protocol=other,
     )
+    report["most_popular"] = check
+    report["warnings"] = popularity_warnings(check)
+    return report
 
 
 def dataset_name(dataset: PreparedDataset, model_dir: Path | None = None) -> str:

@@ -34,7 +34,10 @@ if TYPE_CHECKING:  # keeps `import llmrec.eval.report` itself free of the evalua
 __all__ = ["build_report", "comparison_markdown", "write_report"]
 
 # Top-level report keys that are not split names.
-RESERVED_KEYS = frozenset({"model", "dataset", "protocol", "n_users", "ci", "segments", "sampled", "extra", "repeat_targets"})
+RESERVED_KEYS = frozenset(
+    {"model", "dataset", "protocol", "n_users", "ci", "segments", "sampled", "extra", "repeat_targets"}
+    | {"most_popular", "warnings"}  # the check against most-popular (`llmrec.eval.popularity`)
+)
 # `<split><suffix>`: the split's metrics with seen items excluded / not excluded, beside the split as asked.
 PROTOCOL_SUFFIXES = {True: "_exclude_seen", False: "_include_seen"}
 _SEGMENT_COLUMNS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")
@@ -298,7 +301,11 @@ def _segments_table(segments: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 def _markdown(report: Mapping[str, Any]) -> str:
+    from llmrec.eval.popularity import popularity_markdown
+
     lines = [f"# {title(report)}", ""]
+    lines += [f"**Warning:** {w}." for w in report.get("warnings") or ()]
+    lines += [""] if report.get("warnings") else []
     lines += _protocol_lines(report)
     lines += ["", "Intervals are 95% percentile-bootstrap intervals over users."]
     lines += _both_protocols_table(report)
@@ -328,7 +335,8 @@ def _markdown(report: Mapping[str, Any]) -> str:
     paired = extra.pop("paired", None)
     if isinstance(paired, Mapping):
         lines += _paired_table(paired)
-    lines += ["", "## Protocol", ""]
+    lines += ["", *popularity_markdown(report.get("most_popular") or {})]
+    lines += ["## Protocol", ""]
     lines += [f"- {key}: {json.dumps(value)}" for key, value in report.get("protocol", {}).items()]
     if extra:
         lines += ["", "## Extra", "", "```json", json.dumps(extra, indent=2), "```"]

@@ -34,7 +34,25 @@ from llmrec.eval.scoring import model_device
 from llmrec.models.base import ItemEmbeddingModel, RecModel
 from llmrec.models.next_item_lm import NextItemLM
 
-__all__ = ["METHODS", "DeletionResult", "attribute", "deletion_test", "gradient_x_input", "occlusion", "target_scores"]
+__all__ = [
+    "METHODS",
+    "MIN_STRENGTH",
+    "DeletionResult",
+    "attribute",
+    "deletion_test",
+    "gradient_x_input",
+    "is_weak",
+    "occlusion",
+    "score_spread",
+    "strength",
+    "target_scores",
+]
+
+# An explanation names a history item only when that item's attribution is at least MIN_STRENGTH standard
+# deviations of the model's scores over the catalogue (`strength`). Measured by benchmarks/explain_threshold.py on
+# ml-100k: the 95th percentile of the strongest attribution of untrained (re-initialised) and shuffled-weight
+# models, which explain nothing; see docs/trust.md ("When an explanation names no item").
+MIN_STRENGTH = 0.65
 
 
 @torch.no_grad()
@@ -51,6 +69,26 @@ def target_scores(model: RecModel, item_ids: torch.Tensor, targets: torch.Tensor
         h = model.encode(item_ids)[:, -1]  # [B, D]
         return (h @ model.item_table()[targets].T).cpu()  # [B, K]
     return model.score(item_ids)[:, targets].cpu()
+
+
+@torch.no_grad()
+def score_spread(model: RecModel, history: np.ndarray, max_seq_len: int) -> float:
+    """Standard deviation of the model's scores of every item (padding left out) for one history: the scale an
+    attribution is compared with (a drop of 0.01 means nothing when scores spread over several units)."""
+    ids = pad_left([np.asarray(history, dtype=np.int64)], max_seq_len).to(model_device(model))
+    s = model.score(ids)[0, 1:].float()  # [V]
+    s = s[torch.isfinite(s)]
+    return float(s.std()) if s.numel() > 1 else 0.0
+
+
+def strength(weight: float, spread: float) -> float:
+    """An attribution in units of the score spread (`score_spread`); 0 when the scores do not spread at all."""
+    return weight / spread if spread > 0 else 0.0
+
+
+def is_weak(weight: float, spread: float, threshold: float = MIN_STRENGTH) -> bool:
+    """True when the strongest attribution is too weak to name an item as the reason (below `threshold`)."""
+    return strength(weight, spread) < threshold
 
 
 def _window(n: int, max_seq_len: int) -> range:

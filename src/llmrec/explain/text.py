@@ -59,6 +59,7 @@ class Reason:
     causes: tuple[ItemInfo, ...]  # strongest first; only items whose attribution is positive; never `item`
     domain: str = "generic"
     query: str | None = None  # the text request blended into the ranking, if any
+    weak: bool = False  # the strongest attribution is too weak to name an item (`llmrec.explain.attribution.is_weak`)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,11 @@ class TemplateGenerator:
         p = _phrases(reason.domain)
         shaped = f' Your request "{reason.query}" also shaped this list.' if reason.query else ""
         causes = [c for c in reason.causes if c.item_id != reason.item.item_id]  # an item never explains itself
+        if reason.weak:
+            return (
+                f"Recommended to you: {reason.item.name}. No item in your history moves the model's score for it "
+                f"enough to be named as the reason.{shaped}"
+            )
         if not causes:
             return (
                 f"Recommended to you: {reason.item.name} (no single item in your history stands out in the "
