@@ -45,7 +45,7 @@ def test_batch_recommend_writes_one_row_per_user_and_rank(artifact: Path, tmp_pa
         if suffix == ".parquet"
         else pl.read_csv(out, schema_overrides={"user": pl.String, "item": pl.String})
     )
-    assert table.columns == ["user", "rank", "item", "score"]
+    assert table.columns == ["user", "rank", "item", "score", "title", "categories"]  # the catalogue's, by default
     rec = Recommender.load(artifact)
     assert table.height == 3 * len(rec.histories)
     assert table["user"].unique(maintain_order=True).to_list() == list(rec.histories)
@@ -72,7 +72,8 @@ def test_batch_recommend_from_a_file_of_user_ids_and_its_errors(artifact: Path, 
     assert table.filter(pl.col("user") == some[0])["item"].to_list() == [r.item_id for r in expected]
 
     ids.write_text("ghost\n")
-    bad = runner.invoke(app, ["recommend", "--model", str(artifact), "--users", str(ids), "--out", str(tmp_path / "x.parquet")])
+    bad_args = ["--users", str(ids), "--out", str(tmp_path / "x.parquet"), "--strict"]
+    bad = runner.invoke(app, ["recommend", "--model", str(artifact), *bad_args])
     assert bad.exit_code == 2 and bad.stderr.startswith("error: ") and "ghost" in bad.stderr
     assert not (tmp_path / "x.parquet").exists()
     for args, message in [

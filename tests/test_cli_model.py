@@ -258,7 +258,7 @@ def test_evaluate_writes_json_markdown_and_png(lm: Path, tmp_path: Path) -> None
         for metric in ("recall@10", "ndcg@10"):
             value = report[split][metric]
             assert isinstance(value, float) and 0.0 <= value <= 1.0, (split, metric, value)
-    assert report["protocol"]["exclude_seen"] is False
+    assert report["protocol"]["exclude_seen"] is report["protocol"]["served_exclude_seen"]  # the model's rule
     assert report["protocol"]["ranking"] == "full"
     assert "sampled" not in report
 
@@ -313,7 +313,7 @@ def test_recommend_for_a_history_as_json(lm: Path, tiny_prepared: PreparedDatase
     ],
 )
 def test_recommend_unknown_id_exits_2(args: list[str], named: str, popular: Path) -> None:
-    _assert_user_error(_invoke("recommend", "--model", popular, *args), named)
+    _assert_user_error(_invoke("recommend", "--model", popular, *args, "--strict"), named)
 
 
 @pytest.mark.parametrize("args", [[], ["--user", "u01", "--history", "1,2"]], ids=["neither", "both"])
@@ -394,7 +394,7 @@ def test_map_cold_items_writes_a_mapped_copy_that_recommends(data: Path, lm: Pat
 
 def test_map_cold_items_refuses_bad_input(data: Path, lm: Path, tmp_path: Path) -> None:
     _assert_user_error(
-        _invoke("map-cold-items", "--model", data, "--dataset", data, "--out", tmp_path / "x"), "not a next-item-lm"
+        _invoke("map-cold-items", "--model", data, "--dataset", data, "--out", tmp_path / "x"), "not a model artifact"
     )
     _assert_user_error(_invoke("map-cold-items", "--model", lm, "--dataset", data, "--out", lm), "--out must differ")
     _assert_user_error(

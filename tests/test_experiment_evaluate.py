@@ -48,9 +48,9 @@ def _train(dataset: PreparedDataset, tmp_path: Path, model: str, **train: Any) -
 
 def test_one_run_reports_both_protocols_and_counts_repeat_targets(with_repeats: PreparedDataset, tmp_path: Path) -> None:
     model = _train(with_repeats, tmp_path, "most-popular")
-    report = evaluate_model(model, with_repeats, n_boot=20)
+    report = evaluate_model(model, with_repeats, n_boot=20, exclude_seen=False)
     for split in ("valid", "test"):
-        assert report[split] == report[f"{split}_include_seen"]  # not excluded unless asked
+        assert report[split] == report[f"{split}_include_seen"]  # as asked (default: the model's served rule)
         assert f"{split}_exclude_seen" in report and f"{split}_exclude_seen" in report["ci"]
     ex = with_repeats.eval_examples("test")
     assert int(repeat_targets(ex.histories, ex.targets).sum()) == 3
@@ -121,7 +121,8 @@ def test_evaluate_command_prints_the_other_protocol_and_the_repeats(with_repeats
 
     model = _train(with_repeats, tmp_path, "most-popular")
     out = tmp_path / "R.json"
-    result = CliRunner().invoke(app, ["evaluate", "--model", str(model), "--out", str(out), "--n-boot", "20"])
+    args = ["evaluate", "--model", str(model), "--out", str(out), "--n-boot", "20", "--include-seen"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     line = " ".join(result.stdout.split())

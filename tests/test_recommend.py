@@ -95,11 +95,11 @@ def test_unknown_ids_raise_listing_them(artifact: tuple[NextItemLM, Path], tiny_
     rec = Recommender.load(artifact[1])
     known = tiny_prepared.raw_item_ids()[0]
     with pytest.raises(UnknownIdError) as items:
-        rec.recommend(history=[known, "nope", "zzz"])
+        rec.recommend(history=[known, "nope", "zzz"], strict=True)
     assert (items.value.kind, items.value.ids) == ("item", ["nope", "zzz"])
     assert str(items.value) == "unknown item id(s): nope, zzz"
     with pytest.raises(UnknownIdError) as users:
-        rec.recommend(user="ghost")
+        rec.recommend(user="ghost", strict=True)
     assert (users.value.kind, users.value.ids) == ("user", ["ghost"])
     assert "ghost" in str(users.value)
     assert isinstance(users.value, KeyError)

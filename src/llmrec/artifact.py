@@ -12,6 +12,8 @@ A model artifact directory is self-describing (no other file and no network need
     training.json                    what `llmrec train` did (model name, params, [train] settings, best epoch)
     train/                           the training run (checkpoints, metrics.csv) when the model was trained
     ann/                             a saved FAISS index (`llmrec build-index`)
+    item_text.safetensors, .json     the catalogue's text embeddings for queries, with the encoder that made them
+                                     (`llmrec.index.text_store`; written by training with item text and by export)
 
 This module sits below the models (it never imports a model class): loading needs the registry, so it is
 `llmrec.models.load_model`, which reads `model_type` and checks the weights here. Every write is atomic
@@ -38,6 +40,8 @@ if TYPE_CHECKING:  # types only: this module never imports a model class or the 
 
 __all__ = [
     "ANN_DIR",
+    "TEXT_EMBEDDINGS",
+    "TEXT_EMBEDDINGS_META",
     "ann_dir",
     "check_weights",
     "copy_with_weights",
@@ -52,6 +56,8 @@ __all__ = [
 
 ANN_DIR = "ann"  # where an artifact keeps a saved index (`llmrec build-index`)
 WEIGHT_FILES = ("config.json", "model.safetensors")  # what `save_pretrained` writes
+TEXT_EMBEDDINGS = "item_text.safetensors"  # the catalogue's text embeddings (`llmrec.index.text_store`)
+TEXT_EMBEDDINGS_META = "item_text.json"  # their encoder, dimension and catalogue digest
 
 
 def model_type(path: str | Path) -> Any:

@@ -3,7 +3,9 @@
     rec = Recommender.load("runs/model")
     write_recommendations(rec, rec.histories, "recs.parquet", k=10)   # every known user
 
-One row per user and rank: ``user``, ``rank``, ``item``, ``score`` (the user order of `users`, then rank). Users
+One row per user and rank: ``user``, ``rank``, ``item``, ``score`` (the user order of `users`, then rank), then the
+catalogue's ``title`` and ``categories`` (`columns`; by default those the catalogue has; in a CSV file the
+categories are one text cell joined by ``|``). Users
 are scored `chunk_size` at a time and each chunk is appended to the file as it is done, so memory stays flat
 whatever the number of users (pyarrow's ParquetWriter / CSVWriter stream row groups). The file is written to a
 hidden temporary sibling and renamed into place at the end: an interrupted run leaves no partial file.
@@ -15,17 +17,39 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 
 from llmrec.atomic import atomic_file
 
 if TYPE_CHECKING:
-    from llmrec.recommend import Recommender
+    from llmrec.recommend import Recommendation, Recommender
 
-__all__ = ["FORMATS", "read_user_ids", "write_recommendations"]
+__all__ = ["CATALOGUE_COLUMNS", "FORMATS", "default_columns", "parse_columns", "read_user_ids", "write_recommendations"]
 
 FORMATS = (".parquet", ".csv")
 SCHEMA = pa.schema([("user", pa.string()), ("rank", pa.int32()), ("item", pa.string()), ("score", pa.float32())])
+CATALOGUE_COLUMNS = ("title", "categories")  # what `columns` may add after the four above
+
+
+def parse_columns(spec: str) -> tuple[str, ...]:
+    """``--columns title,categories`` -> ("title", "categories"); an empty spec adds none."""
+    names = tuple(dict.fromkeys(c.strip() for c in spec.split(",") if c.strip()))
+    if unknown := [c for c in names if c not in CATALOGUE_COLUMNS]:
+        raise ValueError(f"--columns: unknown column {unknown[0]!r}; one of {', '.join(CATALOGUE_COLUMNS)}")
+    return names
+
+
+def default_columns(rec: Recommender) -> tuple[str, ...]:
+    """The catalogue columns that hold something: title when any item has one, categories when any has some."""
+    return tuple(
+        name for name, present in (("title", any(t for t in rec.titles)), ("categories", any(rec.categories))) if present
+    )
+
+
+def _schema(columns: Sequence[str], suffix: str) -> pa.Schema:
+    extra = {"title": pa.string(), "categories": pa.list_(pa.string()) if suffix == ".parquet" else pa.string()}
+    return pa.schema([*SCHEMA, *((c, extra[c]) for c in columns)])
 
 
 def read_user_ids(path: str | Path) -> list[str]:
@@ -55,15 +79,19 @@ def write_recommendations(
     out: str | Path,
     *,
     k: int = 10,
-    exclude_seen: bool = True,
+    exclude_seen: bool | None = None,
     chunk_size: int = 1024,
     progress: bool = False,
+    strict: bool = False,
+    columns: Sequence[str] | None = None,
     **options: Any,
 ) -> int:
-    """Top-k for each of `users` (raw ids the model knows) -> `out` (.parquet or .csv); returns the rows written.
+    """Top-k for each of `users` (raw ids) -> `out` (.parquet or .csv); returns the rows written.
 
-    options: passed on to `Recommender.recommend_batch` (query, query_weight, diversity). Unknown user ids raise
-    `UnknownIdError` before anything is written.
+    exclude_seen: None = the model's seen-item rule. options: passed on to `Recommender.recommend_batch` (query,
+    query_weight, diversity, filters). columns: catalogue columns to add (`CATALOGUE_COLUMNS`; None: those the
+    catalogue has). Unknown user ids get the popularity list (an empty history, as `Recommender.recommend`);
+    strict=True raises `UnknownIdError` for them before anything is written.
     """
     out = Path(out)
     if out.suffix not in FORMATS:
@@ -74,23 +102,28 @@ def write_recommendations(
     from llmrec.recommend import UnknownIdError
 
     unknown = [u for u in users if u not in rec.histories]
-    if unknown:
+    if unknown and strict:
         raise UnknownIdError("user", unknown)
+    columns = default_columns(rec) if columns is None else tuple(columns)
+    schema = _schema(columns, out.suffix)
+    empty = np.zeros(0, dtype=np.int64)
     rows = 0
     with atomic_file(out) as tmp:  # a complete file or none, with a plain write's permissions
-        writer = _writer(tmp, out.suffix)
+        writer = _writer(tmp, out.suffix, schema)
         bar = _progress(len(users), progress)
         try:
             for chunk in _chunks(users, chunk_size):
-                lists = rec.recommend_batch([rec.histories[u] for u in chunk], k, exclude_seen=exclude_seen, **options)
+                histories = [rec.histories.get(u, empty) for u in chunk]
+                lists = rec.recommend_batch(histories, k, exclude_seen=exclude_seen, **options)
                 table = pa.table(
                     {
                         "user": [u for u, recs in zip(chunk, lists, strict=True) for _ in recs],
                         "rank": [r.rank for recs in lists for r in recs],
                         "item": [r.item_id for recs in lists for r in recs],
                         "score": [r.score for recs in lists for r in recs],
+                        **{c: _column(c, lists, out.suffix) for c in columns},
                     },
-                    schema=SCHEMA,
+                    schema=schema,
                 )
                 writer.write_table(table)
                 rows += table.num_rows
@@ -103,14 +136,22 @@ def write_recommendations(
     return rows
 
 
-def _writer(path: Path, suffix: str) -> Any:
+def _column(name: str, lists: list[list[Recommendation]], suffix: str) -> list[Any]:
+    if name == "title":
+        return [r.title for recs in lists for r in recs]
+    if suffix == ".parquet":
+        return [list(r.categories) for recs in lists for r in recs]
+    return ["|".join(r.categories) for recs in lists for r in recs]  # CSV has no list cells
+
+
+def _writer(path: Path, suffix: str, schema: pa.Schema) -> Any:
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.ParquetWriter(path, SCHEMA)
+        return pq.ParquetWriter(path, schema)
     import pyarrow.csv as pcsv
 
-    return pcsv.CSVWriter(path, SCHEMA)
+    return pcsv.CSVWriter(path, schema)
 
 
 def _progress(total: int, enabled: bool) -> Any:

@@ -121,6 +121,9 @@ def train_model(
     summary["threads"] = torch.get_num_threads()  # what was used, also when the setting was 0 (leave as is)
     if ctx.is_main:
         summary.update(_popularity_check(dataset, model, out, train_cfg, summary, ctx.device))
+        from llmrec.eval.seen_rule import seen_rule_of_artifact
+
+        summary.update(seen_rule_of_artifact(out, dataset, summary, ctx.device))  # the served seen-item rule
     summary["dataset"] = str(dataset_dir)
     if ctx.enabled:
         summary["world_size"] = ctx.world_size

@@ -39,9 +39,16 @@ SKIPPED = ("train",)  # training state: optimizer, checkpoints, logs
 ONNX_TOLERANCE = 1e-4  # largest |ONNX - PyTorch| score difference accepted (float32, different kernels)
 
 
-def export_artifact(model_dir: str | Path, out: str | Path, *, onnx: bool = False) -> dict[str, Any]:
+def export_artifact(
+    model_dir: str | Path, out: str | Path, *, onnx: bool = False, text_embeddings: bool | None = None
+) -> dict[str, Any]:
     """Copy artifact `model_dir` without its training state to `out` (atomically); with `onnx`, add the scorer
-    graph. Returns a summary: files, bytes before and after, and the ONNX check's largest difference."""
+    graph. Returns a summary: files, bytes before and after, the ONNX check's largest difference, and what became
+    of the catalogue's text embeddings (``text_embeddings``: kept | stored | copied | none | not installed).
+
+    text_embeddings: store the catalogue's text embeddings for queries (`llmrec.index.text_store`) unless the
+    artifact already holds them for the packaged text encoder. None (default): when the text encoder is installed;
+    True: a ValueError when it is not; False: copy what the artifact holds."""
     src, out = Path(model_dir), Path(out)
     if not (src / "config.json").is_file():
         raise FileNotFoundError(f"{src}: not a model directory (no config.json)")
@@ -56,11 +63,34 @@ def export_artifact(model_dir: str | Path, out: str | Path, *, onnx: bool = Fals
                 shutil.copytree(entry, tmp / entry.name)
             else:
                 shutil.copy2(entry, tmp / entry.name)
+        summary["text_embeddings"] = _store_text_embeddings(tmp, text_embeddings)
         if onnx:
             summary["onnx_max_abs_diff"] = write_onnx(tmp, tmp / ONNX_FILE)
     summary["bytes_after"] = _size(out)
     summary["files"] = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     return summary
+
+
+def _store_text_embeddings(folder: Path, wanted: bool | None) -> str:
+    """Make sure `folder` stores its catalogue's text embeddings for the packaged encoder (see `export_artifact`)."""
+    from llmrec.artifact import TEXT_EMBEDDINGS_META, read_items_and_histories, text_cache_dir
+    from llmrec.errors import read_json
+    from llmrec.index.text_encoder import default_encoder, default_encoder_available, item_texts
+    from llmrec.index.text_store import catalogue_embeddings, read_item_text
+
+    if wanted is False:
+        return "copied" if (folder / TEXT_EMBEDDINGS_META).is_file() else "none"
+    if not default_encoder_available():
+        if wanted:
+            raise ValueError("--text-embeddings needs the text encoder: pip install 'llmrec[text]'")
+        return "not installed"
+    items, _ = read_items_and_histories(folder, None)
+    domain = str((read_json(folder / "dataset.json") if (folder / "dataset.json").is_file() else {}).get("domain") or "generic")
+    encoder = default_encoder()
+    if read_item_text(folder, encoder.name, item_texts(items.sort("item_idx"), domain))[0] is not None:
+        return "kept"
+    catalogue_embeddings(folder, items, domain, encoder, text_cache_dir(), store=True)
+    return "stored"
 
 
 def _size(path: Path) -> int:

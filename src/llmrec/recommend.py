@@ -1,24 +1,22 @@
 """Recommender: load a model artifact directory and recommend from a user id or a list of raw item ids.
 
     rec = Recommender.load("runs/beauty/model")
-    rec.recommend(history=["1", "5", "9"], k=10)   # -> list[Recommendation], none of 1, 5, 9
-    rec.recommend(user="42", k=10, exclude_seen=False)  # re-purchase domains: history items may come back
+    rec.recommend(history=["1", "5", "9"], k=10)   # -> Recommendations (a list of Recommendation)
+    rec.recommend(user="42", k=10, exclude_seen=False)  # history items may come back, whatever the model's rule
 
-Items already in the history are left out by default (``exclude_seen=True``): on ml-100k about half of an
-unfiltered top-10 repeats the history. Evaluation chooses its protocol explicitly (``llmrec.eval.leave_one_out``).
+Whether items already in the history are left out is one decision per model (``exclude_seen=None``, the
+default): chosen at training time on validation and recorded in the artifact (`llmrec.eval.seen_rule`); models
+without the record leave them out. Unknown ids are skipped (`resolve_history`), business rules mask items out
+before top-k (`llmrec.filters`).
 
 Large catalogues: above ``ANN_THRESHOLD`` items (or when asked, ``load(path, ann="hnsw")`` / ``use_ann``), the
-top-k come from a FAISS index over the item table (``llmrec.index.ann``): the model encodes the history, the
-index returns candidates by inner product with the last hidden state, and the candidates are re-scored exactly
-with the model's item table. Diversity re-ranks those candidates (the same max(100, 5k) pool as full scoring);
-a ``query`` blend and ``adapt`` need the whole score row (the blend standardises over the catalogue) and fall
-back to full scoring. The retrieval and re-ranking steps themselves are in `llmrec.retrieval`; this module keeps
+top-k come from a FAISS index over the item table (`llmrec.recommend_ann`, `llmrec.retrieval`); a ``query``
+blend, ``adapt`` and filtered rows need the whole score row and fall back to full scoring. This module keeps
 the facade (loading, id mapping, state) and the explanation assembly.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,24 +27,23 @@ import polars as pl
 import torch
 
 from llmrec.arguments import check_histories, check_history, check_k, check_options
-from llmrec.artifact import ANN_DIR, ann_dir, read_items_and_histories
+from llmrec.artifact import ANN_DIR, ann_dir, read_items_and_histories, read_training
 from llmrec.data.sequences import pad_left
 from llmrec.errors import UnknownIdError, artifact_file, read_json
 from llmrec.eval.scoring import model_device, resolve_device, score_fn
+from llmrec.eval.seen_rule import served_exclude_seen
+from llmrec.filters import ItemFilter, ItemMasks, apply_masks
 from llmrec.meta.maml import UserAdapter, has_adapter
 from llmrec.models import load_model  # re-exported: `from llmrec.recommend import load_model` keeps working
 from llmrec.models.base import ItemEmbeddingModel, RecModel
-from llmrec.results import Contribution, Explanation, Recommendation
+from llmrec.recommend_ann import IndexedRetrieval
+from llmrec.results import Contribution, Explanation, Recommendation, Recommendations
 from llmrec.retrieval import (
     ANN_MODES,
     ANN_THRESHOLD,
     N_CANDIDATES,
-    ann_candidates,
-    calibration_queries,
     diversity_features,
-    item_table,
     item_text_embeddings,
-    load_or_build_index,
     mmr_topk,
     popularity_scores,
     query_similarity,
@@ -62,7 +59,9 @@ __all__ = [
     "ANN_THRESHOLD",
     "Contribution",
     "Explanation",
+    "ItemFilter",
     "Recommendation",
+    "Recommendations",
     "Recommender",
     "UnknownIdError",
     "load_model",
@@ -82,7 +81,7 @@ def _n_items(model: Any) -> int | None:
     return None if n is None else int(n)
 
 
-class Recommender:
+class Recommender(IndexedRetrieval):
     """Facade over a model artifact: raw ids in, ranked raw ids (with titles) out."""
 
     def __init__(self, model: RecModel, items: pl.DataFrame, histories: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -90,12 +89,17 @@ class Recommender:
         self.items = items.sort("item_idx")
         self.raw_ids: list[str] = self.items["item"].to_list()
         self.titles: list[str | None] = self.items["title"].to_list()
+        cats = self.items["categories"].to_list() if "categories" in self.items.columns else [None] * len(self.raw_ids)
+        self.categories: list[tuple[str, ...]] = [tuple(c or ()) for c in cats]
+        self.masks = ItemMasks(self.items)  # business rules: filters and the catalogue's `available` column
+        # The seen-item rule served by default (training.json's `seen_items`, chosen on validation; set by `load`).
+        self.exclude_seen_default = True
         self.item_index = {raw: i + 1 for i, raw in enumerate(self.raw_ids)}
         self.histories = histories
         self.meta = meta
         self.max_seq_len = int(model.max_seq_len)
-        # Intent queries (recommend(query=...)): the text encoder loads on the first query; item embeddings are
-        # computed once (cached on disk in text_cache_dir, keyed by item text) and kept here.
+        # Intent queries (recommend(query=...)): the text encoder loads on the first query; item embeddings are read
+        # from the artifact (or computed once, cached on disk in text_cache_dir by item text) and kept here.
         self.text_encoder: Any = None  # llmrec.index.text_encoder.TextEncoder; None = the default model, lazily
         self.text_cache_dir: Path | None = None  # None = <llmrec cache dir>/text-embeddings
         self._item_text_emb: torch.Tensor | None = None  # [V+1, E]
@@ -125,59 +129,13 @@ class Recommender:
         with artifact_file(path / "items.parquet"):  # columns the facade needs (item_idx, item, title)
             rec = cls(model, items, histories, meta)
         rec.path = path
+        rec.exclude_seen_default = served_exclude_seen(read_training(path))
         if has_adapter(path):
             read_json(path / "adapter.json")  # names the file when it is the JSON that is damaged
             with artifact_file(path / "adapter.safetensors"):
                 rec.adapter = UserAdapter.from_pretrained(path)
         rec.use_ann(ann, threshold=ann_threshold, index_dir=ann_dir(path))
         return rec
-
-    # ---- approximate retrieval -----------------------------------------------------------------------------
-    def use_ann(
-        self,
-        mode: str = "auto",
-        *,
-        threshold: int = ANN_THRESHOLD,
-        index_dir: str | Path | None = None,
-        target_recall: float = 0.99,
-    ) -> ItemIndex | None:
-        """Retrieve top-k through a FAISS index instead of scoring every item; returns the index (None: off).
-
-        mode: "off"; "auto" = an index of kind "auto" when the catalogue has more than `threshold` items and the
-        model is a next-item LM (else off); "flat" | "ivf" | "hnsw" = that kind whatever the size. A saved index in
-        `index_dir` is loaded when it was built from this model's item table (and is of the asked kind); otherwise
-        one is built, its search parameter calibrated to `target_recall` recall@10 on the hidden states of up to
-        1,000 stored users. The index is a snapshot of the item table: call again after changing the weights.
-        """
-        if mode not in ANN_MODES:
-            raise ValueError(f"ann must be one of {', '.join(ANN_MODES)}; got {mode!r}")
-        has_table = isinstance(self.model, ItemEmbeddingModel)
-        if mode == "off" or (mode == "auto" and (not has_table or self.n_items <= threshold)):
-            self.ann = None
-            return None
-        if not has_table:
-            raise ValueError(
-                f"ann={mode} needs a model with item embeddings (e.g. a next-item LM); this model is {type(self.model).__name__}"
-            )
-        if mode == "auto" and importlib.util.find_spec("faiss") is None:  # the optional extra is not installed
-            log.warning("%d items but faiss is not installed (pip install 'llmrec[scale]'): scoring every item", self.n_items)
-            self.ann = None
-            return None
-        assert isinstance(self.model, ItemEmbeddingModel)
-        self.ann = load_or_build_index(
-            self.model, mode, self._calibration_queries, index_dir=index_dir, target_recall=target_recall
-        )
-        return self.ann
-
-    def _item_table(self) -> torch.Tensor:
-        assert isinstance(self.model, ItemEmbeddingModel)
-        return item_table(self.model)  # [V+1, D]
-
-    def _calibration_queries(self, n: int = 1000, seed: int = 0) -> np.ndarray | None:
-        """Last hidden states [Q, D] of up to n stored histories (seeded sample), the index's calibration queries."""
-        if not isinstance(self.model, ItemEmbeddingModel):
-            return None
-        return calibration_queries(self.model, self.histories, self._padded, n, seed)
 
     @property
     def n_items(self) -> int:
@@ -217,26 +175,37 @@ class Recommender:
         histories: list[np.ndarray],
         k: int = 10,
         *,
-        exclude_seen: bool | Sequence[bool] = True,
+        exclude_seen: bool | Sequence[bool] | None = None,
         query: str | None = None,
         query_weight: float = 0.7,
         diversity: float = 0.0,
         adapt: bool = False,
+        filters: ItemFilter | Sequence[ItemFilter | None] | None = None,
     ) -> list[list[Recommendation]]:
         """Top-k for each internal-id history (`encode_history`'s arrays; an empty one gets the popularity
         fallback of `recommend`); `exclude_seen` for all rows or one flag per row (the service batches requests
-        that differ in it into one forward pass).
+        that differ in it into one forward pass); None: the model's rule (`exclude_seen_default`, chosen at
+        training time on validation: `llmrec.eval.seen_rule`). filters: an `llmrec.filters.ItemFilter` for all
+        rows or one per row (None: the default rule, unavailable items left out); blocked items are masked out of
+        the scores before top-k, next to the seen items (`llmrec.filters.apply_masks`).
 
         query: a natural-language intent blended with the personal scores (`llmrec.rerank.blend_query`, weight
         `query_weight`); the reported score is then the blended one. diversity: in [0, 1], re-rank the top
         candidates by maximal marginal relevance with λ = 1 − diversity (`llmrec.rerank.mmr`)."""
         histories, k = check_histories(histories), check_k(k)
         check_options(diversity, query_weight, query)
+        if exclude_seen is None:
+            exclude_seen = self.exclude_seen_default
         excluded = [exclude_seen] * len(histories) if isinstance(exclude_seen, bool) else list(exclude_seen)
         if len(excluded) != len(histories):
             raise ValueError(f"exclude_seen has {len(excluded)} flags for {len(histories)} histories")
+        per_row = [filters] * len(histories) if filters is None or isinstance(filters, ItemFilter) else list(filters)
+        if len(per_row) != len(histories):
+            raise ValueError(f"filters has {len(per_row)} entries for {len(histories)} histories")
+        blocked = [self.masks.blocked(f) for f in per_row]  # [V+1] bool per row, None: nothing blocked
         empty = [i for i, h in enumerate(histories) if not len(h)]
-        if self.ann is not None and not adapt and query is None and not empty:
+        unfiltered = all(b is None for b in blocked)  # the index path serves unfiltered rows only
+        if self.ann is not None and not adapt and query is None and not empty and unfiltered:
             values, indices = self._retrieve(histories, k, excluded, diversity)
             return self._ranked(values, indices)
         scores = self.score_batch(histories, adapt=adapt)
@@ -248,9 +217,7 @@ class Recommender:
             from llmrec.rerank import blend_query
 
             scores = blend_query(scores, self.query_similarity(query), query_weight)
-        for i, (h, is_excluded) in enumerate(zip(histories, excluded, strict=True)):
-            if is_excluded and len(h):
-                scores[i, torch.from_numpy(h)] = float("-inf")
+        apply_masks(scores, histories, excluded, blocked)
         if diversity > 0.0:
             values, indices = self._diversify(scores, k, 1.0 - diversity)
         else:
@@ -262,7 +229,7 @@ class Recommender:
         out = []
         for vals, idx in zip(values.tolist(), indices.tolist(), strict=True):
             recs = [
-                Recommendation(self.raw_ids[j - 1], float(v), r + 1, self.titles[j - 1])
+                Recommendation(self.raw_ids[j - 1], float(v), r + 1, self.titles[j - 1], self.categories[j - 1])
                 for r, (v, j) in enumerate(zip(vals, idx, strict=True))
                 if v != float("-inf")
             ]
@@ -275,26 +242,72 @@ class Recommender:
         history: list[str] | None = None,
         user: str | None = None,
         k: int = 10,
-        exclude_seen: bool = True,
+        exclude_seen: bool | None = None,
         query: str | None = None,
         query_weight: float = 0.7,
         diversity: float = 0.0,
         adapt: bool = False,
-    ) -> list[Recommendation]:
-        """Top-k items for a raw history (oldest first) or a known raw user id (options: see recommend_batch;
+        strict: bool = False,
+        include_items: Sequence[str] | None = None,
+        exclude_items: Sequence[str] | None = None,
+        include_categories: Sequence[str] | None = None,
+        exclude_categories: Sequence[str] | None = None,
+        include_unavailable: bool = False,
+    ) -> Recommendations:
+        """Top-k items for a raw history (oldest first) or a raw user id (options: see recommend_batch;
         adapt=True fits the artifact's per-user adapter to the history first: cold-start users).
 
         history is a list of raw item ids (str or int): ``history=["1113"]``; a bare string is a TypeError, never
-        read as its characters. k is an int >= 1 (a bool or float is a TypeError). An empty history is allowed,
-        here, on the command line (``--history ""``) and over HTTP alike: with nothing to go on, the items come
-        ranked by popularity, their score the number of events with them in the artifact's stored histories
+        read as its characters. k is an int >= 1 (a bool or float is a TypeError). exclude_seen: None (default)
+        is the model's seen-item rule (`exclude_seen_default`); True / False override it.
+
+        Unknown ids (`resolve_history`): history items the model does not know are skipped and listed in the
+        answer's ``ignored_items``; an unknown user, or a history with no known item, gets the popularity list,
+        marked ``fallback == "popular"``. strict=True refuses both instead (`UnknownIdError`). An empty history is
+        allowed, here, on the command line (``--history ""``) and over HTTP alike: with nothing to go on, the items
+        come ranked by popularity, their score the number of events with them in the artifact's stored histories
         (what ``most-popular`` would say); an artifact without stored histories falls back to the model's own
         scores of the empty context. exclude_seen and query / diversity apply as for any history.
+
+        include_items / exclude_items (raw ids), include_categories / exclude_categories, include_unavailable:
+        business rules (`llmrec.filters.ItemFilter`) masked out of the scores before top-k.
         """
-        h = self._history(history, user)
-        return self.recommend_batch(
-            [h], k, exclude_seen=exclude_seen, query=query, query_weight=query_weight, diversity=diversity, adapt=adapt
+        h, ignored, fallback = self.resolve_history(history, user, strict=strict)
+        rules = ItemFilter.of(include_items, exclude_items, include_categories, exclude_categories, include_unavailable)
+        found = self.recommend_batch(
+            [h],
+            k,
+            exclude_seen=exclude_seen,
+            query=query,
+            query_weight=query_weight,
+            diversity=diversity,
+            adapt=adapt,
+            filters=rules,
         )[0]
+        return Recommendations(found, ignored, fallback)
+
+    def resolve_history(
+        self, history: Sequence[str] | None, user: str | None, *, strict: bool = False
+    ) -> tuple[np.ndarray, list[str], str | None]:
+        """(internal-id history, ignored raw item ids, fallback) for exactly one of a raw history or a user id.
+
+        strict=False: unknown history items are skipped (and returned as ignored) and an unknown user has an
+        empty history; strict=True: either is an `UnknownIdError`, as before. fallback is "popular" when the
+        history to score is empty and the artifact has stored histories to count (`recommend`)."""
+        if (history is None) == (user is None):
+            raise ValueError("give exactly one of history= or user=")
+        if history is None and isinstance(user, list | tuple):
+            raise TypeError("user is one raw user id (str); for a list of item ids use history=[...]")
+        ignored: list[str] = []
+        if history is not None:
+            raw = check_history(history)
+            ignored = [] if strict else list(dict.fromkeys(i for i in raw if i not in self.item_index))
+            h = self.encode_history([i for i in raw if i in self.item_index or strict])
+        elif strict or str(user) in self.histories:
+            h = self.user_history(str(user))
+        else:
+            h = np.zeros(0, dtype=np.int64)
+        return h, ignored, ("popular" if not len(h) and self.histories else None)
 
     def _history(self, history: list[str] | None, user: str | None) -> np.ndarray:
         if (history is None) == (user is None):
@@ -302,18 +315,6 @@ class Recommender:
         if history is None and isinstance(user, list | tuple):
             raise TypeError("user is one raw user id (str); for a list of item ids use history=[...]")
         return self.encode_history(history) if history is not None else self.user_history(str(user))
-
-    def _retrieve(
-        self, histories: list[np.ndarray], k: int, excluded: list[bool], diversity: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The index path of recommend_batch -> (scores, item ids) [B, K], like topk over the full scores
-        (`llmrec.retrieval.ann_candidates`: index candidates re-scored exactly with the item table, sorted)."""
-        assert self.ann is not None and isinstance(self.model, ItemEmbeddingModel)
-        n_candidates = max(N_CANDIDATES, 5 * k) if diversity > 0.0 else k
-        values, ids = ann_candidates(self.model, self.ann, self._padded(histories), histories, excluded, n_candidates)
-        if diversity > 0.0:
-            return self._mmr(values, ids, k, 1.0 - diversity)
-        return values, ids
 
     # ---- diversity and intent ------------------------------------------------------------------------------
     def _diversify(self, scores: torch.Tensor, k: int, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -342,7 +343,7 @@ class Recommender:
             self.text_encoder = default_encoder()  # one per process: models loaded side by side share it
         if self._item_text_emb is None:
             domain = str(self.meta.get("domain") or "generic")
-            self._item_text_emb = item_text_embeddings(self.items, domain, self.text_encoder, self.text_cache_dir)
+            self._item_text_emb = item_text_embeddings(self.items, domain, self.text_encoder, self.text_cache_dir, self.path)
         return query_similarity(query, self.text_encoder, self._item_text_emb)  # [V+1]
 
     # ---- explanations -------------------------------------------------------------------------------------
@@ -352,7 +353,7 @@ class Recommender:
         history: list[str] | None = None,
         user: str | None = None,
         k: int = 5,
-        exclude_seen: bool = True,
+        exclude_seen: bool | None = None,
         query: str | None = None,
         query_weight: float = 0.7,
         diversity: float = 0.0,
@@ -389,7 +390,7 @@ class Recommender:
         h: np.ndarray,
         *,
         k: int = 5,
-        exclude_seen: bool = True,
+        exclude_seen: bool | None = None,
         query: str | None = None,
         query_weight: float = 0.7,
         diversity: float = 0.0,

@@ -6,9 +6,10 @@ import Recommendation`` keeps working).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Contribution", "Explanation", "Recommendation"]
+__all__ = ["Contribution", "Explanation", "Recommendation", "Recommendations"]
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,25 @@ class Recommendation:
     score: float
     rank: int  # 1-based
     title: str | None = None
+    categories: tuple[str, ...] = ()  # the catalogue's categories of the item
+
+
+class Recommendations(list[Recommendation]):
+    """`Recommender.recommend`'s answer: the ranked list, plus what was done with input it could not use.
+
+    ignored_items: history ids the model does not know, skipped (the default; ``strict=True`` refuses them).
+    fallback: "popular" when there was nothing to go on (an unknown user, or no known history item): the list is
+    the popularity ranking of the stored histories; None otherwise."""
+
+    ignored_items: list[str]
+    fallback: str | None
+
+    def __init__(
+        self, items: Iterable[Recommendation] = (), ignored_items: Iterable[str] = (), fallback: str | None = None
+    ) -> None:
+        super().__init__(items)
+        self.ignored_items = list(ignored_items)
+        self.fallback = fallback
 
 
 @dataclass(frozen=True)

@@ -140,15 +140,17 @@ def diversity_features(items: pl.DataFrame, model: RecModel) -> tuple[np.ndarray
     raise ValueError("diversity needs item categories in the catalogue or a model with item embeddings")
 
 
-def item_text_embeddings(items: pl.DataFrame, domain: str, encoder: Any, cache_dir: Path | None) -> torch.Tensor:
-    """Every item's text embedding [V+1, E] (unit rows), cached on disk by item text (`llmrec.index.text_encoder`).
+def item_text_embeddings(
+    items: pl.DataFrame, domain: str, encoder: Any, cache_dir: Path | None, artifact: Path | None = None
+) -> torch.Tensor:
+    """Every item's text embedding [V+1, E] (unit rows): the ones stored in the artifact folder `artifact` when they
+    fit the encoder, else encoded through the on-disk cache by item text (`llmrec.index.text_store`).
 
     cache_dir: None = <llmrec cache dir>/text-embeddings."""
     from llmrec.artifact import text_cache_dir
-    from llmrec.index.text_encoder import encode_items
+    from llmrec.index.text_store import catalogue_embeddings
 
-    where = text_cache_dir(cache_dir)
-    emb = encode_items(items, domain, encoder, where, progress=False)  # [V+1, E], unit rows
+    emb = catalogue_embeddings(artifact, items, domain, encoder, text_cache_dir(cache_dir))  # [V+1, E], unit rows
     return torch.from_numpy(emb)
 
 

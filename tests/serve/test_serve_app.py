@@ -108,7 +108,7 @@ def test_malformed_bodies_are_422(client: TestClient, body: dict[str, Any]) -> N
 
 
 def test_unknown_item_ids_are_422_naming_them(client: TestClient) -> None:
-    r = client.post("/v1/recommend", json={"history": ["1", "nope", "2", "zzz"]})
+    r = client.post("/v1/recommend", json={"history": ["1", "nope", "2", "zzz"], "strict": True})
     assert r.status_code == 422
     assert r.json() == {
         "code": "unknown_ids",
@@ -119,7 +119,7 @@ def test_unknown_item_ids_are_422_naming_them(client: TestClient) -> None:
 
 
 def test_an_unknown_user_is_422_naming_it(client: TestClient) -> None:
-    r = client.post("/v1/recommend", json={"user_id": "ghost"})
+    r = client.post("/v1/recommend", json={"user_id": "ghost", "strict": True})
     assert (r.status_code, r.json()["code"], r.json()["ids"]) == (422, "unknown_ids", ["ghost"])
     assert "unknown user id(s): ghost" in r.json()["message"]
 
@@ -194,7 +194,7 @@ def test_batch_answers_each_request_in_order(client: TestClient) -> None:
 
 
 def test_batch_with_bad_requests_is_422_naming_each(client: TestClient) -> None:
-    requests = [{"user_id": "u03"}, {"user_id": "ghost"}, {"history": ["1", "nope"]}]
+    requests = [{"user_id": "u03"}, {"user_id": "ghost", "strict": True}, {"history": ["1", "nope"], "strict": True}]
     r = client.post("/v1/recommend/batch", json={"requests": requests})
     assert r.status_code == 422
     body = r.json()
@@ -273,7 +273,7 @@ def test_bodies_that_are_not_json_are_4xx(client: TestClient) -> None:
     assert not_utf8.status_code == 400
     lone_surrogate = client.post("/v1/recommend", content=b'{"history": ["\\ud800"]}', headers=headers)
     assert (lone_surrogate.status_code, lone_surrogate.json()["code"]) == (422, "invalid_request")
-    non_ascii = client.post("/v1/recommend", json={"history": ["é"]})
+    non_ascii = client.post("/v1/recommend", json={"history": ["é"], "strict": True})
     assert (non_ascii.status_code, non_ascii.json()["ids"]) == (422, ["é"])
 
 
@@ -317,7 +317,7 @@ def test_openapi_states_the_limits(client: TestClient) -> None:
 def test_metrics_count_requests_latency_and_batch_sizes(client: TestClient) -> None:
     for _ in range(3):
         client.post("/v1/recommend", json={"user_id": "u03"})
-    client.post("/v1/recommend", json={"user_id": "ghost"})
+    client.post("/v1/recommend", json={"user_id": "ghost", "strict": True})
     client.get("/v1/items/nope")
     client.get("/no/such/path")
     r = client.get("/metrics")

@@ -148,7 +148,12 @@ def evaluate_cmd(
         str | None, typer.Option(help=DATASET_HELP.rstrip(".") + "; default: the one the model was trained on.")
     ] = None,
     exclude_seen: Annotated[
-        bool | None, typer.Option(help="Do not rank items already in the history [default: no for loo, yes for cold-start].")
+        bool | None,
+        typer.Option(
+            "--exclude-seen/--include-seen",
+            " /--no-exclude-seen",
+            help="Do not rank items already in the history [default: loo, the model's served rule; cold-start, yes].",
+        ),
     ] = None,
     sampled: Annotated[int, typer.Option(help="Also report the sampled-negatives protocol with this many negatives.")] = 0,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% confidence intervals.")] = 1000,
@@ -183,7 +188,6 @@ def evaluate_cmd(
         else:
             from llmrec.eval.leave_one_out import evaluate_model, write_evaluation
 
-            exclude_seen = bool(exclude_seen)
             report = evaluate_model(
                 model,
                 prepared,
@@ -198,7 +202,7 @@ def evaluate_cmd(
     if protocol == "cold-start":
         _print_cold_start(cold, prepared, exclude_seen=exclude_seen is not False)
     else:
-        _print_loo(report, prepared, exclude_seen=bool(exclude_seen), baseline=baseline)
+        _print_loo(report, prepared, exclude_seen=bool(report["protocol"]["exclude_seen"]), baseline=baseline)
     for p in paths:
         say(f"wrote {p}")
 
@@ -214,6 +218,10 @@ def _print_loo(report: dict[str, Any], prepared: PreparedDataset, *, exclude_see
         markup=False,
         soft_wrap=True,
     )
+    served = report["protocol"].get("served_exclude_seen")
+    if served is not None:  # the model's seen-item rule (llmrec.eval.seen_rule): what recommend and serve do
+        same = "as above" if served == exclude_seen else "the other protocol"
+        say(f"served: seen items {'excluded' if served else 'kept'} (the model's rule; {same})")
     if report["protocol"].get("refit_on_valid") is False:
         console.print(
             "valid item not a training target: the model was trained on training events only", markup=False, soft_wrap=True
@@ -370,6 +378,15 @@ def export_cmd(
     onnx: Annotated[
         bool, typer.Option("--onnx", help="Also write scorer.onnx (next-item LM), checked against PyTorch's scores.")
     ] = False,
+    text_embeddings: Annotated[
+        bool | None,
+        typer.Option(
+            "--text-embeddings/--no-text-embeddings",
+            help="Store the catalogue's text embeddings, so a --query encodes only itself (default: when the text "
+            "encoder is installed).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """A slim copy of a model for serving: no optimizer state, checkpoints or logs; optionally an ONNX scorer."""
     with user_errors():
@@ -377,7 +394,7 @@ def export_cmd(
         from llmrec.outputs import claim_folder
 
         with claim_folder(out, "model", inputs={"--model": model}) as target:
-            summary = export_artifact(model, target, onnx=onnx)
+            summary = export_artifact(model, target, onnx=onnx, text_embeddings=text_embeddings)
     check = f"; ONNX scores within {summary['onnx_max_abs_diff']:.1e} of PyTorch's" if "onnx_max_abs_diff" in summary else ""
     console.print(
         f"exported {len(summary['files'])} files, {summary['bytes_after'] / 1e6:.1f} MB "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -14,6 +14,7 @@ from rich.table import Table
 from llmrec.cli.common import DEVICE_HELP, console, say, user_errors
 
 if TYPE_CHECKING:
+    from llmrec.filters import ItemFilter
     from llmrec.recommend import Recommender
 
 __all__ = ["explain_cmd", "recommend_cmd"]
@@ -23,8 +24,34 @@ _QUERY_HELP = 'What you are in the mood for, in words, e.g. "a light-hearted ani
 _QUERY_WEIGHT_HELP = "0..1: weight of --query against your history (0 = history only, 1 = query only)."
 _GENERATOR_HELP = "A local Hugging Face causal LM folder to word the reasons (default: a template)."
 _EXCLUDE_SEEN_HELP = (
-    "Leave out items already in the history (the default), or let them come back (--include-seen: re-purchase domains)."
+    "Leave out items already in the history, or let them come back (--include-seen: re-purchase domains) "
+    "[default: the model's rule, chosen on validation when it was trained; leave out for older models]."
 )
+_STRICT_HELP = "Refuse unknown ids (exit 2) instead of skipping unknown history items and giving unknown users the popular items."
+_IDS = "comma-separated"
+
+
+def _split(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _item_filter(
+    include_items: str | None,
+    exclude_items: str | None,
+    exclude_items_file: Path | None,
+    include_categories: str | None,
+    exclude_categories: str | None,
+    include_unavailable: bool,
+) -> ItemFilter:
+    """The business rules of the command line as an `llmrec.filters.ItemFilter`."""
+    from llmrec.filters import ItemFilter, read_id_file
+
+    excluded = _split(exclude_items)
+    if exclude_items_file is not None:
+        excluded = [*(excluded or []), *read_id_file(str(exclude_items_file))]
+    return ItemFilter.of(
+        _split(include_items), excluded, _split(include_categories), _split(exclude_categories), include_unavailable
+    )
 
 
 def _request(
@@ -46,9 +73,26 @@ def recommend_cmd(
     user: Annotated[str | None, typer.Option(help="A raw user id known to the model.")] = None,
     history: Annotated[str | None, typer.Option(help="Raw item ids, oldest first, comma-separated.")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 10,
-    exclude_seen: Annotated[bool, typer.Option("--exclude-seen/--include-seen", help=_EXCLUDE_SEEN_HELP)] = True,
+    exclude_seen: Annotated[bool | None, typer.Option("--exclude-seen/--include-seen", help=_EXCLUDE_SEEN_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Add why: the history items behind each item, in words.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help=_STRICT_HELP)] = False,
+    include_items: Annotated[str | None, typer.Option(help=f"Recommend only these item ids ({_IDS}).")] = None,
+    exclude_items: Annotated[str | None, typer.Option(help=f"Never recommend these item ids ({_IDS}).")] = None,
+    exclude_items_file: Annotated[
+        Path | None, typer.Option(help="Never recommend the item ids in this text file, one per line.")
+    ] = None,
+    include_categories: Annotated[
+        str | None, typer.Option(help=f"Recommend only items in one of these categories ({_IDS}).")
+    ] = None,
+    exclude_categories: Annotated[str | None, typer.Option(help=f"Never recommend items in these categories ({_IDS}).")] = None,
+    include_unavailable: Annotated[
+        bool, typer.Option("--include-unavailable", help="Also recommend items the catalogue marks unavailable.")
+    ] = False,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Batch: catalogue columns to add, e.g. title,categories [default: those the catalogue has]."),
+    ] = None,
     diversity: Annotated[float, typer.Option(help=_DIVERSITY_HELP)] = 0.0,
     query: Annotated[str | None, typer.Option(help=_QUERY_HELP)] = None,
     query_weight: Annotated[float, typer.Option(help=_QUERY_WEIGHT_HELP)] = 0.7,
@@ -67,19 +111,43 @@ def recommend_cmd(
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Top-k recommendations for a known user or a given history; or, with --users and --out, for many users into a file."""
-    if users is not None or out is not None:
-        _recommend_batch(
-            model, users, out, k, exclude_seen, diversity, query, query_weight, chunk_size, device, user, history, explain
+    with user_errors():
+        rules = _item_filter(
+            include_items, exclude_items, exclude_items_file, include_categories, exclude_categories, include_unavailable
         )
+    if users is not None or out is not None:
+        options = {"query": query, "query_weight": query_weight, "diversity": diversity, "filters": rules}
+        _recommend_batch(model, users, out, k, exclude_seen, chunk_size, device, user, history, explain, strict, columns, options)
         return
     if explain:
+        from llmrec.filters import ItemFilter
+
+        if rules != ItemFilter():
+            with user_errors():
+                raise ValueError("--explain goes without the item filters (--include-items, --exclude-items, ...)")
         _explain(model, user, history, k, exclude_seen, as_json, "occlusion", diversity, query, query_weight, generator)
         return
     with user_errors():
         rec, hist = _request(model, user, history, k, device)
         recs = rec.recommend(
-            history=hist, user=user, k=k, exclude_seen=exclude_seen, query=query, query_weight=query_weight, diversity=diversity
+            history=hist,
+            user=user,
+            k=k,
+            exclude_seen=exclude_seen,
+            query=query,
+            query_weight=query_weight,
+            diversity=diversity,
+            strict=strict,
+            include_items=rules.include_items,
+            exclude_items=rules.exclude_items,
+            include_categories=rules.include_categories,
+            exclude_categories=rules.exclude_categories,
+            include_unavailable=rules.include_unavailable,
         )
+    if recs.ignored_items:
+        say(f"ignored unknown item ids: {', '.join(recs.ignored_items)}", err=True)
+    if recs.fallback is not None:
+        say(f"nothing known to go on: the {recs.fallback} items (fallback: {recs.fallback})", err=True)
     if as_json:
         typer.echo(json.dumps([r.__dict__ for r in recs], indent=2))
         return
@@ -94,15 +162,15 @@ def _recommend_batch(
     users: str | None,
     out: Path | None,
     k: int,
-    exclude_seen: bool,
-    diversity: float,
-    query: str | None,
-    query_weight: float,
+    exclude_seen: bool | None,
     chunk_size: int,
     device: str,
     user: str | None,
     history: str | None,
     explain: bool,
+    strict: bool,
+    columns: str | None,
+    options: dict[str, Any],
 ) -> None:
     """`recommend --users all|FILE --out recs.parquet`: every listed user's top-k, streamed to one file."""
     with user_errors():
@@ -114,10 +182,11 @@ def _recommend_batch(
             raise ValueError(f"-k must be >= 1, got {k}")
         if chunk_size < 1:
             raise ValueError(f"--chunk-size must be >= 1, got {chunk_size}")
-        from llmrec.batch import FORMATS, read_user_ids, write_recommendations
+        from llmrec.batch import FORMATS, parse_columns, read_user_ids, write_recommendations
         from llmrec.outputs import claim_file
         from llmrec.recommend import Recommender
 
+        chosen = None if columns is None else parse_columns(columns)
         users_file = None if users == "all" else Path(users)
         with claim_file(out, inputs={"--model": model, "--users": users_file}) as target:  # before any work
             if out.suffix not in FORMATS:
@@ -132,11 +201,14 @@ def _recommend_batch(
                 exclude_seen=exclude_seen,
                 chunk_size=chunk_size,
                 progress=True,
-                query=query,
-                query_weight=query_weight,
-                diversity=diversity,
+                strict=strict,
+                columns=chosen,
+                **options,
             )
+            unknown = sum(u not in rec.histories for u in ids)
     say(f"wrote {rows:,} recommendations for {len(ids):,} users → {out}")
+    if unknown:
+        say(f"{unknown:,} unknown users got the popular items (fallback: popular; --strict refuses them)", err=True)
 
 
 def explain_cmd(
@@ -144,7 +216,7 @@ def explain_cmd(
     user: Annotated[str | None, typer.Option(help="A raw user id known to the model.")] = None,
     history: Annotated[str | None, typer.Option(help="Raw item ids, oldest first, comma-separated.")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 5,
-    exclude_seen: Annotated[bool, typer.Option("--exclude-seen/--include-seen", help=_EXCLUDE_SEEN_HELP)] = True,
+    exclude_seen: Annotated[bool | None, typer.Option("--exclude-seen/--include-seen", help=_EXCLUDE_SEEN_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     method: Annotated[str, typer.Option(help="occlusion (exact) | gradient (gradient × input, LM only).")] = "occlusion",
     diversity: Annotated[float, typer.Option(help=_DIVERSITY_HELP)] = 0.0,
@@ -161,7 +233,7 @@ def _explain(
     user: str | None,
     history: str | None,
     k: int,
-    exclude_seen: bool,
+    exclude_seen: bool | None,
     as_json: bool,
     method: str,
     diversity: float,

@@ -363,7 +363,8 @@ def prepare_events(
     for col, dtype in (("title", pl.String), ("text", pl.String), ("categories", pl.List(pl.String))):
         if col not in items.columns:
             items = items.with_columns(pl.lit(None, dtype=dtype).alias(col))
-    items = items.select("item_idx", "item", "title", "text", "categories", "is_cold").sort("item_idx")
+    optional = ["available"] if "available" in items.columns else []  # the catalogue's yes/no column (filters)
+    items = items.select("item_idx", "item", "title", "text", "categories", "is_cold", *optional).sort("item_idx")
     return PreparedTables(
         user_index=user_index,
         item_index=item_index,

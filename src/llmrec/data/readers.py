@@ -369,7 +369,7 @@ def read_recbole(
     seq = chosen["categories"] is not None and item_head[chosen["categories"]][1] == "token_seq"
     explicit = frozenset(k for k, v in full.items() if v)
     catalogue = read_catalogue(
-        item_path, "tsv", ItemColumnMap(full["item"], full["title"], full["text"], full["categories"], explicit),
+        item_path, "tsv", ItemColumnMap(full["item"], full["title"], full["text"], full["categories"], explicit=explicit),
         category_separator=" " if seq else None,
     )  # fmt: skip
     raw.items = catalogue

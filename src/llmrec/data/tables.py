@@ -111,11 +111,13 @@ class ItemColumnMap:
     title: str | None = "title"
     text: str | None = "text"
     categories: str | None = "categories"
+    available: str | None = "available"  # optional yes/no column: serving leaves unavailable items out
     explicit: frozenset[str] = frozenset()
 
     @classmethod
     def parse(cls, spec: str) -> ItemColumnMap:
-        """Parse "item=sku,title=name,text=description,categories=category"; an empty value means "none"."""
+        """Parse "item=sku,title=name,text=description,categories=category,available=in_stock"; an empty value
+        means "none"."""
         known = {f.name for f in fields(cls)} - {"explicit"}
         given = _parse_column_spec(spec, known, required=("item",))
         return cls(**given, explicit=frozenset(k for k, v in given.items() if v))
@@ -354,17 +356,21 @@ def read_catalogue(
     if item is None:  # the events' item column name, else item_id, whichever the file has
         present = _columns_of(path, fmt) if path.is_file() and path.stat().st_size else []
         item = next((c for c in (default_item, "item_id") if c in present), default_item)
-    named = {"title": columns.title, "text": columns.text, "categories": columns.categories}
+    named = {"title": columns.title, "text": columns.text, "categories": columns.categories, "available": columns.available}
     required = [item, *(c for k, c in named.items() if c and k in columns.explicit)]
     optional = [c for c in named.values() if c]
     df = _load_table(path, fmt, required, optional)
-    for column in _columns_of(path, fmt):
+    present = _columns_of(path, fmt)
+    for column in present:
         if column not in (item, *optional):
-            reason = "not mapped to item, title, text or categories"
+            reason = "not mapped to item, title, text, categories or available"
             warnings.warn(f"{path}: column {column!r} is ignored ({reason})", IgnoredColumnWarning, stacklevel=2)
     [item_text], checks = id_checks({"item": item}, df.schema)
     repeated = ~item_text.is_first_distinct() & ~_empty(item)
-    _raise_first(df, path, fmt, [*checks, (repeated, "duplicate item id {}", item)])
+    available = columns.available if columns.available in present else None
+    flag = None if available is None else _yes_no(available, df.schema[available])
+    not_yes_no = [] if flag is None or available is None else [(flag.is_null() & ~_empty(available), _YES_NO, available)]
+    _raise_first(df, path, fmt, [*checks, (repeated, "duplicate item id {}", item), *not_yes_no])
 
     def text_column(name: str | None) -> pl.Expr:
         return pl.col(name).cast(pl.String).replace("", None) if name else pl.lit(None, pl.String)
@@ -386,7 +392,24 @@ def read_catalogue(
         text_column(columns.title).alias("title"),
         text_column(columns.text).alias("text"),
         cats.alias("categories"),
+        *([] if flag is None else [flag.alias("available")]),  # only when the catalogue has the column
     )
+
+
+_YES = ("true", "yes", "y", "1", "t", "in_stock", "available")
+_NO = ("false", "no", "n", "0", "f", "out_of_stock", "unavailable")
+_YES_NO = "available {} is not yes/no (true/false, 1/0, yes/no)"
+
+
+def _yes_no(column: str, dtype: pl.DataType) -> pl.Expr:
+    """The `available` column as Boolean: a bool, a number (0 = no) or yes/no text; empty is null (available)."""
+    col = pl.col(column)
+    if dtype == pl.Boolean:
+        return col
+    if dtype.is_numeric():
+        return col != 0
+    text = col.cast(pl.String).str.strip_chars().str.to_lowercase()
+    return pl.when(text.is_in(_YES)).then(True).when(text.is_in(_NO)).then(False).otherwise(None)
 
 
 def _columns_of(path: Path, fmt: str) -> list[str]:

@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from llmrec import artifact
 from llmrec.eval.evaluate import EvalResult, compute_ranks, evaluate_split_both, paired_test, sampled_metrics, sampled_ranks
+from llmrec.eval.examples import example_users
 from llmrec.eval.metrics import ndcg_at_k, recall_at_k
 from llmrec.eval.popularity import compare_with_most_popular, popularity_warnings
 from llmrec.eval.report import build_report, write_report
 from llmrec.eval.scoring import ScoreFn, score_fn
+from llmrec.eval.seen_rule import served_exclude_seen
 from llmrec.models import load_model
 
 if TYPE_CHECKING:
@@ -29,7 +31,7 @@ def evaluate_model(
     dataset: PreparedDataset,
     *,
     splits: tuple[str, ...] = ("valid", "test"),
-    exclude_seen: bool = False,
+    exclude_seen: bool | None = None,
     ks: tuple[int, ...] = (1, 5, 10, 20),
     n_boot: int = 1000,
     sampled_negatives: int = 0,
@@ -43,7 +45,9 @@ def evaluate_model(
     move to the model's device and scores come back to the CPU (`llmrec.eval.scoring.score_fn`).
 
     Every split is ranked once and measured under both seen-item protocols: ``report[split]`` holds the one
-    asked for (`exclude_seen`), ``report[split + "_exclude_seen"]`` / ``[split + "_include_seen"]`` both, and
+    asked for (`exclude_seen`; None, the default: the one the model serves, `llmrec.eval.seen_rule`, recorded in
+    ``protocol.served_exclude_seen`` with the training-time choice in ``protocol.seen_rule``),
+    ``report[split + "_exclude_seen"]`` / ``[split + "_include_seen"]`` both, and
     ``report["protocol"]`` says whether the validation item was a training target (``refit_on_valid``, read
     from the artifact's training.json; None when the artifact has none). With `baseline_dir`, a second model
     is ranked on the same users and the report's ``extra.paired`` holds a paired test (bootstrap CI of the
@@ -54,6 +58,9 @@ def evaluate_model(
     for each split where the model does not beat it with significance (`llmrec.eval.popularity`).
     """
     model_fn = _score_fn(model_dir, device)
+    training = artifact.read_training(model_dir) or {}
+    served = served_exclude_seen(training)
+    exclude_seen = served if exclude_seen is None else exclude_seen
 
     pop = dataset.item_popularity()
     results: dict[str, EvalResult] = {}
@@ -89,7 +96,6 @@ def evaluate_model(
                 "ndcg@10": paired_test(ndcg_at_k(ours, 10), ndcg_at_k(base, 10)),
                 "recall@10": paired_test(recall_at_k(ours, 10), recall_at_k(base, 10)),
             }
-    training = artifact.read_training(model_dir) or {}
     # Models trained without a [train] section (most-popular, item-knn) are fit on training events only.
     refit = artifact.refit_on_valid(model_dir)
     protocol = {
@@ -100,6 +106,8 @@ def evaluate_model(
         **({"selection_valid": {training["train"].get("metric", "ndcg@10"): training.get("best_valid")}} if refit else {}),
         "split": dataset.manifest.get("split", {}).get("protocol", "loo"),
         "exclude_seen": exclude_seen,
+        "served_exclude_seen": served,
+        **({"seen_rule": training["seen_items"]} if "seen_items" in training else {}),
         "ranking": "full",
         "ks": list(ks),
     }
@@ -118,6 +126,8 @@ def evaluate_model(
         other_protocol=other,
     )
     report["most_popular"] = check
+    if "test" in splits:  # a few users by name, to judge the ranking by eye (`llmrec.eval.examples`)
+        report["examples"] = example_users(model_fn, dataset, exclude_seen=exclude_seen)
     report["warnings"] = popularity_warnings(check)
     return report
 

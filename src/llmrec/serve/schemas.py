@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "MAX_BATCH_REQUESTS",
@@ -62,8 +62,26 @@ class RecommendRequest(BaseModel):
         description="Raw item ids, oldest first. Only the most recent max_seq_len are read (see `truncated`).",
     )
     k: int = Field(10, ge=1, le=MAX_K, description="How many items to return.")
-    exclude_seen: bool = Field(
-        True, description="Leave out items already in the history (default); false lets them come back (re-purchase)."
+    exclude_seen: bool | None = Field(
+        None,
+        description="Leave out items already in the history (true) or let them come back (false); default: the model's "
+        "rule, chosen on validation when it was trained (`GET /v1/info`: `exclude_seen`).",
+    )
+    strict: bool = Field(
+        False,
+        description="Refuse unknown ids (422 unknown_ids). Default: unknown history items are skipped (`ignored_items`) "
+        'and an unknown user gets the popular items (`fallback: "popular"`).',
+    )
+    include_items: list[RawId] | None = Field(None, max_length=MAX_HISTORY, description="Recommend only these item ids.")
+    exclude_items: list[RawId] | None = Field(None, max_length=MAX_HISTORY, description="Never recommend these item ids.")
+    include_categories: list[RawId] | None = Field(
+        None, max_length=MAX_K, description="Recommend only items in at least one of these categories."
+    )
+    exclude_categories: list[RawId] | None = Field(
+        None, max_length=MAX_K, description="Never recommend items in any of these categories."
+    )
+    include_unavailable: bool = Field(
+        False, description="Also recommend items the catalogue marks unavailable (its `available` column)."
     )
     explain: bool = Field(
         False,
@@ -82,6 +100,12 @@ class RecommendRequest(BaseModel):
         description='A text intent ("something for summer") blended into the scores; needs the `text` extra.',
     )
     adapt: bool = Field(False, description="Adapt to the history first (cold start); needs an artifact with an adapter.")
+
+    @field_validator("user_id", mode="before")
+    @classmethod
+    def _integer_user(cls, value: object) -> object:
+        """An integer user id (``"user_id": 7``) is read as its string form, "7"."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _check(self) -> RecommendRequest:
@@ -108,6 +132,7 @@ class RecommendedItem(BaseModel):
     score: float = Field(description="Model score (blended with the query, if any); higher ranks first.")
     rank: int = Field(ge=1, description="1-based.")
     title: str | None = Field(None, description="Catalogue title, when known.")
+    categories: list[str] = Field(default_factory=list, description="Catalogue categories of the item.")
     explanation: ItemExplanation | None = Field(None, description="With `explain`: why this item.")
 
 
@@ -117,6 +142,10 @@ class RecommendResponse(BaseModel):
     history_length: int = Field(ge=0, description="Items in the history (the user's stored one or the one sent).")
     history_used: int = Field(ge=0, description="Most recent items the model read: min(history_length, max_seq_len).")
     truncated: bool = Field(description="True when the history was longer than the model reads.")
+    ignored_items: list[str] = Field(default_factory=list, description="History ids the model does not know, skipped.")
+    fallback: str | None = Field(
+        None, description='"popular" when there was nothing to go on (an unknown user, no known history item).'
+    )
 
 
 class BatchRecommendRequest(BaseModel):
@@ -145,6 +174,7 @@ class ServiceInfo(BaseModel):
     n_items: int
     n_users: int = Field(description="Users whose history the model holds (valid `user_id` values).")
     example_user_ids: list[str] = Field(description="A few of those users, to try the service with.")
+    exclude_seen: bool = Field(True, description="The model's seen-item rule: whether history items are left out by default.")
 
 
 class UserHistory(BaseModel):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from llmrec.filters import ItemFilter
 from llmrec.serve.batcher import MicroBatcher, Overloaded, ShuttingDown
 from llmrec.serve.errors import ApiError
 from llmrec.serve.metrics import Metrics
@@ -55,6 +56,7 @@ class Job:
     diversity: float = 0.0
     adapt: bool = False
     explain: bool = False
+    filters: ItemFilter | None = None  # business rules (None: the default, unavailable items left out)
 
     def options(self) -> list[str]:
         """The options beyond plain ranking that this job uses (for messages)."""
@@ -156,6 +158,7 @@ class Service:
                     [jobs[i].history for i in members],
                     max(jobs[i].k for i in members),
                     exclude_seen=[jobs[i].exclude_seen for i in members],
+                    filters=[jobs[i].filters for i in members],
                     **options,
                 )
             except Exception as e:  # noqa: BLE001 - becomes these jobs' answer (422 or 503), the others go on
@@ -167,6 +170,8 @@ class Service:
     def _explained(self, job: Job) -> list[Explanation] | Exception:
         if job.adapt:
             return NotImplementedError("explain together with adapt is not available")
+        if job.filters is not None:
+            return NotImplementedError("explain together with item filters is not available")
         try:
             return self.rec.explain_history(
                 job.history, k=job.k, exclude_seen=job.exclude_seen, query=job.query, diversity=job.diversity
@@ -185,19 +190,26 @@ class Service:
             raise ApiError(422, "invalid_request", "query: the query is empty")
         if req.query is not None and not self.queries:
             raise ApiError(422, "not_available", "query: queries are turned off on this service")
-        try:
-            if req.history is not None:
-                history = self.rec.encode_history(req.history)
-            else:
-                assert req.user_id is not None  # the schema requires exactly one
-                history = self.rec.user_history(req.user_id)
+        try:  # unknown ids: skipped and listed (ignored_items, fallback), or 422 with `strict`
+            history, ignored, fallback = self.rec.resolve_history(req.history, req.user_id, strict=req.strict)
         except KeyError as e:  # recommend.UnknownIdError (not imported here: that would import torch)
             raise ApiError(422, "unknown_ids", str(e), ids=[str(i) for i in getattr(e, "ids", [])]) from None
         n = len(history)
         frame = RecommendResponse(
-            items=[], user_id=req.user_id, history_length=n, history_used=min(n, self.max_seq_len), truncated=n > self.max_seq_len
+            items=[],
+            user_id=req.user_id,
+            history_length=n,
+            history_used=min(n, self.max_seq_len),
+            truncated=n > self.max_seq_len,
+            ignored_items=ignored,
+            fallback=fallback,
         )
-        job = Job(history, req.k, req.exclude_seen, req.query, req.diversity or 0.0, req.adapt, req.explain)
+        exclude_seen = self.rec.exclude_seen_default if req.exclude_seen is None else req.exclude_seen
+        rules = ItemFilter.of(
+            req.include_items, req.exclude_items, req.include_categories, req.exclude_categories, req.include_unavailable
+        )
+        filters = None if rules == ItemFilter() else rules
+        job = Job(history, req.k, exclude_seen, req.query, req.diversity or 0.0, req.adapt, req.explain, filters)
         return job, frame
 
     async def scored(self, jobs: list[Job]) -> list[Answer]:
@@ -229,7 +241,11 @@ class Service:
             if r is not entry:  # an llmrec.recommend.Explanation
                 contributions = [Contribution(item_id=c.item_id, title=c.title, weight=c.weight) for c in entry.contributions]
                 why = ItemExplanation(text=entry.text, contributions=contributions)
-            items.append(RecommendedItem(item_id=r.item_id, score=r.score, rank=r.rank, title=r.title, explanation=why))
+            items.append(
+                RecommendedItem(
+                    item_id=r.item_id, score=r.score, rank=r.rank, title=r.title, categories=list(r.categories), explanation=why
+                )
+            )
         frame.items = items
         return frame
 
@@ -252,5 +268,9 @@ class Service:
 
     def info(self) -> ServiceInfo:
         return ServiceInfo(
-            dataset=self.dataset_name, n_items=self.rec.n_items, n_users=self.n_users, example_user_ids=self.examples
+            dataset=self.dataset_name,
+            n_items=self.rec.n_items,
+            n_users=self.n_users,
+            example_user_ids=self.examples,
+            exclude_seen=self.rec.exclude_seen_default,
         )

@@ -26,7 +26,9 @@ from llmrec.index.text_encoder import (
     SentenceTransformerEncoder,
     TextEncoder,
     encode_items,
+    item_texts,
 )
+from llmrec.index.text_store import write_item_text
 from llmrec.models.base import RecModel
 from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig
 from llmrec.train import distributed
@@ -42,6 +44,7 @@ __all__ = [
     "fit",
     "make_score_fn",
     "save_artifact",
+    "store_item_text",
     "validation_evaluator",
 ]
 
@@ -121,6 +124,20 @@ def build_model(
     if model.config.loss == "sampled":
         model.set_item_popularity(torch.from_numpy(dataset.item_popularity()))
     return model, vocab
+
+
+def store_item_text(
+    model: RecModel, dataset: PreparedDataset, out: str | Path, *, text_encoder: TextEncoder | None = None
+) -> bool:
+    """When `model` reads item text (``model.item_text = true``), store the catalogue's text embeddings it was built
+    with in the artifact `out` (`llmrec.index.text_store`), so a query encodes only itself. `text_encoder`: the
+    encoder `build_model` used (default the packaged all-MiniLM-L6-v2); only its name is read. False: no item text."""
+    text = getattr(model, "item_text", None)
+    if not int(getattr(getattr(model, "config", None), "text_dim", 0) or 0) or not isinstance(text, torch.Tensor):
+        return False
+    encoder = text_encoder if text_encoder is not None else SentenceTransformerEncoder()
+    write_item_text(out, text.detach().cpu().numpy(), encoder.name, item_texts(dataset.items, dataset.domain))
+    return True
 
 
 def make_score_fn(model: RecModel) -> ScoreFn:

@@ -136,7 +136,7 @@ def _run_dir(req: FitRequest, is_main: bool) -> Path:
 
 
 def _fit_lm(req: FitRequest) -> dict[str, Any]:
-    from llmrec.train.fit import fit
+    from llmrec.train.fit import fit, store_item_text
 
     ctx = distributed.current()
     params = dict(req.params)
@@ -155,6 +155,7 @@ def _fit_lm(req: FitRequest) -> dict[str, Any]:
     )
     if ctx.is_main:
         save_artifact(model, req.dataset, req.out, attributes=vocab)
+        store_item_text(model, req.dataset, req.out)  # a query then encodes only itself
         run_dir.replace(req.out / "train")
     return _selection_summary(result, req.train)
 
@@ -169,7 +170,7 @@ def _fit_bsarec(req: FitRequest) -> dict[str, Any]:
         )
     from llmrec.data.sequences import prefix_examples
     from llmrec.models.bsarec import BSARec, BSARecConfig
-    from llmrec.train.fit import build_model, validation_evaluator
+    from llmrec.train.fit import build_model, store_item_text, validation_evaluator
     from llmrec.train.refit import select_then_refit
 
     params = dict(req.params)
@@ -195,6 +196,7 @@ def _fit_bsarec(req: FitRequest) -> dict[str, Any]:
         selected_epoch=req.train.selected_epoch or None,
     )
     save_artifact(model, req.dataset, req.out, attributes=vocab)
+    store_item_text(model, req.dataset, req.out)  # a query then encodes only itself
     run_dir.replace(req.out / "train")
     return _selection_summary(result, req.train)
 
