@@ -34,11 +34,11 @@ import torch
 from llmrec.config import merge_sections, parse_overrides
 from llmrec.data import PrepareConfig, PreparedDataset, prepare, read_dataset
 from llmrec.data.sequences import pad_left
+from llmrec.eval.cold_start import ColdStartResult, evaluate_cold_start
 from llmrec.eval.evaluate import compute_ranks, paired_test
 from llmrec.eval.metrics import ndcg_at_k, summarize
 from llmrec.experiment import train_model
 from llmrec.meta.maml import UserAdapter, adapted_scores, has_adapter, make_adapted_score_fn
-from llmrec.meta.tasks import ColdStartResult, evaluate_cold_start
 from llmrec.meta.training import cold_start_table, meta_train_model
 from llmrec.models.baselines import ItemKNN, MostPopular
 from llmrec.models.next_item_lm import NextItemLM

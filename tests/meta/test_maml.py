@@ -10,18 +10,17 @@ import torch
 
 from llmrec.data import PreparedDataset
 from llmrec.data.sequences import pad_left
-from llmrec.meta.maml import (
+from llmrec.meta.maml import MetaConfig, meta_train
+from llmrec.models import NextItemLM
+from llmrec.models.adapter import (
     AdapterConfig,
-    MetaConfig,
     UserAdapter,
-    _nll,
-    _support,
     adapt,
     adapted_scores,
     make_adapted_score_fn,
-    meta_train,
+    support_nll,
+    support_of,
 )
-from llmrec.models import NextItemLM
 
 QUICK_META = MetaConfig(meta_steps=6, eval_every=3, meta_batch_size=8, outer_lr=0.05)
 
@@ -58,10 +57,10 @@ def test_inner_loop_changes_only_the_adapter(tiny_cold: PreparedDataset, tiny_lm
 
 def test_inner_loop_fits_the_support(tiny_cold: PreparedDataset, tiny_lm: NextItemLM) -> None:
     adapter = UserAdapter(AdapterConfig(d_model=16, inner_steps=5, inner_lr=0.5))
-    support = _support(tiny_lm, _histories(tiny_cold), adapter.config)
-    before = _nll(support.states, support.table, support.targets)
+    support = support_of(tiny_lm, _histories(tiny_cold), adapter.config)
+    before = support_nll(support.states, support.table, support.targets)
     user = adapt(tiny_lm, adapter, _histories(tiny_cold))
-    after = _nll(support.states + user[:, None, :], support.table, support.targets)
+    after = support_nll(support.states + user[:, None, :], support.table, support.targets)
     assert after < before
 
 

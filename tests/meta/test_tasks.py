@@ -10,7 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmrec.meta.tasks import Episode, EpisodeSampler, cold_start_examples, evaluate_cold_start
+from llmrec.eval.cold_start import cold_start_examples, evaluate_cold_start
+from llmrec.meta.tasks import Episode, EpisodeSampler
 
 
 def _seqs(*rows: list[int]) -> list[np.ndarray]:

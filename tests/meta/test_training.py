@@ -10,6 +10,7 @@ import pytest
 from llmrec.data import PreparedDataset
 
 FAST_META = {"meta_steps": 4, "eval_every": 2, "meta_batch_size": 8, "support_sizes": [1, 2]}
+BSAREC = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32, "dropout": 0.0, "emb_dropout": 0.0}
 
 
 def test_finetune_picks_the_best_grid_point_on_validation_users(tiny_cold: PreparedDataset, tiny_lm) -> None:  # type: ignore[no-untyped-def]
@@ -82,3 +83,51 @@ def test_cold_start_table_is_one_row_per_method() -> None:
         "|---|---|---|---|---|",
         "| maml | 0.1000 [0.0000, 0.2000] | 0.3000 [0.2000, 0.4000] | 0.2000 [0.1000, 0.3000] | 0.4000 [0.3000, 0.5000] |",
     ]
+
+
+@pytest.fixture
+def bsarec_base(tiny_cold: PreparedDataset, tmp_path: Path) -> Path:
+    """A tiny untrained BSARec saved as a model artifact that records its saved dataset (as tiny_base)."""
+    import torch
+
+    from llmrec.models.bsarec import BSARec, BSARecConfig
+    from llmrec.train import save_artifact
+
+    torch.manual_seed(0)
+    model = BSARec(BSARecConfig(n_items=tiny_cold.n_items, **BSAREC)).eval()
+    data = tiny_cold.save(tmp_path / "data")
+    out = save_artifact(model, tiny_cold, tmp_path / "bsarec")
+    meta = json.loads((out / "dataset.json").read_text())
+    (out / "dataset.json").write_text(json.dumps({**meta, "prepared_path": str(data)}))
+    return out
+
+
+@pytest.mark.parametrize("method", ["maml", "in-context"])
+def test_a_bsarec_base_meta_trains_through_its_capabilities(
+    bsarec_base: Path, tiny_cold: PreparedDataset, tmp_path: Path, method: str
+) -> None:
+    """BSARec is an ItemEmbeddingModel and Trainable: meta-training asks those, not the class (issue 20)."""
+    from llmrec.meta.training import meta_train_model
+    from llmrec.models import load_model
+    from llmrec.models.bsarec import BSARec
+    from llmrec.recommend import Recommender
+
+    sections = {"meta": FAST_META} if method == "maml" else {"train": {"epochs": 1, "progress": False}}
+    summary = meta_train_model(tiny_cold, bsarec_base, tmp_path / method, method, sections)
+    assert summary["method"] == method and 0.0 <= summary["valid"] <= 1.0
+    assert isinstance(load_model(tmp_path / method), BSARec)
+    rec = Recommender.load(tmp_path / method)
+    assert (rec.adapter is not None) == (method == "maml")
+    assert len(rec.recommend(history=rec.raw_ids[:2], k=3, adapt=method == "maml")) == 3
+
+
+def test_meta_train_refuses_a_base_without_item_embeddings(tiny_cold: PreparedDataset, tmp_path: Path) -> None:
+    import torch
+
+    from llmrec.meta.training import meta_train_model
+    from llmrec.models.baselines import MostPopular
+    from llmrec.train import save_artifact
+
+    pop = save_artifact(MostPopular(torch.ones(tiny_cold.n_items + 1)), tiny_cold, tmp_path / "pop")
+    with pytest.raises(ValueError, match="--base must be a model with item embeddings"):
+        meta_train_model(tiny_cold, pop, tmp_path / "x", "maml", {"meta": FAST_META})

@@ -1,5 +1,8 @@
 """Cold-start users: the evaluation runner (the protocol is described in `llmrec.meta.tasks` and docs/cold-start.md).
 
+Nothing here imports `llmrec.meta`: meta-learning uses this runner, and an artifact's adapter is model code
+(`llmrec.models.adapter`).
+
 Users held out of training reveal the first n items of their sequence, the **support**, and the model ranks the
 item(s) that follow, the **query**, against all items, n ∈ {1, 2, 3, 5}, every n on the same users. Seen items
 (the support) are excluded by default. The model is seen only through a ``ScoreFn``
@@ -154,8 +157,8 @@ def evaluate_cold_start_artifact(
 
     from llmrec.errors import artifact_file, read_json
     from llmrec.eval.scoring import resolve_device
-    from llmrec.meta.maml import UserAdapter, has_adapter
     from llmrec.models import load_model
+    from llmrec.models.adapter import UserAdapter, has_adapter
 
     _, sequences = dataset.cold_users("cold_test")
     if not sequences:

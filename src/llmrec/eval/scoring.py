@@ -3,8 +3,9 @@
 `score_fn(model)` turns any `llmrec.models.base.RecModel` into a ``ScoreFn``: B histories (1-D int64 arrays of
 internal item ids, oldest first, any length) -> [B, V+1] scores on the CPU (column 0 = padding = -inf). The
 histories are left-padded to the model's ``max_seq_len`` and moved to the device of its weights. With an
-``adapter`` (a meta-trained `llmrec.meta.maml.UserAdapter`), each history first fits its user vector (the
-inner loop), which is how cold-start users are scored.
+``adapter`` (the per-user `llmrec.models.adapter.UserAdapter` of a meta-trained artifact), each history first fits
+its user vector (the inner loop), which is how cold-start users are scored. Evaluation never imports
+`llmrec.meta` (meta-learning imports evaluation, not the reverse): the adapter and its inner loop are model code.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from llmrec.data.sequences import pad_left
 
 if TYPE_CHECKING:
+    from llmrec.models.adapter import UserAdapter
     from llmrec.models.base import RecModel
 
 __all__ = ["ScoreFn", "model_device", "resolve_device", "score_fn"]
@@ -44,15 +46,15 @@ def model_device(model: Any) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
-def score_fn(model: RecModel, *, adapter: Any = None, max_seq_len: int | None = None) -> ScoreFn:
+def score_fn(model: RecModel, *, adapter: UserAdapter | None = None, max_seq_len: int | None = None) -> ScoreFn:
     """histories -> [B, V+1] CPU scores of `model` (see the module docstring).
 
-    adapter: a `UserAdapter` of a meta-trained artifact; each history is adapted to first (the model must be a
-    next-item LM on the CPU). max_seq_len: pad to this length instead of the model's own (it reads at most its
+    adapter: a `UserAdapter` of a meta-trained artifact; each history is adapted to first (the model must be an
+    `ItemEmbeddingModel` on the CPU). max_seq_len: pad to this length instead of the model's own (it reads at most its
     own either way)."""
     length = int(max_seq_len if max_seq_len is not None else model.max_seq_len)
     if adapter is not None:
-        from llmrec.meta.maml import make_adapted_score_fn  # the inner loop of the meta-learned adapter
+        from llmrec.models.adapter import make_adapted_score_fn  # the adapter's inner loop
         from llmrec.models.base import ItemEmbeddingModel
 
         if not isinstance(model, ItemEmbeddingModel):

@@ -1,5 +1,7 @@
-"""Cold-start users: the protocol and episodes (`tasks`), per-user adapters and first-order MAML (`maml`), the LM
-as an in-context meta-learner (`in_context`), and meta-training of an artifact end to end (`training`)."""
+"""Cold-start users: episodes (`tasks`), first-order MAML of the per-user adapter (`maml`; the adapter itself is
+`llmrec.models.adapter`), the LM as an in-context meta-learner (`in_context`), and meta-training of an artifact end
+to end (`training`). The cold-start evaluation protocol is `llmrec.eval.cold_start`: meta imports eval, never the
+reverse."""
 
 from llmrec.meta.in_context import EpisodicConfig, episodic_finetune, episodic_windows
 from llmrec.meta.maml import (
@@ -13,21 +15,10 @@ from llmrec.meta.maml import (
     make_adapted_score_fn,
     meta_train,
 )
-from llmrec.meta.tasks import (
-    SUPPORT_SIZES,
-    ColdStartExamples,
-    ColdStartResult,
-    Episode,
-    EpisodeSampler,
-    cold_start_examples,
-    evaluate_cold_start,
-)
+from llmrec.meta.tasks import Episode, EpisodeSampler
 
 __all__ = [
-    "SUPPORT_SIZES",
     "AdapterConfig",
-    "ColdStartExamples",
-    "ColdStartResult",
     "Episode",
     "EpisodeSampler",
     "EpisodicConfig",
@@ -36,10 +27,8 @@ __all__ = [
     "UserAdapter",
     "adapt",
     "adapted_scores",
-    "cold_start_examples",
     "episodic_finetune",
     "episodic_windows",
-    "evaluate_cold_start",
     "has_adapter",
     "make_adapted_score_fn",
     "meta_train",

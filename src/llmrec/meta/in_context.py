@@ -20,16 +20,26 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from llmrec.data.sequences import training_windows
 from llmrec.meta.tasks import EpisodeSampler
-from llmrec.models.next_item_lm import NextItemLM
+from llmrec.models.base import Trainable
 from llmrec.train.loop import Callback, TrainConfig, TrainResult, train
 
 __all__ = ["EPISODIC_TRAIN_DEFAULTS", "EpisodicConfig", "constrained_metric", "episodic_finetune", "episodic_windows"]
+
+
+class EpisodicModel(Trainable, Protocol):
+    """What episodic fine-tuning needs: a model the training loop can fit that says how long a history it reads."""
+
+    @property
+    def max_seq_len(self) -> int: ...
+
+
+M = TypeVar("M", bound=EpisodicModel)
 
 # Fine-tuning, not training from scratch: a small constant learning rate and short patience.
 EPISODIC_TRAIN_DEFAULTS: dict[str, Any] = {
@@ -78,23 +88,25 @@ def episodic_windows(sequences: Sequence[np.ndarray], config: EpisodicConfig) ->
 
 
 def episodic_finetune(
-    model: NextItemLM,
+    model: M,
     sequences: Sequence[np.ndarray],
     train_config: TrainConfig,
     episodic: EpisodicConfig,
     *,
-    evaluate: Callable[[NextItemLM], dict[str, float]] | None = None,
+    evaluate: Callable[[M], dict[str, float]] | None = None,
     run_dir: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
     """Fine-tune every weight of `model` on episode windows (+ replay) with the one training loop.
 
+    Any trainable model serves. A causal one (the next-item LM) learns every nested episode of a window at once; one
+    that learns at the last position only (BSARec) learns the window's longest episode.
     `evaluate` should measure cold-start validation users (``train_config.metric`` names its key); the model
     ends with the best evaluated weights.
     """
     windows = episodic_windows(sequences, episodic)
     if episodic.replay > 0:
-        ordinary = training_windows(sequences, model.config.max_seq_len)
+        ordinary = training_windows(sequences, model.max_seq_len)
         n = min(len(ordinary), round(episodic.replay * len(windows)))
         pick = np.random.default_rng(episodic.seed).choice(len(ordinary), size=n, replace=False)
         windows = windows + [ordinary[i] for i in sorted(pick)]

@@ -1,5 +1,8 @@
 """Cold-start users: the evaluation protocol, and the few-shot episodes that meta-training learns from.
 
+The protocol's runner is `llmrec.eval.cold_start` (imports point from meta to eval, never back); this module
+cuts the episodes.
+
 Protocol (docs/DESIGN.md, "Cold-start users"; docs/cold-start.md). Users held out of training entirely
 (``PreparedDataset.cold_users``) reveal the first n items of their sequence, the **support**, and the model
 ranks the item that follows, the **query**, against all items. n ∈ {1, 2, 3, 5}. Every n is measured on the
@@ -28,24 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-# The evaluation runner lives in llmrec.eval (beside leave-one-out and sampled evaluation); re-exported here.
-from llmrec.eval.cold_start import (
-    SUPPORT_SIZES,
-    ColdStartExamples,
-    ColdStartResult,
-    cold_start_examples,
-    evaluate_cold_start,
-)
+from llmrec.eval.cold_start import SUPPORT_SIZES  # the protocol's support sizes; its runner is llmrec.eval.cold_start
 
-__all__ = [
-    "SUPPORT_SIZES",
-    "ColdStartExamples",
-    "ColdStartResult",
-    "Episode",
-    "EpisodeSampler",
-    "cold_start_examples",
-    "evaluate_cold_start",
-]
+__all__ = ["Episode", "EpisodeSampler"]
 
 IntArray = npt.NDArray[np.int64]
 

@@ -33,7 +33,8 @@ from llmrec.eval.cold_start import SUPPORT_SIZES, ColdStartResult, cold_start_ta
 from llmrec.eval.scoring import ScoreFn, score_fn
 from llmrec.meta.in_context import EPISODIC_TRAIN_DEFAULTS, EpisodicConfig, constrained_metric, episodic_finetune
 from llmrec.meta.maml import AdapterConfig, MetaConfig, UserAdapter, meta_train
-from llmrec.models import NextItemLM, load_model
+from llmrec.models import load_model
+from llmrec.models.base import Adaptable, RecModel, Trainable
 from llmrec.train.fit import validation_evaluator
 from llmrec.train.loop import TrainConfig
 
@@ -65,7 +66,7 @@ def _cold_sequences(dataset: PreparedDataset, role: str) -> list[np.ndarray]:
 
 
 def tune_finetune(
-    model: NextItemLM, adapter_config: AdapterConfig, valid: list[np.ndarray], *, support_sizes: tuple[int, ...] = SUPPORT_SIZES
+    model: Adaptable, adapter_config: AdapterConfig, valid: list[np.ndarray], *, support_sizes: tuple[int, ...] = SUPPORT_SIZES
 ) -> tuple[UserAdapter, list[dict[str, float]]]:
     """The fine-tune baseline: u₀ = 0, (inner_lr, inner_steps) = the best FINETUNE_GRID point on `valid` users."""
     history = []
@@ -99,12 +100,16 @@ def meta_train_model(
     from llmrec.identity import check_model_dataset
 
     model = load_model(base_dir)  # a damaged artifact: ArtifactError naming the file
-    if not isinstance(model, NextItemLM):
-        raise ValueError(f"{base_dir}: --base must be a next-item-lm model artifact")
+    # What each method needs of the model, asked of its capabilities (llmrec.models.base), never of its class:
+    # the adapter reads encode() and item_table(); the in-context methods also train every weight (Trainable).
+    if not isinstance(model, Adaptable):
+        raise ValueError(f"{base_dir}: --base must be a model with item embeddings (e.g. next-item-lm, bsarec)")
+    if method.startswith("in-context") and not isinstance(model, Trainable):
+        raise ValueError(f"{base_dir}: --method {method} fine-tunes the model, and this one is not trainable")
     check_model_dataset(base_dir, dataset)
     train_sequences = dataset.train_sequences()
     valid = _cold_sequences(dataset, "cold_valid")
-    adapter_config = build(AdapterConfig, {"d_model": model.config.d_model, **sections.get("adapter", {})}, section="adapter")
+    adapter_config = build(AdapterConfig, {"d_model": _width(model), **sections.get("adapter", {})}, section="adapter")
     meta_config = build(MetaConfig, sections.get("meta", {}), section="meta")
     sizes = tuple(meta_config.support_sizes)
     t0 = time.perf_counter()
@@ -117,12 +122,13 @@ def meta_train_model(
     summary["valid_zero_shot"] = valid_of(score_fn(model))
     summary["warm_valid_base"] = warm_of(model)["ndcg@10"]
     if method.startswith("in-context"):
+        assert isinstance(model, Trainable)  # checked before any work
         train_config = build(
             TrainConfig, {**EPISODIC_TRAIN_DEFAULTS, "progress": progress, **sections.get("train", {})}, section="train"
         )
         episodic = build(EpisodicConfig, sections.get("episodic", {}), section="episodic")
 
-        def evaluate(m: NextItemLM) -> dict[str, float]:
+        def evaluate(m: RecModel) -> dict[str, float]:
             cold, warm = valid_of(score_fn(m)), warm_of(m)["ndcg@10"]
             kept = constrained_metric(cold, warm, summary["warm_valid_base"], episodic.warm_tolerance)
             return {train_config.metric: kept, "cold_start": cold, "warm_ndcg@10": warm}
@@ -153,7 +159,15 @@ def meta_train_model(
     return summary
 
 
-def _write_artifact(base_dir: Path, out: Path, model: NextItemLM, adapter: UserAdapter | None, summary: dict[str, Any]) -> None:
+def _width(model: Adaptable) -> int:
+    """D, the width of the model's hidden states and item table: the size of the adapter's user vector."""
+    import torch
+
+    with torch.no_grad():
+        return int(model.item_table().shape[-1])
+
+
+def _write_artifact(base_dir: Path, out: Path, model: RecModel, adapter: UserAdapter | None, summary: dict[str, Any]) -> None:
     """Copy the base artifact (not its training state), replace the weights, add the adapter; atomic rename."""
     from llmrec.outputs import check_replaceable
 

@@ -6,7 +6,15 @@ self-describing folder). Optional abilities are separate protocols, checked with
 
 - ``Trainable``: ``forward(batch).loss`` — the training loop (`llmrec.train.loop.train`) needs nothing else.
 - ``ItemEmbeddingModel``: a dot-product scorer with an item table and history encoder — approximate retrieval
-  (FAISS), diversity features, per-user adaptation and gradient attributions need these.
+  (FAISS), diversity features, per-user adaptation (`llmrec.models.adapter`, meta-training) and collaborative
+  semantic ids need these.
+- ``Adaptable``: a ``RecModel`` that is also an ``ItemEmbeddingModel`` — what a per-user adapter
+  (`llmrec.models.adapter`) and meta-training (`llmrec.meta.training`) need.
+- ``ColdItemMappable``: an ``Adaptable`` model whose item rows can be set — cold-item mapping
+  (`llmrec.models.cold_items`, ``llmrec map-cold-items``) writes text-mapped vectors into them.
+
+The next-item LM and BSARec satisfy all of them; the T5 and the baselines only ``RecModel`` (the T5 also ``Trainable``).
+No package outside ``models/`` asks a model's class or ``model_type`` to decide what it may do.
 
 The shapes follow DESIGN.md: histories are left-padded internal ids ``[B, L]`` (0 = padding); scores are
 ``[B, V+1]`` with column 0 (padding) at -inf.
@@ -21,7 +29,7 @@ import torch
 
 from llmrec.types import SeqBatch
 
-__all__ = ["ItemEmbeddingModel", "RecModel", "Trainable", "TrainOutput"]
+__all__ = ["Adaptable", "ColdItemMappable", "ItemEmbeddingModel", "RecModel", "Trainable", "TrainOutput"]
 
 
 @runtime_checkable
@@ -94,4 +102,18 @@ class ItemEmbeddingModel(Protocol):
 
     def encode(self, item_ids: torch.Tensor) -> torch.Tensor:
         """item_ids [B, L] -> hidden states [B, L, D]; the last position is the query vector."""
+        ...
+
+
+@runtime_checkable
+class Adaptable(RecModel, ItemEmbeddingModel, Protocol):
+    """A model a per-user adapter can sit on: it scores like any RecModel and exposes encode() and item_table()."""
+
+
+@runtime_checkable
+class ColdItemMappable(RecModel, ItemEmbeddingModel, Protocol):
+    """A model with item embeddings whose item table has one free row per item, which cold-item mapping may set."""
+
+    def set_item_rows(self, items: torch.Tensor, vectors: torch.Tensor) -> None:
+        """Make ``item_table()[items] == vectors`` (items [M] ids in 1..V, vectors [M, D]); no other row changes."""
         ...

@@ -1,13 +1,14 @@
-"""Cold-start items for a trained next-item LM: give never-trained items an embedding mapped from their text.
+"""Cold-start items for a trained model: give never-trained items an embedding mapped from their text.
 
-A NextItemLM trained on ids (and attributes) has no trained id embedding for an item that never occurred in
+Any `llmrec.models.base.ColdItemMappable` model (the next-item LM, BSARec) can be mapped. A model trained on ids
+(and attributes) has no trained id embedding for an item that never occurred in
 training. The attribute-to-feature mapping of Gantner et al. (ICDM 2010, "Learning attribute-to-feature mappings
 for cold-start recommendations") fixes that after training: fit a ridge regression from each *warm* item's content
 vector (here its pretrained text embedding, e.g. MiniLM) to its trained output embedding, then give each cold item
 the embedding its text maps to. The cold items are then scored in the model's own geometry, next to the warm ones.
 
-`apply_text_map` writes the mapped vectors into the model's id-embedding rows of the cold items (minus their
-attribute/text feature part), so that ``item_table()[cold] == map(text[cold])`` exactly. With tied weights (the
+`apply_text_map` writes the mapped vectors into the cold items' rows (the model's `set_item_rows`: for the LM its
+id-embedding rows, minus their attribute/text feature part), so that ``item_table()[cold] == map(text[cold])``. With tied weights (the
 default) the same vector is also the cold item's input embedding when it appears in a history. Warm rows are not
 touched, and the model saves and loads as usual: no new tensors, no format change.
 
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from llmrec.models.next_item_lm import NextItemLM
+from llmrec.models.base import ColdItemMappable
 from llmrec.types import PAD_ID
 
 if TYPE_CHECKING:
@@ -64,14 +65,14 @@ def fit_text_map(text: torch.Tensor, targets: torch.Tensor, *, ridge: float = 1.
 
 @torch.no_grad()
 def apply_text_map(
-    model: NextItemLM, text: np.ndarray | torch.Tensor, cold_items: Sequence[int] | np.ndarray, *, ridge: float = 1.0
+    model: ColdItemMappable, text: np.ndarray | torch.Tensor, cold_items: Sequence[int] | np.ndarray, *, ridge: float = 1.0
 ) -> TextMap:
     """Fit the map on the warm items of `model` and write it into the cold items' rows; returns the map.
 
     text: [V+1, E] text embedding of every item id (row 0, padding, is ignored); cold_items: the ids that never
     occurred in training. Every other item 1..V is warm and is a training pair of the regression.
     """
-    V = model.config.n_items
+    V = model.n_items
     text_t = torch.as_tensor(np.asarray(text), dtype=torch.float32)
     if text_t.ndim != 2 or text_t.shape[0] != V + 1:
         raise ValueError(f"text: expected [{V + 1}, E] (one row per item id, row 0 = padding), got {tuple(text_t.shape)}")
@@ -85,16 +86,14 @@ def apply_text_map(
     is_warm[cold] = False
     if int(is_warm.sum()) < 2:
         raise ValueError("fewer than 2 warm items: the map cannot be fitted")
-    was_training = model.training
-    model.eval()
-    table = model._build_item_table()  # [V+1, D]
+    was_training = isinstance(model, torch.nn.Module) and model.training
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    table = model.item_table()  # [V+1, D] (no_grad: built afresh or the eval cache)
     mapping = fit_text_map(text_t[is_warm], table[is_warm], ridge=ridge)
-    target = mapping(text_t[cold])  # [M, D]
-    features = model._item_features(cold) if model._has_features() else torch.zeros_like(target)
-    weight = model.item_emb.weight if model.out_emb is None else model.out_emb.weight
-    weight[cold] = (target - features).to(weight.dtype)  # in place: the table row becomes exactly `target`
-    model._table_cache = None
-    model.train(was_training)
+    model.set_item_rows(cold, mapping(text_t[cold]))  # [M, D]: the rows become exactly the mapped vectors
+    if isinstance(model, torch.nn.Module):
+        model.train(was_training)
     return mapping
 
 
@@ -121,7 +120,9 @@ def map_cold_items_artifact(
     text_cache_dir: str | Path | None = None,
     progress: bool = False,
 ) -> dict[str, object]:
-    """`llmrec map-cold-items`: copy a next-item-lm artifact to `out` with its untrained items' rows text-mapped.
+    """`llmrec map-cold-items`: copy a model artifact to `out` with its untrained items' rows text-mapped.
+
+    Any model that is `ColdItemMappable` (next-item-lm, bsarec) can be mapped; others are refused.
 
     The items' text is built from the dataset's catalogue (`llmrec.index.encode_items`) and encoded with
     `text_model` (default all-MiniLM-L6-v2, offline), cached. Writes ``text_map.json`` (ridge, item counts) beside the
@@ -135,12 +136,16 @@ def map_cold_items_artifact(
     from llmrec.models import load_model
 
     model_dir, out = Path(model_dir), Path(out)
-    kind = artifact.model_type(model_dir) if (model_dir / "config.json").is_file() else None
-    if kind != "next-item-lm":
-        raise ValueError(f"{model_dir}: not a next-item-lm model artifact (config.json model_type)")
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"{model_dir}: not a model artifact (no config.json)")
     if out.resolve() == model_dir.resolve():
         raise ValueError("--out must differ from --model")
-    model = load_model(model_dir).eval()  # a damaged artifact: ArtifactError naming the file
+    model = load_model(model_dir)  # a damaged artifact: ArtifactError naming the file
+    if not isinstance(model, ColdItemMappable):
+        raise ValueError(
+            f"{model_dir}: a {artifact.model_type(model_dir)!r} model has no item rows to map (needs item embeddings, "
+            "e.g. next-item-lm or bsarec)"
+        )
     check_model_dataset(model_dir, dataset)
     refit = bool(artifact.refit_on_valid(model_dir))  # as written by llmrec train (training.json)
     cold = untrained_items(dataset, refit=refit)
@@ -152,7 +157,7 @@ def map_cold_items_artifact(
     summary: dict[str, object] = {
         "ridge": mapping.ridge,
         "cold_items": int(len(cold)),
-        "warm_items": int(model.config.n_items - len(cold)),
+        "warm_items": int(model.n_items - len(cold)),
         "refit_on_valid": refit,
         "text_model": text_model or "all-MiniLM-L6-v2",
         "base": str(model_dir),

@@ -263,6 +263,15 @@ class NextItemLM(nn.Module):
             self._table_cache = (key, self._build_item_table())
         return self._table_cache[1]
 
+    @torch.no_grad()
+    def set_item_rows(self, items: torch.Tensor, vectors: torch.Tensor) -> None:
+        """Make item_table()[items] == vectors [M, D]: the output id rows take the vectors less the items' feature
+        part (cold-item mapping, `llmrec.models.cold_items`); with tied weights also their input embedding."""
+        features = self._item_features(items) if self._has_features() else torch.zeros_like(vectors)
+        weight = self.item_emb.weight if self.out_emb is None else self.out_emb.weight
+        weight[items] = (vectors - features).to(weight.dtype)  # in place
+        self._table_cache = None
+
     def _build_item_table(self) -> torch.Tensor:
         w = self.item_emb.weight if self.out_emb is None else self.out_emb.weight
         if self._has_features():

@@ -6,6 +6,10 @@ stops early on the validation metric, keeps the best weights, writes a checkpoin
 exactly from the last completed epoch: the batch order, dropout and negative sampling of epoch e are seeded by
 (seed, e), so a resumed run replays the same epochs as an uninterrupted one.
 
+`train` itself is epochs -> batches -> step; everything else is a callback of `llmrec.train.callbacks`, called in
+a fixed order (checkpoints and logs, weight averaging, selection and early stopping, the caller's callbacks, the
+epoch line, the time budget), sharing a `Run` whose `TrainState` is what a checkpoint records.
+
 Checkpoints are safetensors + JSON (no pickle): ``<run>/checkpoint/{model,optimizer}.safetensors, state.json``
 and the best weights in ``<run>/best/``. Per-epoch metrics go to ``<run>/metrics.csv``, the loss of every
 optimisation step to ``<run>/steps.csv``.
@@ -18,29 +22,36 @@ depend on the number of processes, so a checkpoint resumes under any world size.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from llmrec.atomic import atomic_directory, atomic_write
 from llmrec.config import check_range
 from llmrec.data.sequences import bucketed_batches
-from llmrec.errors import artifact_file, read_json
 from llmrec.models.base import Trainable
 from llmrec.train import distributed
+from llmrec.train.callbacks import (
+    EpochCallbacks,
+    EpochLine,
+    LoopCallback,
+    Run,
+    RunFiles,
+    Selection,
+    Step,
+    TimeBudget,
+    WeightAverage,
+)
+from llmrec.train.checkpoint import TrainState
 from llmrec.types import PAD_ID, SeqBatch
 
-__all__ = ["Callback", "TrainConfig", "TrainResult", "train"]
+__all__ = ["Callback", "TrainConfig", "TrainResult", "TrainState", "train"]
 
 M = TypeVar("M", bound=Trainable)  # the model type a run trains, evaluates and returns the weights of
 
@@ -122,87 +133,6 @@ def _make_optimizer(model: Trainable, c: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=c.lr, betas=(0.9, 0.98))
 
 
-def _save_checkpoint(
-    run_dir: Path, model: Trainable, opt: torch.optim.Optimizer, state: dict[str, Any], ema: Trainable | None = None
-) -> None:
-    """Atomically replace <run>/checkpoint with model + optimizer tensors (safetensors) and state (JSON)."""
-    with atomic_directory(run_dir / "checkpoint") as tmp:
-        model.save_pretrained(tmp)
-        if ema is not None:
-            save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(tmp / "ema.safetensors"))
-        sd = opt.state_dict()
-        tensors = {f"{i}.{k}": v.contiguous() for i, s in sd["state"].items() for k, v in s.items() if torch.is_tensor(v)}
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        state = {**state, "param_groups": sd["param_groups"]}
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
-
-
-def _load_checkpoint(run_dir: Path, model: Trainable, opt: torch.optim.Optimizer, ema: Trainable | None = None) -> dict[str, Any]:
-    """Restore model, EMA and optimizer from <run>/checkpoint. A damaged file raises ArtifactError naming it; a
-    checkpoint of another model shape or catalogue raises ValueError saying which setting differs."""
-    ck = run_dir / "checkpoint"
-    _check_same_model(read_json(ck / "config.json"), model)
-    with artifact_file(ck / "model.safetensors"):
-        model.load_state_dict(load_file(str(ck / "model.safetensors")))
-    if ema is not None:
-        if not (ck / "ema.safetensors").exists():
-            raise FileNotFoundError(f"{ck}: train.ema_decay > 0 but the checkpoint has no ema.safetensors (trained without EMA?)")
-        with artifact_file(ck / "ema.safetensors"):
-            ema.load_state_dict(load_file(str(ck / "ema.safetensors")))
-    state: dict[str, Any] = read_json(ck / "state.json")
-    with artifact_file(ck / "optimizer.safetensors"):
-        tensors = load_file(str(ck / "optimizer.safetensors"))
-        opt_state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, v in tensors.items():
-            i, name = key.split(".", 1)
-            opt_state.setdefault(int(i), {})[name] = v
-        with artifact_file(ck / "state.json"):
-            param_groups = state.pop("param_groups")
-        opt.load_state_dict({"state": opt_state, "param_groups": param_groups})
-    with artifact_file(ck / "state.json"):
-        for key in ("epoch", "step", "best_metric", "best_epoch", "bad_epochs", "history"):
-            if key not in state:
-                raise KeyError(f"no {key!r}")
-    return state
-
-
-def _check_same_model(saved: dict[str, Any], model: Trainable) -> None:
-    """--resume continues the same model: refuse a checkpoint whose settings differ from the config's."""
-    want = model.config.to_dict()
-    for key, value in saved.items():
-        if key in want and want[key] != value and not (isinstance(value, list) and tuple(value) == want[key]):
-            if key == "n_items":
-                raise ValueError(
-                    f"--resume: checkpoint was trained on a dataset of {value} items, this one has {want[key]} (another dataset?)"
-                )
-            raise ValueError(f"--resume: checkpoint was trained with {key} {value}, config asks {want[key]}")
-
-
-def _append_csv(path: Path, row: dict[str, float]) -> None:
-    _append_rows(path, [row])
-
-
-def _append_rows(path: Path, rows: list[dict[str, float]]) -> None:
-    if not rows:
-        return
-    is_new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        if is_new:
-            w.writeheader()
-        w.writerows(rows)
-
-
-def _truncate_steps(path: Path, last_step: int) -> None:
-    """Keep the step log consistent with a resumed checkpoint: drop steps after `last_step` (a lost epoch)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if float(r["step"]) <= last_step]
-    path.unlink()
-    _append_rows(path, [{k: float(v) for k, v in r.items()} for r in rows])
-
-
 def _local_rows(batch: SeqBatch, ctx: distributed.DistContext) -> tuple[SeqBatch, float]:
     """This rank's part of a global batch and the factor that makes its mean loss a share of the global mean.
 
@@ -240,72 +170,31 @@ def train(
     `stop_after` ends training after that epoch while keeping the learning-rate schedule of `config.epochs`
     (used to refit for exactly the selected number of epochs).
     """
-    if not isinstance(model, torch.nn.Module):  # the loop needs parameters, devices and DDP
-        raise TypeError(f"train: {type(model).__name__} is not a torch module (see llmrec.models.base.Trainable)")
+    module = _module(model)
     c = config
     if c.num_threads:
         torch.set_num_threads(c.num_threads)
     if not windows:
         raise ValueError("no training windows: every training sequence is shorter than 2 items")
     ctx = distributed.current()
-    main = ctx.is_main  # only rank 0 writes files and prints
-    run = Path(run_dir) if run_dir is not None else None
-    if resume and (run is None or not (run / "checkpoint" / "state.json").exists()):
-        raise FileNotFoundError(f"--resume: no checkpoint in {run}")  # before anything is written
-    if run is not None and main:
-        run.mkdir(parents=True, exist_ok=True)
-    opt = _make_optimizer(model, c)
-    # Weight averaging (torch.optim.swa_utils): `ema` holds the averaged copy that is validated and kept.
-    averaged = None
-    if c.ema_decay > 0:
-        averaged = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(c.ema_decay)
-        )
-    ema: M | None = None if averaged is None else averaged.module
+    run_path = Path(run_dir) if run_dir is not None else None
+    if resume and (run_path is None or not (run_path / "checkpoint" / "state.json").exists()):
+        raise FileNotFoundError(f"--resume: no checkpoint in {run_path}")  # before anything is written
+    if run_path is not None and ctx.is_main:
+        run_path.mkdir(parents=True, exist_ok=True)
+    run = Run(model=model, config=c, opt=_make_optimizer(model, c), ctx=ctx, dir=run_path, resume=resume)
+    run.phase = "refit " if stop_after is not None and evaluate is None else ""  # progress lines of a refit say so
+    hooks = _callbacks(run, module, evaluate, callbacks)
+    for h in hooks:
+        h.on_start(run)
+    net = _place(module, run)
     n_batches = math.ceil(len(windows) / c.batch_size)
     total_steps = n_batches * c.epochs
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "best_metric": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
-    if resume:
-        assert run is not None  # checked above
-        state = _load_checkpoint(run, model, opt, ema)
-        if averaged is not None:
-            averaged.n_averaged.fill_(int(state["step"]))
-        if main:
-            (run / "metrics.csv").unlink(missing_ok=True)  # rewritten from the checkpoint: drops a lost epoch's rows
-            for row in state["history"]:
-                _append_csv(run / "metrics.csv", row)
-            _truncate_steps(run / "steps.csv", int(state["step"]))
-    elif run is not None and main:
-        (run / "metrics.csv").unlink(missing_ok=True)  # a fresh run never appends to an earlier run's log
-        (run / "steps.csv").unlink(missing_ok=True)
-    distributed.barrier()  # nobody starts while rank 0 still rewrites the logs
-    best_weights = {k: v.clone() for k, v in model.state_dict().items()}
-    if resume and run is not None and (run / "best" / "model.safetensors").exists():
-        with artifact_file(run / "best" / "model.safetensors"):
-            best_weights = load_file(str(run / "best" / "model.safetensors"))
-            if best_weights.keys() != model.state_dict().keys():
-                raise KeyError("other tensor names than the model's")
-    if run is not None and main:  # only now: a --resume refused above leaves the run's files as they were
-        atomic_write(run / "train_config.json", json.dumps(asdict(c), indent=2).encode())
-    if ctx.device.type != "cpu":
-        model.to(ctx.device)
-        if averaged is not None:
-            averaged.to(ctx.device)
-        for s_ in opt.state.values():
-            for k_, v_ in s_.items():
-                if torch.is_tensor(v_) and v_.ndim > 0:
-                    s_[k_] = v_.to(ctx.device)
-    net: torch.nn.Module = model
-    if ctx.enabled:
-        # Broadcasts rank 0's weights on construction, then averages gradients across ranks in backward.
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
-        )
-    t0 = time.perf_counter() - float(state.get("seconds", 0.0))
+    run.t0 = time.perf_counter() - run.state.seconds
     stopped_early = False
     last_epoch = c.epochs if stop_after is None else min(c.epochs, stop_after)
-    phase = "refit " if stop_after is not None and evaluate is None else ""  # progress lines of a refit say so
-    for epoch in range(int(state["epoch"]) + 1, last_epoch + 1):
+    for epoch in range(run.state.epoch + 1, last_epoch + 1):
+        run.epoch = epoch
         model.train()
         torch.manual_seed(c.seed * 1_000_003 + epoch)  # dropout and negatives of this epoch
         gen = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)  # batch order of this epoch
@@ -314,85 +203,104 @@ def train(
         bar = tqdm(
             bucketed_batches(windows, c.batch_size, gen, last_only=c.examples == "prefixes"),
             total=n_batches,
-            desc=f"{phase}epoch {epoch}",
+            desc=f"{run.phase}epoch {epoch}",
             unit="batch",
-            disable=None if (c.progress and main) else True,  # None: off when stderr is not a terminal
+            disable=None if (c.progress and ctx.is_main) else True,  # None: off when stderr is not a terminal
             leave=False,
         )
         n_seq = 0
-        step_rows: list[dict[str, float]] = []
         for batch in bar:
-            factor = _lr_factor(int(state["step"]), total_steps, c)
-            for g in opt.param_groups:
-                g["lr"] = c.lr * factor
-            local, weight = _local_rows(batch, ctx)
-            out = net(local.to(ctx.device) if ctx.device.type != "cpu" else local)
-            assert out.loss is not None
-            opt.zero_grad(set_to_none=True)
-            (out.loss * weight if ctx.enabled else out.loss).backward()
-            if c.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-            opt.step()
-            if averaged is not None:
-                averaged.update_parameters(model)
-            state["step"] = int(state["step"]) + 1
-            # the global batch's mean loss (for one process simply this batch's loss)
-            loss = (
-                distributed.all_reduce_sum([out.loss.item() * weight], ctx)[0] / ctx.world_size
-                if ctx.enabled
-                else out.loss.item()
-            )
+            lr = c.lr * _lr_factor(run.state.step, total_steps, c)
+            loss = _step(net, batch, lr, run)
+            run.state.step += 1
             losses.append(loss)
-            step_rows.append({"step": float(state["step"]), "epoch": float(epoch), "loss": loss, "lr": c.lr * factor})
-            n_seq += batch.item_ids.shape[0]
+            step = Step(step=run.state.step, epoch=epoch, loss=loss, lr=lr, n_sequences=batch.item_ids.shape[0])
+            for h in hooks:
+                h.on_step(run, step)
+            n_seq += step.n_sequences
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", seq_s=f"{n_seq / (time.perf_counter() - t_epoch):.0f}")
         bar.close()
-        logs: dict[str, float] = {"epoch": float(epoch), "train_loss": float(np.mean(losses)), "lr": c.lr * factor}
+        logs: dict[str, float] = {"epoch": float(epoch), "train_loss": float(np.mean(losses)), "lr": lr}
         logs["train_seconds"] = time.perf_counter() - t_epoch
-        kept = model if ema is None else ema  # the weights that are validated, selected and returned
-        if evaluate is not None:
-            kept.eval()
-            metrics = evaluate(kept)
-            logs.update({f"valid_{k}": v for k, v in metrics.items()})
-            current = metrics[c.metric]
-        else:
-            current = float(epoch)  # nothing to select on: the latest weights are the result
-        if current > float(state["best_metric"]):
-            state.update(best_metric=current, best_epoch=epoch, bad_epochs=0)
-            best_weights = {k: v.detach().clone() for k, v in kept.state_dict().items()}
-            if run is not None and main:
-                kept.save_pretrained(run / "best")
-        else:
-            state["bad_epochs"] = int(state["bad_epochs"]) + 1
-        logs["seconds"] = time.perf_counter() - t0
-        state["history"].append(logs)
-        state["epoch"] = epoch
-        state["seconds"] = logs["seconds"]
-        if run is not None and main:
-            _append_csv(run / "metrics.csv", logs)
-            _append_rows(run / "steps.csv", step_rows)
-            _save_checkpoint(run, model, opt, state, ema)
-        distributed.barrier()  # the epoch's checkpoint is on disk before any rank moves on
-        for cb in callbacks:
-            cb.on_epoch_end(epoch, logs, model)
-        if c.progress and main:
-            shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k.startswith("valid_") and "@10" in k)
-            tqdm.write(f"{phase}epoch {epoch:3d} loss {logs['train_loss']:.4f} {shown} ({logs['train_seconds']:.1f}s)")
-        if int(state["bad_epochs"]) >= c.patience:
-            stopped_early = True
+        for h in hooks:
+            h.on_validate(run, logs)
+        logs["seconds"] = time.perf_counter() - run.t0
+        run.state.history.append(logs)
+        run.state.epoch, run.state.seconds = epoch, logs["seconds"]
+        for h in hooks:
+            h.on_epoch_end(run, logs)
+        reason = next((r for h in hooks if (r := h.stop(run, logs)) is not None), None)
+        if reason is not None:
+            stopped_early = reason == "early"
             break
-        # each rank has its own clock: stop together when any rank ran out of time
-        if c.max_minutes is not None and distributed.any_rank(logs["seconds"] > 60 * c.max_minutes, ctx):
-            break
-    model.load_state_dict(best_weights)
+    for h in hooks:
+        h.on_end(run)
     if ctx.device.type != "cpu":
         model.to("cpu")  # artifacts and inference are device-independent
     model.eval()
+    s = run.state
     return TrainResult(
-        best_epoch=int(state["best_epoch"]),
-        best_metric=float(state["best_metric"]),
-        epochs_run=int(state["epoch"]),
-        history=list(state["history"]),
-        seconds=float(state.get("seconds", 0.0)),
+        best_epoch=s.best_epoch,
+        best_metric=s.best_metric,
+        epochs_run=s.epoch,
+        history=list(s.history),
+        seconds=s.seconds,
         stopped_early=stopped_early,
     )
+
+
+def _callbacks(
+    run: Run, module: torch.nn.Module, evaluate: Callable[[M], dict[str, float]] | None, callbacks: Sequence[Callback]
+) -> list[LoopCallback]:
+    """The run's callbacks in the order the loop calls them (`llmrec.train.callbacks`)."""
+    c = run.config
+    hooks: list[LoopCallback] = [RunFiles()]
+    if c.ema_decay > 0:
+        average = WeightAverage(module, c.ema_decay)
+        run.ema = average.module
+        hooks.append(average)
+    hooks += [Selection(evaluate, c.metric, c.patience), EpochCallbacks(callbacks), EpochLine()]
+    if c.max_minutes is not None:
+        hooks.append(TimeBudget(c.max_minutes))
+    return hooks
+
+
+def _module(model: object) -> torch.nn.Module:
+    """The model as the torch module it must be: the loop needs parameters, devices and DDP."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"train: {type(model).__name__} is not a torch module (see llmrec.models.base.Trainable)")
+    return model
+
+
+def _place(model: torch.nn.Module, run: Run) -> torch.nn.Module:
+    """Move the model and the optimizer state to this process's device; wrap the model in DDP when distributed."""
+    ctx = run.ctx
+    if ctx.device.type != "cpu":
+        model.to(ctx.device)
+        for s in run.opt.state.values():
+            for k, v in s.items():
+                if torch.is_tensor(v) and v.ndim > 0:
+                    s[k] = v.to(ctx.device)
+    if not ctx.enabled:
+        return model
+    # Broadcasts rank 0's weights on construction, then averages gradients across ranks in backward.
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+
+
+def _step(net: torch.nn.Module, batch: SeqBatch, lr: float, run: Run) -> float:
+    """One optimisation step on this rank's rows of a global batch; returns the global batch's mean loss."""
+    ctx, opt = run.ctx, run.opt
+    for g in opt.param_groups:
+        g["lr"] = lr
+    local, weight = _local_rows(batch, ctx)
+    out = net(local.to(ctx.device) if ctx.device.type != "cpu" else local)
+    assert out.loss is not None
+    opt.zero_grad(set_to_none=True)
+    (out.loss * weight if ctx.enabled else out.loss).backward()
+    if run.config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
+    opt.step()
+    if ctx.enabled:  # the global batch's mean loss (for one process simply this batch's loss)
+        return distributed.all_reduce_sum([out.loss.item() * weight], ctx)[0] / ctx.world_size
+    loss: float = out.loss.item()
+    return loss

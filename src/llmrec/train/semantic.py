@@ -1,7 +1,7 @@
 """Generative retrieval fitting: semantic ids of the catalogue, then the T5 fitted by selection + refit.
 
 The item vectors that are quantised into semantic ids come from the items' text (a sentence encoder), from a
-trained next-item LM's item table (collaborative), or both (`SEMANTIC_SOURCES`). The T5 is then fitted with
+trained model's item table (collaborative: any model with item embeddings), or both (`SEMANTIC_SOURCES`). The T5 is then fitted with
 `llmrec.train.refit.select_then_refit`, the recipe every trainable model shares.
 """
 
@@ -25,29 +25,37 @@ SEMANTIC_SOURCES = ("text", "collaborative", "text+collaborative")
 
 
 def collaborative_item_embeddings(model_dir: str | Path, n_items: int) -> np.ndarray:
-    """[n_items + 1, D] output item table of a trained next-item LM (ids + item features), for semantic ids.
+    """[n_items + 1, D] output item table of a trained model with item embeddings (next-item-lm, bsarec), for
+    semantic ids.
 
     The collaborative source of TIGER-style ids: items that users consume together get nearby vectors, which
-    anonymised or thin item text cannot give. The model must cover the same catalogue (same item indices), so
-    train it on the same prepared dataset, and on training events only when the T5 is selected on validation.
+    anonymised or thin item text cannot give. Any `ItemEmbeddingModel` artifact serves; the model must cover the
+    same catalogue (same item indices), so train it on the same prepared dataset, and on training events only when
+    the T5 is selected on validation.
     """
     import torch
 
-    from llmrec.models.next_item_lm import NextItemLM
+    from llmrec.models import load_model
+    from llmrec.models.base import ItemEmbeddingModel
 
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model.collab_model: {path} is not a model directory (no config.json)")
-    model_type = artifact.model_type(path)
-    if model_type != "next-item-lm":
-        raise ValueError(f"model.collab_model: {path} holds a {model_type!r} model; a next-item-lm is needed")
-    lm = NextItemLM.from_pretrained(path).eval()
-    if lm.config.n_items != n_items:
+    model = load_model(path)
+    if not isinstance(model, ItemEmbeddingModel):
         raise ValueError(
-            f"model.collab_model: {path} has {lm.config.n_items} items, the dataset has {n_items}: not the same catalogue"
+            f"model.collab_model: {path} holds a {artifact.model_type(path)!r} model, which has no item embeddings "
+            "(train a next-item-lm or bsarec)"
         )
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     with torch.no_grad():
-        return lm.item_table().float().cpu().numpy().copy()
+        table = model.item_table().float().cpu().numpy().copy()  # [V+1, D]
+    if len(table) != n_items + 1:
+        raise ValueError(
+            f"model.collab_model: {path} has {len(table) - 1} items, the dataset has {n_items}: not the same catalogue"
+        )
+    return table
 
 
 def fit_t5_semantic(
@@ -68,7 +76,7 @@ def fit_t5_semantic(
     interaction); params: T5SemanticConfig fields plus n_levels (3), codebook_size (64), semantic_seed (0),
     text_model (a local sentence-transformers path; default all-MiniLM-L6-v2), semantic_source ("text",
     "collaborative" or "text+collaborative": which item embeddings are quantised) and collab_model (a trained
-    next-item-lm directory, for the collaborative sources). Every event after a user's first is one
+    next-item-lm or bsarec directory, for the collaborative sources). Every event after a user's first is one
     training example. Items that are never a training target are marked cold (see T5SemanticConfig.cold_weight).
     evaluate: the early-stopping metric function (default: all validation targets, seen items excluded when
     train_cfg.valid_exclude_seen). With train_cfg.refit_on_valid, a fresh model is then trained on train + valid
@@ -102,7 +110,9 @@ def fit_t5_semantic(
         parts.append(encode_items(dataset.items, dataset.domain, encoder, cache, progress=train_cfg.progress))  # [V+1, E]
     if source in ("collaborative", "text+collaborative"):
         if not collab_model:
-            raise ValueError(f"model.semantic_source = {source!r} needs model.collab_model: a trained next-item-lm directory")
+            raise ValueError(
+                f"model.semantic_source = {source!r} needs model.collab_model: a trained next-item-lm or bsarec directory"
+            )
         parts.append(collaborative_item_embeddings(collab_model, dataset.n_items))  # [V+1, D]
     # each part L2-normalised per item, so text and collaborative weigh the same in the concatenation
     emb = np.concatenate([p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12) for p in parts], axis=1)

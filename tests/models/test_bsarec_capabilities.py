@@ -1,0 +1,92 @@
+"""BSARec works wherever its capabilities allow (issue 20): the doors ask `llmrec.models.base` protocols, never a
+class or a model_type. Cold-item mapping and collaborative semantic ids on a tiny BSARec artifact; a model
+without item embeddings (most-popular) is refused by what it cannot do. Meta-training: tests/meta/test_training.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from llmrec.data import PreparedDataset
+from llmrec.models.bsarec import BSARec, BSARecConfig
+
+TINY: dict[str, Any] = dict(max_seq_len=8, d_model=16, n_layers=1, n_heads=2, d_ff=32, dropout=0.0, emb_dropout=0.0)
+
+
+def _bsarec(ds: PreparedDataset, out: Path) -> tuple[BSARec, Path]:
+    from llmrec.artifact import save_artifact
+
+    torch.manual_seed(0)
+    model = BSARec(BSARecConfig(n_items=ds.n_items, **TINY)).eval()
+    return model, save_artifact(model, ds, out)
+
+
+def _popular(ds: PreparedDataset, out: Path) -> Path:
+    from llmrec.artifact import save_artifact
+    from llmrec.models.baselines import MostPopular
+
+    return save_artifact(MostPopular(torch.arange(ds.n_items + 1, dtype=torch.float32)), ds, out)
+
+
+class _HashEncoder:
+    """Deterministic text vectors (no model to load)."""
+
+    name = "hash-12"
+    dim = 12
+
+    def __init__(self, *_: object) -> None:
+        pass
+
+    def encode(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        rng = [np.random.default_rng(abs(hash(t)) % 2**32) for t in texts]
+        return np.stack([r.standard_normal(self.dim) for r in rng]).astype(np.float32)
+
+
+def test_bsarec_has_every_capability_and_the_baseline_none() -> None:
+    from llmrec.models.base import Adaptable, ColdItemMappable, ItemEmbeddingModel, RecModel, Trainable
+    from llmrec.models.baselines import MostPopular
+
+    model = BSARec(BSARecConfig(n_items=10, **TINY))
+    assert all(isinstance(model, p) for p in (RecModel, Trainable, ItemEmbeddingModel, Adaptable, ColdItemMappable))
+    pop = MostPopular(torch.ones(11))
+    assert isinstance(pop, RecModel) and not isinstance(pop, ItemEmbeddingModel | ColdItemMappable)
+
+
+def test_map_cold_items_maps_a_bsarec_artifact(
+    tiny_prepared: PreparedDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import llmrec.index
+    from llmrec.models import load_model
+    from llmrec.models.cold_items import map_cold_items_artifact, untrained_items
+
+    monkeypatch.setattr(llmrec.index, "SentenceTransformerEncoder", _HashEncoder)
+    base, path = _bsarec(tiny_prepared, tmp_path / "bsarec")
+    summary = map_cold_items_artifact(path, tiny_prepared, tmp_path / "mapped", text_cache_dir=tmp_path / "cache")
+    cold = untrained_items(tiny_prepared, refit=False)
+    assert len(cold) > 0 and summary["cold_items"] == len(cold)
+    mapped = load_model(tmp_path / "mapped").eval()
+    assert isinstance(mapped, BSARec)
+    with torch.no_grad():
+        before, after = base.item_table(), mapped.item_table()
+    warm = np.setdiff1d(np.arange(1, tiny_prepared.n_items + 1), cold)
+    assert torch.equal(before[warm], after[warm]) and not torch.allclose(before[cold], after[cold])
+
+    with pytest.raises(ValueError, match="has no item rows to map"):
+        map_cold_items_artifact(_popular(tiny_prepared, tmp_path / "pop"), tiny_prepared, tmp_path / "x")
+
+
+def test_collaborative_item_embeddings_read_a_bsarec_artifact(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
+    from llmrec.train.semantic import collaborative_item_embeddings
+
+    model, path = _bsarec(tiny_prepared, tmp_path / "bsarec")
+    table = collaborative_item_embeddings(path, tiny_prepared.n_items)
+    with torch.no_grad():
+        np.testing.assert_array_equal(table, model.item_table().numpy())
+    with pytest.raises(ValueError, match="not the same catalogue"):
+        collaborative_item_embeddings(path, tiny_prepared.n_items + 1)
+    with pytest.raises(ValueError, match="has no item embeddings"):
+        collaborative_item_embeddings(_popular(tiny_prepared, tmp_path / "pop"), tiny_prepared.n_items)
