@@ -85,7 +85,7 @@ def test_explanations_are_split_across_passes_of_the_model_thread(recommender: R
     app = create_app(recommender, max_batch=64, max_wait_ms=50)
     client = make_client(app)
     sizes: list[int] = []
-    app.state.batcher.on_batch = lambda size, seconds: sizes.append(size)
+    app.state.service.heavy.on_batch = lambda size, seconds: sizes.append(size)  # explain runs in the options lane
     one = {"user_id": "u01", "k": 2, "explain": True}
     assert client.post("/v1/recommend/batch", json={"requests": [one] * 16}).status_code == 200
     # Each explained request scores up to max_seq_len (8) extra rows; a pass takes at most max_batch (64) rows.

@@ -95,6 +95,19 @@ def serve_cmd(
             "for a model that reads item text), else off.",
         ),
     ] = None,
+    max_diverse_k: Annotated[int, typer.Option(help="Largest k of a request with diversity (422 above).")] = 100,
+    max_explain_k: Annotated[int, typer.Option(help="Largest k of a request with explain (422 above).")] = 100,
+    max_explained: Annotated[int, typer.Option(help="Most requests with explain in one batch call.")] = 16,
+    max_option_requests: Annotated[int, typer.Option(help="Most requests with any option in one batch call.")] = 32,
+    max_groups: Annotated[int, typer.Option(help="Most distinct option groups (query, diversity, adapt) in one batch call.")] = 8,
+    options_queue: Annotated[int, typer.Option(help="Most requests with options queued at once (503 above).")] = 256,
+    options_timeout: Annotated[float, typer.Option(help="Seconds a request with options may take (504 after).")] = 10.0,
+    body_timeout: Annotated[float, typer.Option(help="Seconds a request body may take to arrive (408 after).")] = 30.0,
+    header_timeout: Annotated[float, typer.Option(help="Seconds a connection may take to send a request head.")] = 10.0,
+    keep_alive_timeout: Annotated[int, typer.Option(help="Seconds an idle keep-alive connection stays open.")] = 5,
+    max_connections: Annotated[
+        int, typer.Option(help="Most open connections (503 above); 0 = from the file-descriptor limit.")
+    ] = 0,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn): /v1/recommend, /metrics, /docs, a demo page at /."""
     with user_errors():
@@ -121,8 +134,20 @@ def serve_cmd(
             max_wait_ms=max_wait_ms,
             max_body_bytes=max_body_bytes,
             queries=queries,
+            body_timeout=body_timeout,
+            max_diverse_k=max_diverse_k,
+            max_explain_k=max_explain_k,
+            max_explained=max_explained,
+            max_option_requests=max_option_requests,
+            max_groups=max_groups,
+            options_queue=options_queue,
+            options_timeout=options_timeout,
         )
+        from llmrec.serve.connections import check_port_free, uvicorn_guards
+
+        guards = uvicorn_guards(header_timeout, keep_alive_timeout, max_connections, workers=workers)
         prepared = prepare_serving(settings, workers=workers)  # a bad folder fails here, before any port is bound
+        check_port_free(host, port)  # a port in use: one line and exit 2, before "serving at"
     for note in prepared.notes:
         say(note, err=True)
     if prepared.app is None:  # each worker loads its own model
@@ -140,4 +165,5 @@ def serve_cmd(
         factory=workers > 1,
         timeout_graceful_shutdown=graceful_timeout,
         access_log=access_log,
+        **guards,
     )

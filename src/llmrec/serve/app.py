@@ -15,13 +15,16 @@ Endpoints (the OpenAPI document at ``/openapi.json`` is the reference):
     GET  /                      demo page (static HTML + JS, no build step)
 
 Layout: `llmrec.serve.errors` (the error shape and its handlers), `llmrec.serve.metrics` (Prometheus, bounded
-labels), `llmrec.serve.middleware` (body limit, shutdown, API key), `llmrec.serve.routes` (the routes, APIRouter +
-dependencies) and `llmrec.serve.service` (the recommender behind its micro-batcher); `create_app` assembles them.
+labels), `llmrec.serve.middleware` (body limit and deadline, clients that go away, shutdown, API key),
+`llmrec.serve.limits` (cost limits), `llmrec.serve.routes` (the routes, APIRouter + dependencies) and
+`llmrec.serve.service` (the recommender behind its two micro-batchers); `create_app` assembles them.
+`llmrec.serve.connections` holds what uvicorn needs beside the app (header timeout, connection cap, port check).
 
 Design:
-- Requests go through a MicroBatcher (``batcher.py``): concurrent requests within ``max_wait_ms`` share one
+- Plain requests go through a MicroBatcher (``batcher.py``): concurrent requests within ``max_wait_ms`` share one
   forward pass, run in a worker thread with one torch thread, so the event loop never blocks on the model.
-  Options (``query``, ``diversity``, ``adapt``) group requests by their values; ``explain`` runs per request.
+  Requests with options (``query``, ``diversity``, ``adapt``, ``explain``) go through a second one, with its own
+  thread, a bounded queue and a deadline, and are bounded in cost (``limits.py``): they never delay plain ones.
 - No input produces a 500: bad bodies are 422 ``invalid_request``, unknown ids 422 ``unknown_ids`` naming them,
   an oversized body 413, an option the artifact cannot serve 422 ``not_available``. A failure inside the model is 503
   ``model_error`` (logged with its traceback); a full queue is 503 ``overloaded`` with Retry-After. Every error has
@@ -50,18 +53,20 @@ from fastapi_offline import FastAPIOffline
 from llmrec.artifact import TEXT_EMBEDDINGS_META
 from llmrec.serve import routes
 from llmrec.serve.errors import ApiError, add_error_handlers
+from llmrec.serve.limits import ServeLimits
 from llmrec.serve.metrics import Metrics, MetricsMiddleware
-from llmrec.serve.middleware import API_KEY_HEADER, BodyLimitMiddleware, CancelledAsNotReady, api_key_dependency
+from llmrec.serve.middleware import API_KEY_HEADER, RequestGuard, api_key_dependency
 from llmrec.serve.service import Job, Service, one_torch_thread
 
 if TYPE_CHECKING:
     from llmrec.recommend import Recommender
 
-__all__ = ["API_KEY_HEADER", "DEFAULT_MAX_BODY_BYTES", "ApiError", "create_app"]
+__all__ = ["API_KEY_HEADER", "DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_BODY_BYTES", "ApiError", "ServeLimits", "create_app"]
 
 log = logging.getLogger("llmrec.serve")
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: a 10,000-id history is ~150 kB
+DEFAULT_BODY_TIMEOUT = 30.0  # seconds from the request head to the body's last byte (1 MiB at 35 kB/s)
 
 
 def create_app(
@@ -74,6 +79,8 @@ def create_app(
     max_queue: int = 4096,
     thread_init: Callable[[], None] | None = one_torch_thread,
     queries: bool | None = None,
+    limits: ServeLimits | None = None,
+    body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
 ) -> FastAPI:
     """A FastAPI app answering from `recommender`; the micro-batcher starts and stops with the app's lifespan.
 
@@ -83,6 +90,10 @@ def create_app(
     encoded during start-up, before /readyz answers ready, when queries were asked for (True) or are on and the
     model reads item text or the artifact stores the catalogue's text embeddings; otherwise the first query loads
     it. Either way the encoding runs in a worker thread, never on the event loop.
+
+    limits: what one request or batch call with options may cost, and the options lane's queue and deadline
+    (`llmrec.serve.limits`). body_timeout: seconds a request's body may take to arrive after its head (408 after;
+    None: no limit).
     """
     if api_key is not None and not api_key:
         raise ValueError("api_key must be a non-empty string or None")
@@ -107,11 +118,12 @@ def create_app(
         max_queue=max_queue,
         thread_init=thread_init,
         metrics=metrics,
+        limits=limits,
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await service.batcher.start()
+        await service.start()
         try:
             await service.batcher.submit(Job(np.array([1], dtype=np.int64), 1, False))  # warm-up, then ready
             if warm_text:  # load the text encoder and encode the catalogue now, not on the first query
@@ -121,7 +133,7 @@ def create_app(
             log.exception("warm-up failed; /readyz will answer 503")
         yield
         service.is_ready = False
-        await service.batcher.stop()
+        await service.stop()
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from files in the package, not from a CDN, so the
     # docs work on a machine without internet access.
@@ -131,9 +143,8 @@ def create_app(
         version="1",
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
-    app.add_middleware(CancelledAsNotReady)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost: it also counts the 413s and 503s
+    app.add_middleware(RequestGuard, max_bytes=max_body_bytes, body_timeout=body_timeout)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost: it also counts 408/413/499/503
     app.state.service = service
     app.state.batcher = service.batcher  # for tests and introspection
     app.state.metrics = metrics

@@ -50,6 +50,7 @@ class MicroBatcher(Generic[J, R]):
         on_batch: Callable[[int, float], None] | None = None,
         cost: Callable[[J], int] | None = None,
         max_cost: int | None = None,
+        thread_name: str = "llmrec-model",
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -65,6 +66,7 @@ class MicroBatcher(Generic[J, R]):
         # job always goes), so expensive jobs (explanations) cannot hold the worker for a long pass.
         self.cost = cost or (lambda _: 1)
         self.max_cost = max_cost
+        self.thread_name = thread_name
         self._held: tuple[J, asyncio.Future[R]] | None = None  # taken from the queue, did not fit: starts the next batch
         self._queue: asyncio.Queue[tuple[J, asyncio.Future[R]]] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -78,7 +80,7 @@ class MicroBatcher(Generic[J, R]):
         if self.is_running:
             return
         self._queue = asyncio.Queue(maxsize=self.max_queue)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmrec-model", initializer=self.thread_init)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.thread_name, initializer=self.thread_init)
         self._task = asyncio.create_task(self._loop(), name="llmrec-micro-batcher")
 
     async def stop(self) -> None:
@@ -114,6 +116,11 @@ class MicroBatcher(Generic[J, R]):
         return await future
 
     async def submit_many(self, jobs: Sequence[J]) -> list[R]:
+        """Queue all of `jobs` or none (Overloaded when they do not all fit), and wait for their results."""
+        if not jobs:
+            return []
+        if self._queue is not None and self._queue.qsize() + len(jobs) > self.max_queue:
+            raise Overloaded(f"more than {self.max_queue} requests waiting")
         return list(await asyncio.gather(*(self.submit(j) for j in jobs)))
 
     async def _collect(self, queue: asyncio.Queue[tuple[J, asyncio.Future[R]]]) -> list[tuple[J, asyncio.Future[R]]]:
@@ -130,7 +137,8 @@ class MicroBatcher(Generic[J, R]):
                 if remaining <= 0:
                     break
                 try:
-                    entry = await asyncio.wait_for(queue.get(), remaining)
+                    async with asyncio.timeout(remaining):  # no task per wait, unlike asyncio.wait_for in 3.11
+                        entry = await queue.get()
                 except TimeoutError:
                     break
             spent += self.cost(entry[0])

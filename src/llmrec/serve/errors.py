@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 
 from llmrec.serve.schemas import ErrorResponse
 
-__all__ = ["ERRORS", "ApiError", "add_error_handlers", "error_response", "require_utf8_body"]
+__all__ = ["ERRORS", "ApiError", "add_error_handlers", "error_response", "require_json_body"]
 
 log = logging.getLogger("llmrec.serve")
 
@@ -34,6 +34,7 @@ class ApiError(Exception):
         *,
         ids: list[str] | None = None,
         headers: dict[str, str] | None = None,
+        errors: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -41,6 +42,7 @@ class ApiError(Exception):
         self.message = message
         self.ids = ids or []
         self.headers = headers
+        self.errors = errors
 
 
 class _ErrorJSONResponse(JSONResponse):
@@ -63,15 +65,25 @@ def error_response(
     return _ErrorJSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+_CODES = {401: "unauthorized", 404: "not_found", 408: "body_timeout", 413: "body_too_large", 415: "unsupported_media_type"}
 _NOT_UTF8 = "the body is not UTF-8 text (byte {}); JSON must be UTF-8"
 
 # Documented on every /v1 route, so the OpenAPI document lists every status the route can answer.
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "The body is not JSON text (for example, not UTF-8)."},
     401: {"model": ErrorResponse, "description": "Missing or wrong X-API-Key (only when the server has a key)."},
+    408: {"model": ErrorResponse, "description": "The body did not arrive within the body timeout."},
     413: {"model": ErrorResponse, "description": "Body over the size limit."},
-    422: {"model": ErrorResponse, "description": "Invalid body, unknown ids, or an option this model cannot serve."},
+    415: {"model": ErrorResponse, "description": "The body is not sent as application/json."},
+    422: {
+        "model": ErrorResponse,
+        "description": "Invalid body, over a cost limit, unknown ids, or an option this model cannot serve.",
+    },
     503: {"model": ErrorResponse, "description": "Overloaded, shutting down, or the model failed."},
+    504: {
+        "model": ErrorResponse,
+        "description": "A request with options (diversity, query, explain, adapt) ran past its deadline.",
+    },
 }
 
 
@@ -80,7 +92,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, e: ApiError) -> Response:
-        return error_response(e.status, e.code, e.message, ids=e.ids, headers=e.headers)
+        return error_response(e.status, e.code, e.message, ids=e.ids, errors=e.errors, headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError) -> Response:
@@ -108,6 +120,8 @@ def add_error_handlers(app: FastAPI) -> None:
             (await request.body()).decode("utf-8")
         except UnicodeDecodeError as bad:
             return error_response(400, "http_error", _NOT_UTF8.format(bad.start))
+        except Exception:  # noqa: BLE001 - the body cannot be read again (the client went away): answer as we were
+            return None
         return None
 
     @app.exception_handler(HTTPException)
@@ -116,7 +130,7 @@ def add_error_handlers(app: FastAPI) -> None:
             not_utf8 = await _not_utf8(request)
             if not_utf8 is not None:
                 return not_utf8
-        code = {401: "unauthorized", 404: "not_found", 413: "body_too_large"}.get(e.status_code, "http_error")
+        code = _CODES.get(e.status_code, "http_error")
         return error_response(e.status_code, code, str(e.detail), headers=getattr(e, "headers", None))
 
     @app.exception_handler(Exception)
@@ -125,8 +139,20 @@ def add_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal_error", "internal error; it was logged")
 
 
-async def require_utf8_body(request: Request) -> None:
-    """A route dependency: JSON bodies must be UTF-8 (RFC 8259); Python's decoder would also accept UTF-16 and UTF-32."""
+def _is_json(content_type: str) -> bool:
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def require_json_body(request: Request) -> None:
+    """A route dependency: the body is sent as ``application/json`` (415 otherwise: FastAPI would read a JSON text
+    sent as text/plain as a string and answer 422) and is UTF-8 (RFC 8259; Python's decoder would also accept
+    UTF-16 and UTF-32)."""
+    content_type = request.headers.get("content-type")
+    if content_type is None or not _is_json(content_type):
+        raise ApiError(
+            415, "unsupported_media_type", f"send the body as application/json (Content-Type: {content_type or 'none'})"
+        )
     try:
         (await request.body()).decode("utf-8")
     except UnicodeDecodeError as bad:

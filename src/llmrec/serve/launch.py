@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmrec.serve.app import DEFAULT_MAX_BODY_BYTES, create_app
+from llmrec.serve.app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, create_app
+from llmrec.serve.limits import ServeLimits
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -55,6 +56,27 @@ class ServeSettings:
     max_wait_ms: float = 2.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     queries: bool | None = None
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    # cost limits and the options lane (`llmrec.serve.limits.ServeLimits`)
+    max_diverse_k: int = ServeLimits.max_diverse_k
+    max_explain_k: int = ServeLimits.max_explain_k
+    max_explained: int = ServeLimits.max_explained
+    max_option_requests: int = ServeLimits.max_option_requests
+    max_groups: int = ServeLimits.max_groups
+    options_queue: int = ServeLimits.options_queue
+    options_timeout: float = ServeLimits.options_timeout
+
+    def limits(self) -> ServeLimits:
+        """The cost limits (a ValueError naming the field when one is out of range)."""
+        return ServeLimits(
+            max_diverse_k=self.max_diverse_k,
+            max_explain_k=self.max_explain_k,
+            max_explained=self.max_explained,
+            max_option_requests=self.max_option_requests,
+            max_groups=self.max_groups,
+            options_queue=self.options_queue,
+            options_timeout=self.options_timeout,
+        )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -95,6 +117,8 @@ def build_app(settings: ServeSettings, recommender: Recommender | None = None) -
         max_wait_ms=settings.max_wait_ms,
         max_body_bytes=settings.max_body_bytes,
         queries=settings.queries,
+        limits=settings.limits(),
+        body_timeout=settings.body_timeout,
     )
 
 
@@ -117,6 +141,9 @@ def prepare_serving(settings: ServeSettings, *, workers: int = 1) -> Prepared:
     from llmrec.index.text_encoder import default_encoder_available
 
     api_key_from_env(settings.api_key_env)  # an unset variable fails first
+    settings.limits()  # and so does a limit out of range
+    if not settings.body_timeout > 0:
+        raise ValueError(f"--body-timeout must be > 0, got {settings.body_timeout}")
     notes: list[str] = []
     if not default_encoder_available():
         if settings.queries:

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from llmrec.serve.errors import ERRORS, ApiError, require_utf8_body
+from llmrec.serve.errors import ERRORS, ApiError, require_json_body
+from llmrec.serve.limits import check_costs
 from llmrec.serve.schemas import (
-    MAX_EXPLAINED_PER_CALL,
     MAX_ID_CHARS,
     BatchRecommendRequest,
     BatchRecommendResponse,
@@ -32,8 +32,9 @@ from llmrec.serve.service import Service
 __all__ = ["operations", "service", "v1"]
 
 
-def service(request: Request) -> Service:
-    """The app's `Service` (a FastAPI dependency)."""
+async def service(request: Request) -> Service:
+    """The app's `Service` (a FastAPI dependency; async, so FastAPI calls it on the event loop instead of sending
+    it to a worker thread: a thread round trip per request was most of the service's own time per request)."""
     found: Service = request.app.state.service
     return found
 
@@ -46,26 +47,21 @@ operations = APIRouter(tags=["operations"])
 
 
 # ---- recommendations ---------------------------------------------------------------------------------------------
-@v1.post("/v1/recommend", response_model=RecommendResponse, dependencies=[Depends(require_utf8_body)], tags=["recommend"])
+@v1.post("/v1/recommend", response_model=RecommendResponse, dependencies=[Depends(require_json_body)], tags=["recommend"])
 async def recommend(svc: ServiceDep, req: RecommendRequest) -> RecommendResponse:
     """Top-k items for a known user (`user_id`) or a history of raw item ids (`history`)."""
+    check_costs((req,), svc.limits, batch=False)
     job, frame = svc.job_for(req)
     (found,) = await svc.scored([job])
     return svc.answer(frame, found)
 
 
 @v1.post(
-    "/v1/recommend/batch", response_model=BatchRecommendResponse, dependencies=[Depends(require_utf8_body)], tags=["recommend"]
+    "/v1/recommend/batch", response_model=BatchRecommendResponse, dependencies=[Depends(require_json_body)], tags=["recommend"]
 )
 async def recommend_batch(svc: ServiceDep, req: BatchRecommendRequest) -> BatchRecommendResponse:
     """Several requests in one call; one answer per request, in order. Any bad request fails the call (422)."""
-    n_explained = sum(one.explain for one in req.requests)
-    if n_explained > MAX_EXPLAINED_PER_CALL:
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"{n_explained} requests ask for explain; one call may explain at most {MAX_EXPLAINED_PER_CALL}",
-        )
+    check_costs(req.requests, svc.limits, batch=True)
     prepared, problems = [], []
     for i, one in enumerate(req.requests):
         try:

@@ -43,8 +43,8 @@ MAX_K = 1000
 MAX_ID_CHARS = 256
 MAX_HISTORY = 10_000
 MAX_BATCH_REQUESTS = 256
-MAX_EXPLAIN_K = 100  # explaining costs one scoring pass per history item: bounded
-MAX_EXPLAINED_PER_CALL = 16  # requests of one batch call that may ask for `explain` (the work one call may cost)
+MAX_EXPLAIN_K = 100  # default limit of k with explain (one scoring pass per history item); see llmrec.serve.limits
+MAX_EXPLAINED_PER_CALL = 16  # default limit of requests of one batch call that ask for `explain`
 
 RawId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
 
@@ -57,9 +57,9 @@ class RecommendRequest(BaseModel):
     user_id: RawId | None = Field(None, description="A raw user id known to the model.")
     history: list[RawId] | None = Field(
         None,
-        min_length=1,
         max_length=MAX_HISTORY,
-        description="Raw item ids, oldest first. Only the most recent max_seq_len are read (see `truncated`).",
+        description="Raw item ids, oldest first. Only the most recent max_seq_len are read (see `truncated`). "
+        "An empty history gets what `Recommender.recommend(history=[])` gives (no personal signal).",
     )
     k: int = Field(10, ge=1, le=MAX_K, description="How many items to return.")
     exclude_seen: bool | None = Field(
@@ -85,13 +85,13 @@ class RecommendRequest(BaseModel):
     )
     explain: bool = Field(
         False,
-        description=f"Explain each item: the history items behind it and a sentence (needs k <= {MAX_EXPLAIN_K}).",
+        description=f"Explain each item: the history items behind it and a sentence (k <= {MAX_EXPLAIN_K} by default).",
     )
     diversity: float | None = Field(
         None,
         ge=0.0,
         le=1.0,
-        description="Re-rank for variety: 0 = by score, 1 = most diverse (MMR, λ = 1 − diversity).",
+        description="Re-rank for variety: 0 = by score, 1 = most diverse (MMR, λ = 1 − diversity); k <= 100 by default.",
     )
     query: str | None = Field(
         None,
@@ -111,8 +111,6 @@ class RecommendRequest(BaseModel):
     def _check(self) -> RecommendRequest:
         if (self.user_id is None) == (self.history is None):
             raise ValueError("give exactly one of user_id or history")
-        if self.explain and self.k > MAX_EXPLAIN_K:
-            raise ValueError(f"explain needs k <= {MAX_EXPLAIN_K}, got {self.k}")
         return self
 
 
@@ -205,7 +203,8 @@ class ErrorResponse(BaseModel):
 
     code: str = Field(
         description="invalid_request | unknown_ids | not_available | not_found | unauthorized | body_too_large | "
-        "overloaded | model_error | not_ready | http_error | internal_error"
+        "unsupported_media_type | body_timeout | timeout | overloaded | model_error | not_ready | http_error | "
+        "internal_error"
     )
     message: str
     ids: list[str] = Field(default_factory=list, description="unknown_ids: the ids the model does not know.")

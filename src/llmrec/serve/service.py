@@ -1,10 +1,16 @@
-"""What the routes work with: `Service`, one loaded `Recommender` behind a micro-batcher, plus its catalogue.
+"""What the routes work with: `Service`, one loaded `Recommender` behind two micro-batchers, plus its catalogue.
 
-Requests go through a MicroBatcher (``batcher.py``): concurrent requests within ``max_wait_ms`` share one forward
-pass, run in a worker thread with one torch thread, so the event loop never blocks on the model. Options (``query``,
-``diversity``, ``adapt``) group requests by their values; ``explain`` runs per request. A failure inside the model
-is 503 ``model_error`` (logged with its traceback), an option the artifact cannot serve 422 ``not_available``, a
-full queue 503 ``overloaded`` with Retry-After.
+Two lanes, each a MicroBatcher (``batcher.py``) with a model thread of its own (one torch thread each):
+
+- plain requests (no option but ``k`` and ``exclude_seen``): concurrent ones within ``max_wait_ms`` share one forward
+  pass. Nothing else ever waits in this queue, so a plain request's latency does not depend on expensive ones.
+- requests with options (``query``, ``diversity``, ``adapt``, ``explain``): grouped by their values, ``explain`` per
+  request; a bounded queue (``ServeLimits.options_queue``, 503 ``overloaded`` beyond) and a deadline
+  (``options_timeout``, 504 ``timeout``). What one request or call may ask for is bounded (``limits.py``), so a pass
+  of this lane is bounded too; a request past its deadline is dropped from the queue if it has not started.
+
+A failure inside the model is 503 ``model_error`` (logged with its traceback), an option the artifact cannot serve
+422 ``not_available``, a full queue 503 ``overloaded`` with Retry-After.
 
 This module imports neither torch nor the model code (only the worker thread imports torch, to set its thread
 count): the recommender comes in as an argument.
@@ -12,6 +18,7 @@ count): the recommender comes in as an argument.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from importlib import resources
@@ -22,6 +29,7 @@ import numpy as np
 from llmrec.filters import ItemFilter
 from llmrec.serve.batcher import MicroBatcher, Overloaded, ShuttingDown
 from llmrec.serve.errors import ApiError
+from llmrec.serve.limits import ServeLimits, group_key
 from llmrec.serve.metrics import Metrics
 from llmrec.serve.schemas import (
     Contribution,
@@ -57,6 +65,11 @@ class Job:
     adapt: bool = False
     explain: bool = False
     filters: ItemFilter | None = None  # business rules (None: the default, unavailable items left out)
+
+    @property
+    def is_plain(self) -> bool:
+        """No option: the plain lane."""
+        return self.query is None and self.diversity <= 0 and not self.adapt and not self.explain
 
     def options(self) -> list[str]:
         """The options beyond plain ranking that this job uses (for messages)."""
@@ -95,22 +108,34 @@ class Service:
         max_queue: int,
         thread_init: Callable[[], None] | None,
         metrics: Metrics,
+        limits: ServeLimits | None = None,
     ) -> None:
         self.rec = rec
         self.queries = queries
         self.max_batch = max_batch
         self.max_seq_len = int(rec.max_seq_len)
         self.metrics = metrics
+        self.limits = limits or ServeLimits()
         self.is_ready = False
-        self.batcher: MicroBatcher[Job, Answer] = MicroBatcher(
+        self.batcher: MicroBatcher[Job, Answer] = MicroBatcher(  # plain requests only
             self.run,
             max_batch=max_batch,
             max_wait_ms=max_wait_ms,
             max_queue=max_queue,
             thread_init=thread_init,
             on_batch=metrics.on_batch,
+        )
+        # Requests with options, in a thread of their own. The model is shared read-only between the two threads
+        # (eval mode, no grad; explanations use occlusion, which adds no hook to the model).
+        self.heavy: MicroBatcher[Job, Answer] = MicroBatcher(
+            self.run,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            max_queue=self.limits.options_queue,
+            thread_init=thread_init,
             cost=self.job_cost,
             max_cost=max(max_batch, self.max_seq_len + 1),
+            thread_name="llmrec-options",
         )
         self.raw_ids: list[str] = [str(i) for i in rec.items["item"].to_list()]
         self.titles: list[str | None] = rec.items["title"].to_list()
@@ -142,8 +167,7 @@ class Service:
             if job.explain:
                 answers[i] = self._explained(job)
             else:
-                key = (job.query, job.diversity, job.adapt, job.k if job.diversity > 0 else 0)
-                groups.setdefault(key, []).append(i)
+                groups.setdefault(group_key(job.query, job.diversity, job.adapt, job.k), []).append(i)
         for (query, diversity, adapt, _), members in groups.items():
             options: dict[str, Any] = {}
             if query is not None:
@@ -212,14 +236,51 @@ class Service:
         job = Job(history, req.k, exclude_seen, req.query, req.diversity or 0.0, req.adapt, req.explain, filters)
         return job, frame
 
-    async def scored(self, jobs: list[Job]) -> list[Answer]:
-        """The worker's answers, in order; an answer that is an error raises ApiError (the first one, in order)."""
+    async def start(self) -> None:
+        await self.batcher.start()
+        await self.heavy.start()
+
+    async def stop(self) -> None:
+        await self.heavy.stop()
+        await self.batcher.stop()
+
+    async def _lanes(self, jobs: list[Job]) -> list[Answer]:
+        """Plain jobs through the micro-batcher, the others through the options lane within the deadline."""
+        if len(jobs) == 1 and jobs[0].is_plain:  # the common case, without a gather
+            return [await self.batcher.submit(jobs[0])]
+        plain = [i for i, job in enumerate(jobs) if job.is_plain]
+        heavy = [i for i, job in enumerate(jobs) if not job.is_plain]
+        timeout = self.limits.options_timeout
         try:
-            answers = await self.batcher.submit_many(jobs)
+            parts = await asyncio.gather(
+                self.batcher.submit_many([jobs[i] for i in plain]),
+                asyncio.wait_for(self.heavy.submit_many([jobs[i] for i in heavy]), timeout),
+            )
+        except TimeoutError:
+            log.warning("a request with options ran past its %.1f s deadline: answered 504", timeout)
+            raise ApiError(
+                504,
+                "timeout",
+                f"the options ({', '.join(sorted({o for i in heavy for o in jobs[i].options()}))}) took longer than "
+                f"{timeout:g} s; ask for less (a smaller k, fewer distinct options per call) or retry",
+                headers={"Retry-After": "1"},
+            ) from None
+        answers: list[Answer] = [None] * len(jobs)
+        for indices, found in zip((plain, heavy), parts, strict=True):
+            for i, answer in zip(indices, found, strict=True):
+                answers[i] = answer
+        return answers
+
+    async def scored(self, jobs: list[Job]) -> list[Answer]:
+        """The workers' answers, in order; an answer that is an error raises ApiError (the first one, in order)."""
+        try:
+            answers = await self._lanes(jobs)
         except Overloaded as e:
             raise ApiError(503, "overloaded", f"{e}; retry shortly", headers={"Retry-After": "1"}) from None
         except ShuttingDown as e:
             raise ApiError(503, "not_ready", str(e), headers={"Retry-After": "1"}) from None
+        except ApiError:
+            raise
         except Exception as e:  # noqa: BLE001 - a failure of the batch as a whole
             answers = [e] * len(jobs)
         for job, found in zip(jobs, answers, strict=True):
