@@ -99,15 +99,14 @@ def _size(path: Path) -> int:
 
 def write_onnx(model_dir: Path, path: Path) -> float:
     """Export the next-item LM of `model_dir` to `path` and check it (`check_onnx`); returns the largest difference."""
-    from llmrec.models.next_item_lm import NextItemLM
+    from llmrec.models.base import OnnxExportable
     from llmrec.recommend import load_model
 
     model = load_model(model_dir)
-    if not isinstance(model, NextItemLM):
-        raise ValueError(f"--onnx: exports a next-item LM; {model_dir} holds a {type(model).__name__}")
-    model.eval()
-    scorer = _Scorer(model).eval()
-    L = model.config.max_seq_len
+    if not isinstance(model, OnnxExportable):
+        raise ValueError(f"--onnx: {model_dir} holds a {type(model).__name__}, which cannot be exported to ONNX")
+    scorer = model.onnx_module().eval()
+    L = model.max_seq_len
     example = torch.zeros(2, L, dtype=torch.long)
     example[:, -1] = 1
     try:  # the exporter needs onnxscript, the check onnxruntime: a clear message beats their ImportError
@@ -132,7 +131,7 @@ def write_onnx(model_dir: Path, path: Path) -> float:
             {
                 "file": path.name,
                 "input": {"name": "item_ids", "dtype": "int64", "shape": ["batch", L], "padding": "left, 0"},
-                "output": {"name": "scores", "dtype": "float32", "shape": ["batch", model.config.n_items + 1]},
+                "output": {"name": "scores", "dtype": "float32", "shape": ["batch", model.n_items + 1]},
                 "max_seq_len": L,
             },
             indent=2,
@@ -172,17 +171,6 @@ def _quiet_exporter() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
-
-
-class _Scorer(torch.nn.Module):
-    """NextItemLM.score as a module's forward: item_ids [B, L] -> scores [B, V+1]."""
-
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
-        return self.model.score(item_ids)  # type: ignore[no-any-return]
 
 
 def check_onnx(model_dir: Path, path: Path, *, n_histories: int = 64) -> float:

@@ -96,7 +96,7 @@ def test_attribute_dispatches_and_refuses_unknown_methods(lm: NextItemLM) -> Non
     with pytest.raises(ValueError, match="unknown attribution method 'rollout'"):
         attribute(lm, h, [4], 6, "rollout")
     knn = ItemKNN(torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0), (5, 5), check_invariants=True))
-    with pytest.raises(TypeError, match="NextItemLM"):
+    with pytest.raises(TypeError, match="use occlusion"):
         attribute(knn, h, [4], 6, "gradient")
     assert occlusion(lm, np.array([], dtype=np.int64), [4], 6).shape == (1, 0)
 

@@ -47,13 +47,22 @@ class _HashEncoder:
 
 
 def test_bsarec_has_every_capability_and_the_baseline_none() -> None:
-    from llmrec.models.base import Adaptable, ColdItemMappable, ItemEmbeddingModel, RecModel, Trainable
+    from llmrec.models.base import (
+        Adaptable,
+        ColdItemMappable,
+        GradientAttributable,
+        ItemEmbeddingModel,
+        OnnxExportable,
+        RecModel,
+        Trainable,
+    )
     from llmrec.models.baselines import MostPopular
 
     model = BSARec(BSARecConfig(n_items=10, **TINY))
-    assert all(isinstance(model, p) for p in (RecModel, Trainable, ItemEmbeddingModel, Adaptable, ColdItemMappable))
+    capabilities = (RecModel, Trainable, ItemEmbeddingModel, Adaptable, ColdItemMappable, GradientAttributable, OnnxExportable)
+    assert all(isinstance(model, p) for p in capabilities)
     pop = MostPopular(torch.ones(11))
-    assert isinstance(pop, RecModel) and not isinstance(pop, ItemEmbeddingModel | ColdItemMappable)
+    assert isinstance(pop, RecModel) and not isinstance(pop, ItemEmbeddingModel | ColdItemMappable | OnnxExportable)
 
 
 def test_map_cold_items_maps_a_bsarec_artifact(
@@ -90,3 +99,38 @@ def test_collaborative_item_embeddings_read_a_bsarec_artifact(tiny_prepared: Pre
         collaborative_item_embeddings(path, tiny_prepared.n_items + 1)
     with pytest.raises(ValueError, match="has no item embeddings"):
         collaborative_item_embeddings(_popular(tiny_prepared, tmp_path / "pop"), tiny_prepared.n_items)
+
+
+def test_export_onnx_of_a_bsarec_artifact_matches_pytorch(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
+    """`llmrec export --onnx` asks OnnxExportable, so BSARec (Fourier filter and attention) exports and checks."""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    from typer.testing import CliRunner
+
+    from llmrec.cli import app
+
+    model, art = _bsarec(tiny_prepared, tmp_path / "bsa")
+    out = tmp_path / "deploy"
+    result = CliRunner().invoke(app, ["export", "--model", str(art), "--out", str(out), "--onnx"])
+    assert result.exit_code == 0, result.output
+    session = ort.InferenceSession(str(out / "scorer.onnx"), providers=["CPUExecutionProvider"])
+    ids = np.zeros((2, TINY["max_seq_len"]), dtype=np.int64)
+    ids[0, -3:] = [1, 2, 3]
+    ids[1, -1] = 4
+    got = session.run(None, {"item_ids": ids})[0]
+    want = model.score(torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(got[:, 1:], want[:, 1:], atol=1e-4)
+
+
+def test_gradient_attribution_explains_a_bsarec_model() -> None:
+    """gradient × input asks GradientAttributable: BSARec's token inputs enter its first block; a model without
+    them is refused with a pointer to occlusion."""
+    from llmrec.explain.attribution import attribute
+    from llmrec.models.baselines import MostPopular
+
+    torch.manual_seed(0)
+    model = BSARec(BSARecConfig(n_items=10, **TINY)).eval()
+    a = attribute(model, np.array([3, 4, 5]), [7, 8], TINY["max_seq_len"], method="gradient")
+    assert a.shape == (2, 3) and np.isfinite(a).all() and np.abs(a).sum() > 0
+    with pytest.raises(TypeError, match="use occlusion"):
+        attribute(MostPopular(torch.ones(11)), np.array([3, 4]), [7], 8, method="gradient")

@@ -7,7 +7,7 @@ Two attributions of the score s(h, j) of a recommended item j to the items h_1..
   model's window (``max_seq_len``) are not read, and deleting one of them changes nothing, so their
   attribution is exactly 0; deleting an item inside the window lets the next older item slide in, as it would
   for a user who never had that item.
-- ``gradient`` (cheap estimate, ``NextItemLM`` only): gradient × input (Shrikumar et al. 2016,
+- ``gradient`` (cheap estimate, models with token inputs: `GradientAttributable`): gradient × input (Shrikumar et al. 2016,
   https://arxiv.org/abs/1605.01713) on the token inputs of the first transformer block (item embedding +
   item features + position), a_t = ⟨∂s/∂x_t, x_t⟩: one forward and one backward pass.
 
@@ -31,8 +31,7 @@ import torch
 
 from llmrec.data.sequences import pad_left
 from llmrec.eval.scoring import model_device
-from llmrec.models.base import ItemEmbeddingModel, RecModel
-from llmrec.models.next_item_lm import NextItemLM
+from llmrec.models.base import GradientAttributable, ItemEmbeddingModel, RecModel
 
 __all__ = [
     "METHODS",
@@ -110,10 +109,12 @@ def occlusion(model: RecModel, history: np.ndarray, targets: npt.ArrayLike, max_
     return out
 
 
-def gradient_x_input(model: NextItemLM, history: np.ndarray, targets: npt.ArrayLike, max_seq_len: int) -> np.ndarray:
-    """Gradient × input on the first block's token inputs: history [T], targets [K] -> [K, T]."""
-    if not isinstance(model, NextItemLM) or not len(model.blocks):
-        raise TypeError("gradient attribution needs a NextItemLM with at least one block; use occlusion")
+def gradient_x_input(model: RecModel, history: np.ndarray, targets: npt.ArrayLike, max_seq_len: int) -> np.ndarray:
+    """Gradient × input on the token representations entering the model's `token_input_module`: history [T],
+    targets [K] -> [K, T]."""
+    hooked = model.token_input_module() if isinstance(model, GradientAttributable) else None
+    if not isinstance(model, GradientAttributable) or hooked is None:
+        raise TypeError(f"gradient attribution needs a model with token inputs ({type(model).__name__}); use occlusion")
     history = np.asarray(history, dtype=np.int64)
     tgt = torch.as_tensor(np.asarray(targets, dtype=np.int64).reshape(-1))
     K, T = len(tgt), len(history)
@@ -128,7 +129,7 @@ def gradient_x_input(model: NextItemLM, history: np.ndarray, targets: npt.ArrayL
         captured.append(x)
         return (x, *args[1:])
 
-    handle = model.blocks[0].register_forward_pre_hook(_as_leaf)
+    handle = hooked.register_forward_pre_hook(_as_leaf)
     try:
         with torch.enable_grad():
             h = model.encode(ids)[:, -1]  # [K, D]

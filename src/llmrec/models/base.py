@@ -29,7 +29,16 @@ import torch
 
 from llmrec.types import SeqBatch
 
-__all__ = ["Adaptable", "ColdItemMappable", "ItemEmbeddingModel", "RecModel", "Trainable", "TrainOutput"]
+__all__ = [
+    "Adaptable",
+    "ColdItemMappable",
+    "GradientAttributable",
+    "ItemEmbeddingModel",
+    "OnnxExportable",
+    "RecModel",
+    "Trainable",
+    "TrainOutput",
+]
 
 
 @runtime_checkable
@@ -116,4 +125,23 @@ class ColdItemMappable(RecModel, ItemEmbeddingModel, Protocol):
 
     def set_item_rows(self, items: torch.Tensor, vectors: torch.Tensor) -> None:
         """Make ``item_table()[items] == vectors`` (items [M] ids in 1..V, vectors [M, D]); no other row changes."""
+        ...
+
+
+@runtime_checkable
+class GradientAttributable(ItemEmbeddingModel, Protocol):
+    """A dot-product scorer whose token representations enter one module, which gradient × input hooks."""
+
+    def token_input_module(self) -> torch.nn.Module | None:
+        """The module whose first input is the [B, L, D] token representation of a history; None when the model
+        has none (then only occlusion explains it)."""
+        ...
+
+
+@runtime_checkable
+class OnnxExportable(RecModel, Protocol):
+    """A model whose `score` is plain tensor code that torch's ONNX exporter traces (``llmrec export --onnx``)."""
+
+    def onnx_module(self) -> torch.nn.Module:
+        """A module whose forward(item_ids [B, L]) -> [B, V+1] computes `score`; what the exporter traces."""
         ...

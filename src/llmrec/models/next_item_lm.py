@@ -124,6 +124,17 @@ def positions(is_real: torch.Tensor, origin: str) -> torch.Tensor:
     return (real.cumsum(1) - 1).clamp_min(0)  # [B, L]
 
 
+class _ScoreModule(nn.Module):
+    """A model's ``score`` as its forward: item_ids [B, L] -> scores [B, V+1] (what ONNX export traces)."""
+
+    def __init__(self, model: NextItemLM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.score(item_ids)
+
+
 def _prefix_items(item_ids: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """item_ids [B, L], real [B, L] target positions -> [N, L]: for each target position t (row-major, as
     ``h[real]``) the items at positions <= t of its row, 0 elsewhere (0 is PAD, never an item)."""
@@ -420,6 +431,15 @@ class NextItemLM(nn.Module):
         scores = self.score(item_ids)
         top = scores.topk(min(k, self.config.n_items), dim=1)
         return top.indices, top.values
+
+    # ---- capabilities (llmrec.models.base) -------------------------------------------------------
+    def token_input_module(self) -> nn.Module | None:
+        """The first block: its input is the [B, L, D] token representation (gradient × input hooks it)."""
+        return self.blocks[0] if len(self.blocks) else None
+
+    def onnx_module(self) -> nn.Module:
+        """`score` as a module's forward, for torch's ONNX exporter."""
+        return _ScoreModule(self)
 
     # ---- persistence (safetensors + JSON, no pickle) -------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
