@@ -115,3 +115,20 @@ def test_train_and_evaluate_do_not_need_the_command_line(data: Path, tmp_path: P
     rec = llmrec.train(data, tmp_path / "m", model="most-popular", progress=False)
     report = llmrec.evaluate(rec, n_boot=10)
     assert 0.0 <= report["test"]["ndcg@10"] <= 1.0
+
+
+@pytest.mark.parametrize("decoy", ["config.json", None])
+def test_train_refuses_a_users_folder_before_any_work(data: Path, tmp_path: Path, decoy: str | None) -> None:
+    """llmrec.train(out=...) checks the output as `llmrec train --out` does: a folder holding a user's files is
+    refused before training, even when it happens to hold a file named config.json, and nothing in it changes."""
+    out = tmp_path / "mine"
+    (out / "chapters").mkdir(parents=True)
+    (out / "thesis.tex").write_text("x")
+    if decoy:
+        (out / decoy).write_text("{}")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises((ValueError, FileExistsError), match="mine"):
+        llmrec.train(data, out=out, epochs=1)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    with pytest.raises(ValueError, match="inside the input"):
+        llmrec.train(data, out=data / "model", epochs=1)

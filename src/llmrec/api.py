@@ -151,8 +151,11 @@ def train(
     check_settings(model, sections, progress=progress)  # before a folder is made or a dataset prepared
     temporary = out is None
     out_dir = Path(tempfile.mkdtemp(prefix="llmrec-model-")) / "model" if out is None else Path(out)
-    if out_dir.exists() and not (out_dir / "config.json").is_file() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir}: exists and is not a model folder; refusing to replace it")
+    if not temporary:  # as `llmrec train --out`: refused before any work, never a folder llmrec did not write
+        from llmrec.outputs import check_folder
+
+        inputs = {} if frame else {"dataset": dataset}
+        out_dir = check_folder(out_dir, "model", inputs=inputs, option="out")
     name = FRAME_NAME if frame else str(dataset)
     prepared_root = (cache_dir() / "prepared" if temporary else out_dir.parent) / f"{Path(name).name}-data"
     if frame:  # read and checked in memory (no file of the user's), then saved where training reads it

@@ -139,8 +139,8 @@ def test_tune_refuses_bad_options(args: list[str], named: str, data: Path, tmp_p
     [
         (["--max-body-bytes", "-1"], "--max-body-bytes: must be between 1 and"),
         (["--max-body-bytes", "0"], "--max-body-bytes: must be between 1 and"),
-        (["--port", "70000"], "--port: must be between 1 and 65535, got 70000"),
-        (["--port", "0"], "--port: must be between 1 and 65535, got 0"),
+        (["--port", "70000"], "--port: must be between 0 and 65535, got 70000"),
+        (["--port", "-1"], "--port: must be between 0 and 65535, got -1"),
         (["--max-batch", "0"], "--max-batch: must be between 1 and"),
         (["--max-wait-ms", "-1"], "--max-wait-ms: must be in [0, 60000], got -1.0"),
     ],

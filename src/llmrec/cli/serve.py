@@ -113,7 +113,7 @@ def serve_cmd(
     with user_errors():
         from llmrec.config import check_range
 
-        check_range("--port", port, 1, 65535)
+        check_range("--port", port, 0, 65535)  # 0: a free port chosen by the system
         check_range("--workers", workers, 1, 1024)
         check_range("--max-batch", max_batch, 1, 1 << 16)
         check_range("--max-wait-ms", max_wait_ms, 0.0, 60_000.0)
