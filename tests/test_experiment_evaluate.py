@@ -107,7 +107,7 @@ def test_the_paired_baseline_test_is_a_markdown_table(with_repeats: PreparedData
     popular = _train(with_repeats, tmp_path / "b", "most-popular")
     report = evaluate_model(lm, with_repeats, n_boot=20, baseline_dir=popular)
     md = write_report(report, tmp_path / "r.json")[1].read_text()
-    section = md.split("## Paired test against a baseline", 1)[1]
+    section = md.split("## Paired test against a baseline", 1)[1].split("\n## ", 1)[0]  # up to the next section
     rows = [line for line in section.splitlines() if line.startswith(("| test |", "| valid |"))]
     assert len(rows) == 4  # valid and test x ndcg@10 and recall@10
     ours = report["test"]["ndcg@10"]

@@ -41,6 +41,7 @@ def _raw_history(ds: PreparedDataset, user: int) -> list[str]:
 def test_artifact_layout(artifact: tuple[NextItemLM, Path]) -> None:
     _, path = artifact
     assert sorted(p.name for p in path.iterdir()) == [
+        ".llmrec.json",  # the marker that says llmrec wrote this folder (llmrec.outputs)
         "config.json",
         "dataset.json",
         "histories.parquet",

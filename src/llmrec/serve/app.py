@@ -50,7 +50,6 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from llmrec.artifact import TEXT_EMBEDDINGS_META
 from llmrec.serve import routes
 from llmrec.serve.errors import ApiError, add_error_handlers
 from llmrec.serve.limits import ServeLimits
@@ -100,7 +99,10 @@ def create_app(
     rec = recommender
     uses_text = int(getattr(getattr(rec.model, "config", None), "text_dim", 0) or 0) > 0
     # an artifact storing its catalogue's text embeddings (training with item text, export) makes warming cheap
-    uses_text = uses_text or (rec.path is not None and (rec.path / TEXT_EMBEDDINGS_META).is_file())
+    if not uses_text and rec.path is not None:
+        from llmrec.artifact import TEXT_EMBEDDINGS_META  # polars comes with it: imported only once a model is served
+
+        uses_text = (rec.path / TEXT_EMBEDDINGS_META).is_file()
     from llmrec.index.text_encoder import default_encoder_available
 
     text_at_hand = rec.text_encoder is not None or default_encoder_available()
