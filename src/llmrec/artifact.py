@@ -15,37 +15,50 @@ A model artifact directory is self-describing (no other file and no network need
     item_text.safetensors, .json     the catalogue's text embeddings for queries, with the encoder that made them
                                      (`llmrec.index.text_store`; written by training with item text and by export)
 
-This module sits below the models (it never imports a model class): loading needs the registry, so it is
-`llmrec.models.load_model`, which reads `model_type` and checks the weights here. Every write is atomic
-(`llmrec.atomic`): a folder is complete or absent.
+Reading goes through one object, ``open_artifact(path)`` (also ``llmrec.artifact.open``) -> `Artifact`: ``.model()``
+(through the registry, `llmrec.models.load_model`), ``.items``, ``.histories``, ``.adapter()``, ``.training``,
+``.dataset_info`` / ``.dataset_identity``, ``.training_log()``, ``.text_embeddings(...)``, ``.ann_dir``. Each file is
+read once, when first asked for; a damaged one is an `ArtifactError` naming it.
+
+This module sits below the models (it never imports a model class at import time): `Artifact.model` and
+`Artifact.adapter` import the registry and the adapter inside the call. Every write is atomic (`llmrec.atomic`):
+a folder is complete or absent.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 
 from llmrec.atomic import atomic_directory, atomic_write
 from llmrec.errors import artifact_file, read_json
 
-if TYPE_CHECKING:  # types only: this module never imports a model class or the data code at import time
+if TYPE_CHECKING:  # types only: no model class, torch, polars or data code at import time (the service imports this)
+    import polars as pl
+    import torch
+
     from llmrec.data.dataset import PreparedDataset
+    from llmrec.models.adapter import UserAdapter
     from llmrec.models.base import RecModel
 
 __all__ = [
     "ANN_DIR",
+    "Artifact",
     "TEXT_EMBEDDINGS",
     "TEXT_EMBEDDINGS_META",
     "ann_dir",
     "check_weights",
     "copy_with_weights",
     "model_type",
+    "open",
+    "open_artifact",
     "read_items_and_histories",
     "read_training",
     "refit_on_valid",
@@ -81,40 +94,165 @@ def check_weights(path: str | Path) -> None:
             pass
 
 
-def read_items_and_histories(path: str | Path, n_items: int | None) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
-    """items.parquet and histories.parquet (raw user -> item ids; {} when absent) of an artifact, checked against
-    the model's catalogue size `n_items` (None: not checked) and each other; ValueError when they do not fit."""
-    path = Path(path)
-    with artifact_file(path / "items.parquet"):
-        items = pl.read_parquet(path / "items.parquet")
-        if n_items is not None and items.height != n_items:
-            raise ValueError(f"{items.height} items, the model has {n_items}")
-    histories: dict[str, np.ndarray] = {}
-    if (path / "histories.parquet").exists():
-        with artifact_file(path / "histories.parquet"):
-            h = pl.read_parquet(path / "histories.parquet")
+class Artifact:
+    """A model artifact folder, read lazily: each accessor reads its file once, when first asked for, and a damaged
+    file is an `ArtifactError` naming it. Made by `open_artifact` (which refuses a folder without config.json)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """config.json (the model's settings and ``model_type``)."""
+        return read_json(self.path / "config.json")
+
+    @property
+    def model_type(self) -> str | None:
+        kind = self.config.get("model_type")
+        return kind if isinstance(kind, str) else None
+
+    def model(self, device: str | torch.device | None = None) -> RecModel:
+        """The model, through the registry (`llmrec.models.load_model`), moved to `device` when one is given."""
+        import torch
+
+        from llmrec.models import load_model
+
+        model: RecModel = load_model(self.path)
+        if device is not None and torch.device(device).type != "cpu" and isinstance(model, torch.nn.Module):
+            model = model.to(device)
+        return model
+
+    @cached_property
+    def items(self) -> pl.DataFrame:
+        """items.parquet by ``item_idx`` (1..V): raw id ``item``, ``title`` and whatever else the catalogue holds."""
+        import polars as pl
+
+        with artifact_file(self.path / "items.parquet"):
+            items = pl.read_parquet(self.path / "items.parquet").sort("item_idx")
+            items.select("item", "title")  # the columns every reader needs
+        return items
+
+    def check_catalogue(self, n_items: int | None) -> None:
+        """items.parquet must hold the model's `n_items` items (None: not checked); else an ArtifactError naming it."""
+        with artifact_file(self.path / "items.parquet"):
+            if n_items is not None and self.items.height != n_items:
+                raise ValueError(f"{self.items.height} items, the model has {n_items}")
+
+    @cached_property
+    def histories(self) -> dict[str, np.ndarray]:
+        """histories.parquet: raw user id -> internal item ids, oldest first ({} when absent), checked against items."""
+        path = self.path / "histories.parquet"
+        if not path.exists():
+            return {}
+        import polars as pl
+
+        n = self.items.height
+        with artifact_file(path):
+            h = pl.read_parquet(path)
             histories = {u: np.asarray(s, dtype=np.int64) for u, s in zip(h["user"].to_list(), h["items"].to_list(), strict=True)}
             flat = np.concatenate(list(histories.values())) if histories else np.zeros(0, np.int64)
-            if len(flat) and (flat.min() < 1 or flat.max() > items.height):
-                raise ValueError(f"item ids outside 1..{items.height}")
-    return items, histories
+            if len(flat) and (flat.min() < 1 or flat.max() > n):
+                raise ValueError(f"item ids outside 1..{n}")
+        return histories
+
+    @cached_property
+    def dataset_info(self) -> dict[str, Any]:
+        """dataset.json: domain, source, statistics, identity and prepared path of the training data ({} when absent)."""
+        path = self.path / "dataset.json"
+        return read_json(path) if path.is_file() else {}
+
+    @property
+    def dataset_identity(self) -> dict[str, Any] | None:
+        """The identity of the data the model was trained on (`llmrec.identity`); None for older artifacts."""
+        identity = self.dataset_info.get("identity")
+        return identity if isinstance(identity, dict) else None
+
+    @property
+    def domain(self) -> str:
+        return str(self.dataset_info.get("domain") or "generic")
+
+    @cached_property
+    def training(self) -> dict[str, Any] | None:
+        """training.json (what `llmrec train` did, with the seen-item rule under ``seen_items``), None when absent."""
+        path = self.path / "training.json"
+        return read_json(path) if path.is_file() else None
+
+    @property
+    def refit_on_valid(self) -> bool | None:
+        """Whether the model was refit on train + valid events (its validation targets were training targets).
+
+        None when the artifact records no training; models fit without a [train] section (most-popular, item-knn)
+        are fit on training events only (False)."""
+        if self.training is None:
+            return None
+        return bool(self.training.get("train", {}).get("refit_on_valid", False))
+
+    @property
+    def has_adapter(self) -> bool:
+        return (self.path / "adapter.json").is_file()
+
+    def adapter(self) -> UserAdapter | None:
+        """The meta-trained per-user adapter (adapter.json + adapter.safetensors; `llmrec meta-train`), or None."""
+        if not self.has_adapter:
+            return None
+        from llmrec.models.adapter import UserAdapter
+
+        read_json(self.path / "adapter.json")  # names the file when it is the JSON that is damaged
+        with artifact_file(self.path / "adapter.safetensors"):
+            return UserAdapter.from_pretrained(self.path)
+
+    @property
+    def training_log_path(self) -> Path | None:
+        """train/metrics.csv, one row per epoch of the training run, when the artifact keeps it."""
+        path = self.path / "train" / "metrics.csv"
+        return path if path.is_file() else None
+
+    def training_log(self) -> list[dict[str, str]]:
+        """train/metrics.csv as rows (column -> text); [] when absent."""
+        if self.training_log_path is None:
+            return []
+        with artifact_file(self.training_log_path), self.training_log_path.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    def text_embeddings(self, encoder_name: str, texts: Sequence[str]) -> tuple[np.ndarray | None, str]:
+        """The stored catalogue text embeddings [V+1, D] when made by `encoder_name` from `texts`, else (None, why)."""
+        from llmrec.index.text_store import read_item_text
+
+        return read_item_text(self.path, encoder_name, texts)
+
+    @property
+    def ann_dir(self) -> Path:
+        """Where the artifact keeps its saved approximate-retrieval index (`llmrec build-index`)."""
+        return self.path / ANN_DIR
+
+
+def open_artifact(path: str | Path) -> Artifact:
+    """The model artifact folder `path` (`Artifact`); no config.json is a FileNotFoundError ("not a model directory")."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
+    return Artifact(path)
+
+
+open = open_artifact  # `llmrec.artifact.open(path)`; this module uses no builtin open
+
+
+def read_items_and_histories(path: str | Path, n_items: int | None) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+    """items.parquet and histories.parquet (raw user -> item ids; {} when absent) of an artifact, checked against
+    the model's catalogue size `n_items` (None: not checked) and each other (`Artifact`)."""
+    art = Artifact(path)
+    art.check_catalogue(n_items)
+    return art.items, art.histories
 
 
 def read_training(path: str | Path) -> dict[str, Any] | None:
     """The artifact's training record (training.json), or None when it has none (e.g. a copied or older artifact)."""
-    record = Path(path) / "training.json"
-    return read_json(record) if record.is_file() else None
+    return Artifact(path).training
 
 
 def refit_on_valid(path: str | Path) -> bool | None:
-    """Whether the model was refit on train + valid events (its validation targets were training targets).
-
-    None when the artifact records no training; models fit without a [train] section (most-popular, item-knn)
-    are fit on training events only (False)."""
-    training = read_training(path)
-    if training is None:
-        return None
-    return bool(training.get("train", {}).get("refit_on_valid", False))
+    """`Artifact.refit_on_valid` of the folder `path`."""
+    return Artifact(path).refit_on_valid
 
 
 def ann_dir(path: str | Path) -> Path:
@@ -133,6 +271,8 @@ def text_cache_dir(override: str | Path | None = None) -> Path:
 
 def save_artifact(model: RecModel, dataset: PreparedDataset, out: str | Path, *, attributes: list[str] | None = None) -> Path:
     """Write the self-describing model directory atomically (temporary sibling, then rename)."""
+    import polars as pl
+
     from llmrec.identity import dataset_identity
 
     with atomic_directory(out, kind="model") as tmp:

@@ -25,8 +25,6 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmrec.errors import artifact_file, read_json
-
 if TYPE_CHECKING:
     from llmrec.data.dataset import PreparedDataset
 
@@ -56,19 +54,18 @@ def dataset_identity(dataset: PreparedDataset) -> dict[str, Any]:
 def check_model_dataset(model_dir: str | Path, dataset: PreparedDataset, *, option: str = "--dataset") -> None:
     """Raise ValueError unless the model artifact in `model_dir` was trained on `dataset` (same catalogue and,
     when both record it, the same prepared files)."""
+    from llmrec.artifact import Artifact
+
     model_dir = Path(model_dir)
-    meta = read_json(model_dir / "dataset.json") if (model_dir / "dataset.json").is_file() else {}
-    recorded = meta.get("identity")
+    art = Artifact(model_dir)
+    recorded = art.dataset_identity
     here = dataset_identity(dataset)
-    if isinstance(recorded, dict):
+    if recorded is not None:
         n, ids, manifest = recorded.get("n_items"), recorded.get("item_ids_sha256"), recorded.get("manifest_sha256")
     else:  # an artifact saved before identities were recorded: its items.parquet is the id map
         if not (model_dir / "items.parquet").is_file():
             return
-        import polars as pl
-
-        with artifact_file(model_dir / "items.parquet"):
-            raw = pl.read_parquet(model_dir / "items.parquet").sort("item_idx")["item"].to_list()
+        raw = art.items["item"].to_list()
         n, ids, manifest = len(raw), _ids_sha256(raw), None
     if n != here["n_items"]:
         raise ValueError(
@@ -101,12 +98,13 @@ def dataset_for_model(
     ``dataset.json`` is a ValueError naming `option` or the file. ``llmrec evaluate`` and ``llmrec.evaluate`` both
     call this, so a model is never scored on data it was not trained on.
     """
+    from llmrec.artifact import Artifact
     from llmrec.data import open_dataset
 
     model_dir = Path(model_dir)
     if dataset is None:
         meta_path = model_dir / "dataset.json"
-        meta = read_json(meta_path) if meta_path.is_file() else {}
+        meta = Artifact(model_dir).dataset_info
         if not isinstance(meta.get("prepared_path"), str):
             raise ValueError(f"{model_dir}: the model does not record its dataset; pass {option}")
         dataset = meta["prepared_path"]

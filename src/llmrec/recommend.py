@@ -27,13 +27,12 @@ import polars as pl
 import torch
 
 from llmrec.arguments import check_histories, check_history, check_k, check_options
-from llmrec.artifact import ANN_DIR, ann_dir, read_items_and_histories, read_training
+from llmrec.artifact import ANN_DIR, Artifact, open_artifact
 from llmrec.data.sequences import pad_left
-from llmrec.errors import UnknownIdError, artifact_file, read_json
+from llmrec.errors import UnknownIdError
 from llmrec.eval.scoring import model_device, resolve_device, score_fn
 from llmrec.eval.seen_rule import served_exclude_seen
 from llmrec.filters import ItemFilter, ItemMasks, apply_masks
-from llmrec.meta.maml import UserAdapter, has_adapter
 from llmrec.models import load_model  # re-exported: `from llmrec.recommend import load_model` keeps working
 from llmrec.models.base import ItemEmbeddingModel, RecModel
 from llmrec.recommend_ann import IndexedRetrieval
@@ -52,6 +51,7 @@ from llmrec.retrieval import (
 if TYPE_CHECKING:
     from llmrec.explain.text import ItemInfo, TextGenerator
     from llmrec.index.ann import ItemIndex
+    from llmrec.models.adapter import UserAdapter
 
 __all__ = [
     "ANN_DIR",
@@ -109,6 +109,7 @@ class Recommender(IndexedRetrieval):
         # Approximate retrieval for large catalogues (use_ann); None = score every item.
         self.ann: ItemIndex | None = None
         self.path: Path | None = None  # the artifact folder (set by `load`)
+        self.artifact: Artifact | None = None  # its reader (set by `load`)
         self._popularity: torch.Tensor | None = None  # [V+1] events per item in the stored histories (empty history)
 
     @classmethod
@@ -119,22 +120,14 @@ class Recommender(IndexedRetrieval):
         in ``<path>/ann`` is used when it matches. device: "auto" (default, as on the command line: CUDA when
         available, else the CPU) | "cpu" | "cuda"; "cuda" without a CUDA device is a ValueError. Scores come back
         on the CPU either way; ``adapt=True`` needs ``device="cpu"``."""
-        path = Path(path)
-        torch_device = resolve_device(device)
-        model = load_model(path)
-        if torch_device.type != "cpu" and isinstance(model, torch.nn.Module):
-            model = model.to(torch_device)
-        items, histories = read_items_and_histories(path, _n_items(model))
-        meta = read_json(path / "dataset.json") if (path / "dataset.json").exists() else {}
-        with artifact_file(path / "items.parquet"):  # columns the facade needs (item_idx, item, title)
-            rec = cls(model, items, histories, meta)
-        rec.path = path
-        rec.exclude_seen_default = served_exclude_seen(read_training(path))
-        if has_adapter(path):
-            read_json(path / "adapter.json")  # names the file when it is the JSON that is damaged
-            with artifact_file(path / "adapter.safetensors"):
-                rec.adapter = UserAdapter.from_pretrained(path)
-        rec.use_ann(ann, threshold=ann_threshold, index_dir=ann_dir(path))
+        art = open_artifact(path)  # every file is read through it (`llmrec.artifact.Artifact`)
+        model = art.model(resolve_device(device))  # "cuda" without CUDA is a ValueError before anything is loaded
+        art.check_catalogue(_n_items(model))
+        rec = cls(model, art.items, art.histories, art.dataset_info)
+        rec.path, rec.artifact = art.path, art
+        rec.exclude_seen_default = served_exclude_seen(art.training)
+        rec.adapter = art.adapter()
+        rec.use_ann(ann, threshold=ann_threshold, index_dir=art.ann_dir)
         return rec
 
     @property

@@ -153,27 +153,19 @@ def evaluate_cold_start_artifact(
     """The cold_test users of `dataset` on the artifact `model_dir`: {"zero-shot": ...} plus "adapted" when the
     artifact has a meta-trained adapter. device: "auto" | "cpu" | "cuda"; "auto" is the CPU for an artifact with
     an adapter (its inner loop runs there)."""
-    import torch
-
-    from llmrec.errors import artifact_file, read_json
+    from llmrec.artifact import open_artifact
     from llmrec.eval.scoring import resolve_device
-    from llmrec.models import load_model
-    from llmrec.models.adapter import UserAdapter, has_adapter
 
     _, sequences = dataset.cold_users("cold_test")
     if not sequences:
         raise ValueError("the dataset has no cold_test users: prepare it with --split cold-user")
-    if device == "auto" and has_adapter(model_dir):
+    art = open_artifact(model_dir)
+    if device == "auto" and art.has_adapter:
         device = "cpu"  # the adapter's inner loop runs on the CPU
-    torch_device = resolve_device(device)  # "cuda" without CUDA is a ValueError before anything is loaded
-    model = load_model(model_dir)
-    if torch_device.type != "cpu" and isinstance(model, torch.nn.Module):
-        model = model.to(torch_device)
+    model = art.model(resolve_device(device))  # "cuda" without CUDA is a ValueError before anything is loaded
     score_fns: dict[str, ScoreFn] = {"zero-shot": score_fn(model)}
-    if has_adapter(model_dir):
-        read_json(model_dir / "adapter.json")  # names the file when it is the JSON that is damaged
-        with artifact_file(model_dir / "adapter.safetensors"):
-            adapter = UserAdapter.from_pretrained(model_dir)
+    adapter = art.adapter()
+    if adapter is not None:
         score_fns["adapted"] = score_fn(model, adapter=adapter)
     return {name: evaluate_cold_start(fn, sequences, exclude_seen=exclude_seen, n_boot=n_boot) for name, fn in score_fns.items()}
 

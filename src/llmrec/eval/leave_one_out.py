@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmrec import artifact
+from llmrec.artifact import Artifact, open_artifact
 from llmrec.eval.evaluate import EvalResult, compute_ranks, evaluate_split_both, paired_test, sampled_metrics, sampled_ranks
 from llmrec.eval.examples import example_users
 from llmrec.eval.metrics import ndcg_at_k, recall_at_k
@@ -18,7 +18,6 @@ from llmrec.eval.popularity import compare_with_most_popular, popularity_warning
 from llmrec.eval.report import build_report, write_report
 from llmrec.eval.scoring import ScoreFn, score_fn
 from llmrec.eval.seen_rule import served_exclude_seen
-from llmrec.models import load_model
 
 if TYPE_CHECKING:
     from llmrec.data.dataset import PreparedDataset
@@ -57,8 +56,9 @@ def evaluate_model(
     ``report["most_popular"][split]`` holds both NDCG@10s and a paired test, and ``report["warnings"]`` a sentence
     for each split where the model does not beat it with significance (`llmrec.eval.popularity`).
     """
-    model_fn = _score_fn(model_dir, device)
-    training = artifact.read_training(model_dir) or {}
+    art = open_artifact(model_dir)
+    model_fn = _score_fn(art, device)
+    training = art.training or {}
     served = served_exclude_seen(training)
     exclude_seen = served if exclude_seen is None else exclude_seen
 
@@ -86,7 +86,7 @@ def evaluate_model(
             sampled[split] = sampled_metrics(r, n_negatives=sampled_negatives, ks=ks)
     extra: dict[str, Any] | None = None
     if baseline_dir is not None:
-        base_fn = _score_fn(baseline_dir, device)
+        base_fn = _score_fn(open_artifact(baseline_dir), device)
         extra = {"paired": {"baseline": str(baseline_dir)}}
         for split in splits:
             ex = dataset.eval_examples(split)
@@ -97,7 +97,7 @@ def evaluate_model(
                 "recall@10": paired_test(recall_at_k(ours, 10), recall_at_k(base, 10)),
             }
     # Models trained without a [train] section (most-popular, item-knn) are fit on training events only.
-    refit = artifact.refit_on_valid(model_dir)
+    refit = art.refit_on_valid
     protocol = {
         # A refit model was retrained on train + valid events after selection: the validation item was a training
         # target and its valid numbers are not held out; the held-out metric of the selection run is `selection_valid`.
@@ -111,9 +111,9 @@ def evaluate_model(
         "ranking": "full",
         "ks": list(ks),
     }
-    model_name = training.get("model", artifact.model_type(model_dir))  # names presets such as "sasrec"
+    model_name = training.get("model", art.model_type)  # names presets such as "sasrec"
     check: dict[str, Any] = {}
-    if artifact.model_type(model_dir) != "most-popular":  # never against itself
+    if art.model_type != "most-popular":  # never against itself
         ranks = {split: results[split].ranks for split in splits}
         check = compare_with_most_popular(ranks, examples, pop, exclude_seen=exclude_seen, n_boot=n_boot)
     report = build_report(
@@ -143,20 +143,14 @@ def dataset_name(dataset: PreparedDataset, model_dir: Path | None = None) -> str
     return model_dir.name if model_dir is not None else "dataset"
 
 
-def _score_fn(model_dir: Path, device: str = "cpu") -> ScoreFn:
+def _score_fn(art: Artifact | Path, device: str = "cpu") -> ScoreFn:
     """Batch of internal-id histories -> [B, V+1] CPU scores, for any model type, scored on `device`."""
-    import torch
-
     from llmrec.eval.scoring import resolve_device
 
-    torch_device = resolve_device(device)  # "cuda" without CUDA is a ValueError before anything is loaded
-    model = load_model(model_dir)
-    if torch_device.type != "cpu" and isinstance(model, torch.nn.Module):
-        model = model.to(torch_device)
-    return score_fn(model)
+    art = art if isinstance(art, Artifact) else open_artifact(art)
+    return score_fn(art.model(resolve_device(device)))  # "cuda" without CUDA: a ValueError before anything loads
 
 
 def write_evaluation(report: dict[str, Any], out_json: Path, model_dir: Path) -> list[Path]:
     """Write the report (json, md, png); the png gets the training curve when the artifact has one."""
-    csv = model_dir / "train" / "metrics.csv"
-    return write_report(report, out_json, training_log_csv=csv if csv.exists() else None)
+    return write_report(report, out_json, training_log_csv=open_artifact(model_dir).training_log_path)
