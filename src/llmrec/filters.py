@@ -8,9 +8,10 @@ An `ItemFilter` keeps an item when it passes every rule given: in ``include_item
 available (the catalogue's ``available`` column; ``include_unavailable=True`` lifts that rule). Ids and categories
 the catalogue does not know are ignored: they name nothing that could be recommended.
 
-`apply_masks` is the one place where a score row loses items: the user's history (the seen-item rule) and the
-filter's blocked items become ``-inf`` before top-k, so a filtered top-k is the unfiltered full ranking with the
-blocked items removed (never a cut of an over-fetched list).
+`apply_masks` is the one place where a score row loses items: the user's history (the seen-item rule, through
+`llmrec.eval.seen_items.seen_mask`, as evaluation applies it) and the filter's blocked items become ``-inf`` before
+top-k, so a filtered top-k is the unfiltered full ranking with the blocked items removed (never a cut of an
+over-fetched list).
 """
 
 from __future__ import annotations
@@ -115,14 +116,14 @@ class ItemMasks:
 def apply_masks(
     scores: torch.Tensor, histories: Sequence[np.ndarray], excluded: Sequence[bool], blocked: Sequence[torch.Tensor | None]
 ) -> torch.Tensor:
-    """Set to -inf, in place, each row's history items (where `excluded`) and its blocked items; returns `scores`.
+    """Set to -inf, in place, each row's history items (where `excluded`: the seen-item rule,
+    `llmrec.eval.seen_items.seen_mask`, as evaluation applies it) and its blocked items; returns `scores`.
 
     scores [B, V+1]; histories: internal ids per row; blocked: per row a [V+1] bool mask or None."""
-    import torch
+    from llmrec.eval.seen_items import seen_mask
 
-    for i, (h, is_excluded, mask) in enumerate(zip(histories, excluded, blocked, strict=True)):
-        if is_excluded and len(h):
-            scores[i, torch.from_numpy(h)] = float("-inf")
+    scores.masked_fill_(seen_mask(histories, scores.shape[1] - 1, excluded=excluded, device=scores.device), float("-inf"))
+    for i, mask in enumerate(blocked):
         if mask is not None:
             scores[i].masked_fill_(mask.to(scores.device), float("-inf"))
     return scores

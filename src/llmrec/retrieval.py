@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from llmrec.eval.seen_items import seen_items
 from llmrec.models.base import ItemEmbeddingModel, RecModel
 
 if TYPE_CHECKING:
@@ -106,8 +107,7 @@ def ann_candidates(
     re-scored with the model's item table (the same numbers full scoring gives, whatever the index kind)."""
     with torch.no_grad():
         h = model.encode(padded)[:, -1].cpu()  # [B, D]
-        exclude = [hist if is_excluded else None for hist, is_excluded in zip(histories, excluded, strict=True)]
-        _, found = ann.search(h.numpy(), n_candidates, exclude=exclude)  # [B, N] item ids, 0 = none
+        _, found = ann.search(h.numpy(), n_candidates, exclude=seen_items(histories, excluded))  # [B, N] item ids, 0 = none
         ids = torch.from_numpy(found)  # [B, N]
         scores = torch.einsum("bnd,bd->bn", item_table(model)[ids], h)  # [B, N]
         scores = scores.masked_fill(ids == 0, float("-inf"))

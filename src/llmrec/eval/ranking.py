@@ -20,6 +20,7 @@ import torch
 
 from llmrec.eval.metrics import DEFAULT_KS, summarize
 from llmrec.eval.scoring import ScoreFn
+from llmrec.eval.seen_items import seen_mask
 
 __all__ = [
     "compute_ranks",
@@ -72,27 +73,13 @@ def _score_batch(score_fn: ScoreFn, hist: list[IntArray], n_items: int | None) -
     return scores, scores.shape[1] - 1
 
 
-def _history_rows(hist: list[IntArray], n_items: int) -> tuple[torch.Tensor, IntArray]:
-    """(row of each history entry [H], item id of each entry [H]) for a batch of histories."""
-    lengths = torch.tensor([h.shape[0] for h in hist], dtype=torch.int64)
-    if int(lengths.sum()) == 0:
-        return torch.zeros(0, dtype=torch.int64), np.zeros(0, dtype=np.int64)
-    cols = np.concatenate(hist)
-    if cols.min() < 0 or cols.max() > n_items:
-        raise ValueError(f"history item ids must lie in 0..{n_items}")
-    return torch.repeat_interleave(torch.arange(len(hist)), lengths), cols
-
-
 def _candidate_mask(hist: list[IntArray], n_items: int, device: torch.device) -> torch.Tensor:
-    """[B, V+1] bool: True where an item is ranked: not padding and not in the user's history.
+    """[B, V+1] bool: True where an item is ranked: not padding and not in the user's history (`seen_mask`).
 
     A target that is in the history is masked like every other history item (RecBole's convention): the
     caller counts it as a miss.
     """
-    candidates = torch.ones((len(hist), n_items + 1), dtype=torch.bool, device=device)
-    rows, cols = _history_rows(hist, n_items)
-    if cols.size:
-        candidates[rows.to(device), torch.from_numpy(cols).to(device)] = False
+    candidates = ~seen_mask(hist, n_items, device=device)
     candidates[:, 0] = False
     return candidates
 
