@@ -1,6 +1,6 @@
 """Experiments end to end: train any model by name from config sections into an artifact.
 
-Model names (`--model`) are the keys of `llmrec.train.recipes.RECIPES`:
+Model names (`--model`) are the keys of `llmrec.train.recipes.RECIPES` (the registered model types and presets):
 - ``next-item-lm``: the decoder-only next-item LM, full-softmax cross-entropy (defaults = best found on validation);
 - ``sasrec``: SASRec as in its paper: the same transformer trained with binary cross-entropy, one negative;
 - ``most-popular`` and ``item-knn``: the non-neural floors;
@@ -31,6 +31,7 @@ from llmrec.data.dataset import PreparedDataset
 
 # Evaluation of an artifact and the T5's fitting live in llmrec.eval and llmrec.train; re-exported for callers.
 from llmrec.eval.leave_one_out import dataset_name, evaluate_model, write_evaluation
+from llmrec.models import PRESETS
 from llmrec.train import distributed
 from llmrec.train.loop import Callback, TrainConfig
 from llmrec.train.memory import check_training_memory
@@ -55,8 +56,8 @@ __all__ = [
 ]
 
 MODEL_NAMES = tuple(RECIPES)
-# Presets applied under the user's [model] section (SASRec's paper settings; see llmrec.train.recipes).
-MODEL_PRESETS: dict[str, dict[str, Any]] = {name: dict(recipe.presets) for name, recipe in RECIPES.items() if recipe.presets}
+# Presets applied under the user's [model] section (SASRec's paper settings; declared by the model specs).
+MODEL_PRESETS: dict[str, dict[str, Any]] = {name: dict(RECIPES[name].presets) for name in PRESETS}
 
 Status = Callable[[str], AbstractContextManager[Any]]
 

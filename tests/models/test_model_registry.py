@@ -14,14 +14,47 @@ from llmrec.data import PreparedDataset
 TINY_LM = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
 
 
-def test_registry_lists_every_model_type_and_each_class_says_its_name() -> None:
-    from llmrec.models import MODELS, model_class
+def test_registry_lists_every_model_type_and_each_spec_says_its_name() -> None:
+    from llmrec.models import MODELS, PRESETS, model_class, model_spec
 
-    assert sorted(MODELS) == ["bsarec", "item-knn", "most-popular", "next-item-lm", "t5-semantic"]
     for name in MODELS:
-        assert model_class(name).model_type == name
+        spec = model_spec(name)
+        assert spec.model_type == name and model_class(name).model_type == name
+    # PRESETS (listed without torch, for --help) names exactly the presets the specs declare
+    assert PRESETS == {p: t for t in MODELS for p in model_spec(t).presets}
     with pytest.raises(ValueError, match="unknown model_type 'gpt-rec'; known: next-item-lm"):
         model_class("gpt-rec")
+
+
+def test_specs_declare_examples_and_capabilities() -> None:
+    from llmrec.models import model_spec
+
+    full = ("Trainable", "ItemEmbeddingModel", "Adaptable", "ColdItemMappable", "GradientAttributable", "OnnxExportable")
+    assert model_spec("next-item-lm").capabilities() == full
+    assert model_spec("bsarec").capabilities() == full
+    assert model_spec("bsarec").examples == ("prefixes",)
+    assert model_spec("most-popular").capabilities() == ()
+    assert model_spec("t5-semantic").capabilities() == ("Trainable",)
+
+
+def test_recipes_are_the_registry_names_and_the_help_lists_them() -> None:
+    from typer.testing import CliRunner
+
+    from llmrec.cli import app
+    from llmrec.models import MODELS, model_spec
+    from llmrec.train.recipes import RECIPES
+
+    names = [n for t in MODELS for n in (t, *model_spec(t).presets)]
+    assert list(RECIPES) == names
+    out = "".join(CliRunner().invoke(app, ["train", "--help"]).stdout.split())
+    assert [n for n in names if n not in out] == []
+    assert RECIPES["sasrec"].presets["loss"] == "bce" and RECIPES["sasrec"].spec is model_spec("next-item-lm")
+
+
+def test_importing_the_registry_and_the_cli_does_not_import_torch() -> None:
+    code = "import sys, llmrec.models, llmrec.cli.model; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_importing_the_registry_does_not_import_transformers() -> None:
@@ -59,7 +92,10 @@ def test_load_model_goes_through_the_registry(
     class Renamed(MostPopular):
         pass
 
-    monkeypatch.setitem(llmrec.models.MODELS, "most-popular", lambda: Renamed)
+    from dataclasses import replace
+
+    spec = replace(llmrec.models.model_spec("most-popular"), model_class=Renamed)
+    monkeypatch.setitem(llmrec.models.MODELS, "most-popular", lambda: spec)
     assert type(llmrec.models.load_model(path)) is Renamed
     # a type the registry does not know is an artifact error naming config.json
     (path / "config.json").write_text(json.dumps({"model_type": ["x"]}))

@@ -9,7 +9,7 @@ import torch
 
 from llmrec.types import PAD_ID, SeqBatch
 
-__all__ = ["bucketed_batches", "pad_left", "prefix_examples", "training_windows"]
+__all__ = ["bucketed_batches", "pad_left", "prefix_examples", "prefix_windows", "training_windows"]
 
 
 def pad_left(histories: Sequence[np.ndarray], max_len: int) -> torch.Tensor:
@@ -89,3 +89,12 @@ def bucketed_batches(
             else:
                 targets[i, L - n :] = r[1:]
         yield SeqBatch(item_ids=torch.from_numpy(inputs), targets=torch.from_numpy(targets))
+
+
+def prefix_windows(sequences: list[np.ndarray], max_seq_len: int) -> list[np.ndarray]:
+    """One training example per event after the first: the window w = s[max(0, t - max_seq_len) : t + 1].
+
+    `train.loop.train` batches windows as (w[:-1], w[1:]) left-padded; the model reads w[:-1] and learns only the
+    last target w[-1] (an encoder-decoder sees one history per target, unlike a causal LM).
+    """
+    return [s[max(0, t - max_seq_len) : t + 1] for s in sequences for t in range(1, len(s))]

@@ -1,25 +1,35 @@
 """Recommendation models and their registry.
 
-``MODELS`` is an explicit registry: config.json ``model_type`` -> a loader of the model class. Heavy models are
-imported only when asked for (the T5 needs transformers, a heavy import the other models never need). A new
-model is one file in this package plus one line here; `load_model`, the `Recommender`, the evaluators and the
-service then work with it through the contract in `llmrec.models.base`.
+``MODELS`` is an explicit registry: config.json ``model_type`` -> a loader of the model file's `ModelSpec`
+(`llmrec.models.spec`): its class, typed config, how it is built from the dataset's metadata, the examples it
+trains on, its presets and capabilities. A new model is one file in this package (ending with its ``SPEC``) plus
+one line here; training (``llmrec train --model``), `load_model`, the `Recommender`, the evaluators, the
+explainers and the service then work with it through the contract in `llmrec.models.base`.
+
+Importing this package imports no torch: the loaders import a model file when asked for (the T5 needs
+transformers, a heavy import the other models never need), and ``PRESETS`` names the presets of the specs so
+that ``llmrec --help`` lists every training name (a test checks it against the specs). The classes re-exported
+here (``NextItemLM``, ``RecModel``, ...) are imported on first access.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmrec.artifact import check_weights, model_type
 from llmrec.errors import ArtifactError
-from llmrec.models.base import ItemEmbeddingModel, RecModel, Trainable
-from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig, RecOutput
+from llmrec.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from llmrec.models.base import ItemEmbeddingModel, RecModel, Trainable
+    from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig, RecOutput
 
 __all__ = [
     "MODELS",
+    "PRESETS",
     "ItemEmbeddingModel",
+    "ModelSpec",
     "NextItemLM",
     "NextItemLMConfig",
     "RecModel",
@@ -27,38 +37,42 @@ __all__ = [
     "Trainable",
     "load_model",
     "model_class",
+    "model_spec",
+    "training_names",
 ]
 
 
-def _next_item_lm() -> type[Any]:
-    return NextItemLM
+def _next_item_lm() -> ModelSpec:
+    from llmrec.models.next_item_lm import SPEC
+
+    return SPEC
 
 
-def _bsarec() -> type[Any]:
-    from llmrec.models.bsarec import BSARec
+def _bsarec() -> ModelSpec:
+    from llmrec.models.bsarec import SPEC
 
-    return BSARec
-
-
-def _t5_semantic() -> type[Any]:
-    from llmrec.models.seq2seq import T5SemanticRecommender
-
-    return T5SemanticRecommender
+    return SPEC
 
 
-def _most_popular() -> type[Any]:
-    from llmrec.models.baselines import MostPopular
+def _t5_semantic() -> ModelSpec:
+    from llmrec.models.seq2seq import SPEC
 
-    return MostPopular
-
-
-def _item_knn() -> type[Any]:
-    from llmrec.models.baselines import ItemKNN
-
-    return ItemKNN
+    return SPEC
 
 
-MODELS: dict[str, Callable[[], type[Any]]] = {
+def _most_popular() -> ModelSpec:
+    from llmrec.models.baselines import MOST_POPULAR
+
+    return MOST_POPULAR
+
+
+def _item_knn() -> ModelSpec:
+    from llmrec.models.baselines import ITEM_KNN
+
+    return ITEM_KNN
+
+
+MODELS: dict[str, Callable[[], ModelSpec]] = {
     "next-item-lm": _next_item_lm,
     "bsarec": _bsarec,
     "t5-semantic": _t5_semantic,
@@ -66,21 +80,35 @@ MODELS: dict[str, Callable[[], type[Any]]] = {
     "item-knn": _item_knn,
 }
 
+# The presets of the specs (training name -> model type), named here so the CLI lists them without importing torch.
+PRESETS: dict[str, str] = {"sasrec": "next-item-lm"}
 
-def model_class(model_type: str) -> type[Any]:
-    """The class registered as `model_type` (imports it); ValueError naming the known types otherwise."""
+
+def training_names() -> tuple[str, ...]:
+    """Every ``--model`` name: the model types, each followed by its presets."""
+    return tuple(n for t in MODELS for n in (t, *(p for p, of in PRESETS.items() if of == t)))
+
+
+def model_spec(model_type: str) -> ModelSpec:
+    """The spec registered as `model_type` (imports its file); ValueError naming the known types otherwise."""
     if model_type not in MODELS:
         raise ValueError(f"unknown model_type {model_type!r}; known: {', '.join(MODELS)}")
     return MODELS[model_type]()
 
 
-def load_model(path: str | Path) -> Any:
+def model_class(model_type: str) -> type[RecModel]:
+    """The class registered as `model_type` (imports it); ValueError naming the known types otherwise."""
+    return model_spec(model_type).model_class
+
+
+def load_model(path: str | Path) -> RecModel:
     """Load any llmrec model directory by its config.json `model_type` (safetensors + JSON, no pickle).
 
     The one place where model files are read: a missing, truncated or garbage file, or weights that do not fit
     config.json, raise ``llmrec.errors.ArtifactError`` naming the file (the CLI prints it and exits with 2).
-    Returns a `RecModel`.
     """
+    from llmrec.artifact import check_weights, model_type
+
     path = Path(path)
     cfg_path = path / "config.json"
     kind = model_type(path)
@@ -89,7 +117,7 @@ def load_model(path: str | Path) -> Any:
     check_weights(path)
     weights = path / "model.safetensors"
     try:
-        return MODELS[kind]().from_pretrained(path)
+        return MODELS[kind]().model_class.from_pretrained(path)
     except ArtifactError:
         raise
     except (TypeError, ValueError) as e:  # the config's fields (the weights' header was read above)
@@ -98,3 +126,16 @@ def load_model(path: str | Path) -> Any:
         raise ArtifactError(
             weights, f"damaged or incomplete (does not fit {cfg_path.name}: {str(e).strip().splitlines()[0][:200]})"
         ) from e
+
+
+def __getattr__(name: str) -> Any:
+    """The model classes re-exported above, imported on first access (this package imports no torch)."""
+    if name in ("NextItemLM", "NextItemLMConfig", "RecOutput"):
+        from llmrec.models import next_item_lm
+
+        return getattr(next_item_lm, name)
+    if name in ("ItemEmbeddingModel", "RecModel", "Trainable"):
+        from llmrec.models import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'llmrec.models' has no attribute {name!r}")

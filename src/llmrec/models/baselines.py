@@ -14,14 +14,21 @@ import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from llmrec.config import MAX_SEQ_LEN, check_range
+from llmrec.models.spec import ModelSpec
 from llmrec.types import PAD_ID
 
-__all__ = ["ItemKNN", "MostPopular"]
+if TYPE_CHECKING:
+    from llmrec.models.base import RecModel
+    from llmrec.train.recipes import FitRequest
+
+__all__ = ["ITEM_KNN", "MOST_POPULAR", "ItemKNN", "MostPopular"]
 
 
 class MostPopular:
@@ -137,3 +144,33 @@ class ItemKNN:
         V = cfg["n_items"] + 1
         S = torch.sparse_coo_tensor(t["indices"], t["values"], (V, V), check_invariants=True)  # indices come from a file
         return cls(S, decay=cfg["decay"], max_seq_len=cfg["max_seq_len"])
+
+
+# ---- specs: no gradient training, each its own fit on the training sequences ---------------------------------
+def _fit_most_popular(req: FitRequest) -> tuple[RecModel, dict[str, Any]]:
+    return MostPopular.fit(req.dataset.train_sequences(), req.dataset.n_items), {}
+
+
+_KNN_KEYS = ("neighbours", "shrink", "decay", "max_seq_len")
+
+
+def _check_knn(params: dict[str, Any]) -> None:
+    """Known keys, then ranges: neighbours 1..1,048,576, shrink >= 0, decay in (0, 1], max_seq_len 1..MAX_SEQ_LEN."""
+    unknown = [k for k in params if k not in _KNN_KEYS]
+    if unknown:
+        raise ValueError(f"unknown config key(s) for item-knn: {', '.join('model.' + k for k in unknown)}")
+    for key, value in params.items():
+        whole = key in ("neighbours", "max_seq_len")
+        if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
+            raise ValueError(f"model.{key}: expected {'int' if whole else 'float'}, got {value!r}")
+    ranges = {"neighbours": (1, 1 << 20), "shrink": (0.0, None), "decay": (0.0, 1.0), "max_seq_len": (1, MAX_SEQ_LEN)}
+    for key, value in params.items():
+        check_range(f"model.{key}", value, *ranges[key], low_open=key == "decay")
+
+
+def _fit_item_knn(req: FitRequest) -> tuple[RecModel, dict[str, Any]]:
+    return ItemKNN.fit(req.dataset.train_sequences(), req.dataset.n_items, **req.params), {}
+
+
+MOST_POPULAR = ModelSpec("most-popular", MostPopular, examples=(), fit=_fit_most_popular)
+ITEM_KNN = ModelSpec("item-knn", ItemKNN, examples=(), fit=_fit_item_knn, check=_check_knn)

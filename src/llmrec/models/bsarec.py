@@ -44,14 +44,15 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from llmrec.config import SettingError, check_range
-from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig, RecOutput, _rotate, positions
+from llmrec.models.layers import Rope, attend, causal_padding_mask, positions, rotary
+from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig, RecOutput
+from llmrec.models.spec import ModelSpec
 from llmrec.types import PAD_ID, SeqBatch
 
-__all__ = ["BSARec", "BSARecConfig"]
+__all__ = ["SPEC", "BSARec", "BSARecConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,23 +105,11 @@ class _BSABlock(nn.Module):
         out: torch.Tensor = torch.fft.irfft(spec * gain, n=self.window, dim=1, norm="ortho")
         return out[:, :L]
 
-    def attend(self, x: torch.Tensor, mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        B, L, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=-1)  # 3 x [B, L, D]
-        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # [B, H, L, Dh]
-        if rope is not None:
-            q, k = _rotate(q, *rope), _rotate(k, *rope)
-        p = self.attn_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # [B, H, L, Dh]
-        out: torch.Tensor = self.proj(y.transpose(1, 2).reshape(B, L, D))
-        return out
-
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, keep: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, rope: Rope | None, keep: torch.Tensor) -> torch.Tensor:
         """x [B, L, D] zero at padding; keep [B, L, 1] 1.0 at real positions; the output is zero at padding too."""
         filtered = self.ln_filter(x + self.drop(self.spectral_filter(x)))
-        attended = self.ln_attn(x + self.drop(self.attend(x, mask, rope)))
+        p = self.attn_dropout if self.training else 0.0
+        attended = self.ln_attn(x + self.drop(attend(x, self.qkv, self.proj, self.n_heads, mask, rope, p)))
         h = self.alpha * filtered + (1.0 - self.alpha) * attended
         out: torch.Tensor = self.ln_ff(h + self.drop(self.mlp(h))) * keep
         return out
@@ -155,7 +144,6 @@ class BSARec(NextItemLM):
         """item_ids [B, L] left-padded -> hidden states [B, L, D] (zero at padding; only the last one is causal)."""
         c = self.config
         item_ids = item_ids[:, -c.max_seq_len :]
-        L = item_ids.shape[1]
         is_real = item_ids != PAD_ID  # [B, L]
         keep = is_real.unsqueeze(-1).to(self.item_emb.weight.dtype)  # [B, L, 1]
         x = self.item_emb(item_ids)  # [B, L, D]
@@ -165,15 +153,9 @@ class BSARec(NextItemLM):
         if self.pos_emb is not None:
             x = x + self.pos_emb(pos)
         x = self.emb_drop(self.emb_ln(x)) * keep  # padding is zero before the first filter
-        rope = None
-        if c.pos_encoding == "rotary":
-            dh = c.d_model // c.n_heads
-            inv = 1.0 / (10000 ** (torch.arange(0, dh // 2, device=x.device).float() / (dh // 2)))
-            ang = pos.float().unsqueeze(-1) * inv  # [B, L, Dh/2]
-            rope = (ang.cos().unsqueeze(1), ang.sin().unsqueeze(1))  # [B, 1, L, Dh/2]
+        rope = rotary(pos, c.d_model // c.n_heads) if c.pos_encoding == "rotary" else None
         # Attention as in the LM (causal, padding keys hidden, each position sees itself); the filter is not causal.
-        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()  # [L, L]
-        mask = (causal & is_real[:, None, None, :]) | torch.eye(L, dtype=torch.bool, device=x.device)  # [B, 1, L, L]
+        mask = causal_padding_mask(is_real)  # [B, 1, L, L]
         for block in self.blocks:
             x = block(x, mask, rope, keep)
         h: torch.Tensor = x
@@ -187,3 +169,7 @@ class BSARec(NextItemLM):
             last[:, -1] = batch.targets[:, -1]
             batch = SeqBatch(item_ids=batch.item_ids, targets=last)
         return super().forward(batch)
+
+
+# Not causal (its filter mixes all positions): trained on one target per example, at the last position.
+SPEC = ModelSpec("bsarec", BSARec, BSARecConfig, BSARec.build, examples=("prefixes",), features=True, estimate_memory=True)

@@ -28,9 +28,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from llmrec.config import MAX_SEQ_LEN, check_range
+from llmrec.models.layers import Rope, ScoreModule, attend, causal_padding_mask, positions, rotary
+from llmrec.models.spec import DatasetMeta, ModelSpec
 from llmrec.types import PAD_ID, SeqBatch
 
-__all__ = ["NextItemLM", "NextItemLMConfig", "RecOutput", "positions"]
+__all__ = ["SASREC", "SPEC", "NextItemLM", "NextItemLMConfig", "RecOutput", "positions"]
 
 LOSSES = ("ce", "sampled", "bce")
 
@@ -111,30 +113,6 @@ class RecOutput:
     hidden: torch.Tensor | None = None  # [B, L, D] final hidden states
 
 
-def positions(is_real: torch.Tensor, origin: str) -> torch.Tensor:
-    """is_real [B, L] (left padding) -> position ids [B, L] of the real items (padding gets a valid, unused id).
-
-    origin "start": 0 at the oldest item of the (possibly truncated) history, so the newest item's id grows with
-    the history's length. origin "end": 0 at the newest item, 1 at the one before, ... — the newest item always
-    has the same id, as in SASRec's absolute positions over a left-padded window of fixed length.
-    """
-    real = is_real.long()
-    if origin == "end":
-        return (real.flip(1).cumsum(1).flip(1) - 1).clamp_min(0)  # [B, L]
-    return (real.cumsum(1) - 1).clamp_min(0)  # [B, L]
-
-
-class _ScoreModule(nn.Module):
-    """A model's ``score`` as its forward: item_ids [B, L] -> scores [B, V+1] (what ONNX export traces)."""
-
-    def __init__(self, model: NextItemLM) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
-        return self.model.score(item_ids)
-
-
 def _prefix_items(item_ids: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """item_ids [B, L], real [B, L] target positions -> [N, L]: for each target position t (row-major, as
     ``h[real]``) the items at positions <= t of its row, 0 elsewhere (0 is PAD, never an item)."""
@@ -142,11 +120,6 @@ def _prefix_items(item_ids: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     upto = torch.ones(L, L, dtype=torch.bool, device=item_ids.device).tril()  # [L(t), L(j)]: j <= t
     rows = item_ids.unsqueeze(1).expand(B, L, L) * upto  # [B, L(t), L(j)]
     return rows[real]  # [N, L]
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
 class _Block(nn.Module):
@@ -163,16 +136,10 @@ class _Block(nn.Module):
         self.drop = nn.Dropout(c.dropout)
         self.attn_dropout = c.dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        B, L, D = x.shape
-        q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)  # 3 x [B, L, D]
-        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # [B, H, L, Dh]
-        if rope is not None:
-            q, k = _rotate(q, *rope), _rotate(k, *rope)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, rope: Rope | None) -> torch.Tensor:
         p = self.attn_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # [B, H, L, Dh]
-        y = y.transpose(1, 2).reshape(B, L, D)
-        x = x + self.drop(self.proj(y))
+        y = attend(self.ln1(x), self.qkv, self.proj, self.n_heads, mask, rope, p)  # [B, L, D]
+        x = x + self.drop(y)
         out: torch.Tensor = x + self.drop(self.mlp(self.ln2(x)))
         return out
 
@@ -187,6 +154,7 @@ class NextItemLM(nn.Module):
 
     model_type = "next-item-lm"  # llmrec.models.MODELS key and config.json "model_type"
     config_class: type[NextItemLMConfig] = NextItemLMConfig  # what from_pretrained reads config.json into
+    config: NextItemLMConfig
 
     @property
     def max_seq_len(self) -> int:
@@ -230,6 +198,18 @@ class NextItemLM(nn.Module):
             if m.padding_idx is not None:
                 with torch.no_grad():
                     m.weight[m.padding_idx].zero_()
+
+    @classmethod
+    def build(cls, config: NextItemLMConfig, meta: DatasetMeta) -> Self:
+        """A fresh model of `config` with `meta`'s item features (and popularity: loss="sampled"'s proposal)."""
+        model = cls(config)
+        if meta.attributes is not None and config.n_attributes:
+            model.set_item_attributes(meta.attributes)
+        if meta.text is not None and config.text_dim:
+            model.set_item_text(meta.text)
+        if config.loss == "sampled" and meta.popularity is not None:
+            model.set_item_popularity(torch.from_numpy(meta.popularity))
+        return model
 
     # ---- item features ------------------------------------------------------------------------
     def set_item_attributes(self, attributes: torch.Tensor) -> None:
@@ -293,10 +273,7 @@ class NextItemLM(nn.Module):
     def encode(self, item_ids: torch.Tensor) -> torch.Tensor:
         """item_ids [B, L] left-padded -> hidden states [B, L, D]."""
         c = self.config
-        B, L = item_ids.shape
-        if L > c.max_seq_len:
-            item_ids = item_ids[:, -c.max_seq_len :]
-            L = c.max_seq_len
+        item_ids = item_ids[:, -c.max_seq_len :]
         is_real = item_ids != PAD_ID  # [B, L]
         x = self.item_emb(item_ids)  # [B, L, D]
         if self._has_features():
@@ -305,16 +282,8 @@ class NextItemLM(nn.Module):
         if self.pos_emb is not None:
             x = x + self.pos_emb(pos)
         x = self.emb_drop(x)
-        rope = None
-        if c.pos_encoding == "rotary":
-            dh = c.d_model // c.n_heads
-            inv = 1.0 / (10000 ** (torch.arange(0, dh // 2, device=x.device).float() / (dh // 2)))
-            ang = pos.float().unsqueeze(-1) * inv  # [B, L, Dh/2]
-            rope = (ang.cos().unsqueeze(1), ang.sin().unsqueeze(1))  # [B, 1, L, Dh/2]
-        # Causal mask that also hides padding keys; each position always sees itself so no row is empty.
-        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()  # [L, L]
-        mask = causal & is_real[:, None, None, :]  # [B, 1, L, L]
-        mask = mask | torch.eye(L, dtype=torch.bool, device=x.device)
+        rope = rotary(pos, c.d_model // c.n_heads) if c.pos_encoding == "rotary" else None
+        mask = causal_padding_mask(is_real)  # [B, 1, L, L]: causal, padding keys hidden
         for block in self.blocks:
             x = block(x, mask, rope)
         h: torch.Tensor = self.ln_f(x)  # [B, L, D]
@@ -439,7 +408,7 @@ class NextItemLM(nn.Module):
 
     def onnx_module(self) -> nn.Module:
         """`score` as a module's forward, for torch's ONNX exporter."""
-        return _ScoreModule(self)
+        return ScoreModule(self, self.score)
 
     # ---- persistence (safetensors + JSON, no pickle) -------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
@@ -458,3 +427,19 @@ class NextItemLM(nn.Module):
         model.load_state_dict(load_file(str(path / "model.safetensors")))
         model.eval()
         return model
+
+
+# SASRec follows its paper (Kang & McAuley 2018): one head, point-wise feed-forward of width d, binary
+# cross-entropy with one sampled negative, dropout 0.5 on sparse data, item ids only (no attributes).
+SASREC = dict(loss="bce", n_heads=1, d_ff=64, dropout=0.5, emb_dropout=0.5, pos_encoding="learned", use_attributes=False)
+
+SPEC = ModelSpec(
+    "next-item-lm",
+    NextItemLM,
+    NextItemLMConfig,
+    NextItemLM.build,
+    features=True,
+    presets={"sasrec": SASREC},
+    distributed=True,
+    estimate_memory=True,
+)

@@ -43,13 +43,17 @@ from torch import nn
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, T5Config, T5ForConditionalGeneration
 
 from llmrec.config import MAX_SEQ_LEN, check_range
+from llmrec.data.sequences import prefix_windows
 from llmrec.index.semantic_ids import CodeTrie, SemanticIds
+from llmrec.models.spec import ModelSpec
 from llmrec.types import PAD_ID, SeqBatch
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["Seq2SeqOutput", "T5SemanticConfig", "T5SemanticRecommender", "prefix_windows"]
+    from llmrec.train.recipes import FitRequest
+
+__all__ = ["SPEC", "Seq2SeqOutput", "T5SemanticConfig", "T5SemanticRecommender", "prefix_windows"]
 
 PAD_TOKEN, EOS_TOKEN, BOS_TOKEN = 0, 1, 2  # special tokens of the code vocabulary (from-scratch T5)
 N_SPECIAL = 3
@@ -119,15 +123,6 @@ class Seq2SeqOutput:
     loss: torch.Tensor | None = None
 
 
-def prefix_windows(sequences: list[np.ndarray], max_seq_len: int) -> list[np.ndarray]:
-    """One training example per event after the first: the window w = s[max(0, t - max_seq_len) : t + 1].
-
-    `train.loop.train` batches windows as (w[:-1], w[1:]) left-padded; the model reads w[:-1] and learns only the
-    last target w[-1] (an encoder-decoder sees one history per target, unlike a causal LM).
-    """
-    return [s[max(0, t - max_seq_len) : t + 1] for s in sequences for t in range(1, len(s))]
-
-
 class _TrieMask(LogitsProcessor):
     """Beam-search step: keep only the code tokens that continue each beam's prefix to a valid item id.
 
@@ -154,6 +149,7 @@ class T5SemanticRecommender(nn.Module):
     """T5 over semantic-id tokens: history codes in, next item's codes out; trie-constrained beam search."""
 
     model_type = "t5-semantic"  # llmrec.models.MODELS key and config.json "model_type"
+    config: T5SemanticConfig
     # buffers (register_buffer): declared for the type checker, which otherwise sees `Tensor | Module`
     is_seen: torch.Tensor
 
@@ -433,3 +429,19 @@ def _dedupe_sorted(items: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Ten
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices
     items, scores = items.gather(1, order), scores.gather(1, order)
     return items.masked_fill(torch.isinf(scores), PAD_ID), scores
+
+
+def _check(params: dict[str, Any]) -> None:
+    from llmrec.train.semantic import check_params
+
+    check_params(params)
+
+
+def _fit(req: FitRequest) -> tuple[T5SemanticRecommender, dict[str, Any]]:
+    from llmrec.train.semantic import fit_request
+
+    return fit_request(req)
+
+
+# Trains its own way (`llmrec.train.semantic`): semantic ids of the items first, then the T5 over them.
+SPEC = ModelSpec("t5-semantic", T5SemanticRecommender, examples=(), check=_check, fit=_fit)

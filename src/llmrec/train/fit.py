@@ -29,8 +29,10 @@ from llmrec.index.text_encoder import (
     item_texts,
 )
 from llmrec.index.text_store import write_item_text
-from llmrec.models.base import RecModel
+from llmrec.models.base import RecModel, Trainable
+from llmrec.models.next_item_lm import SPEC as LM_SPEC
 from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig
+from llmrec.models.spec import DatasetMeta, ModelSpec, sized
 from llmrec.train import distributed
 from llmrec.train.loop import Callback, TrainConfig, TrainResult
 from llmrec.train.refit import select_then_refit
@@ -40,8 +42,12 @@ __all__ = [
     "ScoreFn",
     "attribute_matrix",
     "build_model",
+    "check_examples",
     "check_model_params",
+    "dataset_meta",
+    "examples_for",
     "fit",
+    "fit_spec",
     "make_score_fn",
     "save_artifact",
     "store_item_text",
@@ -78,6 +84,31 @@ def check_model_params(params: dict[str, Any]) -> None:
         raise ValueError(f"model.item_text: expected true/false, got {params['item_text']!r}")
 
 
+def dataset_meta(
+    dataset: PreparedDataset,
+    *,
+    use_attributes: bool = False,
+    use_text: bool = False,
+    text_encoder: TextEncoder | None = None,
+    text_cache_dir: str | Path | None = None,
+) -> DatasetMeta:
+    """What a model is built from (`llmrec.models.spec.DatasetMeta`): the catalogue size, the item popularity,
+    and when asked the item categories and the items' frozen text embeddings (`text_encoder`, default the
+    packaged all-MiniLM-L6-v2, cached in `text_cache_dir`, default ``<llmrec cache>/text-embeddings``)."""
+    if use_text and not dataset.items.select(pl.col("title").is_not_null() | pl.col("text").is_not_null()).to_series().any():
+        raise ValueError(
+            "model.item_text = true needs item text, but no item of the dataset has a title or text: prepare it "
+            "with a catalogue (--items FILE, mapped with --item-columns title=...,text=...)"
+        )
+    attrs, vocab = attribute_matrix(dataset.items) if use_attributes else (None, [])
+    text = None
+    if use_text:
+        encoder = text_encoder if text_encoder is not None else SentenceTransformerEncoder()
+        cache = artifact.text_cache_dir(text_cache_dir)
+        text = torch.from_numpy(encode_items(dataset.items, dataset.domain, encoder, cache))  # [V+1, text_dim]
+    return DatasetMeta(dataset.n_items, attrs, tuple(vocab), text, dataset.item_popularity())
+
+
 def build_model(
     dataset: PreparedDataset,
     params: dict[str, Any] | None = None,
@@ -91,39 +122,18 @@ def build_model(
     """A NextItemLM sized for `dataset` (n_items and feature sizes come from the data, the rest from params).
 
     use_text (or ``item_text = true`` in params, the [model] key): add frozen text embeddings of the catalogue
-    (`text_encoder`, default the packaged all-MiniLM-L6-v2), cached in `text_cache_dir` (default
-    ``<llmrec cache>/text-embeddings``); they travel in the model's state dict. Sizes that come from the data
+    (see `dataset_meta`); they travel in the model's state dict. Sizes that come from the data
     (`DERIVED_MODEL_KEYS`) cannot be given in params.
     """
     params = dict(params or {})
     check_model_params(params)
     use_text = bool(params.pop("item_text", False)) or use_text
-    if use_text and not dataset.items.select(pl.col("title").is_not_null() | pl.col("text").is_not_null()).to_series().any():
-        raise ValueError(
-            "model.item_text = true needs item text, but no item of the dataset has a title or text: prepare it "
-            "with a catalogue (--items FILE, mapped with --item-columns title=...,text=...)"
-        )
-    vocab: list[str] = []
-    attrs = None
-    if use_attributes:
-        attrs, vocab = attribute_matrix(dataset.items)
-        if vocab:
-            params.update(n_attributes=len(vocab), max_item_attributes=attrs.shape[1])
-    text = None
-    if use_text:
-        encoder = text_encoder if text_encoder is not None else SentenceTransformerEncoder()
-        cache = artifact.text_cache_dir(text_cache_dir)
-        text = torch.from_numpy(encode_items(dataset.items, dataset.domain, encoder, cache))  # [V+1, text_dim]
-        params.update(text_dim=text.shape[1])
+    meta = dataset_meta(
+        dataset, use_attributes=use_attributes, use_text=use_text, text_encoder=text_encoder, text_cache_dir=text_cache_dir
+    )
     torch.manual_seed(seed)
-    model = NextItemLM(NextItemLMConfig(n_items=dataset.n_items, **params))
-    if attrs is not None and vocab:
-        model.set_item_attributes(attrs)
-    if text is not None:
-        model.set_item_text(text)
-    if model.config.loss == "sampled":
-        model.set_item_popularity(torch.from_numpy(dataset.item_popularity()))
-    return model, vocab
+    model = NextItemLM.build(sized(NextItemLMConfig(n_items=dataset.n_items, **params), meta), meta)
+    return model, list(meta.attribute_vocab)
 
 
 def store_item_text(
@@ -169,10 +179,68 @@ def validation_evaluator(
     return evaluate
 
 
-def _examples(sequences: Sequence[np.ndarray], max_seq_len: int, c: TrainConfig) -> list[np.ndarray]:
-    if c.examples == "prefixes":
+def examples_for(sequences: Sequence[np.ndarray], max_seq_len: int, kind: str) -> list[np.ndarray]:
+    """Training examples of `kind` (``train.examples``): causal windows or one-target prefixes."""
+    if kind == "prefixes":
         return prefix_examples(sequences, max_seq_len)
     return training_windows(sequences, max_seq_len)
+
+
+def check_examples(spec: ModelSpec, kind: str) -> None:
+    """Refuse ``train.examples = kind`` for a model that does not train on them (`ModelSpec.examples`)."""
+    if kind not in spec.examples:
+        raise ValueError(
+            f"train.examples = {kind!r}: {spec.model_type} trains on {' or '.join(repr(e) for e in spec.examples)} only"
+            + ("; it is not causal and trains on one target per example" if spec.examples == ("prefixes",) else "")
+        )
+
+
+def fit_spec(
+    spec: ModelSpec,
+    dataset: PreparedDataset,
+    config: Any,
+    train_config: TrainConfig,
+    *,
+    use_attributes: bool = False,
+    use_text: bool = False,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    selected_epoch: int | None = None,
+) -> tuple[RecModel, TrainResult, list[str]]:
+    """The generic fit of every neural model: `spec.build` from `config` (the spec's typed config, checked when
+    the settings were read) sized from the dataset's metadata, then selection on validation and refit
+    (`select_then_refit`). Returns the model, the selection run's result and the attribute vocabulary."""
+    check_examples(spec, train_config.examples)
+    assert spec.build is not None  # a spec with its own fit never comes here
+    make = spec.build
+    meta = dataset_meta(dataset, use_attributes=use_attributes and spec.features, use_text=use_text and spec.features)
+    sized_config = sized(config, meta)  # the derived sizes, checked again with the rest
+
+    def build(sequences: list[np.ndarray]) -> tuple[Trainable, list[np.ndarray]]:
+        torch.manual_seed(train_config.seed)
+        model = make(sized_config, meta)
+        assert isinstance(model, Trainable)
+        return model, examples_for(sequences, model.max_seq_len, train_config.examples)
+
+    validate = validation_evaluator(dataset, exclude_seen=train_config.valid_exclude_seen)
+
+    def evaluate(model: Trainable) -> dict[str, float]:
+        assert isinstance(model, RecModel)
+        return validate(model)
+
+    model, result = select_then_refit(
+        build,
+        dataset,
+        train_config,
+        evaluate=evaluate,
+        run_dir=run_dir,
+        resume=resume,
+        callbacks=callbacks,
+        selected_epoch=selected_epoch,
+    )
+    assert isinstance(model, RecModel)
+    return model, result, list(meta.attribute_vocab)
 
 
 def fit(
@@ -186,26 +254,26 @@ def fit(
     callbacks: Sequence[Callback] = (),
     selected_epoch: int | None = None,
 ) -> tuple[NextItemLM, TrainResult, list[str]]:
-    """Build a model for `dataset`, select its epoch count on validation and refit (`select_then_refit`).
+    """Build a next-item LM for `dataset`, select its epoch count on validation and refit (`fit_spec`).
 
     Returns the model (best weights; the refit model with ``refit_on_valid``), the selection run's result and the
     attribute vocabulary. selected_epoch: skip the selection run and train that many epochs (as the T5 can).
     """
-    vocab: list[str] = []
-
-    def build(sequences: list[np.ndarray]) -> tuple[NextItemLM, list[np.ndarray]]:
-        model, vocab[:] = build_model(dataset, params, use_attributes=use_attributes, seed=train_config.seed)
-        return model, _examples(sequences, model.config.max_seq_len, train_config)
-
-    evaluate = validation_evaluator(dataset, exclude_seen=train_config.valid_exclude_seen)
-    model, result = select_then_refit(
-        build,
+    params = dict(params or {})
+    check_model_params(params)
+    use_text = bool(params.pop("item_text", False))
+    config = NextItemLMConfig(n_items=dataset.n_items, **params)
+    model, result, vocab = fit_spec(
+        LM_SPEC,
         dataset,
+        config,
         train_config,
-        evaluate=evaluate,
+        use_attributes=use_attributes,
+        use_text=use_text,
         run_dir=run_dir,
         resume=resume,
         callbacks=callbacks,
         selected_epoch=selected_epoch,
     )
+    assert isinstance(model, NextItemLM)
     return model, result, vocab

@@ -1,0 +1,86 @@
+"""Layers that more than one model file composes: positions, rotary embeddings, masked multi-head attention.
+
+Functions over the modules a model owns (its ``qkv`` and ``proj`` linears), so each model keeps its own
+state-dict keys (old artifacts load) while the arithmetic is written once. Shapes: histories are left-padded,
+``is_real`` [B, L] marks real items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Rope", "ScoreModule", "attend", "causal_padding_mask", "positions", "rotary", "rotate"]
+
+Rope = tuple[torch.Tensor, torch.Tensor]
+
+
+class ScoreModule(nn.Module):
+    """A model's ``score`` as a module's forward: item_ids [B, L] -> scores [B, V+1] (what ONNX export traces)."""
+
+    def __init__(self, model: nn.Module, score: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model  # registered, so the exporter sees its parameters
+        self.score = score  # the model's bound `score`
+
+    def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
+        return self.score(item_ids)
+
+
+def positions(is_real: torch.Tensor, origin: str) -> torch.Tensor:
+    """is_real [B, L] (left padding) -> position ids [B, L] of the real items (padding gets a valid, unused id).
+
+    origin "start": 0 at the oldest item of the (possibly truncated) history, so the newest item's id grows with
+    the history's length. origin "end": 0 at the newest item, 1 at the one before, ... — the newest item always
+    has the same id, as in SASRec's absolute positions over a left-padded window of fixed length.
+    """
+    real = is_real.long()
+    if origin == "end":
+        return (real.flip(1).cumsum(1).flip(1) - 1).clamp_min(0)  # [B, L]
+    return (real.cumsum(1) - 1).clamp_min(0)  # [B, L]
+
+
+def rotary(pos: torch.Tensor, head_dim: int) -> Rope:
+    """pos [B, L] position ids -> (cos, sin), each [B, 1, L, head_dim/2] (RoFormer, Su et al. 2021)."""
+    half = head_dim // 2
+    inv = 1.0 / (10000 ** (torch.arange(0, half, device=pos.device).float() / half))
+    ang = pos.float().unsqueeze(-1) * inv  # [B, L, Dh/2]
+    return ang.cos().unsqueeze(1), ang.sin().unsqueeze(1)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, H, L, Dh] rotated by the angles of `rotary` (pairs of the two halves of each head)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def causal_padding_mask(is_real: torch.Tensor) -> torch.Tensor:
+    """is_real [B, L] -> [B, 1, L, L] True where query t may read key j: j <= t and j real; each position always
+    sees itself, so no row is empty."""
+    L = is_real.shape[1]
+    causal = torch.ones(L, L, dtype=torch.bool, device=is_real.device).tril()  # [L, L]
+    return (causal & is_real[:, None, None, :]) | torch.eye(L, dtype=torch.bool, device=is_real.device)
+
+
+def attend(
+    x: torch.Tensor,
+    qkv: nn.Module,
+    proj: nn.Module,
+    n_heads: int,
+    mask: torch.Tensor,
+    rope: Rope | None,
+    dropout_p: float,
+) -> torch.Tensor:
+    """Multi-head scaled dot-product attention of x [B, L, D] with the model's `qkv` (D -> 3D) and `proj` (D -> D)
+    linears -> [B, L, D]; `mask` as `causal_padding_mask`, `rope` from `rotary` or None."""
+    B, L, D = x.shape
+    q, k, v = qkv(x).split(D, dim=-1)  # 3 x [B, L, D]
+    q, k, v = (t.view(B, L, n_heads, D // n_heads).transpose(1, 2) for t in (q, k, v))  # [B, H, L, Dh]
+    if rope is not None:
+        q, k = rotate(q, *rope), rotate(k, *rope)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # [B, H, L, Dh]
+    out: torch.Tensor = proj(y.transpose(1, 2).reshape(B, L, D))
+    return out

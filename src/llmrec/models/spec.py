@@ -1,0 +1,108 @@
+"""`ModelSpec`: what a model type declares about itself, the unit of registration in `llmrec.models.MODELS`.
+
+Each model file ends with one ``SPEC = ModelSpec(...)``; ``llmrec.models.MODELS`` maps the artifact's
+``model_type`` to a (lazy) loader of it. Training, evaluation, serving and explanation ask the spec and the
+protocols of `llmrec.models.base`, never a class or a name:
+
+- ``config``: the frozen config dataclass, checked once when it is built from the user's ``[model]`` settings
+  (its ``__post_init__`` range checks) with placeholder sizes; training then sizes it from the dataset's metadata
+  (`DatasetMeta`: item count, attribute matrix, text embeddings) with `sized`, which re-runs the same checks.
+- ``build(config, meta)``: a fresh model from its config and the dataset's metadata (never a dataset object).
+- ``examples``: the training examples it accepts (``"windows"`` causal multi-target windows, ``"prefixes"`` one
+  target per example); the first is its default.
+- ``presets``: named settings laid under the user's (``sasrec`` is a preset of ``next-item-lm``).
+- ``fit``: for models that are not trained by gradient descent (most-popular, item-kNN) or train their own way
+  (the T5 with its semantic ids), their own fit; ``None`` means the generic fit (`llmrec.train.recipes`), which
+  selects the epoch count on validation and refits (`llmrec.train.refit.select_then_refit`).
+- ``capabilities``: derived from the class, by the protocols of `llmrec.models.base` it satisfies.
+
+Importing this module imports no torch (the registry and ``llmrec --help`` stay light).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from llmrec.models.base import RecModel
+    from llmrec.train.recipes import FitRequest
+
+__all__ = ["DERIVED_SIZES", "DatasetMeta", "Examples", "ModelSpec", "sized"]
+
+Examples = Literal["windows", "prefixes"]
+
+# Config fields that come from the dataset's metadata, never from a user (placeholders while settings are checked).
+DERIVED_SIZES: dict[str, int] = {"n_items": 1, "n_attributes": 0, "max_item_attributes": 0, "text_dim": 0}
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """What a model may know of its dataset: sizes and item-side features (none when a model does not use them)."""
+
+    n_items: int  # catalogue size V (items 1..V, 0 is padding)
+    attributes: torch.Tensor | None = None  # [V+1, A] attribute ids per item (0 = none), when used
+    attribute_vocab: tuple[str, ...] = ()  # attribute id i <-> attribute_vocab[i - 1]
+    text: torch.Tensor | None = None  # [V+1, text_dim] frozen text embeddings, when used
+    popularity: np.ndarray | None = None  # [V+1] training counts per item (a sampled softmax's proposal)
+
+    def sizes(self) -> dict[str, int]:
+        """The derived config fields (`DERIVED_SIZES`) this metadata sets."""
+        a = self.attributes
+        return {
+            "n_items": self.n_items,
+            "n_attributes": len(self.attribute_vocab) if a is not None and self.attribute_vocab else 0,
+            "max_item_attributes": int(a.shape[1]) if a is not None and self.attribute_vocab else 0,
+            "text_dim": int(self.text.shape[1]) if self.text is not None else 0,
+        }
+
+
+def sized(config: Any, meta: DatasetMeta) -> Any:
+    """`config` (a frozen dataclass) with the fields of `DERIVED_SIZES` it has taken from `meta` (checked again)."""
+    names = {f.name for f in dataclasses.fields(config)}
+    return dataclasses.replace(config, **{k: v for k, v in meta.sizes().items() if k in names})
+
+
+def _protocol_members(proto: type) -> set[str]:
+    members: set[str] = set()
+    for klass in proto.__mro__:
+        if klass is object or not getattr(klass, "_is_protocol", False) or klass.__name__ in ("Protocol", "Generic"):
+            continue
+        members |= {n for n in vars(klass) if not n.startswith("_")} | set(getattr(klass, "__annotations__", {}))
+    return members
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model type (see the module docstring)."""
+
+    model_type: str  # config.json "model_type" of its artifacts
+    model_class: type[RecModel]  # loads its artifacts (from_pretrained)
+    config: type[Any] | None = None  # the frozen config dataclass (None: settings checked by `check`)
+    build: Callable[[Any, DatasetMeta], RecModel] | None = None  # (sized config, metadata) -> a fresh model
+    examples: tuple[Examples, ...] = ("windows", "prefixes")  # accepted training examples, the default first
+    features: bool = False  # reads item attributes / text: accepts [model] use_attributes and item_text
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # training name -> settings under the user's
+    # its own fit -> (the model, summary fields); None: the generic neural fit (`llmrec.train.fit.fit_spec`)
+    fit: Callable[[FitRequest], tuple[RecModel, dict[str, Any]]] | None = None
+    check: Callable[[dict[str, Any]], None] | None = None  # settings check when there is no `config` class
+    distributed: bool = False  # trains under torchrun / accelerate (data parallel)
+    estimate_memory: bool = False  # its peak memory is estimated before training (`llmrec.train.memory`)
+
+    def capabilities(self) -> tuple[str, ...]:
+        """Names of the `llmrec.models.base` protocols the class provides every member of."""
+        from llmrec.models import base
+
+        protocols = ("Trainable", "ItemEmbeddingModel", "Adaptable", "ColdItemMappable", "GradientAttributable", "OnnxExportable")
+        cls = self.model_class
+        declared = {n for k in cls.__mro__ for n in getattr(k, "__annotations__", {})}  # e.g. `config: XxxConfig`
+
+        def has(member: str) -> bool:
+            return hasattr(cls, member) or member in declared
+
+        return tuple(p for p in protocols if all(has(m) for m in _protocol_members(getattr(base, p))))
