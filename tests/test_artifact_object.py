@@ -42,7 +42,7 @@ def test_each_accessor_reads_its_file(tiny_prepared: PreparedDataset, tmp_path: 
     assert art.training is None and art.refit_on_valid is None
     assert not art.has_adapter and art.adapter() is None
     assert art.training_log_path is None and art.training_log() == []
-    assert art.ann_dir == path / "ann"
+    assert art.ann_dir == path / "ann" and not art.has_text_embeddings
     stored, why = art.text_embeddings("some-encoder", ["a"] * tiny_prepared.n_items)
     assert stored is None and "no item text embeddings" in why
     art.check_catalogue(tiny_prepared.n_items)  # fits: nothing raised
@@ -76,6 +76,7 @@ def test_adapter_and_text_embeddings_when_stored(tiny_prepared: PreparedDataset,
     art = open_artifact(path)
     adapter = art.adapter()
     assert art.has_adapter and isinstance(adapter, UserAdapter) and adapter.config.inner_steps == 2
+    assert art.has_text_embeddings
     stored, _ = art.text_embeddings("enc", texts)
     assert stored is not None and stored.shape == (len(texts) + 1, 3)
 

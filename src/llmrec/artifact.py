@@ -214,6 +214,11 @@ class Artifact:
         with artifact_file(self.training_log_path), self.training_log_path.open(newline="") as f:
             return list(csv.DictReader(f))
 
+    @property
+    def has_text_embeddings(self) -> bool:
+        """Whether the artifact stores its catalogue's text embeddings (`llmrec.index.text_store`)."""
+        return (self.path / TEXT_EMBEDDINGS_META).is_file()
+
     def text_embeddings(self, encoder_name: str, texts: Sequence[str]) -> tuple[np.ndarray | None, str]:
         """The stored catalogue text embeddings [V+1, D] when made by `encoder_name` from `texts`, else (None, why)."""
         from llmrec.index.text_store import read_item_text

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llmrec.artifact import open_artifact
 from llmrec.atomic import atomic_directory
 
 __all__ = ["ONNX_FILE", "check_onnx", "export_artifact"]
@@ -49,9 +50,7 @@ def export_artifact(
     text_embeddings: store the catalogue's text embeddings for queries (`llmrec.index.text_store`) unless the
     artifact already holds them for the packaged text encoder. None (default): when the text encoder is installed;
     True: a ValueError when it is not; False: copy what the artifact holds."""
-    src, out = Path(model_dir), Path(out)
-    if not (src / "config.json").is_file():
-        raise FileNotFoundError(f"{src}: not a model directory (no config.json)")
+    src, out = open_artifact(model_dir).path, Path(out)  # no config.json: "not a model directory"
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
         raise ValueError(f"--out {out}: must be outside the model folder {src}")
     summary: dict[str, Any] = {"bytes_before": _size(src)}
@@ -73,23 +72,21 @@ def export_artifact(
 
 def _store_text_embeddings(folder: Path, wanted: bool | None) -> str:
     """Make sure `folder` stores its catalogue's text embeddings for the packaged encoder (see `export_artifact`)."""
-    from llmrec.artifact import TEXT_EMBEDDINGS_META, read_items_and_histories, text_cache_dir
-    from llmrec.errors import read_json
+    from llmrec.artifact import text_cache_dir
     from llmrec.index.text_encoder import default_encoder, default_encoder_available, item_texts
-    from llmrec.index.text_store import catalogue_embeddings, read_item_text
+    from llmrec.index.text_store import catalogue_embeddings
 
+    art = open_artifact(folder)
     if wanted is False:
-        return "copied" if (folder / TEXT_EMBEDDINGS_META).is_file() else "none"
+        return "copied" if art.has_text_embeddings else "none"
     if not default_encoder_available():
         if wanted:
             raise ValueError("--text-embeddings needs the text encoder: pip install 'llmrec[text]'")
         return "not installed"
-    items, _ = read_items_and_histories(folder, None)
-    domain = str((read_json(folder / "dataset.json") if (folder / "dataset.json").is_file() else {}).get("domain") or "generic")
     encoder = default_encoder()
-    if read_item_text(folder, encoder.name, item_texts(items.sort("item_idx"), domain))[0] is not None:
+    if art.text_embeddings(encoder.name, item_texts(art.items, art.domain))[0] is not None:
         return "kept"
-    catalogue_embeddings(folder, items, domain, encoder, text_cache_dir(), store=True)
+    catalogue_embeddings(folder, art.items, art.domain, encoder, text_cache_dir(), store=True)
     return "stored"
 
 
@@ -100,9 +97,8 @@ def _size(path: Path) -> int:
 def write_onnx(model_dir: Path, path: Path) -> float:
     """Export the next-item LM of `model_dir` to `path` and check it (`check_onnx`); returns the largest difference."""
     from llmrec.models.base import OnnxExportable
-    from llmrec.recommend import load_model
 
-    model = load_model(model_dir)
+    model = open_artifact(model_dir).model()
     if not isinstance(model, OnnxExportable):
         raise ValueError(f"--onnx: {model_dir} holds a {type(model).__name__}, which cannot be exported to ONNX")
     scorer = model.onnx_module().eval()
@@ -143,11 +139,9 @@ def write_onnx(model_dir: Path, path: Path) -> float:
 
 def _write_serving_helper(model_dir: Path, folder: Path) -> None:
     """onnx_items.json (raw ids in the graph's order) and onnx_scorer.py (`llmrec.onnx_scorer`) into `folder`."""
-    import polars as pl
-
     from llmrec import onnx_scorer
 
-    raw_ids = pl.read_parquet(model_dir / "items.parquet").sort("item_idx")["item"].cast(pl.String).to_list()
+    raw_ids = [str(i) for i in open_artifact(model_dir).items["item"].to_list()]
     (folder / onnx_scorer.ITEMS_FILE).write_text(json.dumps(raw_ids), encoding="utf-8")
     shutil.copyfile(onnx_scorer.__file__, folder / "onnx_scorer.py")
 

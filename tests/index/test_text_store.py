@@ -4,6 +4,7 @@ training and export, what a query then encodes, and what happens when the stored
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import subprocess
@@ -24,7 +25,7 @@ from llmrec.index.text_encoder import encode_items, item_texts
 from llmrec.index.text_store import read_item_text, write_item_text
 from llmrec.recommend import Recommender
 
-fit_module = sys.modules["llmrec.train.fit"]
+fit_module = importlib.import_module("llmrec.train.fit")  # the module (llmrec.train.fit is also a function's name)
 runner = CliRunner()
 TINY_SET = [f"--set=model.{k}={v}" for k, v in {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32, "max_seq_len": 8}.items()]
 

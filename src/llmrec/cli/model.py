@@ -28,7 +28,6 @@ from llmrec.cli.common import (
     say,
     user_errors,
 )
-from llmrec.models import training_names
 
 if TYPE_CHECKING:
     from llmrec.data import PreparedDataset
@@ -43,7 +42,7 @@ def train_cmd(
     dataset: Annotated[str, typer.Option(help="A prepared dataset folder, or a registry name (prepared with defaults).")],
     out: Annotated[Path, typer.Option("--out", help="Model artifact folder to write.")],
     model: Annotated[
-        str, typer.Option(help=f"{' | '.join(training_names())} (the registered models and their presets)")
+        str, typer.Option(help="next-item-lm | sasrec | bsarec | t5-semantic | most-popular | item-knn (the training recipes)")
     ] = "next-item-lm",
     config: Annotated[Path | None, typer.Option(help="TOML file with [model] and [train] sections.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=1e-3 (repeatable).")] = None,
@@ -102,7 +101,7 @@ def train_cmd(
 
 def _training_table(summary: dict[str, Any], out: Path) -> Table:
     """`train`'s closing summary: best epoch, the validation metrics of that epoch, time (4 decimals, no JSON)."""
-    import csv
+    from llmrec.artifact import Artifact
 
     table = Table("", "", show_header=False)
     fixed = int(summary.get("train", {}).get("selected_epoch") or 0)
@@ -112,11 +111,7 @@ def _training_table(summary: dict[str, Any], out: Path) -> Table:
     elif "best_epoch" in summary:
         stopped = " (stopped early)" if summary.get("stopped_early") else ""
         table.add_row("best epoch", f"{summary['best_epoch']} of {summary['epochs_run']} run{stopped}")
-        metrics_csv = out / "train" / "metrics.csv"
-        rows: list[dict[str, str]] = []
-        if metrics_csv.is_file():
-            with metrics_csv.open(newline="") as f:
-                rows = list(csv.DictReader(f))
+        rows = Artifact(out).training_log()  # train/metrics.csv, one row per epoch
         best = next((r for r in rows if r.get("epoch") and int(float(r["epoch"])) == summary["best_epoch"]), None)
         shown = {k.removeprefix("valid_"): float(v) for k, v in (best or {}).items() if k.startswith("valid_") and v}
         if not shown and summary.get("best_valid") is not None:

@@ -99,10 +99,8 @@ def create_app(
     rec = recommender
     uses_text = int(getattr(getattr(rec.model, "config", None), "text_dim", 0) or 0) > 0
     # an artifact storing its catalogue's text embeddings (training with item text, export) makes warming cheap
-    if not uses_text and rec.path is not None:
-        from llmrec.artifact import TEXT_EMBEDDINGS_META  # polars comes with it: imported only once a model is served
-
-        uses_text = (rec.path / TEXT_EMBEDDINGS_META).is_file()
+    if not uses_text and rec.artifact is not None:
+        uses_text = rec.artifact.has_text_embeddings
     from llmrec.index.text_encoder import default_encoder_available
 
     text_at_hand = rec.text_encoder is not None or default_encoder_available()
