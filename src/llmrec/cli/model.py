@@ -28,6 +28,7 @@ from llmrec.cli.common import (
     say,
     user_errors,
 )
+from llmrec.models import training_names
 
 if TYPE_CHECKING:
     from llmrec.data import PreparedDataset
@@ -42,7 +43,7 @@ def train_cmd(
     dataset: Annotated[str, typer.Option(help="A prepared dataset folder, or a registry name (prepared with defaults).")],
     out: Annotated[Path, typer.Option("--out", help="Model artifact folder to write.")],
     model: Annotated[
-        str, typer.Option(help="next-item-lm | sasrec | bsarec | t5-semantic | most-popular | item-knn (the training recipes)")
+        str, typer.Option(help=f"{' | '.join(training_names())} (the registered models and their presets)")
     ] = "next-item-lm",
     config: Annotated[Path | None, typer.Option(help="TOML file with [model] and [train] sections.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=1e-3 (repeatable).")] = None,
