@@ -31,11 +31,11 @@ from llmrec.data.dataset import PreparedDataset
 
 # Evaluation of an artifact and the T5's fitting live in llmrec.eval and llmrec.train; re-exported for callers.
 from llmrec.eval.leave_one_out import dataset_name, evaluate_model, write_evaluation
-from llmrec.models import PRESETS
+from llmrec.models import PRESETS, training_names
 from llmrec.train import distributed
 from llmrec.train.loop import Callback, TrainConfig
 from llmrec.train.memory import check_training_memory
-from llmrec.train.recipes import RECIPES
+from llmrec.train.recipes import RECIPES, recipe
 from llmrec.train.semantic import SEMANTIC_SOURCES, collaborative_item_embeddings, fit_t5_semantic
 from llmrec.train.tracking import TRACKERS, Tracker
 
@@ -64,7 +64,7 @@ Status = Callable[[str], AbstractContextManager[Any]]
 
 def _check_model_keys(model: str, params: dict[str, Any]) -> None:
     """Refuse unknown or derived [model] keys of `model` (naming them) before anything is written."""
-    RECIPES[model].check(params)
+    recipe(model).check(params)
 
 
 def check_settings(
@@ -73,14 +73,12 @@ def check_settings(
     """Every setting of a run checked before any data is read or anything is written: the model name, the
     sections, the ``[model]`` keys and their ranges, the ``[train]`` config. Returns the merged ``[model]``
     parameters (presets under the user's) and the TrainConfig; a bad one is a ValueError naming its key."""
-    if model not in RECIPES:
-        raise ValueError(f"unknown model {model!r}; one of {', '.join(MODEL_NAMES)}")
-    recipe = RECIPES[model]
+    chosen = recipe(model)  # an unknown name is refused, naming the known ones
     unknown_sections = set(sections) - {"model", "train"}
     if unknown_sections:
         raise ValueError(f"unknown config section(s): {', '.join(sorted(unknown_sections))}; known: model, train")
-    params = {**recipe.presets, **sections.get("model", {})}
-    recipe.check(params)
+    params = {**chosen.presets, **sections.get("model", {})}
+    chosen.check(params)
     return params, build(TrainConfig, {"progress": progress, **sections.get("train", {})}, section="train")
 
 
@@ -103,19 +101,19 @@ def train_model(
     (`llmrec.train.memory.MemoryLimitError`); force: train anyway.
     """
     params, train_cfg = check_settings(model, sections, progress=progress)
-    recipe = RECIPES[model]
+    chosen = recipe(model)
     ctx = distributed.current()
-    if recipe.estimate is not None:
-        estimate = recipe.estimate(dataset, params, train_cfg, ctx.device.type)
+    if chosen.estimate is not None:
+        estimate = chosen.estimate(dataset, params, train_cfg, ctx.device.type)
         check_training_memory(estimate, device=ctx.device.type, force=force)
     t0 = time.perf_counter()
     summary: dict[str, Any] = {"model": model, "params": params}
-    if ctx.enabled and not recipe.distributed:
-        distributed_names = " and ".join(name for name, r in RECIPES.items() if r.distributed)
+    if ctx.enabled and not chosen.distributed:
+        distributed_names = " and ".join(name for name in training_names() if recipe(name).distributed)
         raise ValueError(f"model {model!r} trains in a single process; distributed training supports {distributed_names}")
     from llmrec.train.recipes import FitRequest
 
-    summary.update(recipe.fit(FitRequest(dataset, params, train_cfg, out, resume=resume, callbacks=callbacks)))
+    summary.update(chosen.fit(FitRequest(dataset, params, train_cfg, out, resume=resume, callbacks=callbacks)))
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     import torch
 

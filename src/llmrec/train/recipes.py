@@ -28,7 +28,7 @@ from llmrec.train import distributed
 from llmrec.train.loop import Callback, TrainConfig, TrainResult
 from llmrec.train.memory import MemoryEstimate, estimate_lm_run
 
-__all__ = ["RECIPES", "FitRequest", "ModelSettings", "Recipe", "model_settings"]
+__all__ = ["RECIPES", "FitRequest", "ModelSettings", "Recipe", "model_settings", "recipe"]
 
 
 @dataclass(frozen=True)
@@ -175,8 +175,16 @@ def _estimate_lm(dataset: PreparedDataset, params: dict[str, Any], train: TrainC
     return estimate_lm_run(dataset, params, train, device=device)
 
 
-# Every training name, in the registry's order: each model type, then its presets.
+# Every training name at import, in the registry's order: each model type, then its presets (`recipe` reads the
+# registry as it is now, so a model type registered later trains too).
 RECIPES: dict[str, Recipe] = {name: Recipe(name, PRESETS.get(name, name)) for name in training_names()}
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe of training name `name` (a registered model type or preset); ValueError naming the known ones."""
+    if name not in training_names():
+        raise ValueError(f"unknown model {name!r}; one of {', '.join(training_names())}")
+    return Recipe(name, PRESETS.get(name, name))
 
 
 def _same_dataset_on_resume(run_dir: Path, dataset: PreparedDataset, resume: bool) -> None:
