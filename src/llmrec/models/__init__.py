@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from llmrec.errors import ArtifactError
 from llmrec.models.spec import ModelSpec
@@ -128,7 +128,7 @@ def load_model(path: str | Path) -> RecModel:
         ) from e
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     """The model classes re-exported above, imported on first access (this package imports no torch)."""
     if name in ("NextItemLM", "NextItemLMConfig", "RecOutput"):
         from llmrec.models import next_item_lm

@@ -24,11 +24,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
+    from _typeshed import DataclassInstance
 
     from llmrec.models.base import RecModel
     from llmrec.train.recipes import FitRequest
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["DERIVED_SIZES", "DatasetMeta", "Examples", "ModelSpec", "sized"]
 
 Examples = Literal["windows", "prefixes"]
+C = TypeVar("C", bound="DataclassInstance")
 
 # Config fields that come from the dataset's metadata, never from a user (placeholders while settings are checked).
 DERIVED_SIZES: dict[str, int] = {"n_items": 1, "n_attributes": 0, "max_item_attributes": 0, "text_dim": 0}
@@ -62,7 +64,7 @@ class DatasetMeta:
         }
 
 
-def sized(config: Any, meta: DatasetMeta) -> Any:
+def sized(config: C, meta: DatasetMeta) -> C:
     """`config` (a frozen dataclass) with the fields of `DERIVED_SIZES` it has taken from `meta` (checked again)."""
     names = {f.name for f in dataclasses.fields(config)}
     return dataclasses.replace(config, **{k: v for k, v in meta.sizes().items() if k in names})
