@@ -73,7 +73,7 @@ TEXT_EMBEDDINGS = "item_text.safetensors"  # the catalogue's text embeddings (`l
 TEXT_EMBEDDINGS_META = "item_text.json"  # their encoder, dimension and catalogue digest
 
 
-def model_type(path: str | Path) -> Any:
+def model_type(path: str | Path) -> object:
     """config.json's ``model_type`` of the artifact folder `path` (None when absent; not checked against MODELS).
 
     No config.json is a FileNotFoundError ("not a model directory"); an unreadable one an ArtifactError naming it.
@@ -102,7 +102,7 @@ class Artifact:
         self.path = Path(path)
 
     @cached_property
-    def config(self) -> dict[str, Any]:
+    def config(self) -> dict[str, object]:
         """config.json (the model's settings and ``model_type``)."""
         return read_json(self.path / "config.json")
 
@@ -156,13 +156,13 @@ class Artifact:
         return histories
 
     @cached_property
-    def dataset_info(self) -> dict[str, Any]:
+    def dataset_info(self) -> dict[str, object]:
         """dataset.json: domain, source, statistics, identity and prepared path of the training data ({} when absent)."""
         path = self.path / "dataset.json"
         return read_json(path) if path.is_file() else {}
 
     @property
-    def dataset_identity(self) -> dict[str, Any] | None:
+    def dataset_identity(self) -> dict[str, object] | None:
         """The identity of the data the model was trained on (`llmrec.identity`); None for older artifacts."""
         identity = self.dataset_info.get("identity")
         return identity if isinstance(identity, dict) else None

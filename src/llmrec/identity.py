@@ -104,10 +104,10 @@ def dataset_for_model(
     model_dir = Path(model_dir)
     if dataset is None:
         meta_path = model_dir / "dataset.json"
-        meta = Artifact(model_dir).dataset_info
-        if not isinstance(meta.get("prepared_path"), str):
+        recorded = Artifact(model_dir).dataset_info.get("prepared_path")
+        if not isinstance(recorded, str):
             raise ValueError(f"{model_dir}: the model does not record its dataset; pass {option}")
-        dataset = meta["prepared_path"]
+        dataset = recorded
         option = f"the dataset recorded in {meta_path} ({dataset})"
     prepared, _ = open_dataset(str(dataset), model_dir.parent / f"{Path(dataset).name}-data", status=status)
     check_model_dataset(model_dir, prepared, option=option)

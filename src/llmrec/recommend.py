@@ -73,14 +73,6 @@ log = logging.getLogger("llmrec.recommend")
 CITE_SHARE = 0.25  # explain(): a history item is cited as a reason when its attribution is >= this share of the top one
 
 
-def _n_items(model: Any) -> int | None:
-    """The catalogue size a loaded model was built for (None when it does not say)."""
-    n = getattr(getattr(model, "config", None), "n_items", None)
-    if n is None:
-        n = getattr(model, "n_items", None)
-    return None if n is None else int(n)
-
-
 class Recommender(IndexedRetrieval):
     """Facade over a model artifact: raw ids in, ranked raw ids (with titles) out."""
 
@@ -122,7 +114,7 @@ class Recommender(IndexedRetrieval):
         on the CPU either way; ``adapt=True`` needs ``device="cpu"``."""
         art = open_artifact(path)  # every file is read through it (`llmrec.artifact.Artifact`)
         model = art.model(resolve_device(device))  # "cuda" without CUDA is a ValueError before anything is loaded
-        art.check_catalogue(_n_items(model))
+        art.check_catalogue(model.n_items)  # the catalogue the model was built for
         rec = cls(model, art.items, art.histories, art.dataset_info)
         rec.path, rec.artifact = art.path, art
         rec.exclude_seen_default = served_exclude_seen(art.training)
