@@ -129,3 +129,20 @@ def test_a_catalogue_of_another_size_names_the_items(tiny_prepared: PreparedData
     with pytest.raises(ArtifactError, match="items, the model has") as e:
         open_artifact(path).check_catalogue(tiny_prepared.n_items + 1)
     assert str(path / "items.parquet") in str(e.value)
+
+
+def test_an_older_artifact_without_the_optional_files_still_loads(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
+    """Artifacts written before dataset.json, histories.parquet, training.json or the marker existed."""
+    from llmrec.artifact import open_artifact
+    from llmrec.identity import check_model_dataset
+    from llmrec.recommend import Recommender
+
+    path = _pop_artifact(tiny_prepared, tmp_path / "pop")
+    for name in ("dataset.json", "histories.parquet", ".llmrec.json"):
+        (path / name).unlink()
+    art = open_artifact(path)
+    assert art.dataset_info == {} and art.dataset_identity is None and art.histories == {} and art.domain == "generic"
+    check_model_dataset(path, tiny_prepared)  # checked by its items.parquet instead
+    rec = Recommender.load(path, ann="off", device="cpu")
+    assert rec.exclude_seen_default and rec.adapter is None and rec.histories == {}
+    assert len(rec.recommend(history=[tiny_prepared.raw_item_ids()[0]], k=3)) == 3
