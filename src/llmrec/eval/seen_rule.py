@@ -23,6 +23,8 @@ from llmrec.eval.stats import paired_test
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import torch
+
     from llmrec.data.dataset import PreparedDataset
     from llmrec.eval.scoring import ScoreFn
 
@@ -57,22 +59,19 @@ def choose_seen_rule(score_fn: ScoreFn, dataset: PreparedDataset, *, n_boot: int
     }
 
 
-def seen_rule_of_artifact(out: Path, dataset: PreparedDataset, summary: dict[str, Any], device: Any) -> dict[str, Any]:
+def seen_rule_of_artifact(
+    out: Path, dataset: PreparedDataset, summary: dict[str, Any], device: str | torch.device
+) -> dict[str, Any]:
     """`choose_seen_rule` for the artifact just trained in `out` (a model refit on train + valid events has no
     held-out validation item: its selection run's best weights, ``train/best``, decide): the summary key
     ``seen_items``, or nothing when there is nothing held out to decide on."""
-    import torch
-
+    from llmrec.artifact import Artifact
     from llmrec.eval.scoring import score_fn
-    from llmrec.models import load_model
 
     weights = out / "train" / "best" if summary.get("train", {}).get("refit_on_valid") else out
     if not (weights / "config.json").is_file():
         return {}
-    model = load_model(weights)
-    if isinstance(model, torch.nn.Module):
-        model = model.to(device)
-    record = choose_seen_rule(score_fn(model), dataset)
+    record = choose_seen_rule(score_fn(Artifact(weights).model(device)), dataset)
     return {} if record is None else {"seen_items": record}
 
 
