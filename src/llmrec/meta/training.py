@@ -26,14 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from llmrec.artifact import copy_with_weights
+from llmrec.artifact import copy_with_weights, open_artifact
 from llmrec.config import build
 from llmrec.data.dataset import PreparedDataset
 from llmrec.eval.cold_start import SUPPORT_SIZES, ColdStartResult, cold_start_table, evaluate_cold_start
 from llmrec.eval.scoring import ScoreFn, score_fn
 from llmrec.meta.in_context import EPISODIC_TRAIN_DEFAULTS, EpisodicConfig, constrained_metric, episodic_finetune
 from llmrec.meta.maml import AdapterConfig, MetaConfig, UserAdapter, meta_train
-from llmrec.models import load_model
 from llmrec.models.base import Adaptable, RecModel, Trainable
 from llmrec.train.fit import validation_evaluator
 from llmrec.train.loop import TrainConfig
@@ -99,7 +98,7 @@ def meta_train_model(
         raise ValueError(f"unknown config section(s): {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}")
     from llmrec.identity import check_model_dataset
 
-    model = load_model(base_dir)  # a damaged artifact: ArtifactError naming the file
+    model = open_artifact(base_dir).model()  # a damaged artifact: ArtifactError naming the file
     # What each method needs of the model, asked of its capabilities (llmrec.models.base), never of its class:
     # the adapter reads encode() and item_table(); the in-context methods also train every weight (Trainable).
     if not isinstance(model, Adaptable):
