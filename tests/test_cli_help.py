@@ -52,7 +52,7 @@ def test_bracketed_text_survives() -> None:
     train = _flat(runner.invoke(app, ["train", "--help"], env={"COLUMNS": "100"}).stdout)
     assert _flat("TOML file with [model] and [train] sections.") in train
     evaluate = _flat(runner.invoke(app, ["evaluate", "--help"], env={"COLUMNS": "100"}).stdout)
-    assert _flat("[default: no for loo, yes for cold-start]") in evaluate
+    assert _flat("[default: loo, the model's served rule; cold-start, yes]") in evaluate
 
 
 def test_version() -> None:

@@ -34,12 +34,21 @@ def _imports(path: Path, text: str | None = None) -> set[str]:
     return found
 
 
+# The one import that points up, named: the T5's own fit (models/seq2seq.py `_fit`, called only by training)
+# runs two trainings (semantic ids, then the T5), which is training code.
+EXCEPTIONS = {
+    ("llmrec/models/seq2seq.py", "llmrec.train.semantic"),
+    ("llmrec/models/seq2seq.py", "llmrec.train.semantic.fit_request"),
+}
+
+
 def _violations(package: str, forbidden: tuple[str, ...]) -> list[str]:
     out = []
     for path in sorted((SRC / package).rglob("*.py")):
+        where = str(path.relative_to(SRC.parent))
         for name in sorted(_imports(path)):
-            if any(name == f or name.startswith(f + ".") for f in forbidden):
-                out.append(f"{path.relative_to(SRC.parent)} imports {name}")
+            if any(name == f or name.startswith(f + ".") for f in forbidden) and (where, name) not in EXCEPTIONS:
+                out.append(f"{where} imports {name}")
     return out
 
 

@@ -105,6 +105,7 @@ def test_streaming_equals_in_memory(
     _assert_same(expected, got, (*SAME, "source"))
     assert manifest == got.manifest
     assert sorted(p.name for p in (tmp / "stream").iterdir()) == [
+        ".llmrec.json",  # the marker: llmrec wrote this folder
         "items.parquet",
         "manifest.json",
         "sequences.parquet",

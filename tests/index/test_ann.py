@@ -335,8 +335,10 @@ def test_service_answers_through_the_index_like_full_scoring(artifact: Path) -> 
             assert scores(batch.json()["results"]) == pytest.approx(scores(answers[mode]), abs=1e-5)
             bad = client.post("/v1/recommend", json={"history": ["4"], "k": 0})
             assert (bad.status_code, bad.json()["code"]) == (422, "invalid_request")
-            unknown = client.post("/v1/recommend", json={"history": ["no-such-item"]})
+            unknown = client.post("/v1/recommend", json={"history": ["no-such-item"], "strict": True})
             assert (unknown.status_code, unknown.json()["code"]) == (422, "unknown_ids")
+            lenient = client.post("/v1/recommend", json={"history": ["no-such-item"]}).json()  # the default
+            assert lenient["fallback"] == "popular" and lenient["ignored_items"] == ["no-such-item"]
     assert ids(answers["flat"]) == ids(answers["off"])
     assert scores(answers["flat"]) == pytest.approx(scores(answers["off"]), abs=1e-5)
     assert "4" not in ids(answers["hnsw"])[1] and len(ids(answers["hnsw"])[1]) == 7

@@ -69,7 +69,7 @@ def test_serve_warns_when_exposed_without_a_key(serve_artifact: Path, uvicorn_ca
     ("args", "message"),
     [
         (["--workers", "0"], "--workers: must be between 1 and 1024, got 0"),
-        (["--port", "70000"], "--port: must be between 1 and 65535, got 70000"),
+        (["--port", "70000"], "--port: must be between 0 and 65535, got 70000"),
         (
             ["--api-key-env", "LLMREC_TEST_NO_SUCH_VARIABLE"],
             "LLMREC_TEST_NO_SUCH_VARIABLE: that environment variable is not set",

@@ -26,7 +26,7 @@ from llmrec.types import PAD_ID
 
 if TYPE_CHECKING:
     from llmrec.models.base import RecModel
-    from llmrec.train.recipes import FitRequest
+    from llmrec.models.spec import FitInput
 
 __all__ = ["ITEM_KNN", "MOST_POPULAR", "ItemKNN", "MostPopular"]
 
@@ -147,7 +147,7 @@ class ItemKNN:
 
 
 # ---- specs: no gradient training, each its own fit on the training sequences ---------------------------------
-def _fit_most_popular(req: FitRequest) -> tuple[RecModel, dict[str, Any]]:
+def _fit_most_popular(req: FitInput) -> tuple[RecModel, dict[str, Any]]:
     return MostPopular.fit(req.dataset.train_sequences(), req.dataset.n_items), {}
 
 
@@ -168,7 +168,7 @@ def _check_knn(params: dict[str, Any]) -> None:
         check_range(f"model.{key}", value, *ranges[key], low_open=key == "decay")
 
 
-def _fit_item_knn(req: FitRequest) -> tuple[RecModel, dict[str, Any]]:
+def _fit_item_knn(req: FitInput) -> tuple[RecModel, dict[str, Any]]:
     return ItemKNN.fit(req.dataset.train_sequences(), req.dataset.n_items, **req.params), {}
 
 

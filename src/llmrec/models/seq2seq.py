@@ -17,11 +17,9 @@ Two ways to get the T5:
 Differences from TIGER: residual k-means codes instead of an RQ-VAE; T5 v1.0 blocks of Hugging Face (ReLU
 feed-forward, relative position buckets) instead of the paper's exact sizes; beams are scored by the model's
 unconstrained log-probabilities restricted to valid paths (the mask removes invalid tokens, it does not
-renormalise). Cold items (never a training target): the model gives their codes little probability, since it never
-saw them as targets, though it still orders them usefully among themselves. With `cold_weight` > 0 every cold item
-joins the beams with its exact log-probability + log(cold_weight), a calibration offset chosen on validation. (TIGER
-instead lets cold items share the prefix of a generated item, which gives all of them under a prefix the same score;
-on ml-100k the exact scores order the cold items better: docs/generative-retrieval.md.)
+renormalise). Cold items (never a training target) get little probability; with `cold_weight` > 0 every cold item
+joins the beams with its exact log-probability + log(cold_weight), an offset chosen on validation (TIGER lets cold
+items share a generated item's prefix instead: docs/generative-retrieval.md compares the two on ml-100k).
 
 Scores for full-ranking evaluation (`score`): the items of the beams get their beam log-probability, every other
 item -inf, so an item outside the beams counts as unranked (rank = n_items under pessimistic ties).
@@ -42,7 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, T5Config, T5ForConditionalGeneration
 
-from llmrec.config import MAX_SEQ_LEN, check_range
+from llmrec.config import MAX_SEQ_LEN, build, check_range
 from llmrec.data.sequences import prefix_windows
 from llmrec.index.semantic_ids import CodeTrie, SemanticIds
 from llmrec.models.spec import ModelSpec
@@ -51,7 +49,7 @@ from llmrec.types import PAD_ID, SeqBatch
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from llmrec.train.recipes import FitRequest
+    from llmrec.models.spec import FitInput
 
 __all__ = ["SPEC", "Seq2SeqOutput", "T5SemanticConfig", "T5SemanticRecommender", "prefix_windows"]
 
@@ -431,17 +429,22 @@ def _dedupe_sorted(items: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Ten
     return items.masked_fill(torch.isinf(scores), PAD_ID), scores
 
 
+SEMANTIC_ID_KEYS = ("n_levels", "codebook_size", "semantic_seed", "text_model", "semantic_source", "collab_model")  # ids, not T5
+
+
 def _check(params: dict[str, Any]) -> None:
-    from llmrec.train.semantic import check_params
+    """The T5's [model] section: T5SemanticConfig fields (sizes come from the data) and the semantic-id keys."""
+    build(
+        T5SemanticConfig, params, section="model", allowed_extra=SEMANTIC_ID_KEYS, derived={"n_items": 1, "codebook_sizes": (1,)}
+    )
 
-    check_params(params)
 
-
-def _fit(req: FitRequest) -> tuple[T5SemanticRecommender, dict[str, Any]]:
+def _fit(req: FitInput) -> tuple[T5SemanticRecommender, dict[str, Any]]:
+    # The one import from models/ up into training (tests/test_import_direction.py names it): the T5 trains its
+    # own way, semantic ids of the items first, then the T5 over them.
     from llmrec.train.semantic import fit_request
 
     return fit_request(req)
 
 
-# Trains its own way (`llmrec.train.semantic`): semantic ids of the items first, then the T5 over them.
 SPEC = ModelSpec("t5-semantic", T5SemanticRecommender, examples=(), check=_check, fit=_fit)

@@ -24,23 +24,42 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
     from _typeshed import DataclassInstance
 
+    from llmrec.data.dataset import PreparedDataset
     from llmrec.models.base import RecModel
-    from llmrec.train.recipes import FitRequest
 
-__all__ = ["DERIVED_SIZES", "DatasetMeta", "Examples", "ModelSpec", "sized"]
+__all__ = ["DERIVED_SIZES", "DatasetMeta", "Examples", "FitInput", "ModelSpec", "sized"]
 
 Examples = Literal["windows", "prefixes"]
 C = TypeVar("C", bound="DataclassInstance")
 
 # Config fields that come from the dataset's metadata, never from a user (placeholders while settings are checked).
 DERIVED_SIZES: dict[str, int] = {"n_items": 1, "n_attributes": 0, "max_item_attributes": 0, "text_dim": 0}
+
+
+class FitInput(Protocol):
+    """What a spec's own `fit` reads (`llmrec.train.recipes.FitRequest` provides it): declared here so that a
+    model file names no type of the training layer above it (imports point down: data <- models <- train)."""
+
+    @property
+    def dataset(self) -> PreparedDataset: ...
+    @property
+    def params(self) -> dict[str, Any]: ...  # the merged [model] section
+    @property
+    def train(self) -> Any: ...  # the [train] config (llmrec.train.TrainConfig)
+    @property
+    def out(self) -> Path: ...
+    @property
+    def resume(self) -> bool: ...
+    @property
+    def run_dir(self) -> Path | None: ...
 
 
 @dataclass(frozen=True)
@@ -91,7 +110,7 @@ class ModelSpec:
     features: bool = False  # reads item attributes / text: accepts [model] use_attributes and item_text
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # training name -> settings under the user's
     # its own fit -> (the model, summary fields); None: the generic neural fit (`llmrec.train.fit.fit_spec`)
-    fit: Callable[[FitRequest], tuple[RecModel, dict[str, Any]]] | None = None
+    fit: Callable[[FitInput], tuple[RecModel, dict[str, Any]]] | None = None
     check: Callable[[dict[str, Any]], None] | None = None  # settings check when there is no `config` class
     distributed: bool = False  # trains under torchrun / accelerate (data parallel)
     estimate_memory: bool = False  # its peak memory is estimated before training (`llmrec.train.memory`)

@@ -18,9 +18,9 @@ from llmrec.train.loop import TrainConfig, TrainResult
 if TYPE_CHECKING:
     from llmrec.data.dataset import PreparedDataset
     from llmrec.models.seq2seq import T5SemanticRecommender
-    from llmrec.train.recipes import FitRequest
+    from llmrec.models.spec import FitInput
 
-__all__ = ["SEMANTIC_SOURCES", "collaborative_item_embeddings", "check_params", "fit_request", "fit_t5_semantic"]
+__all__ = ["SEMANTIC_SOURCES", "collaborative_item_embeddings", "fit_request", "fit_t5_semantic"]
 
 SEMANTIC_SOURCES = ("text", "collaborative", "text+collaborative")
 
@@ -137,20 +137,7 @@ def fit_t5_semantic(
     )
 
 
-# [model] keys that choose the semantic ids rather than the T5 (defaults in fit_t5_semantic).
-_SEMANTIC_ID_KEYS = ("n_levels", "codebook_size", "semantic_seed", "text_model", "semantic_source", "collab_model")
-
-
-def check_params(params: dict[str, Any]) -> None:
-    """The T5's [model] section: T5SemanticConfig fields (sizes come from the data) and the semantic-id keys."""
-    from llmrec.config import build
-    from llmrec.models.seq2seq import T5SemanticConfig
-
-    sizes: dict[str, Any] = {"n_items": 1, "codebook_sizes": (1,)}
-    build(T5SemanticConfig, params, section="model", allowed_extra=_SEMANTIC_ID_KEYS, derived=sizes)
-
-
-def fit_request(req: FitRequest) -> tuple[T5SemanticRecommender, dict[str, Any]]:
+def fit_request(req: FitInput) -> tuple[T5SemanticRecommender, dict[str, Any]]:
     """The T5's fit behind ``llmrec train --model t5-semantic`` (its `ModelSpec.fit`): the model and its summary."""
     from llmrec.train.recipes import selection_summary
 
