@@ -28,7 +28,7 @@ def test_each_accessor_reads_its_file(tiny_prepared: PreparedDataset, tmp_path: 
 
     path = _pop_artifact(tiny_prepared, tmp_path / "pop")
     art = artifact.open_artifact(path)
-    assert artifact.open is artifact.open_artifact  # `llmrec.artifact.open(path)` too
+    assert artifact.open is artifact.open_artifact and "open" not in artifact.__all__  # a star import keeps builtin open
     assert art.path == path and art.model_type == "most-popular" and art.config["model_type"] == "most-popular"
     model = art.model()
     assert model.n_items == tiny_prepared.n_items

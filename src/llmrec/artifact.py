@@ -57,7 +57,6 @@ __all__ = [
     "check_weights",
     "copy_with_weights",
     "model_type",
-    "open",
     "open_artifact",
     "read_items_and_histories",
     "read_training",
@@ -239,7 +238,9 @@ def open_artifact(path: str | Path) -> Artifact:
     return Artifact(path)
 
 
-open = open_artifact  # `llmrec.artifact.open(path)`; this module uses no builtin open
+# `llmrec.artifact.open(path)`, the short spelling; left out of __all__ so that a star import never shadows the
+# builtin open (this module itself uses none)
+open = open_artifact
 
 
 def read_items_and_histories(path: str | Path, n_items: int | None) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
