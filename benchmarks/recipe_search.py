@@ -47,10 +47,10 @@ def main() -> int:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.reuse:
-        from llmrec.models.next_item_lm import NextItemLM
+        from llmrec.models import load_model
 
         ds = PreparedDataset.load(a.prepared)
-        model = NextItemLM.from_pretrained(f"{a.run_dir}/best")
+        model = load_model(f"{a.run_dir}/best")  # any model type (e.g. the best weights of an `llmrec train` run)
         res: dict[str, Any] = {}
         for split in ("valid", "test") if a.final else ("valid",):
             res[f"{split}_exclude_seen"] = _metrics(model, ds, split, True)
