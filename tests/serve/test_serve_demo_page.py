@@ -98,7 +98,7 @@ def test_demo_page_recommends_for_a_user_and_for_picked_items(
     page.fill("#user-id", "ghost")
     page.click("#recommend-user")
     page.wait_for_selector("#status.error")
-    assert page.text_content("#status") == "unknown user id(s): ghost"
+    assert page.text_content("#status") == "unknown user id: ghost"
     assert page.locator("#results").is_hidden() and page.locator("#history").is_hidden()
 
 
