@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Rope", "ScoreModule", "attend", "causal_padding_mask", "positions", "rotary", "rotate"]
+__all__ = ["Rope", "ScoreModule", "attend", "causal_padding_mask", "positions", "prefix_items", "rotary", "rotate"]
 
 Rope = tuple[torch.Tensor, torch.Tensor]
 
@@ -84,3 +84,13 @@ def attend(
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # [B, H, L, Dh]
     out: torch.Tensor = proj(y.transpose(1, 2).reshape(B, L, D))
     return out
+
+
+def prefix_items(item_ids: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """item_ids [B, L], real [B, L] target positions -> [N, L]: for each target position t (row-major, as
+    ``h[real]``) the items at positions <= t of its row, 0 elsewhere (0 is PAD, never an item): what each training
+    example has already seen (a seen-masked softmax leaves them out)."""
+    B, L = item_ids.shape
+    upto = torch.ones(L, L, dtype=torch.bool, device=item_ids.device).tril()  # [L(t), L(j)]: j <= t
+    rows = item_ids.unsqueeze(1).expand(B, L, L) * upto  # [B, L(t), L(j)]
+    return rows[real]  # [N, L]
