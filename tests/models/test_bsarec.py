@@ -184,12 +184,15 @@ def test_config_refuses_bad_values(overrides: dict[str, Any], named: str) -> Non
 
 
 def test_built_for_a_dataset_with_its_item_attributes(tiny_prepared: PreparedDataset) -> None:
-    from llmrec.train import build_model
+    from llmrec.models.spec import sized
+    from llmrec.train.fit import dataset_meta
 
-    lm, vocab = build_model(tiny_prepared, {"max_seq_len": 8, "d_model": 16, "n_layers": 1}, use_attributes=True)
-    model = BSARec.from_next_item_lm(lm, alpha=0.5)
-    assert vocab and model.config.n_attributes == len(vocab) and model.config.alpha == 0.5
-    assert model.n_items == tiny_prepared.n_items and torch.equal(model.item_attributes, lm.item_attributes)
+    meta = dataset_meta(tiny_prepared, use_attributes=True)
+    config = BSARecConfig(n_items=1, max_seq_len=8, d_model=16, n_layers=1, alpha=0.5)
+    model = BSARec.build(sized(config, meta), meta)
+    assert meta.attribute_vocab and model.config.n_attributes == len(meta.attribute_vocab) and model.config.alpha == 0.5
+    assert meta.attributes is not None and model.n_items == tiny_prepared.n_items
+    assert torch.equal(model.item_attributes, meta.attributes)
 
 
 # ---- through the CLI and the service, unchanged ------------------------------------------------------------------

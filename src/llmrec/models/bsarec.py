@@ -19,9 +19,9 @@ which sees exactly the history, so `score`, `encode(...)[:, -1]` and everything 
 FAISS retrieval, explanations, per-user adaptation with ``support_loss = "last"``) are sound; adaptation with
 ``support_loss = "next"`` reads earlier positions, which here have seen the items after them.
 
-Everything else is the next-item LM's (`llmrec.models.next_item_lm`, subclassed): the item table with optional
-attribute and text features, tied output embeddings, the losses, item-table caching and the contract methods.
-The artifact's ``model_type`` is ``"bsarec"``.
+Everything else is shared with the next-item LM through `llmrec.models.item_sequence.ItemSequenceModel`: the
+item table with optional attribute and text features, tied output embeddings, the losses, item-table caching,
+persistence and the contract methods. The artifact's ``model_type`` is ``"bsarec"``.
 
 Differences from the paper:
 
@@ -40,15 +40,14 @@ Differences from the paper:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from llmrec.config import SettingError, check_range
-from llmrec.models.layers import Rope, attend, causal_padding_mask, positions, rotary
-from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig, RecOutput
+from llmrec.models.item_sequence import ItemSequenceConfig, ItemSequenceModel, RecOutput
+from llmrec.models.layers import Rope, attend, causal_padding_mask
 from llmrec.models.spec import ModelSpec
 from llmrec.types import PAD_ID, SeqBatch
 
@@ -56,8 +55,8 @@ __all__ = ["SPEC", "BSARec", "BSARecConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class BSARecConfig(NextItemLMConfig):
-    """The next-item LM's fields plus BSARec's two: the mix α and the low-pass cut-off c."""
+class BSARecConfig(ItemSequenceConfig):
+    """The shared item-sequence fields plus BSARec's two: the mix α and the low-pass cut-off c."""
 
     alpha: float = 0.7  # block output = alpha * filter branch + (1 - alpha) * attention branch (the paper's α)
     c: int = 5  # frequencies kept by the low-pass part (the lowest c of the rfft at length max_seq_len)
@@ -71,13 +70,6 @@ class BSARecConfig(NextItemLMConfig):
                 "c",
                 f"must be between 1 and {n_freq} (the frequencies of a max_seq_len={self.max_seq_len} sequence), got {self.c}",
             )
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> BSARecConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown BSARecConfig keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
 
 
 class _BSABlock(nn.Module):
@@ -115,45 +107,25 @@ class _BSABlock(nn.Module):
         return out
 
 
-class BSARec(NextItemLM):
-    """BSARec over item tokens with the next-item LM's (tied) item table; trained at the last position only."""
+class BSARec(ItemSequenceModel):
+    """BSARec blocks over the shared (tied) item table; trained at the last position only."""
 
     model_type = "bsarec"  # llmrec.models.MODELS key and config.json "model_type"
-    config_class = BSARecConfig  # save_pretrained / from_pretrained are NextItemLM's
+    config_class = BSARecConfig
     config: BSARecConfig
 
     def __init__(self, config: BSARecConfig) -> None:
         super().__init__(config)
         self.blocks = nn.ModuleList(_BSABlock(config) for _ in range(config.n_layers))
-        self.emb_ln = nn.LayerNorm(config.d_model)  # on the input embeddings, as in the paper
-        del self.ln_f  # the post-LN blocks end normalised (NextItemLM's pre-LN blocks need a final norm)
-        self.apply(self._init_weights)
-
-    @classmethod
-    def from_next_item_lm(cls, lm: NextItemLM, **overrides: Any) -> BSARec:
-        """A fresh BSARec of `lm`'s sizes and item features (attributes, text, sampling proposal); `overrides` set
-        BSARec's own fields (alpha, c). The weights are new (seeded by the caller), not copied from `lm`."""
-        model = cls(BSARecConfig(**{**lm.config.to_dict(), **overrides}))
-        with torch.no_grad():
-            for name in ("item_attributes", "item_text", "log_q"):
-                if hasattr(lm, name):
-                    getattr(model, name).copy_(getattr(lm, name))
-        return model
+        self.emb_ln = nn.LayerNorm(config.d_model)  # on the input embeddings, as in the paper (post-LN blocks end normalised)
+        self._finish_init()
 
     def encode(self, item_ids: torch.Tensor) -> torch.Tensor:
         """item_ids [B, L] left-padded -> hidden states [B, L, D] (zero at padding; only the last one is causal)."""
-        c = self.config
-        item_ids = item_ids[:, -c.max_seq_len :]
-        is_real = item_ids != PAD_ID  # [B, L]
-        keep = is_real.unsqueeze(-1).to(self.item_emb.weight.dtype)  # [B, L, 1]
-        x = self.item_emb(item_ids)  # [B, L, D]
-        if self._has_features():
-            x = x + self._item_features(item_ids) * keep
-        pos = positions(is_real, c.pos_origin)  # [B, L]
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(pos)
+        x, is_real, pos = self.embed(item_ids)
+        keep = is_real.unsqueeze(-1).to(x.dtype)  # [B, L, 1]
         x = self.emb_drop(self.emb_ln(x)) * keep  # padding is zero before the first filter
-        rope = rotary(pos, c.d_model // c.n_heads) if c.pos_encoding == "rotary" else None
+        rope = self.rope(pos)
         # Attention as in the LM (causal, padding keys hidden, each position sees itself); the filter is not causal.
         mask = causal_padding_mask(is_real)  # [B, 1, L, L]
         for block in self.blocks:
@@ -162,7 +134,7 @@ class BSARec(NextItemLM):
         return h
 
     def forward(self, batch: SeqBatch) -> RecOutput:
-        """As `NextItemLM.forward`, with the loss at the last position only (earlier positions have seen their
+        """As `ItemSequenceModel.forward`, with the loss at the last position only (earlier positions have seen their
         targets through the filter): targets elsewhere are ignored."""
         if batch.targets is not None:
             last = torch.full_like(batch.targets, PAD_ID)

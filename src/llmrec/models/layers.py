@@ -1,4 +1,4 @@
-"""Layers that more than one model file composes: positions, rotary embeddings, masked multi-head attention.
+"""Layers that model files compose: positions, rotary embeddings, masked multi-head attention, the pre-LN block.
 
 Functions over the modules a model owns (its ``qkv`` and ``proj`` linears), so each model keeps its own
 state-dict keys (old artifacts load) while the arithmetic is written once. Shapes: histories are left-padded,
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Rope", "ScoreModule", "attend", "causal_padding_mask", "positions", "prefix_items", "rotary", "rotate"]
+__all__ = ["PreLNBlock", "Rope", "ScoreModule", "attend", "causal_padding_mask", "positions", "prefix_items", "rotary", "rotate"]
 
 Rope = tuple[torch.Tensor, torch.Tensor]
 
@@ -84,6 +84,29 @@ def attend(
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # [B, H, L, Dh]
     out: torch.Tensor = proj(y.transpose(1, 2).reshape(B, L, D))
     return out
+
+
+class PreLNBlock(nn.Module):
+    """Pre-LN transformer block: x + Attn(LN(x)); x + MLP(LN(x)) with a GELU feed-forward (the next-item LM's)."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
+        self.drop = nn.Dropout(dropout)
+        self.attn_dropout = dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, rope: Rope | None) -> torch.Tensor:
+        """x [B, L, D], mask as `causal_padding_mask`, rope from `rotary` or None -> [B, L, D]."""
+        p = self.attn_dropout if self.training else 0.0
+        y = attend(self.ln1(x), self.qkv, self.proj, self.n_heads, mask, rope, p)  # [B, L, D]
+        x = x + self.drop(y)
+        out: torch.Tensor = x + self.drop(self.mlp(self.ln2(x)))
+        return out
 
 
 def prefix_items(item_ids: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llmrec.data.dataset import PreparedDataset
-from llmrec.models.next_item_lm import NextItemLMConfig
+from llmrec.models.item_sequence import ItemSequenceConfig
 from llmrec.train.loop import TrainConfig
 
 __all__ = [
@@ -57,7 +57,7 @@ def fmt_bytes(n: float) -> str:
 
 
 def estimate_training_memory(
-    config: NextItemLMConfig, train: TrainConfig, *, n_examples: int, n_tokens: int, device: str = "cpu"
+    config: ItemSequenceConfig, train: TrainConfig, *, n_examples: int, n_tokens: int, device: str = "cpu"
 ) -> MemoryEstimate:
     """Peak bytes one training run of `config` adds to the process, counted from the settings alone (float32).
 
@@ -171,10 +171,10 @@ def check_training_memory(estimate: MemoryEstimate, *, device: str = "cpu", forc
 
 
 def estimate_lm_run(dataset: PreparedDataset, params: dict[str, Any], train: TrainConfig, *, device: str) -> MemoryEstimate:
-    """`estimate_training_memory` for a next-item LM recipe's ``[model]`` parameters on `dataset`: the sizes that
+    """`estimate_training_memory` for an item-sequence model recipe's ``[model]`` parameters on `dataset`: the sizes that
     come from the data (items, attribute vocabulary, text width 384 of the default encoder) and the number of
     training examples of ``train.examples`` over the training sequences."""
-    known = {f.name for f in fields(NextItemLMConfig)}
+    known = {f.name for f in fields(ItemSequenceConfig)}
     p = {k: v for k, v in params.items() if k in known}
     if params.get("use_attributes", True) and "categories" in dataset.items.columns:
         cats = dataset.items["categories"]
@@ -184,7 +184,7 @@ def estimate_lm_run(dataset: PreparedDataset, params: dict[str, Any], train: Tra
             p.update(n_attributes=n_attr, max_item_attributes=width)
     if params.get("item_text"):
         p["text_dim"] = 384
-    config = NextItemLMConfig(n_items=dataset.n_items, **p)
+    config = ItemSequenceConfig(n_items=dataset.n_items, **p)
     lengths = [len(s) for s in dataset.train_sequences()]
     L = config.max_seq_len
     if train.examples == "prefixes":
