@@ -46,10 +46,9 @@ import torch
 from torch import nn
 
 from llmrec.config import SettingError, check_range
-from llmrec.models.item_sequence import ItemSequenceConfig, ItemSequenceModel, RecOutput
+from llmrec.models.item_sequence import ItemSequenceConfig, ItemSequenceModel
 from llmrec.models.layers import Rope, attend, causal_padding_mask
 from llmrec.models.spec import ModelSpec
-from llmrec.types import PAD_ID, SeqBatch
 
 __all__ = ["SPEC", "BSARec", "BSARecConfig"]
 
@@ -113,6 +112,7 @@ class BSARec(ItemSequenceModel):
     model_type = "bsarec"  # llmrec.models.MODELS key and config.json "model_type"
     config_class = BSARecConfig
     config: BSARecConfig
+    last_position_only = True  # the filter mixes every position: the loss reads the last one only
 
     def __init__(self, config: BSARecConfig) -> None:
         super().__init__(config)
@@ -132,15 +132,6 @@ class BSARec(ItemSequenceModel):
             x = block(x, mask, rope, keep)
         h: torch.Tensor = x
         return h
-
-    def forward(self, batch: SeqBatch) -> RecOutput:
-        """As `ItemSequenceModel.forward`, with the loss at the last position only (earlier positions have seen their
-        targets through the filter): targets elsewhere are ignored."""
-        if batch.targets is not None:
-            last = torch.full_like(batch.targets, PAD_ID)
-            last[:, -1] = batch.targets[:, -1]
-            batch = SeqBatch(item_ids=batch.item_ids, targets=last)
-        return super().forward(batch)
 
 
 # Not causal (its filter mixes all positions): trained on one target per example, at the last position.

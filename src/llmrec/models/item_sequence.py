@@ -130,6 +130,9 @@ class ItemSequenceModel(nn.Module):
     config_class: ClassVar[type[ItemSequenceConfig]]  # what from_pretrained reads config.json into
     config: ItemSequenceConfig
     blocks: nn.ModuleList  # the subclass's blocks (the first one's input is the token representation)
+    # True for an encoder that is not causal (position t sees the items after it): the loss reads the last position
+    # only, and the spec trains it on prefixes (one target per example)
+    last_position_only: ClassVar[bool] = False
 
     @property
     def max_seq_len(self) -> int:
@@ -284,6 +287,12 @@ class ItemSequenceModel(nn.Module):
 
     # ---- training -----------------------------------------------------------------------------
     def forward(self, batch: SeqBatch) -> RecOutput:
+        """Scores at the last position (no targets) or the training loss at the target positions; a model with
+        ``last_position_only`` keeps only each row's last target (its earlier positions have seen their targets)."""
+        if batch.targets is not None and self.last_position_only:
+            last = torch.full_like(batch.targets, PAD_ID)
+            last[:, -1] = batch.targets[:, -1]
+            batch = SeqBatch(item_ids=batch.item_ids, targets=last)
         h = self.encode(batch.item_ids)  # [B, L, D]
         if batch.targets is None:
             logits = h[:, -1] @ self.item_table().T  # [B, V+1]
