@@ -14,6 +14,7 @@ here (``NextItemLM``, ``RecModel``, ...) are imported on first access.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,42 +43,25 @@ __all__ = [
 ]
 
 
-def _next_item_lm() -> ModelSpec:
-    from llmrec.models.next_item_lm import SPEC
+def _spec(module: str, name: str = "SPEC") -> Callable[[], ModelSpec]:
+    """A loader of ``llmrec.models.<module>.<name>`` (the model file is imported when the loader is called)."""
 
-    return SPEC
+    def load() -> ModelSpec:
+        spec = getattr(importlib.import_module(f"llmrec.models.{module}"), name)
+        if not isinstance(spec, ModelSpec):
+            raise TypeError(f"llmrec.models.{module}.{name} is not a ModelSpec")
+        return spec
 
-
-def _bsarec() -> ModelSpec:
-    from llmrec.models.bsarec import SPEC
-
-    return SPEC
-
-
-def _t5_semantic() -> ModelSpec:
-    from llmrec.models.seq2seq import SPEC
-
-    return SPEC
+    return load
 
 
-def _most_popular() -> ModelSpec:
-    from llmrec.models.baselines import MOST_POPULAR
-
-    return MOST_POPULAR
-
-
-def _item_knn() -> ModelSpec:
-    from llmrec.models.baselines import ITEM_KNN
-
-    return ITEM_KNN
-
-
+# One line a model type: its config.json "model_type" -> the spec at the end of its file.
 MODELS: dict[str, Callable[[], ModelSpec]] = {
-    "next-item-lm": _next_item_lm,
-    "bsarec": _bsarec,
-    "t5-semantic": _t5_semantic,
-    "most-popular": _most_popular,
-    "item-knn": _item_knn,
+    "next-item-lm": _spec("next_item_lm"),
+    "bsarec": _spec("bsarec"),
+    "t5-semantic": _spec("seq2seq"),
+    "most-popular": _spec("baselines", "MOST_POPULAR"),
+    "item-knn": _spec("baselines", "ITEM_KNN"),
 }
 
 # The presets of the specs (training name -> model type), named here so the CLI lists them without importing torch.
