@@ -59,6 +59,7 @@ def _spec(module: str, name: str = "SPEC") -> Callable[[], ModelSpec]:
 MODELS: dict[str, Callable[[], ModelSpec]] = {
     "next-item-lm": _spec("next_item_lm"),
     "bsarec": _spec("bsarec"),
+    "tvrec": _spec("tvrec"),
     "t5-semantic": _spec("seq2seq"),
     "most-popular": _spec("baselines", "MOST_POPULAR"),
     "item-knn": _spec("baselines", "ITEM_KNN"),
