@@ -42,7 +42,7 @@ from llmrec.meta.maml import UserAdapter, adapted_scores, has_adapter, make_adap
 from llmrec.meta.training import cold_start_table, meta_train_model
 from llmrec.models.baselines import ItemKNN, MostPopular
 from llmrec.models.next_item_lm import NextItemLM
-from llmrec.train.fit import make_score_fn
+from llmrec.training.fit import make_score_fn
 
 BASE_DEFAULTS = {"model": {"max_seq_len": 200}, "train": {"epochs": 200, "patience": 10, "progress": False}}
 # The maml adapter's support loss and step preconditioner (scalar α, diagonal, full matrix); the best on cold_valid is kept.

@@ -19,7 +19,7 @@ from llmrec.data import PreparedDataset
 from llmrec.eval.evaluate import compute_ranks, paired_test
 from llmrec.eval.metrics import ndcg_at_k, summarize
 from llmrec.models.next_item_lm import NextItemLM
-from llmrec.train import make_score_fn
+from llmrec.training import make_score_fn
 
 
 def main() -> None:

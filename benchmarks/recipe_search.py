@@ -26,7 +26,7 @@ from llmrec.config import parse_overrides
 from llmrec.data import PreparedDataset
 from llmrec.eval.evaluate import compute_ranks
 from llmrec.eval.metrics import summarize
-from llmrec.train import TrainConfig, fit, make_score_fn
+from llmrec.training import TrainConfig, fit, make_score_fn
 
 
 def _metrics(model: Any, ds: PreparedDataset, split: str, exclude_seen: bool) -> dict[str, float]:

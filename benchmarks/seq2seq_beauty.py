@@ -33,8 +33,8 @@ from llmrec.eval.evaluate import compute_ranks, evaluate_split
 from llmrec.eval.metrics import summarize
 from llmrec.experiment import fit_t5_semantic
 from llmrec.models.seq2seq import T5SemanticRecommender
-from llmrec.train.fit import make_score_fn, save_artifact
-from llmrec.train.loop import TrainConfig
+from llmrec.training.fit import make_score_fn, save_artifact
+from llmrec.training.loop import TrainConfig
 
 DEFAULTS = {
     "model": {"max_seq_len": 20, "d_model": 64, "n_layers": 2, "n_heads": 2, "d_ff": 256, "n_levels": 3, "codebook_size": 256},

@@ -19,7 +19,7 @@ import torch
 from llmrec.data import PreparedDataset
 from llmrec.eval.evaluate import evaluate_split_both
 from llmrec.eval.metrics import summarize
-from llmrec.train import TrainConfig, fit, make_score_fn
+from llmrec.training import TrainConfig, fit, make_score_fn
 
 
 def _coerce(v: str) -> object:

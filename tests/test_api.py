@@ -19,10 +19,11 @@ HOMES = {
     "PreparedDataset": "llmrec.data.dataset",
     "Recommendation": "llmrec.recommend",
     "Recommender": "llmrec.recommend",
-    "TrainConfig": "llmrec.train.loop",
+    "TrainConfig": "llmrec.training.loop",
     "evaluate": "llmrec.api",
-    "fit": "llmrec.train.fit",
+    "fit": "llmrec.training.fit",
     "prepare": "llmrec.api",
+    "train": "llmrec.api",
 }
 
 
@@ -42,14 +43,15 @@ def test_all_is_frozen() -> None:
         "prepare",
         "train",
     ]
-    assert sorted(HOMES) == [n for n in llmrec.__all__ if n not in ("__version__", "train")]
+    assert sorted(HOMES) == [n for n in llmrec.__all__ if n != "__version__"]
 
 
-def test_train_is_the_callable_training_package() -> None:
-    import llmrec.train as package
+def test_train_is_a_plain_function_whatever_was_imported_first() -> None:
+    import llmrec.training.loop  # the training subpackage has its own name: llmrec.train stays the function
+    from llmrec.api import train
 
-    assert llmrec.train is package and callable(package)
-    assert "train" in dir(llmrec)
+    assert llmrec.train is train and "train" in dir(llmrec)
+    assert llmrec.training.run_training is llmrec.training.loop.run_training
 
 
 @pytest.mark.parametrize("name", sorted(HOMES))
@@ -79,7 +81,7 @@ def test_import_llmrec_does_not_import_torch_or_polars() -> None:
         "import sys\n"
         "import llmrec\n"
         "assert llmrec.__version__ and 'Recommender' in dir(llmrec)\n"
-        "print(sorted(m for m in ('torch', 'polars', 'numpy', 'llmrec.data', 'llmrec.train') if m in sys.modules))\n"
+        "print(sorted(m for m in ('torch', 'polars', 'numpy', 'llmrec.data', 'llmrec.training') if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr

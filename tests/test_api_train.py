@@ -76,10 +76,33 @@ def test_train_refuses_unknown_keys_and_a_toml_config_works(data: Path, tmp_path
     assert rec.model.config.d_model == 16  # type: ignore[union-attr]
 
 
-def test_train_is_callable_whatever_was_imported_first() -> None:
-    import llmrec.train.loop  # rebinds llmrec.train to the subpackage
+USER_SNIPPET = """
+from llmrec import Recommender, train
 
-    assert callable(llmrec.train) and llmrec.train.TrainConfig is llmrec.TrainConfig
+rec: Recommender = train("data", out="model", epochs=3)
+names: list[str] = [r.item_id for r in rec.recommend(history=["1", "5"], k=10)]
+"""
+
+
+@pytest.mark.timeout(1200)
+def test_a_users_snippet_type_checks(tmp_path: Path) -> None:
+    """``from llmrec import train; train(...)`` is a plain function returning a Recommender to a type checker
+    (a callable module was "Module not callable" to mypy). Uses the project's mypy cache (warm after
+    scripts/check, a few seconds; a cold cache analyses torch's stubs first, minutes)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+
+    def mypy(text: str) -> subprocess.CompletedProcess[str]:
+        snippet = tmp_path / "snippet.py"
+        snippet.write_text(text)
+        return subprocess.run([sys.executable, "-m", "mypy", "--strict", str(snippet)], capture_output=True, text=True, cwd=root)
+
+    checked = mypy(USER_SNIPPET)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    wrong = mypy(USER_SNIPPET + "wrong: int = train('data')\n")  # the return type is known, not Any
+    assert wrong.returncode == 1 and '"Recommender", variable has type "int"' in wrong.stdout, wrong.stdout
 
 
 def test_evaluate_refuses_data_the_model_was_not_trained_on(data: Path, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from llmrec.cli import app
 from llmrec.data import PreparedDataset
 from llmrec.recommend import Recommender
-from llmrec.train import build_model, save_artifact
+from llmrec.training import build_model, save_artifact
 
 TINY_MODEL = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
 runner = CliRunner()

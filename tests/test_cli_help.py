@@ -80,7 +80,7 @@ def test_train_help_lists_every_training_recipe() -> None:
     from typer.testing import CliRunner
 
     from llmrec.cli import app
-    from llmrec.train.recipes import RECIPES
+    from llmrec.training.recipes import RECIPES
 
     out = "".join(CliRunner().invoke(app, ["train", "--help"]).stdout.split())  # help wraps at the terminal width
     assert [name for name in RECIPES if name not in out] == []

@@ -10,7 +10,7 @@ import pytest
 
 from llmrec.config import build, dump_toml, load_toml, merge_sections, parse_overrides
 from llmrec.models.next_item_lm import NextItemLMConfig
-from llmrec.train import TrainConfig
+from llmrec.training import TrainConfig
 
 
 def _toml(tmp_path: Path, text: str) -> Path:

@@ -61,8 +61,8 @@ def test_sasrec_preset_trains_an_lm_with_its_paper_loss_and_keeps_the_run(tiny_p
 def test_experiment_still_exports_what_moved_to_train_and_eval() -> None:
     import llmrec.eval.leave_one_out
     import llmrec.experiment
-    import llmrec.train.semantic
+    import llmrec.training.semantic
 
-    assert llmrec.experiment.fit_t5_semantic is llmrec.train.semantic.fit_t5_semantic
-    assert llmrec.experiment.collaborative_item_embeddings is llmrec.train.semantic.collaborative_item_embeddings
+    assert llmrec.experiment.fit_t5_semantic is llmrec.training.semantic.fit_t5_semantic
+    assert llmrec.experiment.collaborative_item_embeddings is llmrec.training.semantic.collaborative_item_embeddings
     assert llmrec.experiment.evaluate_model is llmrec.eval.leave_one_out.evaluate_model

@@ -37,8 +37,8 @@ def _imports(path: Path, text: str | None = None) -> set[str]:
 # The one import that points up, named: the T5's own fit (models/seq2seq.py `_fit`, called only by training)
 # runs two trainings (semantic ids, then the T5), which is training code.
 EXCEPTIONS = {
-    ("llmrec/models/seq2seq.py", "llmrec.train.semantic"),
-    ("llmrec/models/seq2seq.py", "llmrec.train.semantic.fit_request"),
+    ("llmrec/models/seq2seq.py", "llmrec.training.semantic"),
+    ("llmrec/models/seq2seq.py", "llmrec.training.semantic.fit_request"),
 }
 
 
@@ -66,7 +66,7 @@ def test_the_import_reader_sees_lazy_relative_and_dynamic_imports() -> None:
         ("eval", ("llmrec.meta",)),  # meta-learning uses evaluation, never the reverse (issue 20)
         (
             "models",
-            ("llmrec.train", "llmrec.meta", "llmrec.eval", "llmrec.explain", "llmrec.recommend", "llmrec.serve", "llmrec.cli"),
+            ("llmrec.training", "llmrec.meta", "llmrec.eval", "llmrec.explain", "llmrec.recommend", "llmrec.serve", "llmrec.cli"),
         ),
     ],
 )

@@ -16,7 +16,7 @@ from llmrec.data.sequences import pad_left
 from llmrec.models.baselines import ItemKNN, MostPopular
 from llmrec.models.next_item_lm import NextItemLM
 from llmrec.recommend import Recommender, UnknownIdError, load_model
-from llmrec.train import build_model, save_artifact
+from llmrec.training import build_model, save_artifact
 
 TINY_MODEL = dict(max_seq_len=8, d_model=16, n_layers=1, n_heads=2, d_ff=32)
 

@@ -15,7 +15,7 @@ from llmrec.data import PreparedDataset
 from llmrec.eval.diversity import intra_list_diversity
 from llmrec.recommend import Recommender
 from llmrec.rerank import blend_query, mmr, mmr_rerank
-from llmrec.train import build_model, save_artifact
+from llmrec.training import build_model, save_artifact
 
 TINY_MODEL = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
 

@@ -22,7 +22,7 @@ def test_best_trial_is_reported_and_written_as_a_train_config(
     import llmrec.tune
     from llmrec.config import build, load_toml
     from llmrec.experiment import _check_model_keys
-    from llmrec.train import TrainConfig
+    from llmrec.training import TrainConfig
 
     monkeypatch.setattr(llmrec.tune, "SEARCH_SPACE", SPACE)
     base = TrainConfig(epochs=1, batch_size=8, progress=False)

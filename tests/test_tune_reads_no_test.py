@@ -42,7 +42,7 @@ def poisoned(tiny_prepared: PreparedDataset, monkeypatch: pytest.MonkeyPatch) ->
 def test_the_poison_bites(tiny_prepared: PreparedDataset) -> None:
     """Control: reading the poisoned test targets does fail, so a tune that passes below never read them."""
     from llmrec.eval.evaluate import compute_ranks
-    from llmrec.train import TrainConfig, fit, make_score_fn
+    from llmrec.training import TrainConfig, fit, make_score_fn
 
     ds = _poisoned(tiny_prepared)
     model, _, _ = fit(ds, {"d_model": 16, "n_layers": 1, "d_ff": 32, "max_seq_len": 8}, TrainConfig(epochs=1, progress=False))
@@ -63,7 +63,7 @@ def test_tune_runs_on_poisoned_test_targets_without_reading_them(
 ) -> None:
     pytest.importorskip("optuna")
     import llmrec.tune
-    from llmrec.train import TrainConfig
+    from llmrec.training import TrainConfig
 
     monkeypatch.setattr(
         llmrec.tune, "SEARCH_SPACE", {"d_model": ("model", "categorical", [16]), "lr": ("train", "log", (1e-3, 1e-2))}

@@ -9,9 +9,8 @@
 ``import llmrec`` is cheap: the names below are imported on first use (PEP 562 module ``__getattr__``), so the
 CLI, the service and ``llmrec.__version__`` never pay for torch or polars before they need them.
 
-``llmrec.train`` is the training subpackage (the loop itself is ``llmrec.train.train``) and is callable:
-calling it runs ``llmrec.api.train``. A plain function of that name could not stay bound here, because importing
-any submodule of the package rebinds ``llmrec.train`` to the package.
+``llmrec.train`` is a plain function (`llmrec.api.train`) returning a `Recommender`; the training machinery
+(the loop, selection and refit, each model's fit) is the subpackage ``llmrec.training``.
 """
 
 from __future__ import annotations
@@ -20,12 +19,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from llmrec.api import evaluate, prepare
+    from llmrec.api import evaluate, prepare, train
     from llmrec.data import PrepareConfig, PreparedDataset
     from llmrec.models import NextItemLM, NextItemLMConfig
     from llmrec.recommend import Recommendation, Recommender
-    from llmrec.train.fit import fit
-    from llmrec.train.loop import TrainConfig
+    from llmrec.training.fit import fit
+    from llmrec.training.loop import TrainConfig
 
 __version__ = "0.1.0"
 
@@ -52,16 +51,15 @@ _LAZY: dict[str, str] = {
     "PreparedDataset": "llmrec.data",
     "Recommendation": "llmrec.recommend",
     "Recommender": "llmrec.recommend",
-    "TrainConfig": "llmrec.train",
+    "TrainConfig": "llmrec.training",
     "evaluate": "llmrec.api",
-    "fit": "llmrec.train",
+    "fit": "llmrec.training",
     "prepare": "llmrec.api",
+    "train": "llmrec.api",
 }
 
 
 def __getattr__(name: str) -> Any:
-    if name == "train":  # the callable subpackage itself (see the module docstring)
-        return importlib.import_module("llmrec.train")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'llmrec' has no attribute {name!r}")

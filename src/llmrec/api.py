@@ -9,8 +9,7 @@
 TOML/override precedence of ``llmrec.config``); `llmrec.evaluate` is a thin wrapper over
 ``llmrec.experiment.evaluate_model``, the function behind ``llmrec evaluate``.
 
-``llmrec.train`` is also the name of the training subpackage (``llmrec.train.fit``, ``llmrec.train.TrainConfig``);
-the package is callable and calling it runs `train` below, so the name works whatever was imported first.
+`train` here is ``llmrec.train``, a plain function; the training machinery it drives is ``llmrec.training``.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ def split_overrides(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     ``[train]`` when it is a TrainConfig field (``epochs=3``, ``lr=1e-3``) and to ``[model]`` otherwise
     (``d_model=32``, ``use_attributes=False``). Unknown keys are refused later, by name, as with ``--set``.
     """
-    from llmrec.train.loop import TrainConfig
+    from llmrec.training.loop import TrainConfig
 
     train_keys = {f.name for f in fields(TrainConfig)}
     out: dict[str, dict[str, Any]] = {}
@@ -122,7 +121,7 @@ def train(
     file path or a dict of sections ``{"model": {...}, "train": {...}}``. overrides: see `split_overrides`; they
     win over `config`. model: next-item-lm | sasrec | most-popular | item-knn | t5-semantic. Every setting is
     checked before anything is read or written, and a run whose estimated peak memory exceeds what the machine
-    has is refused (`llmrec.train.memory`); force: train anyway.
+    has is refused (`llmrec.training.memory`); force: train anyway.
     """
     from llmrec.arguments import check_path
     from llmrec.config import load_toml, merge_sections
@@ -131,7 +130,7 @@ def train(
     from llmrec.eval.popularity import warn_below_popularity
     from llmrec.experiment import check_settings, open_dataset_once, train_model
     from llmrec.recommend import Recommender
-    from llmrec.train import distributed
+    from llmrec.training import distributed
 
     frame = is_frame(dataset)
     if not frame:

@@ -22,7 +22,7 @@ __all__ = ["MAX_SEQ_LEN", "SettingError", "build", "check_range", "dump_toml", "
 T = TypeVar("T")
 
 # The longest history any model reads. Published sequential recommenders read 50-200 items and HSTU-scale runs
-# 8192; 16384 leaves room above those, and the training memory check (`llmrec.train.memory`) judges the rest.
+# 8192; 16384 leaves room above those, and the training memory check (`llmrec.training.memory`) judges the rest.
 MAX_SEQ_LEN = 16384
 
 

@@ -1,11 +1,11 @@
 """Experiments end to end: train any model by name from config sections into an artifact.
 
-Model names (`--model`) are the keys of `llmrec.train.recipes.RECIPES` (the registered model types and presets):
+Model names (`--model`) are the keys of `llmrec.training.recipes.RECIPES` (the registered model types and presets):
 - ``next-item-lm``: the decoder-only next-item LM, full-softmax cross-entropy (defaults = best found on validation);
 - ``sasrec``: SASRec as in its paper: the same transformer trained with binary cross-entropy, one negative;
 - ``most-popular`` and ``item-knn``: the non-neural floors;
 - ``t5-semantic``: generative retrieval, a T5 over semantic ids of the items' text embeddings
-  (`llmrec.train.semantic.fit_t5_semantic`).
+  (`llmrec.training.semantic.fit_t5_semantic`).
 Config sections: ``[model]`` (NextItemLMConfig fields except the sizes taken from the data, plus ``use_attributes``
 and ``item_text``; for item-knn ``neighbours``,
 ``shrink``, ``decay``; for t5-semantic T5SemanticConfig fields plus ``n_levels``, ``codebook_size``,
@@ -29,15 +29,15 @@ from llmrec.config import build
 from llmrec.data import open_dataset
 from llmrec.data.dataset import PreparedDataset
 
-# Evaluation of an artifact and the T5's fitting live in llmrec.eval and llmrec.train; re-exported for callers.
+# Evaluation of an artifact and the T5's fitting live in llmrec.eval and llmrec.training; re-exported for callers.
 from llmrec.eval.leave_one_out import dataset_name, evaluate_model, write_evaluation
 from llmrec.models import PRESETS, training_names
-from llmrec.train import distributed
-from llmrec.train.loop import Callback, TrainConfig
-from llmrec.train.memory import check_training_memory
-from llmrec.train.recipes import RECIPES, recipe
-from llmrec.train.semantic import SEMANTIC_SOURCES, collaborative_item_embeddings, fit_t5_semantic
-from llmrec.train.tracking import TRACKERS, Tracker
+from llmrec.training import distributed
+from llmrec.training.loop import Callback, TrainConfig
+from llmrec.training.memory import check_training_memory
+from llmrec.training.recipes import RECIPES, recipe
+from llmrec.training.semantic import SEMANTIC_SOURCES, collaborative_item_embeddings, fit_t5_semantic
+from llmrec.training.tracking import TRACKERS, Tracker
 
 __all__ = [
     "MODEL_NAMES",
@@ -98,7 +98,7 @@ def train_model(
 
     callbacks: called after every selection epoch of next-item-lm / sasrec (e.g. an experiment tracker).
     Before anything is written the run's peak memory is estimated and a run that would not fit is refused
-    (`llmrec.train.memory.MemoryLimitError`); force: train anyway.
+    (`llmrec.training.memory.MemoryLimitError`); force: train anyway.
     """
     params, train_cfg = check_settings(model, sections, progress=progress)
     chosen = recipe(model)
@@ -111,7 +111,7 @@ def train_model(
     if ctx.enabled and not chosen.distributed:
         distributed_names = " and ".join(name for name in training_names() if recipe(name).distributed)
         raise ValueError(f"model {model!r} trains in a single process; distributed training supports {distributed_names}")
-    from llmrec.train.recipes import FitRequest
+    from llmrec.training.recipes import FitRequest
 
     summary.update(chosen.fit(FitRequest(dataset, params, train_cfg, out, resume=resume, callbacks=callbacks)))
     summary["seconds"] = round(time.perf_counter() - t0, 1)
@@ -197,9 +197,9 @@ def run_training(
     """``llmrec train``: train `model` on `dataset` (a prepared folder or a registry name, prepared with the defaults
     into ``<out>/../<name>-data``) into the artifact folder `out`.
 
-    Runs data-parallel when launched by torchrun / accelerate (`llmrec.train.distributed`); only rank 0 writes.
+    Runs data-parallel when launched by torchrun / accelerate (`llmrec.training.distributed`); only rank 0 writes.
     threads: torch threads (0 = leave as is). track / track_uri: log the run to TensorBoard or MLflow
-    (`llmrec.train.tracking`; a failed run is marked failed there). status: a context manager factory shown while
+    (`llmrec.training.tracking`; a failed run is marked failed there). status: a context manager factory shown while
     a registry dataset is prepared; note: called with one line of information (where the tracker logs).
     force: train even when the estimated peak memory exceeds what is available (`train_model`).
     """
@@ -243,8 +243,8 @@ def run_training(
 
 
 def _start_tracker(track: str, uri: str | None, out: Path, params: dict[str, Any], note: Callable[[str], None]) -> Tracker:
-    """A started TensorBoard / MLflow tracker (`llmrec.train.tracking`); a missing optional extra is a ValueError."""
-    from llmrec.train.tracking import make_tracker
+    """A started TensorBoard / MLflow tracker (`llmrec.training.tracking`); a missing optional extra is a ValueError."""
+    from llmrec.training.tracking import make_tracker
 
     try:
         tracker = make_tracker(track, uri=uri, run_name=out.name)

@@ -23,10 +23,10 @@ from llmrec.atomic import atomic_write
 from llmrec.config import check_range, dump_toml
 from llmrec.data.dataset import PreparedDataset
 from llmrec.models.base import Trainable
-from llmrec.train.fit import fit
-from llmrec.train.loop import TrainConfig
-from llmrec.train.memory import check_training_memory, estimate_lm_run
-from llmrec.train.recipes import RECIPES
+from llmrec.training.fit import fit
+from llmrec.training.loop import TrainConfig
+from llmrec.training.memory import check_training_memory, estimate_lm_run
+from llmrec.training.recipes import RECIPES
 
 __all__ = ["SEARCH_SPACE", "tune"]
 
@@ -69,7 +69,7 @@ def tune(
     """Run the study; returns {"best_value", "best_params", "trials"} and writes `out` (TOML) when given.
 
     n_trials (1..100,000) and budget_minutes (> 0) are checked first, then the peak memory of the largest
-    trial the search space allows against the machine's (`llmrec.train.memory`; force: search anyway).
+    trial the search space allows against the machine's (`llmrec.training.memory`; force: search anyway).
     """
     check_range("n_trials", n_trials, 1, 100_000)
     check_range("budget_minutes", budget_minutes, 0.0, low_open=True)

@@ -17,7 +17,7 @@ def _artifact(ds: PreparedDataset, tmp_path: Path, inner_steps: int) -> Path:
     """A tiny LM artifact with a per-user adapter beside it (u0 = 0; inner_steps=0 = no adaptation)."""
     from llmrec.artifact import save_artifact
     from llmrec.meta.maml import AdapterConfig, UserAdapter
-    from llmrec.train import build_model
+    from llmrec.training import build_model
 
     model, _ = build_model(ds, TINY_LM, seed=3)
     torch.nn.init.normal_(model.item_emb.weight, std=1.0)  # an untrained table gives near-ties; spread the scores
@@ -69,7 +69,7 @@ def test_cold_start_runner_and_validation_rank_through_the_same_scores(tiny_prep
     from llmrec.eval.evaluate import compute_ranks
     from llmrec.eval.metrics import summarize
     from llmrec.recommend import Recommender
-    from llmrec.train.fit import validation_evaluator
+    from llmrec.training.fit import validation_evaluator
 
     rec = Recommender.load(_artifact(tiny_prepared, tmp_path, inner_steps=0))
     sequences = tiny_prepared.train_sequences()

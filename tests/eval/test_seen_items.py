@@ -34,7 +34,7 @@ def test_seen_mask_marks_each_rows_history_where_the_rule_applies() -> None:
 @pytest.mark.parametrize("exclude_seen", [True, False])
 def test_evaluation_ranks_and_recommender_topk_agree(exclude_seen: bool, tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
     from llmrec.recommend import Recommender
-    from llmrec.train import build_model, save_artifact
+    from llmrec.training import build_model, save_artifact
 
     torch.set_num_threads(1)
     model = build_model(tiny_prepared, dict(max_seq_len=8, d_model=16, n_layers=1, n_heads=2, d_ff=32), seed=0)[0].eval()

@@ -17,7 +17,7 @@ from llmrec.explain.attribution import occlusion
 from llmrec.explain.text import Reason, TemplateGenerator
 from llmrec.models.baselines import MostPopular
 from llmrec.recommend import Recommender
-from llmrec.train import build_model, save_artifact
+from llmrec.training import build_model, save_artifact
 
 TINY_MODEL = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
 runner = CliRunner()

@@ -12,7 +12,7 @@ from llmrec.errors import UnknownIdError
 from llmrec.explain.attribution import MIN_STRENGTH, is_weak, occlusion, score_spread, strength
 from llmrec.explain.text import ItemInfo, Reason, TemplateGenerator
 from llmrec.recommend import Recommender
-from llmrec.train import build_model, save_artifact
+from llmrec.training import build_model, save_artifact
 
 TINY_MODEL = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
 

@@ -16,7 +16,7 @@ import llmrec.api
 from llmrec.data import PreparedDataset
 from llmrec.models.baselines import ItemKNN
 from llmrec.recommend import Recommender
-from llmrec.train import build_model, save_artifact
+from llmrec.training import build_model, save_artifact
 
 TINY_MODEL = dict(max_seq_len=8, d_model=16, n_layers=1, n_heads=2, d_ff=32)
 

@@ -99,7 +99,7 @@ def test_the_python_api_refuses_before_writing(data: Path, tmp_path: Path) -> No
 
 def test_config_constructors_name_the_field() -> None:
     from llmrec.models.next_item_lm import NextItemLMConfig
-    from llmrec.train import TrainConfig
+    from llmrec.training import TrainConfig
 
     with pytest.raises(ValueError, match=r"^max_seq_len: must be between 1 and 16384, got 0$"):
         NextItemLMConfig(n_items=5, max_seq_len=0)
@@ -154,7 +154,7 @@ def test_serve_refuses_bad_limits(args: list[str], named: str, tmp_path: Path, m
 
 # ---- the memory check ----------------------------------------------------------------------------------------------
 def _no_memory(monkeypatch: pytest.MonkeyPatch, available: int = 1 << 20) -> None:
-    from llmrec.train import memory
+    from llmrec.training import memory
 
     monkeypatch.setattr(memory, "available_memory", lambda: available)
 
@@ -180,8 +180,8 @@ def test_the_default_beauty_run_is_estimated_well_under_two_gib() -> None:
     """beauty: 12,101 items, ~22k users, ~198k training events; the default run's peak RSS is ~1.4 GiB, of which
     the interpreter, torch and the dataset tables (not counted by the estimate) are several hundred MiB."""
     from llmrec.models.next_item_lm import NextItemLMConfig
-    from llmrec.train import TrainConfig
-    from llmrec.train.memory import estimate_training_memory
+    from llmrec.training import TrainConfig
+    from llmrec.training.memory import estimate_training_memory
 
     est = estimate_training_memory(NextItemLMConfig(n_items=12_101), TrainConfig(), n_examples=22_400, n_tokens=198_000)
     assert 200 * 2**20 < est.total < 1.5 * 2**30, est
@@ -197,9 +197,9 @@ torch.set_num_threads(1)
 import numpy as np, polars as pl
 from llmrec.data import PrepareConfig, RawData, prepare
 from llmrec.models.next_item_lm import NextItemLMConfig
-from llmrec.train import TrainConfig
-from llmrec.train.fit import fit
-from llmrec.train.memory import estimate_lm_run
+from llmrec.training import TrainConfig
+from llmrec.training.fit import fit
+from llmrec.training.memory import estimate_lm_run
 
 rng = np.random.default_rng(0)
 n_users, n_items, length = 96, 8000, 40

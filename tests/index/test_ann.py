@@ -210,7 +210,7 @@ TINY_MODEL = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_f
 
 @pytest.fixture
 def artifact(tiny_prepared: PreparedDataset, tmp_path: Path) -> Path:
-    from llmrec.train import build_model, save_artifact
+    from llmrec.training import build_model, save_artifact
 
     model = build_model(tiny_prepared, TINY_MODEL, seed=0)[0].eval()
     return save_artifact(model, tiny_prepared, tmp_path / "model")
@@ -294,7 +294,7 @@ def test_recommender_falls_back_to_full_scoring_for_adapt(artifact: Path) -> Non
 def test_recommender_refuses_an_index_for_a_model_without_item_embeddings(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
     from llmrec.models.baselines import MostPopular
     from llmrec.recommend import Recommender
-    from llmrec.train import save_artifact
+    from llmrec.training import save_artifact
 
     path = save_artifact(MostPopular.fit(tiny_prepared.train_sequences(), tiny_prepared.n_items), tiny_prepared, tmp_path / "pop")
     assert Recommender.load(path, ann="auto", ann_threshold=1).ann is None  # auto: quietly off

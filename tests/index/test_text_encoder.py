@@ -159,7 +159,7 @@ def test_build_model_with_text_features(tiny_prepared: object, tmp_path: Path) -
     import torch
 
     from llmrec.data import PreparedDataset
-    from llmrec.train.fit import build_model
+    from llmrec.training.fit import build_model
 
     assert isinstance(tiny_prepared, PreparedDataset)
     enc = FakeEncoder()

@@ -25,7 +25,7 @@ from llmrec.index.text_encoder import encode_items, item_texts
 from llmrec.index.text_store import read_item_text, write_item_text
 from llmrec.recommend import Recommender
 
-fit_module = importlib.import_module("llmrec.train.fit")  # the module (llmrec.train.fit is also a function's name)
+fit_module = importlib.import_module("llmrec.training.fit")  # the module (llmrec.training.fit is also a function's name)
 runner = CliRunner()
 TINY_SET = [f"--set=model.{k}={v}" for k, v in {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32, "max_seq_len": 8}.items()]
 
@@ -70,7 +70,7 @@ def _train_with_text(tiny_prepared: PreparedDataset, tmp_path: Path) -> Path:
 @pytest.fixture
 def plain_artifact(tiny_prepared: PreparedDataset, tmp_path: Path) -> Path:
     """A next-item LM artifact that reads no item text (so stores no text embeddings)."""
-    from llmrec.train import build_model, save_artifact
+    from llmrec.training import build_model, save_artifact
 
     model = build_model(tiny_prepared, {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32, "max_seq_len": 8})[0]
     return save_artifact(model.eval(), tiny_prepared, tmp_path / "plain")

@@ -29,7 +29,7 @@ def tiny_cold(tiny_raw: RawData) -> PreparedDataset:
 @pytest.fixture
 def tiny_lm(tiny_cold: PreparedDataset) -> NextItemLM:
     """An untrained tiny NextItemLM (seeded, no dropout), in eval mode."""
-    from llmrec.train import build_model
+    from llmrec.training import build_model
 
     return build_model(tiny_cold, TINY_LM, seed=0)[0].eval()
 
@@ -37,7 +37,7 @@ def tiny_lm(tiny_cold: PreparedDataset) -> NextItemLM:
 @pytest.fixture
 def tiny_base(tiny_cold: PreparedDataset, tiny_lm: NextItemLM, tmp_path: Path) -> Path:
     """The tiny LM saved as a model artifact that records its saved dataset (tmp_path/data)."""
-    from llmrec.train import save_artifact
+    from llmrec.training import save_artifact
 
     data = tiny_cold.save(tmp_path / "data")
     out = save_artifact(tiny_lm, tiny_cold, tmp_path / "base")

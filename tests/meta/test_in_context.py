@@ -10,7 +10,7 @@ import torch
 from llmrec.data import PreparedDataset
 from llmrec.meta.in_context import EpisodicConfig, constrained_metric, episodic_finetune, episodic_windows
 from llmrec.models import NextItemLM
-from llmrec.train import TrainConfig
+from llmrec.training import TrainConfig
 
 
 def test_episodic_windows_are_prefixes_or_sampled_episodes() -> None:

@@ -91,7 +91,7 @@ def bsarec_base(tiny_cold: PreparedDataset, tmp_path: Path) -> Path:
     import torch
 
     from llmrec.models.bsarec import BSARec, BSARecConfig
-    from llmrec.train import save_artifact
+    from llmrec.training import save_artifact
 
     torch.manual_seed(0)
     model = BSARec(BSARecConfig(n_items=tiny_cold.n_items, **BSAREC)).eval()
@@ -126,7 +126,7 @@ def test_meta_train_refuses_a_base_without_item_embeddings(tiny_cold: PreparedDa
 
     from llmrec.meta.training import meta_train_model
     from llmrec.models.baselines import MostPopular
-    from llmrec.train import save_artifact
+    from llmrec.training import save_artifact
 
     pop = save_artifact(MostPopular(torch.ones(tiny_cold.n_items + 1)), tiny_cold, tmp_path / "pop")
     with pytest.raises(ValueError, match="--base must be a model with item embeddings"):

@@ -185,7 +185,7 @@ def test_config_refuses_bad_values(overrides: dict[str, Any], named: str) -> Non
 
 def test_built_for_a_dataset_with_its_item_attributes(tiny_prepared: PreparedDataset) -> None:
     from llmrec.models.spec import sized
-    from llmrec.train.fit import dataset_meta
+    from llmrec.training.fit import dataset_meta
 
     meta = dataset_meta(tiny_prepared, use_attributes=True)
     config = BSARecConfig(n_items=1, max_seq_len=8, d_model=16, n_layers=1, alpha=0.5)

@@ -89,7 +89,7 @@ def test_map_cold_items_maps_a_bsarec_artifact(
 
 
 def test_collaborative_item_embeddings_read_a_bsarec_artifact(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
-    from llmrec.train.semantic import collaborative_item_embeddings
+    from llmrec.training.semantic import collaborative_item_embeddings
 
     model, path = _bsarec(tiny_prepared, tmp_path / "bsarec")
     table = collaborative_item_embeddings(path, tiny_prepared.n_items)

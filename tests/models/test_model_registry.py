@@ -42,7 +42,7 @@ def test_recipes_are_the_registry_names_and_the_help_lists_them() -> None:
 
     from llmrec.cli import app
     from llmrec.models import MODELS, model_spec
-    from llmrec.train.recipes import RECIPES
+    from llmrec.training.recipes import RECIPES
 
     names = [n for t in MODELS for n in (t, *model_spec(t).presets)]
     assert list(RECIPES) == names
@@ -66,7 +66,7 @@ def test_importing_the_registry_does_not_import_transformers() -> None:
 def test_models_satisfy_the_contract_and_say_their_capabilities(tiny_prepared: PreparedDataset) -> None:
     from llmrec.models import ItemEmbeddingModel, RecModel, Trainable
     from llmrec.models.baselines import ItemKNN, MostPopular
-    from llmrec.train import build_model
+    from llmrec.training import build_model
 
     lm, _ = build_model(tiny_prepared, TINY_LM)
     pop = MostPopular.fit(tiny_prepared.train_sequences(), tiny_prepared.n_items)

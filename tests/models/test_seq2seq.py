@@ -356,8 +356,8 @@ class _HashEncoder:
 def test_fit_t5_semantic_trains_saves_and_recommends(tiny_prepared: Any, tmp_path: Path) -> None:
     from llmrec.experiment import _check_model_keys, fit_t5_semantic
     from llmrec.recommend import Recommender, load_model
-    from llmrec.train.fit import save_artifact
-    from llmrec.train.loop import TrainConfig
+    from llmrec.training.fit import save_artifact
+    from llmrec.training.loop import TrainConfig
 
     params = {**TINY, "n_levels": 2, "codebook_size": 4}
     _check_model_keys("t5-semantic", params)
@@ -379,7 +379,7 @@ def test_collaborative_semantic_ids_come_from_the_lm_item_table(tiny_prepared: A
     """semantic_source="collaborative" quantises the next-item LM's output item table; text+collaborative concatenates."""
     from llmrec.experiment import collaborative_item_embeddings, fit_t5_semantic
     from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig
-    from llmrec.train.loop import TrainConfig
+    from llmrec.training.loop import TrainConfig
 
     torch.manual_seed(0)
     lm = NextItemLM(NextItemLMConfig(n_items=tiny_prepared.n_items, d_model=8, n_layers=1, n_heads=1, d_ff=16, max_seq_len=5))
@@ -413,7 +413,7 @@ def test_collaborative_semantic_ids_come_from_the_lm_item_table(tiny_prepared: A
 def test_collaborative_source_rejects_bad_settings(tiny_prepared: Any, tmp_path: Path) -> None:
     from llmrec.experiment import fit_t5_semantic
     from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig
-    from llmrec.train.loop import TrainConfig
+    from llmrec.training.loop import TrainConfig
 
     cfg = TrainConfig(epochs=1, batch_size=16, progress=False)
     base = {**TINY, "n_levels": 2, "codebook_size": 4}
@@ -433,7 +433,7 @@ def test_collaborative_source_rejects_bad_settings(tiny_prepared: Any, tmp_path:
 def test_fit_t5_semantic_with_selected_epoch_skips_selection_and_refits_on_valid(tiny_prepared: Any, tmp_path: Path) -> None:
     """selected_epoch: one run of exactly that many epochs, no validation pass, valid targets become training targets."""
     from llmrec.experiment import fit_t5_semantic
-    from llmrec.train.loop import TrainConfig
+    from llmrec.training.loop import TrainConfig
 
     params = {**TINY, "n_levels": 2, "codebook_size": 4}
     calls: list[int] = []

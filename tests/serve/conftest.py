@@ -24,7 +24,7 @@ TINY_MODEL = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_f
 @pytest.fixture
 def serve_artifact(tiny_prepared: PreparedDataset, tmp_path: Path) -> Path:
     """A next-item LM artifact (max_seq_len 8) over the tiny catalogue: titles are "Item <id>"."""
-    from llmrec.train import build_model, save_artifact
+    from llmrec.training import build_model, save_artifact
 
     model = build_model(tiny_prepared, TINY_MODEL, seed=0)[0].eval()
     return save_artifact(model, tiny_prepared, tmp_path / "model")

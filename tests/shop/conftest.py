@@ -30,7 +30,7 @@ def shop_prepared(tiny_raw: RawData) -> PreparedDataset:
 
 @pytest.fixture
 def shop_artifact(shop_prepared: PreparedDataset, tmp_path: Path) -> Path:
-    from llmrec.train import build_model, save_artifact
+    from llmrec.training import build_model, save_artifact
 
     model = build_model(shop_prepared, TINY_MODEL, seed=0)[0].eval()
     return save_artifact(model, shop_prepared, tmp_path / "model")

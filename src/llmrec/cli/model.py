@@ -345,7 +345,7 @@ def tune_cmd(
     with user_errors():
         from llmrec.config import build, check_range
         from llmrec.outputs import claim_file
-        from llmrec.train import TrainConfig
+        from llmrec.training import TrainConfig
         from llmrec.tune import tune
 
         check_range("--trials", trials, 1, 100_000)

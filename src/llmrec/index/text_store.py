@@ -10,7 +10,7 @@ Two files beside the weights (names in `llmrec.artifact`)::
 catalogue are never used. float16 halves the file; the cosine similarities move by about 1e-3 at most, which
 leaves a query's ranking unchanged within that tolerance (`tests/index/test_text_store.py`).
 
-They are written when a model that reads item text is trained (`llmrec.train.fit.store_item_text`) and by
+They are written when a model that reads item text is trained (`llmrec.training.fit.store_item_text`) and by
 ``llmrec export``. An artifact without them still answers queries: `catalogue_embeddings` then encodes the
 catalogue through the on-disk text cache (`llmrec.index.text_encoder.encode_items`) and says so once.
 """

@@ -34,8 +34,8 @@ from llmrec.eval.scoring import ScoreFn, score_fn
 from llmrec.meta.in_context import EPISODIC_TRAIN_DEFAULTS, EpisodicConfig, constrained_metric, episodic_finetune
 from llmrec.meta.maml import AdapterConfig, MetaConfig, UserAdapter, meta_train
 from llmrec.models.base import Adaptable, RecModel, Trainable
-from llmrec.train.fit import validation_evaluator
-from llmrec.train.loop import TrainConfig
+from llmrec.training.fit import validation_evaluator
+from llmrec.training.loop import TrainConfig
 
 __all__ = [
     "FINETUNE_GRID",

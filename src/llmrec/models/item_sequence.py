@@ -69,7 +69,7 @@ class ItemSequenceConfig:
         """Range of every field (`llmrec.config.check_range`): sizes from 1 up to bounds far above any published
         sequential recommender (max_seq_len <= MAX_SEQ_LEN = 16384, d_model <= 16384, n_layers and n_heads
         <= 256, d_ff <= 65536), dropouts and label smoothing in [0, 1); whether a run fits the machine is the
-        training memory check's to say (`llmrec.train.memory`)."""
+        training memory check's to say (`llmrec.training.memory`)."""
         check_range("n_items", self.n_items, 1, 2**31 - 1)
         check_range("max_seq_len", self.max_seq_len, 1, MAX_SEQ_LEN)
         check_range("d_model", self.d_model, 1, 16384)

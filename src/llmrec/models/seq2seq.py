@@ -442,7 +442,7 @@ def _check(params: dict[str, Any]) -> None:
 def _fit(req: FitInput) -> tuple[T5SemanticRecommender, dict[str, Any]]:
     # The one import from models/ up into training (tests/test_import_direction.py names it): the T5 trains its
     # own way, semantic ids of the items first, then the T5 over them.
-    from llmrec.train.semantic import fit_request
+    from llmrec.training.semantic import fit_request
 
     return fit_request(req)
 

@@ -12,8 +12,8 @@ protocols of `llmrec.models.base`, never a class or a name:
   target per example); the first is its default.
 - ``presets``: named settings laid under the user's (``sasrec`` is a preset of ``next-item-lm``).
 - ``fit``: for models that are not trained by gradient descent (most-popular, item-kNN) or train their own way
-  (the T5 with its semantic ids), their own fit; ``None`` means the generic fit (`llmrec.train.recipes`), which
-  selects the epoch count on validation and refits (`llmrec.train.refit.select_then_refit`).
+  (the T5 with its semantic ids), their own fit; ``None`` means the generic fit (`llmrec.training.recipes`), which
+  selects the epoch count on validation and refits (`llmrec.training.refit.select_then_refit`).
 - ``capabilities``: derived from the class, by the protocols of `llmrec.models.base` it satisfies.
 
 Importing this module imports no torch (the registry and ``llmrec --help`` stay light).
@@ -45,7 +45,7 @@ DERIVED_SIZES: dict[str, int] = {"n_items": 1, "n_attributes": 0, "max_item_attr
 
 
 class FitInput(Protocol):
-    """What a spec's own `fit` reads (`llmrec.train.recipes.FitRequest` provides it): declared here so that a
+    """What a spec's own `fit` reads (`llmrec.training.recipes.FitRequest` provides it): declared here so that a
     model file names no type of the training layer above it (imports point down: data <- models <- train)."""
 
     @property
@@ -53,7 +53,7 @@ class FitInput(Protocol):
     @property
     def params(self) -> dict[str, Any]: ...  # the merged [model] section
     @property
-    def train(self) -> Any: ...  # the [train] config (llmrec.train.TrainConfig)
+    def train(self) -> Any: ...  # the [train] config (llmrec.training.TrainConfig)
     @property
     def out(self) -> Path: ...
     @property
@@ -109,11 +109,11 @@ class ModelSpec:
     examples: tuple[Examples, ...] = ("windows", "prefixes")  # accepted training examples, the default first
     features: bool = False  # reads item attributes / text: accepts [model] use_attributes and item_text
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # training name -> settings under the user's
-    # its own fit -> (the model, summary fields); None: the generic neural fit (`llmrec.train.fit.fit_spec`)
+    # its own fit -> (the model, summary fields); None: the generic neural fit (`llmrec.training.fit.fit_spec`)
     fit: Callable[[FitInput], tuple[RecModel, dict[str, Any]]] | None = None
     check: Callable[[dict[str, Any]], None] | None = None  # settings check when there is no `config` class
     distributed: bool = False  # trains under torchrun / accelerate (data parallel)
-    estimate_memory: bool = False  # its peak memory is estimated before training (`llmrec.train.memory`)
+    estimate_memory: bool = False  # its peak memory is estimated before training (`llmrec.training.memory`)
 
     def capabilities(self) -> tuple[str, ...]:
         """Names of the `llmrec.models.base` protocols the class provides every member of."""

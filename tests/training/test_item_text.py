@@ -18,9 +18,9 @@ from llmrec.cli import app
 from llmrec.data import PreparedDataset
 from llmrec.experiment import train_model
 from llmrec.index.text_encoder import encode_items
-from llmrec.train.fit import build_model
+from llmrec.training.fit import build_model
 
-fit_module = sys.modules["llmrec.train.fit"]  # the module, not the `fit` function llmrec.train exports
+fit_module = sys.modules["llmrec.training.fit"]  # the module, not the `fit` function llmrec.train exports
 
 TINY = {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32, "max_seq_len": 8}
 TINY_SET = [f"--set=model.{k}={v}" for k, v in TINY.items()]

@@ -1,4 +1,4 @@
-"""`llmrec.train.fit` and `llmrec.train.refit`: selection on validation, then the refit for the selected epochs."""
+"""`llmrec.training.fit` and `llmrec.training.refit`: selection on validation, then the refit for the selected epochs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ TINY_LM = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff":
 
 
 def _cfg(**kw: object):  # type: ignore[no-untyped-def]
-    from llmrec.train import TrainConfig
+    from llmrec.training import TrainConfig
 
     return TrainConfig(**{"epochs": 4, "batch_size": 8, "progress": False, "patience": 10, **kw})  # type: ignore[arg-type]
 
@@ -26,7 +26,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 def test_refit_equals_training_the_selected_epochs_directly(tiny_prepared: PreparedDataset) -> None:
     """The refit model is exactly what `selected_epoch = best_epoch` trains: same seed, schedule and data."""
-    from llmrec.train import fit
+    from llmrec.training import fit
 
     refit, result, _ = fit(tiny_prepared, TINY_LM, _cfg())
     assert 1 <= result.best_epoch <= 4 and result.epochs_run == 4
@@ -38,8 +38,8 @@ def test_refit_equals_training_the_selected_epochs_directly(tiny_prepared: Prepa
 
 
 def test_without_refit_the_selection_run_keeps_its_best_weights(tiny_prepared: PreparedDataset) -> None:
-    from llmrec.train import fit
-    from llmrec.train.fit import validation_evaluator
+    from llmrec.training import fit
+    from llmrec.training.fit import validation_evaluator
 
     model, result, _ = fit(tiny_prepared, TINY_LM, _cfg(refit_on_valid=False))
     assert validation_evaluator(tiny_prepared)(model)["ndcg@10"] == pytest.approx(result.best_metric)
@@ -48,7 +48,7 @@ def test_without_refit_the_selection_run_keeps_its_best_weights(tiny_prepared: P
 
 
 def test_selected_epoch_outside_the_schedule_is_refused(tiny_prepared: PreparedDataset) -> None:
-    from llmrec.train import fit
+    from llmrec.training import fit
 
     for bad in (0, 5):
         with pytest.raises(ValueError, match=r"selected_epoch: .* outside the schedule's 1\.\.4 epochs"):
@@ -57,9 +57,9 @@ def test_selected_epoch_outside_the_schedule_is_refused(tiny_prepared: PreparedD
 
 def test_select_then_refit_builds_from_train_then_train_plus_valid(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
     from llmrec.data.sequences import training_windows
-    from llmrec.train import build_model
-    from llmrec.train.fit import validation_evaluator
-    from llmrec.train.refit import select_then_refit
+    from llmrec.training import build_model
+    from llmrec.training.fit import validation_evaluator
+    from llmrec.training.refit import select_then_refit
 
     seen: list[int] = []
 
@@ -82,7 +82,7 @@ def test_select_then_refit_builds_from_train_then_train_plus_valid(tiny_prepared
 
 
 def test_examples_prefixes_and_valid_exclude_seen_still_train(tiny_prepared: PreparedDataset) -> None:
-    from llmrec.train import fit
+    from llmrec.training import fit
 
     _, windows, _ = fit(tiny_prepared, TINY_LM, _cfg(epochs=1, examples="windows", refit_on_valid=False))
     _, prefixes, _ = fit(
@@ -96,7 +96,7 @@ def test_validation_evaluator_ranks_by_the_asked_seen_item_protocol(tiny_prepare
     """valid_exclude_seen selects on the protocol the recommender serves: history items masked, as in compute_ranks."""
     from llmrec.eval.evaluate import compute_ranks
     from llmrec.eval.metrics import summarize
-    from llmrec.train import build_model, make_score_fn, validation_evaluator
+    from llmrec.training import build_model, make_score_fn, validation_evaluator
 
     model, _ = build_model(tiny_prepared, TINY_LM)
     model.eval()

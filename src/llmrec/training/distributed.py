@@ -5,7 +5,7 @@ both export RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT, and `ini
 group from them (gloo on CPU, nccl when each process has a CUDA device). A single process is the same code path
 with world size 1 and no process group.
 
-How the loop uses it (see `llmrec.train.loop`):
+How the loop uses it (see `llmrec.training.loop`):
 
 - every rank draws the same *global* batch from the same seeded generator and keeps rows ``rank::world_size``
   (`shard_rows`), so the batch order, and hence a checkpoint, does not depend on the world size: a run can be

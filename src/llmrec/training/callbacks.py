@@ -1,4 +1,4 @@
-"""The training loop's built-in callbacks: each owns one concern of a run, so `llmrec.train.loop.train` is only
+"""The training loop's built-in callbacks: each owns one concern of a run, so `llmrec.training.loop.run_training` is only
 epochs -> batches -> step.
 
 The loop calls every callback, in the order of its list, at five points: ``on_start`` (after the optimizer is
@@ -7,13 +7,13 @@ epoch's training logs are in; validation metrics may be added), ``on_epoch_end``
 in ``run.state``) and ``stop`` (the first reason given ends the run), then ``on_end``. The built-ins, in the
 loop's order:
 
-1. `RunFiles`: the run directory. ``--resume`` restores the checkpoint (`llmrec.train.checkpoint`) and the best
+1. `RunFiles`: the run directory. ``--resume`` restores the checkpoint (`llmrec.training.checkpoint`) and the best
    weights and rewrites metrics.csv / steps.csv to match it; every epoch appends the logs, saves ``best/`` when
    the kept weights improved, and replaces the checkpoint. Only rank 0 writes.
 2. `WeightAverage` (``train.ema_decay > 0``): an exponential moving average of the weights, updated every step;
    it is what is validated, selected and returned (``run.kept``).
 3. `Selection`: validation, best weights, early stopping on ``train.patience``.
-4. `EpochCallbacks`: the caller's `llmrec.train.loop.Callback` objects (experiment trackers, tests).
+4. `EpochCallbacks`: the caller's `llmrec.training.loop.Callback` objects (experiment trackers, tests).
 5. `EpochLine`: the one progress line per epoch.
 6. `TimeBudget` (``train.max_minutes``): stops after the epoch that exceeds it, on every rank together.
 """
@@ -34,11 +34,11 @@ from tqdm.auto import tqdm
 from llmrec.atomic import atomic_write
 from llmrec.errors import artifact_file
 from llmrec.models.base import Trainable
-from llmrec.train import distributed
-from llmrec.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from llmrec.training import distributed
+from llmrec.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
-    from llmrec.train.loop import Callback, TrainConfig
+    from llmrec.training.loop import Callback, TrainConfig
 
 __all__ = [
     "EpochCallbacks",
@@ -59,7 +59,7 @@ _ema: Callable[[float], Any] = torch.optim.swa_utils.get_ema_multi_avg_fn
 
 @dataclass
 class Run:
-    """What the loop and its callbacks share during one call of `train`."""
+    """What the loop and its callbacks share during one call of `run_training`."""
 
     model: Trainable
     config: TrainConfig
@@ -132,7 +132,7 @@ class RunFiles(LoopCallback):
     def on_start(self, run: Run) -> None:
         d = run.dir
         if run.resume:
-            assert d is not None  # train() checked that the checkpoint exists
+            assert d is not None  # run_training() checked that the checkpoint exists
             run.state = load_checkpoint(d, run.model, run.opt, run.ema)
             if (d / "best" / "model.safetensors").exists():
                 with artifact_file(d / "best" / "model.safetensors"):

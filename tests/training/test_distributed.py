@@ -21,8 +21,8 @@ import torch
 from llmrec.data.dataset import PreparedDataset
 from llmrec.data.sequences import bucketed_batches, training_windows
 from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig
-from llmrec.train.distributed import DistContext, shard_rows
-from llmrec.train.loop import _local_rows
+from llmrec.training.distributed import DistContext, shard_rows
+from llmrec.training.loop import _local_rows
 
 # Per-step training loss of the 2-process run vs the 1-process run (same global batch, seed, dropout 0).
 LOSS_TOLERANCE = 1e-4
@@ -175,7 +175,7 @@ def test_resume_under_a_different_world_size(tiny_dir: Path, tmp_path: Path) -> 
 
 
 def test_environment_without_a_launcher_is_one_cpu_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmrec.train import distributed
+    from llmrec.training import distributed
 
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from llmrec.cli import app
 from llmrec.data import PreparedDataset
-from llmrec.train.tracking import flatten_params
+from llmrec.training.tracking import flatten_params
 
 TINY = ["--set", "model.d_model=16", "--set", "model.n_layers=1", "--set", "model.max_seq_len=8", "--set", "train.epochs=2"]
 

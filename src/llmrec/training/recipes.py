@@ -4,7 +4,7 @@
 its name (``sasrec`` is a preset of ``next-item-lm`` and writes a ``next-item-lm`` artifact). Everything else
 comes from the model's spec (`llmrec.models.spec.ModelSpec`): the typed config that checks the ``[model]``
 settings once (`model_settings`), the examples it trains on, whether it trains data-parallel and has its memory
-estimated. Every neural model is trained by one generic fit (`llmrec.train.fit.fit_spec`: selection then
+estimated. Every neural model is trained by one generic fit (`llmrec.training.fit.fit_spec`: selection then
 refit); a model with its own ``fit`` (most-popular, item-kNN, the T5) goes through the same door
 (`Recipe.fit`), which writes the artifact and moves the training state into it. A new model needs no edit here.
 """
@@ -24,9 +24,9 @@ from llmrec.data.dataset import PreparedDataset
 from llmrec.errors import read_json
 from llmrec.models import PRESETS, model_spec, training_names
 from llmrec.models.spec import DERIVED_SIZES, ModelSpec
-from llmrec.train import distributed
-from llmrec.train.loop import Callback, TrainConfig, TrainResult
-from llmrec.train.memory import MemoryEstimate, estimate_lm_run
+from llmrec.training import distributed
+from llmrec.training.loop import Callback, TrainConfig, TrainResult
+from llmrec.training.memory import MemoryEstimate, estimate_lm_run
 
 __all__ = ["RECIPES", "FitRequest", "ModelSettings", "Recipe", "model_settings", "recipe"]
 
@@ -64,7 +64,7 @@ def model_settings(spec: ModelSpec, params: Mapping[str, Any]) -> ModelSettings 
         elif params:
             raise ValueError(f"{spec.model_type} takes no [model] keys, got {', '.join(params)}")
         return None
-    from llmrec.train.fit import check_model_params
+    from llmrec.training.fit import check_model_params
 
     params = dict(params)
     check_model_params(params)  # a derived size names the key and what to use instead
@@ -107,7 +107,7 @@ class Recipe:
         returns the summary fields it adds (best epoch and the like)."""
         spec = self.spec
         if spec.fit is None:
-            from llmrec.train.fit import check_examples
+            from llmrec.training.fit import check_examples
 
             check_examples(spec, req.train.examples)  # before anything is written
         ctx = distributed.current()
@@ -120,7 +120,7 @@ class Recipe:
         if spec.fit is not None:
             model, summary = spec.fit(req)
         else:
-            from llmrec.train.fit import fit_spec
+            from llmrec.training.fit import fit_spec
 
             assert settings is not None
             model, result, vocab = fit_spec(
@@ -139,7 +139,7 @@ class Recipe:
         if ctx.is_main:
             save_artifact(model, req.dataset, req.out, attributes=vocab)
             if spec.features:
-                from llmrec.train.fit import store_item_text
+                from llmrec.training.fit import store_item_text
 
                 store_item_text(model, req.dataset, req.out)  # a query then encodes only itself
             if run_dir is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from llmrec.data.dataset import PreparedDataset
 from llmrec.models.item_sequence import ItemSequenceConfig
-from llmrec.train.loop import TrainConfig
+from llmrec.training.loop import TrainConfig
 
 __all__ = [
     "MemoryEstimate",

@@ -2,7 +2,7 @@
 
 The item vectors that are quantised into semantic ids come from the items' text (a sentence encoder), from a
 trained model's item table (collaborative: any model with item embeddings), or both (`SEMANTIC_SOURCES`). The T5 is then fitted with
-`llmrec.train.refit.select_then_refit`, the recipe every trainable model shares.
+`llmrec.training.refit.select_then_refit`, the recipe every trainable model shares.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llmrec import artifact
-from llmrec.train.loop import TrainConfig, TrainResult
+from llmrec.training.loop import TrainConfig, TrainResult
 
 if TYPE_CHECKING:
     from llmrec.data.dataset import PreparedDataset
@@ -95,8 +95,8 @@ def fit_t5_semantic(
         )
     from llmrec.index import SentenceTransformerEncoder, build_semantic_ids, encode_items
     from llmrec.models.seq2seq import T5SemanticConfig, T5SemanticRecommender, prefix_windows
-    from llmrec.train.fit import validation_evaluator
-    from llmrec.train.refit import select_then_refit
+    from llmrec.training.fit import validation_evaluator
+    from llmrec.training.refit import select_then_refit
 
     params = dict(params)
     n_levels, codebook_size = int(params.pop("n_levels", 3)), int(params.pop("codebook_size", 64))
@@ -139,7 +139,7 @@ def fit_t5_semantic(
 
 def fit_request(req: FitInput) -> tuple[T5SemanticRecommender, dict[str, Any]]:
     """The T5's fit behind ``llmrec train --model t5-semantic`` (its `ModelSpec.fit`): the model and its summary."""
-    from llmrec.train.recipes import selection_summary
+    from llmrec.training.recipes import selection_summary
 
     model, result = fit_t5_semantic(
         req.dataset,

@@ -1,12 +1,12 @@
 """One training loop for every sequence model, with hooks instead of trainer subclasses.
 
-`train(model, windows, config, ...)` runs AdamW with warm-up + cosine decay and gradient clipping over
+`run_training(model, windows, config, ...)` runs AdamW with warm-up + cosine decay and gradient clipping over
 length-bucketed batches, evaluates on validation after each epoch (an `evaluate` callable returning metrics),
 stops early on the validation metric, keeps the best weights, writes a checkpoint every epoch, and resumes
 exactly from the last completed epoch: the batch order, dropout and negative sampling of epoch e are seeded by
 (seed, e), so a resumed run replays the same epochs as an uninterrupted one.
 
-`train` itself is epochs -> batches -> step; everything else is a callback of `llmrec.train.callbacks`, called in
+`run_training` itself is epochs -> batches -> step; everything else is a callback of `llmrec.training.callbacks`, called in
 a fixed order (checkpoints and logs, weight averaging, selection and early stopping, the caller's callbacks, the
 epoch line, the time budget), sharing a `Run` whose `TrainState` is what a checkpoint records.
 
@@ -15,7 +15,7 @@ and the best weights in ``<run>/best/``. Per-epoch metrics go to ``<run>/metrics
 optimisation step to ``<run>/steps.csv``.
 
 Under ``torchrun`` / ``accelerate launch`` the same loop trains with DistributedDataParallel (see
-`llmrec.train.distributed`): each rank takes its rows of the same global batch, the loss is weighted so the
+`llmrec.training.distributed`): each rank takes its rows of the same global batch, the loss is weighted so the
 averaged gradient is the single-process gradient, and only rank 0 writes. The global batch order does not
 depend on the number of processes, so a checkpoint resumes under any world size.
 """
@@ -36,8 +36,8 @@ from tqdm.auto import tqdm
 from llmrec.config import check_range
 from llmrec.data.sequences import bucketed_batches
 from llmrec.models.base import Trainable
-from llmrec.train import distributed
-from llmrec.train.callbacks import (
+from llmrec.training import distributed
+from llmrec.training.callbacks import (
     EpochCallbacks,
     EpochLine,
     LoopCallback,
@@ -48,10 +48,10 @@ from llmrec.train.callbacks import (
     TimeBudget,
     WeightAverage,
 )
-from llmrec.train.checkpoint import TrainState
+from llmrec.training.checkpoint import TrainState
 from llmrec.types import PAD_ID, SeqBatch
 
-__all__ = ["Callback", "TrainConfig", "TrainResult", "TrainState", "train"]
+__all__ = ["Callback", "TrainConfig", "TrainResult", "TrainState", "run_training"]
 
 M = TypeVar("M", bound=Trainable)  # the model type a run trains, evaluates and returns the weights of
 
@@ -153,7 +153,7 @@ def _local_rows(batch: SeqBatch, ctx: distributed.DistContext) -> tuple[SeqBatch
     return local, n_local * ctx.world_size / max(1, n_global)
 
 
-def train(
+def run_training(
     model: M,
     windows: Sequence[np.ndarray],
     config: TrainConfig,
@@ -252,7 +252,7 @@ def train(
 def _callbacks(
     run: Run, module: torch.nn.Module, evaluate: Callable[[M], dict[str, float]] | None, callbacks: Sequence[Callback]
 ) -> list[LoopCallback]:
-    """The run's callbacks in the order the loop calls them (`llmrec.train.callbacks`)."""
+    """The run's callbacks in the order the loop calls them (`llmrec.training.callbacks`)."""
     c = run.config
     hooks: list[LoopCallback] = [RunFiles()]
     if c.ema_decay > 0:

@@ -1,7 +1,7 @@
 """Fitting the next-item LM (and SASRec) on a PreparedDataset: item features, validation and selection + refit.
 
-`fit` builds a NextItemLM sized for the dataset and fits it with `llmrec.train.refit.select_then_refit`, the
-recipe every trainable model shares (the T5's is `llmrec.train.semantic.fit_t5_semantic`). The model artifact
+`fit` builds a NextItemLM sized for the dataset and fits it with `llmrec.training.refit.select_then_refit`, the
+recipe every trainable model shares (the T5's is `llmrec.training.semantic.fit_t5_semantic`). The model artifact
 format is `llmrec.artifact` (`save_artifact` is re-exported here).
 """
 
@@ -33,9 +33,9 @@ from llmrec.models.base import RecModel, Trainable
 from llmrec.models.next_item_lm import SPEC as LM_SPEC
 from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig
 from llmrec.models.spec import DatasetMeta, ModelSpec, sized
-from llmrec.train import distributed
-from llmrec.train.loop import Callback, TrainConfig, TrainResult
-from llmrec.train.refit import select_then_refit
+from llmrec.training import distributed
+from llmrec.training.loop import Callback, TrainConfig, TrainResult
+from llmrec.training.refit import select_then_refit
 
 __all__ = [
     "DERIVED_MODEL_KEYS",

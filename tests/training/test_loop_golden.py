@@ -1,8 +1,8 @@
 """The training loop's numbers are pinned: the same seed gives the same validation NDCG@10 and metrics.csv columns.
 
-The golden values were produced by the loop as it was before its split into callbacks (issue 20: `train` was one
+The golden values were produced by the loop as it was before its split into callbacks (issue 20: the loop was one
 173-line function), on the tiny fixture dataset, with one torch thread, by running this file with the constants
-unset and printing `result.history`. Any refactor of `llmrec.train.loop` must keep them (tolerance 1e-6).
+unset and printing `result.history`. Any refactor of `llmrec.training.loop` must keep them (tolerance 1e-6).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from llmrec.eval.evaluate import compute_ranks
 from llmrec.eval.metrics import summarize
 from llmrec.eval.scoring import score_fn
 from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig
-from llmrec.train import TrainConfig, train
+from llmrec.training import TrainConfig, run_training
 
 # (validation NDCG@10 of the kept weights, per-epoch NDCG@10): default NextItemLMConfig and TrainConfig, 2 epochs,
 # seed 0, seen items excluded; "ema": the same with ema_decay=0.9, batch_size=8, 3 epochs and a run directory (checkpoints, metrics.csv).
@@ -55,7 +55,7 @@ def test_default_recipe_gives_the_golden_validation_ndcg(tiny_prepared: Prepared
     extra: dict[str, Any] = {"ema_decay": 0.9, "batch_size": 8, "epochs": 3} if case == "ema" else {"epochs": 2}
     config = TrainConfig(seed=0, num_threads=1, progress=False, **extra)
     run = tmp_path / "run" if case == "ema" else None
-    result = train(model, windows, config, evaluate=_evaluate(tiny_prepared), run_dir=run)
+    result = run_training(model, windows, config, evaluate=_evaluate(tiny_prepared), run_dir=run)
     per_epoch = [row["valid_ndcg@10"] for row in result.history]
     losses = [row["train_loss"] for row in result.history]
     best, epochs, train_losses = GOLDEN[case]
