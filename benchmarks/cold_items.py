@@ -52,7 +52,7 @@ from llmrec.experiment import train_model
 from llmrec.models.next_item_lm import NextItemLM, RecOutput
 from llmrec.models.seq2seq import T5SemanticRecommender
 from llmrec.training.fit import build_model, make_score_fn, save_artifact, validation_evaluator
-from llmrec.training.loop import TrainConfig, run_training
+from llmrec.training.loop import TrainConfig, train_loop
 from llmrec.types import PAD_ID, SeqBatch
 
 LM_NAMES = ("lm-id", "lm-attr", "lm-text", "lm-text-warm-softmax")
@@ -117,7 +117,7 @@ def _train_lm(ds: PreparedDataset, work: Path, name: str, sections: dict[str, di
             model.__class__ = _WarmSoftmaxLM
             model.is_cold_row = torch.from_numpy(ds.is_cold_item[1:].copy())
         windows = training_windows(ds.train_sequences(), model.config.max_seq_len)
-        result = run_training(
+        result = train_loop(
             model, windows, cfg, evaluate=validation_evaluator(ds, exclude_seen=False)
         )  # as measured for docs/generative-retrieval.md
         save_artifact(model, ds, out)

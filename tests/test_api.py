@@ -51,7 +51,7 @@ def test_train_is_a_plain_function_whatever_was_imported_first() -> None:
     from llmrec.api import train
 
     assert llmrec.train is train and "train" in dir(llmrec)
-    assert llmrec.training.run_training is llmrec.training.loop.run_training
+    assert llmrec.training.train_loop is llmrec.training.loop.train_loop
 
 
 @pytest.mark.parametrize("name", sorted(HOMES))

@@ -14,7 +14,7 @@ import torch
 from llmrec.data import PreparedDataset
 from llmrec.data.sequences import bucketed_batches, pad_left, training_windows
 from llmrec.models.next_item_lm import NextItemLM
-from llmrec.training import TrainConfig, build_model, run_training, validation_evaluator
+from llmrec.training import TrainConfig, build_model, train_loop, validation_evaluator
 
 TINY_MODEL = dict(max_seq_len=8, d_model=16, n_layers=1, n_heads=2, d_ff=32, dropout=0.2, emb_dropout=0.2, n_negatives=16)
 TIMING = ("train_seconds", "seconds")  # the only fields of a history row that differ between two equal runs
@@ -120,7 +120,7 @@ def test_train_stops_early_and_restores_the_best_weights(tiny_prepared: Prepared
         return {"ndcg@10": next(script)}
 
     snaps = _Snapshots()
-    result = run_training(model, windows, _config(epochs=6, patience=2), evaluate=evaluate, callbacks=[snaps])
+    result = train_loop(model, windows, _config(epochs=6, patience=2), evaluate=evaluate, callbacks=[snaps])
     assert (result.stopped_early, result.epochs_run, result.best_epoch, result.best_metric) == (True, 4, 2, 0.3)
     assert [row["valid_ndcg@10"] for row in result.history] == [0.1, 0.3, 0.2, 0.25]
     assert sorted(snaps.weights) == [1, 2, 3, 4]
@@ -133,15 +133,15 @@ def test_train_stops_early_and_restores_the_best_weights(tiny_prepared: Prepared
 
 def test_train_without_evaluate_keeps_the_last_epoch(tiny_prepared: PreparedDataset) -> None:
     model, windows = _setup(tiny_prepared)
-    result = run_training(model, windows, _config(epochs=3))
+    result = train_loop(model, windows, _config(epochs=3))
     assert (result.best_epoch, result.epochs_run, len(result.history)) == (3, 3, 3)
 
 
 def test_train_stop_after_keeps_the_schedule_of_all_epochs(tiny_prepared: PreparedDataset) -> None:
     model_a, windows = _setup(tiny_prepared)
-    full = run_training(model_a, windows, _config(epochs=4))
+    full = train_loop(model_a, windows, _config(epochs=4))
     model_b, _ = _setup(tiny_prepared)
-    cut = run_training(model_b, windows, _config(epochs=4), stop_after=2)
+    cut = train_loop(model_b, windows, _config(epochs=4), stop_after=2)
     assert cut.epochs_run == 2
     assert [r["lr"] for r in cut.history] == [r["lr"] for r in full.history[:2]]
     assert [r["train_loss"] for r in cut.history] == [r["train_loss"] for r in full.history[:2]]
@@ -150,7 +150,7 @@ def test_train_stop_after_keeps_the_schedule_of_all_epochs(tiny_prepared: Prepar
 def test_train_rejects_no_windows(tiny_prepared: PreparedDataset) -> None:
     model, windows = _setup(tiny_prepared)
     with pytest.raises(ValueError, match="no training windows"):
-        run_training(model, [], _config())
+        train_loop(model, [], _config())
 
 
 @pytest.mark.parametrize("loss", ["ce", "sampled", "bce"])
@@ -158,24 +158,24 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(tiny_prepared: Prepare
     """Dropout, negatives and batch order of epoch e are seeded by (seed, e); the optimizer state is checkpointed.
 
     So the resumed run must replay epochs 3-4 bit for bit: weights and metrics are compared exactly (rtol=atol=0),
-    both the last epoch's weights and the best weights that `run_training` returns in the model (epoch 2 here).
+    both the last epoch's weights and the best weights that `train_loop` returns in the model (epoch 2 here).
     """
     evaluate = validation_evaluator(tiny_prepared, ks=(10,))
 
     model_a, windows = _setup(tiny_prepared, loss=loss)
     snaps_a = _Snapshots()
-    result_a = run_training(model_a, windows, _config(), evaluate=evaluate, run_dir=tmp_path / "a", callbacks=[snaps_a])
+    result_a = train_loop(model_a, windows, _config(), evaluate=evaluate, run_dir=tmp_path / "a", callbacks=[snaps_a])
 
     run = tmp_path / "b"
     model_b, _ = _setup(tiny_prepared, loss=loss)
     with pytest.raises(KeyboardInterrupt):
-        run_training(model_b, windows, _config(), evaluate=evaluate, run_dir=run, callbacks=[_KillAfter(2)])
+        train_loop(model_b, windows, _config(), evaluate=evaluate, run_dir=run, callbacks=[_KillAfter(2)])
     with open(run / "metrics.csv", "a") as f:  # a row of an epoch whose checkpoint was never written
         f.write("3," + ",".join(["0"] * 6) + "\n")
 
     fresh, _ = _setup(tiny_prepared, loss=loss)
     snaps_b = _Snapshots()
-    result_b = run_training(fresh, windows, _config(), evaluate=evaluate, run_dir=run, resume=True, callbacks=[snaps_b])
+    result_b = train_loop(fresh, windows, _config(), evaluate=evaluate, run_dir=run, resume=True, callbacks=[snaps_b])
 
     assert sorted(snaps_b.weights) == [3, 4]
     torch.testing.assert_close(snaps_b.weights[4], snaps_a.weights[4], rtol=0, atol=0)
@@ -205,9 +205,9 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(tiny_prepared: Prepare
 def test_resume_without_a_checkpoint_fails(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
     model, windows = _setup(tiny_prepared)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        run_training(model, windows, _config(), run_dir=tmp_path / "empty", resume=True)
+        train_loop(model, windows, _config(), run_dir=tmp_path / "empty", resume=True)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        run_training(model, windows, _config(), resume=True)
+        train_loop(model, windows, _config(), resume=True)
 
 
 def test_train_sequences_through_valid_adds_valid_target_never_test(tiny_prepared: PreparedDataset) -> None:
@@ -235,7 +235,7 @@ def test_ema_keeps_the_moving_average_of_the_weights(tiny_prepared: PreparedData
     decay = 0.7
     model_a, windows = _setup(tiny_prepared)
     trajectory: list[dict[str, torch.Tensor]] = []
-    run_training(model_a, windows, _config(epochs=2))  # plain run: the last weights
+    train_loop(model_a, windows, _config(epochs=2))  # plain run: the last weights
     plain = _state(model_a)
 
     model_b, _ = _setup(tiny_prepared)
@@ -248,7 +248,7 @@ def test_ema_keeps_the_moving_average_of_the_weights(tiny_prepared: PreparedData
 
     torch.optim.AdamW.step = recording_step  # type: ignore[method-assign]
     try:
-        run_training(model_b, windows, _config(epochs=2, ema_decay=decay))
+        train_loop(model_b, windows, _config(epochs=2, ema_decay=decay))
     finally:
         torch.optim.AdamW.step = orig_step  # type: ignore[method-assign]
     # the raw trajectory is the plain run's (EMA only reads the weights)
@@ -268,21 +268,19 @@ def test_ema_keeps_the_moving_average_of_the_weights(tiny_prepared: PreparedData
 def test_resume_with_ema_equals_the_uninterrupted_run(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
     evaluate = validation_evaluator(tiny_prepared, ks=(10,))
     model_a, windows = _setup(tiny_prepared)
-    result_a = run_training(model_a, windows, _config(ema_decay=0.9), evaluate=evaluate, run_dir=tmp_path / "a")
+    result_a = train_loop(model_a, windows, _config(ema_decay=0.9), evaluate=evaluate, run_dir=tmp_path / "a")
     model_b, _ = _setup(tiny_prepared)
     with pytest.raises(KeyboardInterrupt):
-        run_training(
-            model_b, windows, _config(ema_decay=0.9), evaluate=evaluate, run_dir=tmp_path / "b", callbacks=[_KillAfter(2)]
-        )
+        train_loop(model_b, windows, _config(ema_decay=0.9), evaluate=evaluate, run_dir=tmp_path / "b", callbacks=[_KillAfter(2)])
     assert (tmp_path / "b" / "checkpoint" / "ema.safetensors").exists()
     fresh, _ = _setup(tiny_prepared)
-    result_b = run_training(fresh, windows, _config(ema_decay=0.9), evaluate=evaluate, run_dir=tmp_path / "b", resume=True)
+    result_b = train_loop(fresh, windows, _config(ema_decay=0.9), evaluate=evaluate, run_dir=tmp_path / "b", resume=True)
     torch.testing.assert_close(fresh.state_dict(), model_a.state_dict(), rtol=0, atol=0)
     assert (result_b.best_epoch, result_b.best_metric) == (result_a.best_epoch, result_a.best_metric)
     # a checkpoint written without EMA cannot silently resume an EMA run
     plain, _ = _setup(tiny_prepared)
-    run_training(plain, windows, _config(epochs=1), run_dir=tmp_path / "c")
+    train_loop(plain, windows, _config(epochs=1), run_dir=tmp_path / "c")
     with pytest.raises(FileNotFoundError, match="no ema.safetensors"):
-        run_training(plain, windows, _config(ema_decay=0.9), run_dir=tmp_path / "c", resume=True)
+        train_loop(plain, windows, _config(ema_decay=0.9), run_dir=tmp_path / "c", resume=True)
     with pytest.raises(ValueError, match="ema_decay"):
         _config(ema_decay=1.0)

@@ -21,7 +21,7 @@ from llmrec.eval.evaluate import compute_ranks
 from llmrec.eval.metrics import summarize
 from llmrec.eval.scoring import score_fn
 from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig
-from llmrec.training import TrainConfig, run_training
+from llmrec.training import TrainConfig, train_loop
 
 # (validation NDCG@10 of the kept weights, per-epoch NDCG@10): default NextItemLMConfig and TrainConfig, 2 epochs,
 # seed 0, seen items excluded; "ema": the same with ema_decay=0.9, batch_size=8, 3 epochs and a run directory (checkpoints, metrics.csv).
@@ -55,7 +55,7 @@ def test_default_recipe_gives_the_golden_validation_ndcg(tiny_prepared: Prepared
     extra: dict[str, Any] = {"ema_decay": 0.9, "batch_size": 8, "epochs": 3} if case == "ema" else {"epochs": 2}
     config = TrainConfig(seed=0, num_threads=1, progress=False, **extra)
     run = tmp_path / "run" if case == "ema" else None
-    result = run_training(model, windows, config, evaluate=_evaluate(tiny_prepared), run_dir=run)
+    result = train_loop(model, windows, config, evaluate=_evaluate(tiny_prepared), run_dir=run)
     per_epoch = [row["valid_ndcg@10"] for row in result.history]
     losses = [row["train_loss"] for row in result.history]
     best, epochs, train_losses = GOLDEN[case]

@@ -94,7 +94,7 @@ def bucketed_batches(
 def prefix_windows(sequences: list[np.ndarray], max_seq_len: int) -> list[np.ndarray]:
     """One training example per event after the first: the window w = s[max(0, t - max_seq_len) : t + 1].
 
-    `llmrec.training.loop.run_training` batches windows as (w[:-1], w[1:]) left-padded; the model reads w[:-1] and learns only the
+    `llmrec.training.loop.train_loop` batches windows as (w[:-1], w[1:]) left-padded; the model reads w[:-1] and learns only the
     last target w[-1] (an encoder-decoder sees one history per target, unlike a causal LM).
     """
     return [s[max(0, t - max_seq_len) : t + 1] for s in sequences for t in range(1, len(s))]

@@ -27,7 +27,7 @@ import numpy as np
 from llmrec.data.sequences import training_windows
 from llmrec.meta.tasks import EpisodeSampler
 from llmrec.models.base import Trainable
-from llmrec.training.loop import Callback, TrainConfig, TrainResult, run_training
+from llmrec.training.loop import Callback, TrainConfig, TrainResult, train_loop
 
 __all__ = ["EPISODIC_TRAIN_DEFAULTS", "EpisodicConfig", "constrained_metric", "episodic_finetune", "episodic_windows"]
 
@@ -110,4 +110,4 @@ def episodic_finetune(
         n = min(len(ordinary), round(episodic.replay * len(windows)))
         pick = np.random.default_rng(episodic.seed).choice(len(ordinary), size=n, replace=False)
         windows = windows + [ordinary[i] for i in sorted(pick)]
-    return run_training(model, windows, train_config, evaluate=evaluate, run_dir=run_dir, callbacks=callbacks)
+    return train_loop(model, windows, train_config, evaluate=evaluate, run_dir=run_dir, callbacks=callbacks)

@@ -4,7 +4,7 @@ Every model type satisfies ``RecModel`` (score every item for a batch of histori
 self-describing folder). Optional abilities are separate protocols, checked with ``isinstance`` on the protocol
 (structural, ``runtime_checkable``), so a door asks "can this model do X?" instead of "is this model class Y?":
 
-- ``Trainable``: ``forward(batch).loss`` — the training loop (`llmrec.training.loop.run_training`) needs nothing else.
+- ``Trainable``: ``forward(batch).loss`` — the training loop (`llmrec.training.loop.train_loop`) needs nothing else.
 - ``ItemEmbeddingModel``: a dot-product scorer with an item table and history encoder — approximate retrieval
   (FAISS), diversity features, per-user adaptation (`llmrec.models.adapter`, meta-training) and collaborative
   semantic ids need these.

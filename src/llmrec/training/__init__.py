@@ -12,7 +12,7 @@ from llmrec.training.fit import (
     save_artifact,
     validation_evaluator,
 )
-from llmrec.training.loop import Callback, TrainConfig, TrainResult, run_training
+from llmrec.training.loop import Callback, TrainConfig, TrainResult, train_loop
 from llmrec.training.refit import select_then_refit
 
 __all__ = [
@@ -25,6 +25,6 @@ __all__ = [
     "make_score_fn",
     "save_artifact",
     "select_then_refit",
-    "run_training",
+    "train_loop",
     "validation_evaluator",
 ]

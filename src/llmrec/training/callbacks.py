@@ -1,4 +1,4 @@
-"""The training loop's built-in callbacks: each owns one concern of a run, so `llmrec.training.loop.run_training` is only
+"""The training loop's built-in callbacks: each owns one concern of a run, so `llmrec.training.loop.train_loop` is only
 epochs -> batches -> step.
 
 The loop calls every callback, in the order of its list, at five points: ``on_start`` (after the optimizer is
@@ -59,7 +59,7 @@ _ema: Callable[[float], Any] = torch.optim.swa_utils.get_ema_multi_avg_fn
 
 @dataclass
 class Run:
-    """What the loop and its callbacks share during one call of `run_training`."""
+    """What the loop and its callbacks share during one call of `train_loop`."""
 
     model: Trainable
     config: TrainConfig
@@ -132,7 +132,7 @@ class RunFiles(LoopCallback):
     def on_start(self, run: Run) -> None:
         d = run.dir
         if run.resume:
-            assert d is not None  # run_training() checked that the checkpoint exists
+            assert d is not None  # train_loop() checked that the checkpoint exists
             run.state = load_checkpoint(d, run.model, run.opt, run.ema)
             if (d / "best" / "model.safetensors").exists():
                 with artifact_file(d / "best" / "model.safetensors"):

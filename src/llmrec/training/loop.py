@@ -1,12 +1,12 @@
 """One training loop for every sequence model, with hooks instead of trainer subclasses.
 
-`run_training(model, windows, config, ...)` runs AdamW with warm-up + cosine decay and gradient clipping over
+`train_loop(model, windows, config, ...)` runs AdamW with warm-up + cosine decay and gradient clipping over
 length-bucketed batches, evaluates on validation after each epoch (an `evaluate` callable returning metrics),
 stops early on the validation metric, keeps the best weights, writes a checkpoint every epoch, and resumes
 exactly from the last completed epoch: the batch order, dropout and negative sampling of epoch e are seeded by
 (seed, e), so a resumed run replays the same epochs as an uninterrupted one.
 
-`run_training` itself is epochs -> batches -> step; everything else is a callback of `llmrec.training.callbacks`, called in
+`train_loop` itself is epochs -> batches -> step; everything else is a callback of `llmrec.training.callbacks`, called in
 a fixed order (checkpoints and logs, weight averaging, selection and early stopping, the caller's callbacks, the
 epoch line, the time budget), sharing a `Run` whose `TrainState` is what a checkpoint records.
 
@@ -51,7 +51,7 @@ from llmrec.training.callbacks import (
 from llmrec.training.checkpoint import TrainState
 from llmrec.types import PAD_ID, SeqBatch
 
-__all__ = ["Callback", "TrainConfig", "TrainResult", "TrainState", "run_training"]
+__all__ = ["Callback", "TrainConfig", "TrainResult", "TrainState", "train_loop"]
 
 M = TypeVar("M", bound=Trainable)  # the model type a run trains, evaluates and returns the weights of
 
@@ -153,7 +153,7 @@ def _local_rows(batch: SeqBatch, ctx: distributed.DistContext) -> tuple[SeqBatch
     return local, n_local * ctx.world_size / max(1, n_global)
 
 
-def run_training(
+def train_loop(
     model: M,
     windows: Sequence[np.ndarray],
     config: TrainConfig,

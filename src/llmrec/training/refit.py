@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from llmrec.training.loop import Callback, TrainConfig, TrainResult, run_training
+from llmrec.training.loop import Callback, TrainConfig, TrainResult, train_loop
 
 if TYPE_CHECKING:
     from llmrec.data.dataset import PreparedDataset
@@ -52,7 +52,7 @@ def select_then_refit(
         raise ValueError(f"selected_epoch: {selected_epoch} is outside the schedule's 1..{config.epochs} epochs (train.epochs)")
     if selected_epoch is None:
         model, examples = build(dataset.train_sequences())
-        result = run_training(model, examples, config, evaluate=evaluate, run_dir=run_dir, resume=resume, callbacks=callbacks)
+        result = train_loop(model, examples, config, evaluate=evaluate, run_dir=run_dir, resume=resume, callbacks=callbacks)
         if not (config.refit_on_valid and result.best_epoch > 0):
             return model, result
         epochs, fixed_dir = result.best_epoch, None if run_dir is None else Path(run_dir) / "refit"
@@ -66,7 +66,7 @@ def select_then_refit(
             callbacks,
         )
     model, examples = build(dataset.train_sequences(through="valid" if config.refit_on_valid else "train"))
-    fixed = run_training(
+    fixed = train_loop(
         model, examples, config, run_dir=fixed_dir, resume=resume_fixed, stop_after=epochs, callbacks=fixed_callbacks
     )
     return model, (fixed if selected_epoch is not None else result)
