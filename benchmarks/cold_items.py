@@ -48,7 +48,7 @@ from llmrec.data import PrepareConfig, PreparedDataset, prepare, read_dataset
 from llmrec.data.sequences import pad_left, training_windows
 from llmrec.eval.evaluate import bootstrap_ci
 from llmrec.eval.metrics import ndcg_at_k, recall_at_k
-from llmrec.experiment import train_model
+from llmrec.experiment import check_settings, train_model
 from llmrec.models.next_item_lm import NextItemLM, RecOutput
 from llmrec.models.seq2seq import T5SemanticRecommender
 from llmrec.training.fit import build_model, make_score_fn, save_artifact, validation_evaluator
@@ -125,7 +125,7 @@ def _train_lm(ds: PreparedDataset, work: Path, name: str, sections: dict[str, di
     else:
         use_attributes = name == "lm-attr"
         sec = merge_sections(sections, {"model": {"use_attributes": use_attributes}})
-        summary = train_model(ds, work / "data", "next-item-lm", out, sec, progress=False)
+        summary = train_model(ds, work / "data", check_settings("next-item-lm", sec, progress=False), out)
     timings[name] = time.perf_counter() - t0
     (out / "bench_summary.json").write_text(json.dumps(summary, indent=1, default=str))
     _log(
@@ -269,7 +269,10 @@ def main() -> None:
     if not (work / "t5" / "config.json").exists():
         t0 = time.perf_counter()
         summary = train_model(
-            ds, work / "data", "t5-semantic", work / "t5", merge_sections(T5_DEFAULTS, parse_overrides(a.t5_set)), progress=False
+            ds,
+            work / "data",
+            check_settings("t5-semantic", merge_sections(T5_DEFAULTS, parse_overrides(a.t5_set)), progress=False),
+            work / "t5",
         )
         timings["t5"] = time.perf_counter() - t0
         _log(

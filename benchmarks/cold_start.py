@@ -37,7 +37,7 @@ from llmrec.data.sequences import pad_left
 from llmrec.eval.cold_start import ColdStartResult, evaluate_cold_start
 from llmrec.eval.evaluate import compute_ranks, paired_test
 from llmrec.eval.metrics import ndcg_at_k, summarize
-from llmrec.experiment import train_model
+from llmrec.experiment import check_settings, train_model
 from llmrec.meta.maml import UserAdapter, adapted_scores, has_adapter, make_adapted_score_fn
 from llmrec.meta.training import cold_start_table, meta_train_model
 from llmrec.models.baselines import ItemKNN, MostPopular
@@ -172,7 +172,7 @@ def main() -> None:
     if not (work / "base" / "config.json").exists():
         sections = merge_sections(BASE_DEFAULTS, parse_overrides(a.set))
         t0 = time.perf_counter()
-        summary = train_model(ds, work / "data", "next-item-lm", work / "base", sections, progress=False)
+        summary = train_model(ds, work / "data", check_settings("next-item-lm", sections, progress=False), work / "base")
         timings["base"] = time.perf_counter() - t0
         _log(f"base: {json.dumps({k: summary[k] for k in ('best_epoch', 'epochs_run', 'best_valid', 'seconds')})}")
 

@@ -20,7 +20,7 @@ import torch
 from llmrec.config import load_toml
 from llmrec.data import PreparedDataset
 from llmrec.eval.report import comparison_markdown
-from llmrec.experiment import evaluate_model, train_model, write_evaluation
+from llmrec.experiment import check_settings, evaluate_model, train_model, write_evaluation
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
         cfg = a.config_dir / f"{name}.toml" if a.config_dir else None
         sections = load_toml(cfg) if cfg is not None and cfg.exists() else {}
         t0 = time.perf_counter()
-        summary = train_model(ds, a.prepared.resolve(), name, a.out / name, sections, progress=False)
+        summary = train_model(ds, a.prepared.resolve(), check_settings(name, sections, progress=False), a.out / name)
         t1 = time.perf_counter()
         report = evaluate_model(
             a.out / name, ds, splits=("valid", "test") if a.final else ("valid",), exclude_seen=a.exclude_seen

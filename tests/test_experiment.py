@@ -25,19 +25,19 @@ TINY_LM = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff":
 def test_bad_model_or_config_is_refused_before_anything_is_written(
     tiny_prepared: PreparedDataset, tmp_path: Path, model: str, sections: dict, message: str
 ) -> None:
-    from llmrec.experiment import train_model
+    from llmrec.experiment import check_settings
 
     with pytest.raises(ValueError, match=message):
-        train_model(tiny_prepared, tmp_path / "data", model, tmp_path / "out", sections, progress=False)
+        check_settings(model, sections, progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_baseline_artifact_records_its_training_and_data(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
-    from llmrec.experiment import train_model
+    from llmrec.experiment import check_settings, train_model
     from llmrec.models import load_model
 
     summary = train_model(
-        tiny_prepared, tmp_path / "data", "item-knn", tmp_path / "knn", {"model": {"neighbours": 5}}, progress=False
+        tiny_prepared, tmp_path / "data", check_settings("item-knn", {"model": {"neighbours": 5}}), tmp_path / "knn"
     )
     assert summary["model"] == "item-knn" and summary["params"] == {"neighbours": 5}
     assert json.loads((tmp_path / "knn" / "training.json").read_text())["params"] == {"neighbours": 5}
@@ -46,12 +46,12 @@ def test_baseline_artifact_records_its_training_and_data(tiny_prepared: Prepared
 
 
 def test_sasrec_preset_trains_an_lm_with_its_paper_loss_and_keeps_the_run(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
-    from llmrec.experiment import train_model
+    from llmrec.experiment import check_settings, train_model
     from llmrec.models import load_model
 
     out = tmp_path / "sasrec"
     sections = {"model": {**TINY_LM, "n_heads": 1}, "train": {"epochs": 2, "batch_size": 8}}
-    summary = train_model(tiny_prepared, tmp_path / "data", "sasrec", out, sections, progress=False)
+    summary = train_model(tiny_prepared, tmp_path / "data", check_settings("sasrec", sections, progress=False), out)
     assert summary["params"]["loss"] == "bce" and 1 <= summary["best_epoch"] <= 2
     assert load_model(out).config.loss == "bce"
     assert (out / "train" / "metrics.csv").is_file() and (out / "train" / "refit").is_dir()

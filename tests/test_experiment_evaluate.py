@@ -12,7 +12,7 @@ import pytest
 from llmrec.data import PrepareConfig, PreparedDataset, RawData, prepare
 from llmrec.eval.evaluate import repeat_targets
 from llmrec.eval.report import write_report
-from llmrec.experiment import evaluate_model, train_model
+from llmrec.experiment import check_settings, evaluate_model, train_model
 
 TINY_LM = {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32, "max_seq_len": 8}
 REPEATERS = ("u01", "u02", "u03")
@@ -42,7 +42,7 @@ def _train(dataset: PreparedDataset, tmp_path: Path, model: str, **train: Any) -
     data_dir = dataset.save(tmp_path / "data")
     out = tmp_path / model
     sections = {"model": dict(TINY_LM), "train": {"epochs": 1, "progress": False, **train}} if model == "next-item-lm" else {}
-    train_model(dataset, data_dir, model, out, sections, progress=False)
+    train_model(dataset, data_dir, check_settings(model, sections, progress=False), out)
     return out
 
 

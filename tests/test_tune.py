@@ -21,7 +21,7 @@ def test_best_trial_is_reported_and_written_as_a_train_config(
     pytest.importorskip("optuna")
     import llmrec.tune
     from llmrec.config import build, load_toml
-    from llmrec.experiment import _check_model_keys
+    from llmrec.experiment import check_settings
     from llmrec.training import TrainConfig
 
     monkeypatch.setattr(llmrec.tune, "SEARCH_SPACE", SPACE)
@@ -38,5 +38,5 @@ def test_best_trial_is_reported_and_written_as_a_train_config(
     assert written == summary["best_params"]
     assert written["model"]["dropout"] == best["params"]["dropout"] and written["train"]["lr"] == best["params"]["lr"]
     assert written["model"]["n_layers"] == 1 and written["model"]["d_ff"] == 4 * 16  # base keys kept, width derived
-    _check_model_keys("next-item-lm", written["model"])  # a valid [model] section
+    check_settings("next-item-lm", {"model": written["model"]})  # a valid [model] section
     assert build(TrainConfig, written["train"], section="train").epochs == 1  # a valid [train] section

@@ -147,7 +147,7 @@ def train(
     else:
         file_sections = load_toml(config) if config is not None else {}
     sections = merge_sections(file_sections, split_overrides(overrides))
-    check_settings(model, sections, progress=progress)  # before a folder is made or a dataset prepared
+    run = check_settings(model, sections, progress=progress)  # before a folder is made or a dataset prepared
     temporary = out is None
     out_dir = Path(tempfile.mkdtemp(prefix="llmrec-model-")) / "model" if out is None else Path(out)
     if not temporary:  # as `llmrec train --out`: refused before any work, never a folder llmrec did not write
@@ -164,7 +164,7 @@ def train(
         distributed.init_from_env(device)
         try:
             prepared, prepared_dir = open_dataset_once(name, prepared_root)  # rank 0 prepares, the others wait
-            summary = train_model(prepared, prepared_dir, model, out_dir, sections, resume=resume, progress=progress, force=force)
+            summary = train_model(prepared, prepared_dir, run, out_dir, resume=resume, force=force)
         finally:
             distributed.shutdown()
         rec = Recommender.load(out_dir, device=device)

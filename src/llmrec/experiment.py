@@ -6,7 +6,7 @@ Model names (`--model`) are the keys of `llmrec.training.recipes.RECIPES` (the r
 - ``most-popular`` and ``item-knn``: the non-neural floors;
 - ``t5-semantic``: generative retrieval, a T5 over semantic ids of the items' text embeddings
   (`llmrec.training.semantic.fit_t5_semantic`).
-Config sections: ``[model]`` (NextItemLMConfig fields except the sizes taken from the data, plus ``use_attributes``
+Config sections, checked once into a typed `RunSettings` by `check_settings`: ``[model]`` (the model config's fields except the sizes taken from the data, plus ``use_attributes``
 and ``item_text``; for item-knn ``neighbours``,
 ``shrink``, ``decay``; for t5-semantic T5SemanticConfig fields plus ``n_levels``, ``codebook_size``,
 ``semantic_seed``, ``text_model``) and ``[train]`` (TrainConfig fields).
@@ -18,9 +18,9 @@ dataset (a registry name is prepared by rank 0 while the others wait), an experi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from llmrec.models import PRESETS, training_names
 from llmrec.training import distributed
 from llmrec.training.loop import Callback, TrainConfig
 from llmrec.training.memory import check_training_memory
-from llmrec.training.recipes import RECIPES, recipe
+from llmrec.training.recipes import RECIPES, ModelSettings, model_settings, recipe
 from llmrec.training.semantic import SEMANTIC_SOURCES, collaborative_item_embeddings, fit_t5_semantic
 from llmrec.training.tracking import TRACKERS, Tracker
 
@@ -43,6 +43,7 @@ __all__ = [
     "MODEL_NAMES",
     "MODEL_PRESETS",
     "SEMANTIC_SOURCES",
+    "RunSettings",
     "TrainingRun",
     "check_settings",
     "collaborative_item_embeddings",
@@ -62,45 +63,53 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {name: dict(RECIPES[name].presets) fo
 Status = Callable[[str], AbstractContextManager[Any]]
 
 
-def _check_model_keys(model: str, params: dict[str, Any]) -> None:
-    """Refuse unknown or derived [model] keys of `model` (naming them) before anything is written."""
-    recipe(model).check(params)
+@dataclass(frozen=True)
+class RunSettings:
+    """A run's settings, checked and typed: what `check_settings` makes of the ``[model]`` / ``[train]`` sections
+    of a TOML file and ``--set`` overrides, and what `train_model` and each fit read (never the raw sections)."""
+
+    model: str  # the training name (a model type or a preset)
+    params: dict[str, Any]  # the merged [model] section: presets under the user's keys (an artifact records them)
+    settings: ModelSettings | None  # the model's typed config and item features (None: a model without a config class)
+    train: TrainConfig
+
+    def tracked(self) -> dict[str, Any]:
+        """What an experiment tracker logs: the name, the [model] keys as given, the whole [train] config."""
+        return {"model_type": self.model, "model": dict(self.params), "train": asdict(self.train)}
 
 
-def check_settings(
-    model: str, sections: dict[str, dict[str, Any]], *, progress: bool = True
-) -> tuple[dict[str, Any], TrainConfig]:
+def check_settings(model: str, sections: Mapping[str, Mapping[str, Any]], *, progress: bool = True) -> RunSettings:
     """Every setting of a run checked before any data is read or anything is written: the model name, the
-    sections, the ``[model]`` keys and their ranges, the ``[train]`` config. Returns the merged ``[model]``
-    parameters (presets under the user's) and the TrainConfig; a bad one is a ValueError naming its key."""
+    sections, the ``[model]`` keys and their ranges, the ``[train]`` config; a bad one is a ValueError naming its
+    key."""
     chosen = recipe(model)  # an unknown name is refused, naming the known ones
     unknown_sections = set(sections) - {"model", "train"}
     if unknown_sections:
         raise ValueError(f"unknown config section(s): {', '.join(sorted(unknown_sections))}; known: model, train")
     params = {**chosen.presets, **sections.get("model", {})}
-    chosen.check(params)
-    return params, build(TrainConfig, {"progress": progress, **sections.get("train", {})}, section="train")
+    settings = model_settings(chosen.spec, params)
+    train = build(TrainConfig, {"progress": progress, **sections.get("train", {})}, section="train")
+    return RunSettings(model, params, settings, train)
 
 
 def train_model(
     dataset: PreparedDataset,
     dataset_dir: Path,
-    model: str,
+    run: RunSettings,
     out: Path,
-    sections: dict[str, dict[str, Any]],
     *,
     resume: bool = False,
-    progress: bool = True,
     callbacks: Sequence[Callback] = (),
     force: bool = False,
 ) -> dict[str, Any]:
-    """Train `model` on `dataset`, write the artifact to `out` (training state in out/train); return a summary.
+    """Train `run.model` on `dataset` with the checked settings `run` (`check_settings`), write the artifact to
+    `out` (training state in out/train); return a summary.
 
     callbacks: called after every selection epoch of next-item-lm / sasrec (e.g. an experiment tracker).
     Before anything is written the run's peak memory is estimated and a run that would not fit is refused
     (`llmrec.training.memory.MemoryLimitError`); force: train anyway.
     """
-    params, train_cfg = check_settings(model, sections, progress=progress)
+    model, params, train_cfg = run.model, run.params, run.train
     chosen = recipe(model)
     ctx = distributed.current()
     if chosen.estimate is not None:
@@ -113,7 +122,9 @@ def train_model(
         raise ValueError(f"model {model!r} trains in a single process; distributed training supports {distributed_names}")
     from llmrec.training.recipes import FitRequest
 
-    summary.update(chosen.fit(FitRequest(dataset, params, train_cfg, out, resume=resume, callbacks=callbacks)))
+    summary.update(
+        chosen.fit(FitRequest(dataset, params, train_cfg, out, resume=resume, callbacks=callbacks, settings=run.settings))
+    )
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     import torch
 
@@ -205,7 +216,7 @@ def run_training(
     """
     if track is not None and track not in TRACKERS:
         raise ValueError(f"--track must be tensorboard or mlflow, got {track!r}")
-    check_settings(model, sections)  # before a registry dataset is prepared or anything is written
+    run = check_settings(model, sections)  # before a registry dataset is prepared or anything is written
     from llmrec.outputs import check_replaceable, refuse_current_folder, resolve
 
     refuse_current_folder(resolve(out))
@@ -219,14 +230,13 @@ def run_training(
         prepared, prepared_dir = open_dataset_once(dataset, out.parent / f"{dataset}-data", status=status)
         tracker: Tracker | None = None
         if ctx.is_main and track is not None:
-            tracker = _start_tracker(track, track_uri, out, {"model_type": model, "dataset": prepared.name, **sections}, note)
+            tracker = _start_tracker(track, track_uri, out, {**run.tracked(), "dataset": prepared.name}, note)
         try:
             summary = train_model(
                 prepared,
                 prepared_dir,
-                model,
+                run,
                 out,
-                sections,
                 resume=resume,
                 callbacks=[tracker] if tracker else [],
                 force=force,

@@ -354,15 +354,15 @@ class _HashEncoder:
 
 
 def test_fit_t5_semantic_trains_saves_and_recommends(tiny_prepared: Any, tmp_path: Path) -> None:
-    from llmrec.experiment import _check_model_keys, fit_t5_semantic
+    from llmrec.experiment import check_settings, fit_t5_semantic
     from llmrec.recommend import Recommender, load_model
     from llmrec.training.fit import save_artifact
     from llmrec.training.loop import TrainConfig
 
     params = {**TINY, "n_levels": 2, "codebook_size": 4}
-    _check_model_keys("t5-semantic", params)
+    check_settings("t5-semantic", {"model": params})
     with pytest.raises(ValueError, match="model.typo"):
-        _check_model_keys("t5-semantic", {"typo": 1})
+        check_settings("t5-semantic", {"model": {"typo": 1}})
     cfg = TrainConfig(epochs=2, batch_size=16, progress=False)
     model, result = fit_t5_semantic(tiny_prepared, params, cfg, text_encoder=_HashEncoder(), text_cache_dir=tmp_path / "cache")
     assert result.epochs_run == 2

@@ -60,10 +60,10 @@ def test_history_is_kept_only_when_validation_says_so_clearly() -> None:
 
 
 def test_training_records_the_rule_and_everything_serves_it(shop_prepared: PreparedDataset, tmp_path: Path) -> None:
-    from llmrec.experiment import train_model
+    from llmrec.experiment import check_settings, train_model
 
     data = shop_prepared.save(tmp_path / "data")
-    summary = train_model(shop_prepared, data, "most-popular", tmp_path / "pop", {})
+    summary = train_model(shop_prepared, data, check_settings("most-popular", {}), tmp_path / "pop")
     record = json.loads((tmp_path / "pop" / "training.json").read_text())["seen_items"]
     assert record == summary["seen_items"] and record["rule"] in ("include", "exclude")
     assert set(record["valid_ndcg@10"]) == {"exclude_seen", "include_seen"}

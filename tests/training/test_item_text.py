@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from llmrec.cli import app
 from llmrec.data import PreparedDataset
-from llmrec.experiment import train_model
+from llmrec.experiment import check_settings, train_model
 from llmrec.index.text_encoder import encode_items
 from llmrec.training.fit import build_model
 
@@ -72,7 +72,7 @@ def test_item_text_without_catalogue_text_is_refused(tiny_prepared: PreparedData
 @pytest.mark.parametrize("key", ["n_items", "text_dim", "n_attributes", "max_item_attributes"])
 def test_derived_sizes_cannot_be_set(key: str, tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=rf"model\.{key}\b.*derived from the data"):
-        train_model(tiny_prepared, tmp_path / "d", "next-item-lm", tmp_path / "m", {"model": {key: 3}}, progress=False)
+        train_model(tiny_prepared, tmp_path / "d", check_settings("next-item-lm", {"model": {key: 3}}), tmp_path / "m")
     with pytest.raises(ValueError, match=rf"model\.{key}\b.*derived from the data"):
         build_model(tiny_prepared, {key: 3})
     assert not (tmp_path / "m").exists()
@@ -80,7 +80,7 @@ def test_derived_sizes_cannot_be_set(key: str, tiny_prepared: PreparedDataset, t
 
 def test_unknown_key_error_lists_item_text_but_not_derived_sizes(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="model.use_txt") as info:
-        train_model(tiny_prepared, tmp_path / "d", "next-item-lm", tmp_path / "m", {"model": {"use_txt": True}}, progress=False)
+        check_settings("next-item-lm", {"model": {"use_txt": True}})
     known = str(info.value).split("known: ")[1].split(", ")
     assert "item_text" in known and "use_attributes" in known
     assert not {"n_items", "text_dim", "n_attributes", "max_item_attributes"} & set(known)
@@ -88,9 +88,7 @@ def test_unknown_key_error_lists_item_text_but_not_derived_sizes(tiny_prepared: 
 
 def test_item_text_must_be_a_boolean(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="model.item_text: expected true/false"):
-        train_model(
-            tiny_prepared, tmp_path / "d", "next-item-lm", tmp_path / "m", {"model": {"item_text": "yes"}}, progress=False
-        )
+        check_settings("next-item-lm", {"model": {"item_text": "yes"}})
 
 
 @pytest.mark.parametrize("how", ["set", "toml"])

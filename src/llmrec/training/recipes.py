@@ -43,6 +43,7 @@ class FitRequest:
     resume: bool = False
     callbacks: Sequence[Callback] = ()
     run_dir: Path | None = None
+    settings: ModelSettings | None = None  # `params` checked into the spec's typed config (made here when None)
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,8 @@ class Recipe:
         trains = "Trainable" in spec.capabilities()
         run_dir = _run_dir(req, ctx.is_main) if trains else None
         distributed.barrier()
-        req = FitRequest(req.dataset, req.params, req.train, req.out, req.resume, req.callbacks, run_dir)
-        settings = model_settings(spec, req.params)
+        settings = req.settings if req.settings is not None else model_settings(spec, req.params)
+        req = FitRequest(req.dataset, req.params, req.train, req.out, req.resume, req.callbacks, run_dir, settings)
         vocab: list[str] = []
         if spec.fit is not None:
             model, summary = spec.fit(req)
