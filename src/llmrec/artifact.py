@@ -57,6 +57,7 @@ __all__ = [
     "check_weights",
     "copy_with_weights",
     "model_type",
+    "has_model",
     "open_artifact",
     "read_items_and_histories",
     "read_training",
@@ -78,9 +79,14 @@ def model_type(path: str | Path) -> object:
     No config.json is a FileNotFoundError ("not a model directory"); an unreadable one an ArtifactError naming it.
     """
     path = Path(path)
-    if not (path / "config.json").is_file():
+    if not has_model(path):
         raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
     return read_json(path / "config.json").get("model_type")
+
+
+def has_model(path: str | Path) -> bool:
+    """Whether the folder `path` holds a model (its config.json): what readers ask before `Artifact.model`."""
+    return (Path(path) / "config.json").is_file()
 
 
 def check_weights(path: str | Path) -> None:

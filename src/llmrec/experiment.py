@@ -155,18 +155,14 @@ def _popularity_check(
     weights = out
     if summary.get("train", {}).get("refit_on_valid"):
         weights = out / "train" / "best"
-    if model == "most-popular" or not (weights / "config.json").is_file():
-        return {}
-    import torch
+    from llmrec.artifact import Artifact, has_model
 
+    if model == "most-popular" or not has_model(weights):
+        return {}
     from llmrec.eval.popularity import popularity_warnings, validation_check
     from llmrec.eval.scoring import score_fn
-    from llmrec.models import load_model
 
-    trained = load_model(weights)
-    if isinstance(trained, torch.nn.Module):
-        trained = trained.to(device)
-    check = validation_check(score_fn(trained), dataset, exclude_seen=train_cfg.valid_exclude_seen)
+    check = validation_check(score_fn(Artifact(weights).model(device)), dataset, exclude_seen=train_cfg.valid_exclude_seen)
     return {"most_popular": check, "warnings": popularity_warnings(check)}
 
 

@@ -65,11 +65,11 @@ def seen_rule_of_artifact(
     """`choose_seen_rule` for the artifact just trained in `out` (a model refit on train + valid events has no
     held-out validation item: its selection run's best weights, ``train/best``, decide): the summary key
     ``seen_items``, or nothing when there is nothing held out to decide on."""
-    from llmrec.artifact import Artifact
+    from llmrec.artifact import Artifact, has_model
     from llmrec.eval.scoring import score_fn
 
     weights = out / "train" / "best" if summary.get("train", {}).get("refit_on_valid") else out
-    if not (weights / "config.json").is_file():
+    if not has_model(weights):
         return {}
     record = choose_seen_rule(score_fn(Artifact(weights).model(device)), dataset)
     return {} if record is None else {"seen_items": record}

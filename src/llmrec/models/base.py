@@ -34,6 +34,7 @@ __all__ = [
     "ColdItemMappable",
     "GradientAttributable",
     "ItemEmbeddingModel",
+    "ModelConfig",
     "OnnxExportable",
     "RecModel",
     "Trainable",
@@ -71,13 +72,20 @@ class TrainOutput(Protocol):
     loss: torch.Tensor | None
 
 
+class ModelConfig(Protocol):
+    """A model's frozen config dataclass, as far as training needs it: what a checkpoint records."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
 @runtime_checkable
 class Trainable(Protocol):
     """A model the training loop can fit: a torch module whose forward returns an output with a loss.
 
     ``config.to_dict()`` is what a checkpoint records; ``--resume`` refuses a checkpoint whose config differs."""
 
-    config: Any  # a frozen config dataclass with to_dict()
+    @property
+    def config(self) -> ModelConfig: ...  # the frozen config dataclass (read-only here: a subclass narrows its type)
 
     def forward(self, batch: SeqBatch) -> Any: ...  # an output object with `.loss` (RecOutput, Seq2SeqOutput)
 

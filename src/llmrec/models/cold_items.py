@@ -133,17 +133,17 @@ def map_cold_items_artifact(
     from llmrec import artifact
     from llmrec.identity import check_model_dataset
     from llmrec.index import SentenceTransformerEncoder, encode_items
-    from llmrec.models import load_model
 
     model_dir, out = Path(model_dir), Path(out)
-    if not (model_dir / "config.json").is_file():
+    if not artifact.has_model(model_dir):
         raise ValueError(f"{model_dir}: not a model artifact (no config.json)")
     if out.resolve() == model_dir.resolve():
         raise ValueError("--out must differ from --model")
-    model = load_model(model_dir)  # a damaged artifact: ArtifactError naming the file
+    art = artifact.open_artifact(model_dir)
+    model = art.model()  # a damaged artifact: ArtifactError naming the file
     if not isinstance(model, ColdItemMappable):
         raise ValueError(
-            f"{model_dir}: a {artifact.model_type(model_dir)!r} model has no item rows to map (needs item embeddings, "
+            f"{model_dir}: a {art.model_type!r} model has no item rows to map (needs item embeddings, "
             "e.g. next-item-lm or bsarec)"
         )
     check_model_dataset(model_dir, dataset)

@@ -36,16 +36,16 @@ def collaborative_item_embeddings(model_dir: str | Path, n_items: int) -> np.nda
     """
     import torch
 
-    from llmrec.models import load_model
     from llmrec.models.base import ItemEmbeddingModel
 
     path = Path(model_dir)
-    if not (path / "config.json").is_file():
+    if not artifact.has_model(path):
         raise FileNotFoundError(f"model.collab_model: {path} is not a model directory (no config.json)")
-    model = load_model(path)
+    art = artifact.open_artifact(path)
+    model = art.model()
     if not isinstance(model, ItemEmbeddingModel):
         raise ValueError(
-            f"model.collab_model: {path} holds a {artifact.model_type(path)!r} model, which has no item embeddings "
+            f"model.collab_model: {path} holds a {art.model_type!r} model, which has no item embeddings "
             "(train a next-item-lm or bsarec)"
         )
     if isinstance(model, torch.nn.Module):
