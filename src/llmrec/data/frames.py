@@ -15,8 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from llmrec.data.tables import ColumnMap, IgnoredColumnWarning, ItemColumnMap, RawData, id_checks
-from llmrec.data.times import time_checks, time_exprs
+from llmrec.data.tables import ColumnMap, IgnoredColumnWarning, ItemColumnMap, RawData, event_exprs, id_checks
 from llmrec.errors import DataError
 
 __all__ = ["as_polars", "column_spec", "is_frame", "raw_from_frames"]
@@ -73,19 +72,7 @@ def _raise_first(df: pl.DataFrame, where: str, checks: list[tuple[pl.Expr, str, 
 def events_from_frame(df: pl.DataFrame, columns: ColumnMap) -> pl.DataFrame:
     """The `RawData.events` of an events frame (user, item, time [, event, value]), as `read_table` reads a file."""
     _require(df, [c for c in (columns.user, columns.item, columns.time, columns.event, columns.value) if c], EVENTS)
-    out, checks = id_checks({"user": columns.user, "item": columns.item}, dict(df.schema))
-    time = pl.int_range(pl.len(), dtype=pl.Int64)
-    if columns.time is not None:
-        time, as_float = time_exprs(columns.time, df.schema[columns.time], Path(EVENTS))
-        checks.extend(time_checks(columns.time, time, as_float))
-    out.append(time.alias("time"))
-    if columns.event is not None:
-        out.append(pl.col(columns.event).cast(pl.String).alias("event"))
-    if columns.value is not None:
-        value = pl.col(columns.value)
-        value = (value.str.strip_chars() if df.schema[columns.value] == pl.String else value).cast(pl.Float64, strict=False)
-        checks.append((value.is_null() & ~_empty(columns.value), "value {} is not a number", columns.value))
-        out.append(value.alias("value"))
+    out, checks = event_exprs(columns, dict(df.schema), Path(EVENTS))
     _raise_first(df, EVENTS, checks)
     return df.select(out)
 

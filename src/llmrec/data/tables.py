@@ -313,23 +313,33 @@ def read_table(path: Path, fmt: str, columns: ColumnMap = ColumnMap()) -> RawDat
     fmt = _format(path, fmt)
     named = [columns.user, columns.item, columns.time, columns.event, columns.value]
     df = _load_table(path, fmt, [c for c in named if c is not None], [])  # a column named in the map must exist
-    out, checks = id_checks({"user": columns.user, "item": columns.item}, df.schema)
+    out, checks = event_exprs(columns, dict(df.schema), path)
+    _raise_first(df, path, fmt, checks)
+    return RawData(df.select(out), None, None, "generic", [path])
+
+
+def event_exprs(
+    columns: ColumnMap, schema: dict[str, pl.DataType], where: Path
+) -> tuple[list[pl.Expr], list[tuple[pl.Expr, str, str]]]:
+    """The events columns (user, item, time [, event, value]) of a table of `schema` mapped by `columns`, and
+    their checks (mask, reason, column): what a file (`read_table`) and a DataFrame (`llmrec.data.frames`) share.
+    Without a time column, time is the row order; `where` names the source in time errors."""
+    out, checks = id_checks({"user": columns.user, "item": columns.item}, schema)
     time = pl.int_range(pl.len(), dtype=pl.Int64)
     if columns.time is not None:
-        time, as_float = time_exprs(columns.time, df.schema[columns.time], path)
+        time, as_float = time_exprs(columns.time, schema[columns.time], where)
         checks.extend(time_checks(columns.time, time, as_float))
     out.append(time.alias("time"))
     if columns.event is not None:
         out.append(pl.col(columns.event).cast(pl.String).alias("event"))
     if columns.value is not None:
         value = pl.col(columns.value)
-        if df.schema[columns.value] == pl.String:
+        if schema[columns.value] == pl.String:
             value = value.str.strip_chars()
         value = value.cast(pl.Float64, strict=False)
         checks.append((value.is_null() & ~_empty(columns.value), "value {} is not a number", columns.value))
         out.append(value.alias("value"))
-    _raise_first(df, path, fmt, checks)
-    return RawData(df.select(out), None, None, "generic", [path])
+    return out, checks
 
 
 def read_catalogue(
