@@ -88,7 +88,9 @@ def check_settings(model: str, sections: Mapping[str, Mapping[str, Any]], *, pro
         raise ValueError(f"unknown config section(s): {', '.join(sorted(unknown_sections))}; known: model, train")
     params = {**chosen.presets, **sections.get("model", {})}
     settings = model_settings(chosen.spec, params)
-    train = build(TrainConfig, {"progress": progress, **sections.get("train", {})}, section="train")
+    spec = chosen.spec  # its own kind of examples unless [train] examples says otherwise
+    examples = {"examples": spec.examples[0]} if spec.examples else {}
+    train = build(TrainConfig, {"progress": progress, **examples, **sections.get("train", {})}, section="train")
     return RunSettings(model, params, settings, train)
 
 

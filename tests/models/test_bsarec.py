@@ -249,12 +249,15 @@ def test_cli_trains_bsarec_and_every_door_serves_it(tiny_prepared: PreparedDatas
         assert client.get("/v1/info").status_code == 200
 
 
-def test_the_recipe_refuses_window_examples_and_writes_nothing(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
+def test_the_recipe_trains_on_prefixes_by_default_and_refuses_windows(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
     data = tiny_prepared.save(tmp_path / "data")
-    refused = _train(data, tmp_path / "bsa")  # train.examples defaults to "windows"
+    trained = _train(data, tmp_path / "default")  # no train.examples: the spec's own kind
+    assert trained.exit_code == 0, trained.output
+    assert json.loads((tmp_path / "default" / "training.json").read_text())["train"]["examples"] == "prefixes"
+    refused = _train(data, tmp_path / "bsa", "--set", "train.examples=windows")
     assert refused.exit_code == 2, refused.output
     assert refused.stderr.startswith("error: ") and "train.examples" in refused.stderr and "prefixes" in refused.stderr
     assert "Traceback" not in refused.output
-    assert not (tmp_path / "bsa").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not (tmp_path / "bsa").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".bsa")]
     unknown = _train(data, tmp_path / "bsa", "--set", "train.examples=prefixes", "--set", "model.gamma=1")
     assert unknown.exit_code == 2 and "model.gamma" in unknown.stderr
