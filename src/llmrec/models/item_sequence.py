@@ -130,8 +130,9 @@ class ItemSequenceModel(nn.Module):
     config_class: ClassVar[type[ItemSequenceConfig]]  # what from_pretrained reads config.json into
     config: ItemSequenceConfig
     blocks: nn.ModuleList  # the subclass's blocks (the first one's input is the token representation)
-    # True for an encoder that is not causal (position t sees the items after it): the loss reads the last position
-    # only, and the spec trains it on prefixes (one target per example)
+    # True when only the last position may be trained as a target (an encoder that is not causal, so position t
+    # sees the items after it; or weights tied to the newest item's slot): the loss reads the last position only,
+    # and the spec trains it on prefixes (one target per example)
     last_position_only: ClassVar[bool] = False
 
     @property
