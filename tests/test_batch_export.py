@@ -128,6 +128,24 @@ def test_export_onnx_scores_match_pytorch(artifact: Path, tmp_path: Path) -> Non
     np.testing.assert_allclose(got[:, 1:], expected[:, 1:], rtol=1e-4, atol=1e-4)
 
 
+def test_export_onnx_that_the_exporter_cannot_convert_is_one_line_and_writes_nothing(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Failed to convert the exported program to an ONNX model.\nstep 3/3 ... (long report)")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    out = tmp_path / "serve"
+    result = runner.invoke(app, ["export", "--model", str(artifact), "--out", str(out), "--onnx"])
+    assert result.exit_code == 2, result.output
+    assert "could not convert" in result.stderr and "Failed to convert" in result.stderr
+    assert "long report" not in result.stderr and "Traceback" not in result.output
+    assert not out.exists()
+
+
 # ---- permissions and device ----------------------------------------------------------------------------------
 def _umask() -> int:
     mask = os.umask(0)

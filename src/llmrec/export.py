@@ -111,15 +111,19 @@ def write_onnx(model_dir: Path, path: Path) -> float:
     except ImportError as e:
         raise ValueError(f"--onnx needs the export extra (pip install 'llmrec[export]'): {e}") from None
     with _quiet_exporter(), torch.no_grad():
-        program = torch.onnx.export(
-            scorer,
-            (example,),
-            input_names=["item_ids"],
-            output_names=["scores"],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-            dynamo=True,
-            verbose=False,
-        )
+        try:
+            program = torch.onnx.export(
+                scorer,
+                (example,),
+                input_names=["item_ids"],
+                output_names=["scores"],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                dynamo=True,
+                verbose=False,
+            )
+        except Exception as e:  # noqa: BLE001 - an operator the exporter cannot convert: one line, not its report
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ValueError(f"--onnx: torch's ONNX exporter could not convert this {model.model_type} model ({first})") from None
         assert program is not None
         program.save(str(path))
     (path.parent / "onnx.json").write_text(
