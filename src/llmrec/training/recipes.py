@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -176,9 +176,23 @@ def _estimate_lm(dataset: PreparedDataset, params: dict[str, Any], train: TrainC
     return estimate_lm_run(dataset, params, train, device=device)
 
 
-# Every training name at import, in the registry's order: each model type, then its presets (`recipe` reads the
-# registry as it is now, so a model type registered later trains too).
-RECIPES: dict[str, Recipe] = {name: Recipe(name, PRESETS.get(name, name)) for name in training_names()}
+class _Recipes(Mapping[str, Recipe]):
+    """Every training name, in the registry's order (each model type, then its presets), read from the registry
+    each time (a model type registered after import trains and is listed too; one unregistered is gone)."""
+
+    def __getitem__(self, name: str) -> Recipe:
+        if name not in training_names():
+            raise KeyError(name)
+        return Recipe(name, PRESETS.get(name, name))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(training_names())
+
+    def __len__(self) -> int:
+        return len(training_names())
+
+
+RECIPES: Mapping[str, Recipe] = _Recipes()
 
 
 def recipe(name: str) -> Recipe:
