@@ -87,9 +87,9 @@ def check_settings(model: str, sections: Mapping[str, Mapping[str, Any]], *, pro
     if unknown_sections:
         raise ValueError(f"unknown config section(s): {', '.join(sorted(unknown_sections))}; known: model, train")
     params = {**chosen.presets, **sections.get("model", {})}
-    settings = model_settings(chosen.spec, params)
-    spec = chosen.spec  # its own kind of examples unless [train] examples says otherwise
-    examples = {"examples": spec.examples[0]} if spec.examples else {}
+    spec = chosen.spec
+    settings = model_settings(spec, params)
+    examples = {"examples": spec.examples[0]} if spec.examples else {}  # its own kind unless [train] says otherwise
     train = build(TrainConfig, {"progress": progress, **examples, **sections.get("train", {})}, section="train")
     return RunSettings(model, params, settings, train)
 
