@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from llmrec.data import PreparedDataset
-from llmrec.data.sequences import bucketed_batches, pad_left, training_windows
+from llmrec.data.sequences import bucketed_batches, length_groups, pad_left, random_batches, training_windows
 from llmrec.models.next_item_lm import NextItemLM
 from llmrec.training import TrainConfig, build_model, train_loop, validation_evaluator
 
@@ -145,6 +145,48 @@ def test_train_stop_after_keeps_the_schedule_of_all_epochs(tiny_prepared: Prepar
     assert cut.epochs_run == 2
     assert [r["lr"] for r in cut.history] == [r["lr"] for r in full.history[:2]]
     assert [r["train_loss"] for r in cut.history] == [r["train_loss"] for r in full.history[:2]]
+
+
+@pytest.mark.parametrize("examples", ["windows", "prefixes"])
+def test_a_batch_in_length_groups_has_the_padded_batchs_loss_and_gradient(tiny_prepared: PreparedDataset, examples: str) -> None:
+    """The weighted sum of the length groups' mean losses is the padded batch's mean loss, and so are the
+    gradients (no dropout); the loop's "random" batching reports that loss for its one batch."""
+    model, windows = _setup(tiny_prepared, dropout=0.0, emb_dropout=0.0, loss="ce")
+    (batch,) = random_batches(windows, len(windows), torch.Generator().manual_seed(0), last_only=examples == "prefixes")
+    model.train()
+    model.zero_grad()
+    full = model(batch).loss
+    assert full is not None
+    full.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    parts = length_groups(batch)
+    assert len(parts) > 1
+    total = sum(n for _, n in parts)
+    summed = 0.0
+    for part, n in parts:
+        loss = model(part).loss
+        assert loss is not None
+        (loss * (n / total)).backward()
+        summed += loss.item() * n / total
+    assert summed == pytest.approx(full.item(), rel=1e-5)
+    for name, p in model.named_parameters():
+        if name in expected:
+            assert p.grad is not None
+            torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6)
+    losses = []
+    for batching in ("length", "random"):  # one batch holding every window, one epoch: the loss before the step
+        m, _ = _setup(tiny_prepared, dropout=0.0, emb_dropout=0.0, loss="ce")
+        config = _config(epochs=1, batch_size=len(windows) + 1, batching=batching, examples=examples)
+        losses.append(train_loop(m, windows, config).history[0]["train_loss"])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_batching_and_adam_beta2_are_checked_by_name() -> None:
+    with pytest.raises(ValueError, match="batching"):
+        TrainConfig(batching="sorted")
+    with pytest.raises(ValueError, match="adam_beta2"):
+        TrainConfig(adam_beta2=1.0)
 
 
 def test_train_rejects_no_windows(tiny_prepared: PreparedDataset) -> None:

@@ -1,4 +1,5 @@
-"""From item sequences to tensors: left padding, next-item training examples and length-bucketed batches."""
+"""From item sequences to tensors: left padding, next-item training examples, and batches (length-bucketed, or
+drawn at random and computed in length groups)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import torch
 
 from llmrec.types import PAD_ID, SeqBatch
 
-__all__ = ["bucketed_batches", "pad_left", "prefix_examples", "prefix_windows", "training_windows"]
+__all__ = [
+    "bucketed_batches",
+    "length_groups",
+    "pad_left",
+    "prefix_examples",
+    "prefix_windows",
+    "random_batches",
+    "training_windows",
+]
 
 
 def pad_left(histories: Sequence[np.ndarray], max_len: int) -> torch.Tensor:
@@ -77,18 +86,66 @@ def bucketed_batches(
     order = torch.argsort(lengths + jitter).numpy()
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for ci in torch.randperm(len(chunks), generator=generator).tolist():
-        rows = [windows[j] for j in chunks[ci]]
-        L = max(len(r) for r in rows) - 1
-        inputs = np.full((len(rows), L), PAD_ID, dtype=np.int64)
-        targets = np.full((len(rows), L), PAD_ID, dtype=np.int64)
-        for i, r in enumerate(rows):
-            n = len(r) - 1
-            inputs[i, L - n :] = r[:-1]
-            if last_only:
-                targets[i, -1] = r[-1]
-            else:
-                targets[i, L - n :] = r[1:]
-        yield SeqBatch(item_ids=torch.from_numpy(inputs), targets=torch.from_numpy(targets))
+        yield _padded([windows[j] for j in chunks[ci]], last_only)
+
+
+def _padded(rows: Sequence[np.ndarray], last_only: bool) -> SeqBatch:
+    """Windows as one left-padded batch: inputs w[:-1], targets w[1:] (only w[-1] with last_only)."""
+    L = max(len(r) for r in rows) - 1
+    inputs = np.full((len(rows), L), PAD_ID, dtype=np.int64)
+    targets = np.full((len(rows), L), PAD_ID, dtype=np.int64)
+    for i, r in enumerate(rows):
+        n = len(r) - 1
+        inputs[i, L - n :] = r[:-1]
+        if last_only:
+            targets[i, -1] = r[-1]
+        else:
+            targets[i, L - n :] = r[1:]
+    return SeqBatch(item_ids=torch.from_numpy(inputs), targets=torch.from_numpy(targets))
+
+
+def random_batches(
+    windows: Sequence[np.ndarray], batch_size: int, generator: torch.Generator, *, last_only: bool = False
+) -> Iterator[SeqBatch]:
+    """Batches of windows drawn uniformly at random (a fresh permutation from `generator` each call), each
+    left-padded to its longest window: the batches of the published SASRec-family code (TV-Rec, BSARec).
+
+    Unlike `bucketed_batches` a batch mixes short and long histories. Padding every row to the longest costs
+    up to max_seq_len / mean length more compute; `length_groups` computes one such batch as a few trimmed
+    parts with the same mean loss. last_only: as in `bucketed_batches`.
+    """
+    order = torch.randperm(len(windows), generator=generator).tolist()
+    for i in range(0, len(order), batch_size):
+        yield _padded([windows[j] for j in order[i : i + batch_size]], last_only)
+
+
+def length_groups(batch: SeqBatch, fractions: Sequence[float] = (0.5, 0.75, 0.9)) -> list[tuple[SeqBatch, int]]:
+    """Split a left-padded training batch into parts of similar history length, each trimmed to its own longest
+    input, with the number of targets in each part.
+
+    Rows are sorted by input length and cut at `fractions` of the batch (the shortest half, the next quarter,
+    ...). For a model whose outputs do not depend on the padding (the item-sequence models: left padding is
+    masked), sum over parts of (targets in part / targets in batch) x (mean loss of part) is the batch's mean
+    loss, so accumulating those gradients is one step on the whole batch at a fraction of its padded cost.
+    Empty parts and rows without a target are dropped.
+    """
+    assert batch.targets is not None
+    has_target = (batch.targets != PAD_ID).any(dim=1)
+    lengths = (batch.item_ids != PAD_ID).sum(dim=1)
+    rows = torch.nonzero(has_target).flatten()
+    rows = rows[torch.argsort(lengths[rows], stable=True)]
+    n = len(rows)
+    cuts = sorted({0, n, *(min(n, max(0, round(f * n))) for f in fractions)})
+    parts = []
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        if b <= a:
+            continue
+        idx = rows[a:b]
+        width = max(1, int(lengths[idx].max()))
+        targets = batch.targets[idx, -width:]
+        part = SeqBatch(item_ids=batch.item_ids[idx, -width:], targets=targets)
+        parts.append((part, int(torch.count_nonzero(targets != PAD_ID))))
+    return parts
 
 
 def prefix_windows(sequences: list[np.ndarray], max_seq_len: int) -> list[np.ndarray]:

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from llmrec.config import check_range
-from llmrec.data.sequences import bucketed_batches
+from llmrec.data.sequences import bucketed_batches, length_groups, random_batches
 from llmrec.models.base import Trainable
 from llmrec.training import distributed
 from llmrec.training.callbacks import (
@@ -65,6 +65,10 @@ class TrainConfig:
     warmup_steps: int = 200  # linear warm-up (capped at 10% of all steps)
     schedule: str = "cosine"  # "cosine" decay to 10% over `epochs`, or "constant"
     grad_clip: float = 1.0  # max gradient norm (0 = off)
+    adam_beta2: float = 0.98  # AdamW's second-moment decay (the published SASRec-family code uses 0.999)
+    # "length": batches of similar history length (little padding) | "random": uniformly drawn batches as in the
+    # published code, computed in a few length groups (data.sequences.length_groups) on one process
+    batching: str = "length"
     patience: int = 5  # epochs without improvement of `metric` before stopping
     metric: str = "ndcg@10"  # validation metric to maximise
     seed: int = 0  # seeds model init (by the caller), batch order, dropout and sampling
@@ -81,8 +85,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Ranges (`llmrec.config.check_range`, the error names the key): epochs, patience and selected_epoch up
-        to 100,000, batch_size 1..1,048,576, lr finite and > 0, weight_decay and grad_clip >= 0, ema_decay in
-        [0, 1), max_minutes >= 0 (or None; 0 stops after the first epoch), seed 0..2**32 - 1, num_threads 0..4096."""
+        to 100,000, batch_size 1..1,048,576, lr finite and > 0, weight_decay and grad_clip >= 0, ema_decay and
+        adam_beta2 in [0, 1), max_minutes >= 0 (or None; 0 stops after the first epoch), seed 0..2**32 - 1, num_threads 0..4096."""
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be cosine|constant, got {self.schedule!r}")
         check_range("epochs", self.epochs, 1, 100_000)
@@ -91,6 +95,9 @@ class TrainConfig:
         check_range("weight_decay", self.weight_decay, 0.0)
         check_range("warmup_steps", self.warmup_steps, 0, 10**9)
         check_range("grad_clip", self.grad_clip, 0.0)
+        check_range("adam_beta2", self.adam_beta2, 0.0, 1.0, high_open=True)
+        if self.batching not in ("length", "random"):
+            raise ValueError(f"batching must be length|random, got {self.batching!r}")
         check_range("patience", self.patience, 1, 100_000)
         check_range("seed", self.seed, 0, 2**32 - 1)
         if self.max_minutes is not None:
@@ -130,7 +137,7 @@ def _make_optimizer(model: Trainable, c: TrainConfig) -> torch.optim.AdamW:
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
     groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=c.lr, betas=(0.9, 0.98))
+    return torch.optim.AdamW(groups, lr=c.lr, betas=(0.9, c.adam_beta2))
 
 
 def _local_rows(batch: SeqBatch, ctx: distributed.DistContext) -> tuple[SeqBatch, float]:
@@ -201,7 +208,9 @@ def train_loop(
         t_epoch = time.perf_counter()
         losses: list[float] = []
         bar = tqdm(
-            bucketed_batches(windows, c.batch_size, gen, last_only=c.examples == "prefixes"),
+            (random_batches if c.batching == "random" else bucketed_batches)(
+                windows, c.batch_size, gen, last_only=c.examples == "prefixes"
+            ),
             total=n_batches,
             desc=f"{run.phase}epoch {epoch}",
             unit="batch",
@@ -292,10 +301,12 @@ def _step(net: torch.nn.Module, batch: SeqBatch, lr: float, run: Run) -> float:
     ctx, opt = run.ctx, run.opt
     for g in opt.param_groups:
         g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    if run.config.batching == "random" and not ctx.enabled:
+        return _grouped_step(net, batch, run)
     local, weight = _local_rows(batch, ctx)
     out = net(local.to(ctx.device) if ctx.device.type != "cpu" else local)
     assert out.loss is not None
-    opt.zero_grad(set_to_none=True)
     (out.loss * weight if ctx.enabled else out.loss).backward()
     if run.config.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
@@ -304,3 +315,20 @@ def _step(net: torch.nn.Module, batch: SeqBatch, lr: float, run: Run) -> float:
         return distributed.all_reduce_sum([out.loss.item() * weight], ctx)[0] / ctx.world_size
     loss: float = out.loss.item()
     return loss
+
+
+def _grouped_step(net: torch.nn.Module, batch: SeqBatch, run: Run) -> float:
+    """One step on a mixed-length batch computed in length groups: each group's mean loss weighted by its share
+    of the batch's targets, gradients accumulated, then one clip and one update (the batch's mean loss)."""
+    parts = length_groups(batch)
+    total = sum(n for _, n in parts)
+    loss_sum = 0.0
+    for part, n in parts:
+        out = net(part.to(run.ctx.device) if run.ctx.device.type != "cpu" else part)
+        assert out.loss is not None
+        (out.loss * (n / total)).backward()
+        loss_sum += out.loss.item() * n / total
+    if run.config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
+    run.opt.step()
+    return loss_sum
