@@ -12,6 +12,9 @@ Usage:
       Train TV-Rec with the repository's own command for Beauty (its run.sh line: lr 5e-4, dropout 0.5, M 32,
       max length 50, reg weight 0; Adam, batch 256, patience 10 on validation NDCG@20), on the CPU with
       --num_workers 0, writing the peer's log to RUN_DIR; then `summary` of it.
+  python benchmarks/peers/tvrec.py drop CHECKOUT PREPARED_DIR [MODEL_DIR ...] --final [--threads 1]
+      NDCG@10 (seen excluded) of the checkpoint and of llmrec models on validation, test, and test without the
+      validation item in the history: where the validation-to-test drop comes from. Reads test: --final.
   python benchmarks/peers/tvrec.py summary LOG
       Per-epoch validation NDCG@10 / HR@10 and seconds, best epoch, and the test line of a peer log (JSON).
 
@@ -28,6 +31,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -74,14 +78,9 @@ def _load_peer_model(checkout: Path) -> Any:
     return model, args
 
 
-def checkpoint(a: argparse.Namespace) -> int:
-    from llmrec.data import PreparedDataset
-    from llmrec.eval.metrics import summarize
-    from llmrec.eval.ranking import compute_ranks
-
-    torch.set_num_threads(a.threads)
-    ds = PreparedDataset.load(a.prepared)
-    model, args = _load_peer_model(Path(a.checkout))
+def _peer_scorer(checkout: Path, ds: Any) -> Callable[[list[np.ndarray]], torch.Tensor]:
+    """Scores [B, V+1] in llmrec's item order from the peer's network with its published Beauty weights."""
+    model, args = _load_peer_model(checkout)
     raw = np.array([0, *map(int, ds.raw_item_ids())], dtype=np.int64)  # internal index -> peer item id
     max_len = int(args.max_seq_length)
 
@@ -97,6 +96,17 @@ def checkpoint(a: argparse.Namespace) -> int:
         scores[:, 0] = -torch.inf
         return scores
 
+    return score
+
+
+def checkpoint(a: argparse.Namespace) -> int:
+    from llmrec.data import PreparedDataset
+    from llmrec.eval.metrics import summarize
+    from llmrec.eval.ranking import compute_ranks
+
+    torch.set_num_threads(a.threads)
+    ds = PreparedDataset.load(a.prepared)
+    score = _peer_scorer(Path(a.checkout), ds)
     res: dict[str, Any] = {"model": "TV-Rec published Beauty checkpoint", "scored_by": "llmrec compute_ranks"}
     t0 = time.perf_counter()
     for split in ("valid", "test") if a.final else ("valid",):
@@ -108,6 +118,51 @@ def checkpoint(a: argparse.Namespace) -> int:
             res[key] = {k: round(v, 4) for k, v in m.items() if k[:4] in ("ndcg", "reca")}
     res["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(res), flush=True)
+    return 0
+
+
+def drop(a: argparse.Namespace) -> int:
+    """Where the validation-to-test drop is: NDCG@10 (seen excluded) of the peer's checkpoint and of llmrec
+    models on three inputs: validation (history s[:-2], its newest item was a training target of this user),
+    test (s[:-1], its newest item, the validation item, never was), and test without the validation item
+    (history s[:-2], the target two steps ahead). Reads test targets, so --final is required."""
+    from llmrec.artifact import open_artifact
+    from llmrec.data import PreparedDataset
+    from llmrec.data.sequences import pad_left
+    from llmrec.eval.metrics import summarize
+    from llmrec.eval.ranking import compute_ranks
+
+    if not a.final:
+        print("drop reads the test targets: run it with --final", file=sys.stderr)
+        return 2
+    torch.set_num_threads(a.threads)
+    ds = PreparedDataset.load(a.prepared)
+    scorers: dict[str, Callable[[list[np.ndarray]], torch.Tensor]] = {"TV-Rec checkpoint": _peer_scorer(Path(a.checkout), ds)}
+    for path in a.models:
+        model = open_artifact(path).model().eval()
+
+        def score(histories: list[np.ndarray], m: Any = model) -> torch.Tensor:
+            with torch.no_grad():
+                out: torch.Tensor = m.score(pad_left(histories, m.config.max_seq_len))
+                return out
+
+        scorers[path] = score
+    va, te = ds.eval_examples("valid"), ds.eval_examples("test")
+    if not np.array_equal(va.user_idx, te.user_idx):
+        raise SystemExit("validation and test users differ")
+    inputs = {
+        "valid": (va.histories, va.targets),
+        "test": (te.histories, te.targets),
+        "test_without_valid_item": ([h[:-1] for h in te.histories], te.targets),
+    }
+    rows = []
+    for name, score in scorers.items():
+        row: dict[str, Any] = {"model": name}
+        for key, (hist, targets) in inputs.items():
+            row[key] = round(summarize(compute_ranks(score, hist, targets, exclude_seen=True), (10,))["ndcg@10"], 4)
+        row["drop"] = round(row["test"] / row["valid"] - 1.0, 3)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     return 0
 
 
@@ -184,6 +239,12 @@ def main() -> int:
     t.add_argument("run_dir")
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--epochs", type=int, default=200)
+    d = sub.add_parser("drop")
+    d.add_argument("checkout")
+    d.add_argument("prepared")
+    d.add_argument("models", nargs="*", help="llmrec model folders to compare with the checkpoint")
+    d.add_argument("--final", action="store_true", help="required: reads the test targets")
+    d.add_argument("--threads", type=int, default=1)
     s = sub.add_parser("summary")
     s.add_argument("log")
     a = ap.parse_args()
@@ -191,6 +252,8 @@ def main() -> int:
         return checkpoint(a)
     if a.cmd == "train":
         return train(a)
+    if a.cmd == "drop":
+        return drop(a)
     print(json.dumps(summarize_log(Path(a.log))))
     return 0
 
