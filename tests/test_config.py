@@ -144,3 +144,22 @@ def test_build_puts_the_section_before_the_field() -> None:
         build(TrainConfig, {"lr": float("inf")}, section="train")
     with pytest.raises(ValueError, match=r"^model\.max_seq_len: must be between 1 and 16384, got 0$"):
         build(NextItemLMConfig, {"n_items": 5, "max_seq_len": 0}, section="model")
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*/*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_config_is_accepted_by_its_model(path: Path) -> None:
+    """configs/DATASET/NAME.toml is a recipe for `--model NAME`: every key must pass that model's checks."""
+    from llmrec.config import load_toml
+    from llmrec.experiment import check_settings
+
+    run = check_settings(path.stem, load_toml(path), progress=False)
+    assert run.model == path.stem
+    for key, value in load_toml(path).get("train", {}).items():
+        assert getattr(run.train, key) == value, key
+
+
+def test_the_shipped_configs_are_found() -> None:
+    assert {f"{p.parent.name}/{p.stem}" for p in SHIPPED} >= {"beauty/next-item-lm", "beauty/tvrec", "lastfm/next-item-lm"}
