@@ -303,32 +303,30 @@ def _step(net: torch.nn.Module, batch: SeqBatch, lr: float, run: Run) -> float:
         g["lr"] = lr
     opt.zero_grad(set_to_none=True)
     if run.config.batching == "random" and not ctx.enabled:
-        return _grouped_step(net, batch, run)
-    local, weight = _local_rows(batch, ctx)
-    out = net(local.to(ctx.device) if ctx.device.type != "cpu" else local)
-    assert out.loss is not None
-    (out.loss * weight if ctx.enabled else out.loss).backward()
+        loss = _grouped_backward(net, batch, ctx)
+    else:
+        local, weight = _local_rows(batch, ctx)
+        out = net(local.to(ctx.device) if ctx.device.type != "cpu" else local)
+        assert out.loss is not None
+        (out.loss * weight if ctx.enabled else out.loss).backward()
+        loss = out.loss.item() * weight
     if run.config.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
     opt.step()
     if ctx.enabled:  # the global batch's mean loss (for one process simply this batch's loss)
-        return distributed.all_reduce_sum([out.loss.item() * weight], ctx)[0] / ctx.world_size
-    loss: float = out.loss.item()
+        return distributed.all_reduce_sum([loss], ctx)[0] / ctx.world_size
     return loss
 
 
-def _grouped_step(net: torch.nn.Module, batch: SeqBatch, run: Run) -> float:
-    """One step on a mixed-length batch computed in length groups: each group's mean loss weighted by its share
-    of the batch's targets, gradients accumulated, then one clip and one update (the batch's mean loss)."""
+def _grouped_backward(net: torch.nn.Module, batch: SeqBatch, ctx: distributed.DistContext) -> float:
+    """Gradients of a mixed-length batch computed in length groups (`length_groups`): each group's mean loss
+    weighted by its share of the batch's targets, accumulated; returns the batch's mean loss."""
     parts = length_groups(batch)
     total = sum(n for _, n in parts)
-    loss_sum = 0.0
+    loss = 0.0
     for part, n in parts:
-        out = net(part.to(run.ctx.device) if run.ctx.device.type != "cpu" else part)
+        out = net(part.to(ctx.device) if ctx.device.type != "cpu" else part)
         assert out.loss is not None
         (out.loss * (n / total)).backward()
-        loss_sum += out.loss.item() * n / total
-    if run.config.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
-    run.opt.step()
-    return loss_sum
+        loss += out.loss.item() * n / total
+    return loss
