@@ -15,8 +15,10 @@ Usage:
   python benchmarks/peers/tvrec.py drop CHECKOUT PREPARED_DIR [MODEL_DIR ...] --final [--threads 1]
       NDCG@10 (seen excluded) of the checkpoint and of llmrec models on validation, test, and test without the
       validation item in the history: where the validation-to-test drop comes from. Reads test: --final.
-  python benchmarks/peers/tvrec.py summary LOG
-      Per-epoch validation NDCG@10 / HR@10 and seconds, best epoch, and the test line of a peer log (JSON).
+  python benchmarks/peers/tvrec.py summary LOG [--metrics-csv PATH]
+      Per-epoch validation NDCG@10 / HR@10 and seconds, best epoch, and the test line of a peer log (JSON); with
+      --metrics-csv also the epochs as llmrec's train/metrics.csv columns (epoch, valid_ndcg@10, valid_recall@10,
+      train_seconds), which `benchmarks/plot_curves.py` draws beside llmrec runs. `train` writes RUN_DIR/metrics.csv.
 
 PREPARED_DIR is `llmrec data prepare --dataset beauty` output: its raw item ids are the integer ids of the
 peer's data/Beauty.txt (the same file, sha256 226cce9c...), so raw id = the peer's item index.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import csv
 import json
 import re
 import subprocess
@@ -202,6 +205,16 @@ def summarize_log(log: Path) -> dict[str, Any]:
     return {"epochs": rows, "best_epoch": best["epoch"] if best else None, "best": best, "test": test}
 
 
+def write_metrics_csv(summary: dict[str, Any], path: Path) -> None:
+    """The peer's epochs in llmrec's metrics.csv columns (HR@10 is Recall@10 with one target per user)."""
+    scored = [r for r in summary["epochs"] if "valid_ndcg@10" in r]
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "valid_ndcg@10", "valid_recall@10", "train_seconds"])
+        for r in scored:
+            w.writerow([r["epoch"], r["valid_ndcg@10"], r["valid_hr@10"], r["train_s"]])
+
+
 def train(a: argparse.Namespace) -> int:
     run = Path(a.run_dir).resolve()
     run.mkdir(parents=True, exist_ok=True)
@@ -222,6 +235,7 @@ def train(a: argparse.Namespace) -> int:
     res = summarize_log(run / "TVRec_Beauty_cpu.log")
     res["wall_s"] = round(time.perf_counter() - t0, 1)
     (run / "summary.json").write_text(json.dumps(res, indent=1))
+    write_metrics_csv(res, run / "metrics.csv")
     print(json.dumps({k: v for k, v in res.items() if k != "epochs"}), flush=True)
     return 0
 
@@ -247,6 +261,7 @@ def main() -> int:
     d.add_argument("--threads", type=int, default=1)
     s = sub.add_parser("summary")
     s.add_argument("log")
+    s.add_argument("--metrics-csv", default=None, help="also write the epochs as llmrec's metrics.csv columns")
     a = ap.parse_args()
     if a.cmd == "checkpoint":
         return checkpoint(a)
@@ -254,7 +269,10 @@ def main() -> int:
         return train(a)
     if a.cmd == "drop":
         return drop(a)
-    print(json.dumps(summarize_log(Path(a.log))))
+    res = summarize_log(Path(a.log))
+    if a.metrics_csv:
+        write_metrics_csv(res, Path(a.metrics_csv))
+    print(json.dumps(res))
     return 0
 
 

@@ -41,3 +41,44 @@ def test_tvrec_checkpoint_scored_by_llmrec_matches_its_log(tmp_path: Path) -> No
     assert res["valid_exclude_seen"]["recall@10"] == pytest.approx(0.1226, abs=1e-4)
     assert res["test_exclude_seen"]["ndcg@10"] == pytest.approx(0.0608, abs=1e-4)
     assert res["test_exclude_seen"]["recall@10"] == pytest.approx(0.1017, abs=1e-4)
+
+
+PEER_LOG = """\
+2025-05-23 10:00:00,000 - Total Parameters: 854208
+2025-05-23 10:02:00,000 - {'epoch': 0, 'rec_loss': '8.9422'}
+2025-05-23 10:02:07,500 - {'Epoch': 0, 'HR@5': '0.0212', 'NDCG@5': '0.0133', 'HR@10': '0.0323', 'NDCG@10': '0.0169', 'HR@20': '0.0481', 'NDCG@20': '0.0209'}
+2025-05-23 10:02:07,501 - Validation score increased.  Saving model ...
+2025-05-23 10:04:00,000 - {'epoch': 1, 'rec_loss': '8.1890'}
+2025-05-23 10:04:07,000 - {'Epoch': 1, 'HR@5': '0.0329', 'NDCG@5': '0.0213', 'HR@10': '0.0520', 'NDCG@10': '0.0274', 'HR@20': '0.0803', 'NDCG@20': '0.0345'}
+2025-05-23 10:06:00,000 - {'epoch': 2, 'rec_loss': '7.7965'}
+2025-05-23 10:06:07,000 - {'Epoch': 2, 'HR@5': '0.0300', 'NDCG@5': '0.0200', 'HR@10': '0.0510', 'NDCG@10': '0.0280', 'HR@20': '0.0790', 'NDCG@20': '0.0340'}
+2025-05-23 10:06:07,001 - Early stopping
+2025-05-23 10:06:07,002 - ---------------Test Score---------------
+2025-05-23 10:06:10,000 - {'Epoch': 0, 'HR@5': '0.0300', 'NDCG@5': '0.0190', 'HR@10': '0.0450', 'NDCG@10': '0.0240', 'HR@20': '0.0700', 'NDCG@20': '0.0300'}
+"""
+
+
+def test_a_peer_log_is_summarised_and_written_as_llmrec_metrics(tmp_path: Path) -> None:
+    """Epochs numbered from 1 with their seconds, the best epoch by the peer's own criterion (valid NDCG@20, not
+    NDCG@10), the test line after "Test Score", and metrics.csv rows that `benchmarks/plot_curves.py` reads."""
+    import csv
+
+    log = tmp_path / "peer.log"
+    log.write_text(PEER_LOG)
+    out = tmp_path / "metrics.csv"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/peers/tvrec.py"), "summary", str(log), "--metrics-csv", str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    res = json.loads(done.stdout)
+    assert [r["epoch"] for r in res["epochs"]] == [1, 2, 3]
+    assert [r["train_s"] for r in res["epochs"]] == [120.0, 112.5, 113.0]
+    assert [r["valid_s"] for r in res["epochs"]] == [7.5, 7.0, 7.0]
+    assert res["best_epoch"] == 2  # NDCG@20 0.0345 > 0.0340, although epoch 3 has the higher NDCG@10
+    assert res["test"]["ndcg@10"] == 0.024 and res["test"]["hr@10"] == 0.045
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["epoch"], r["valid_ndcg@10"], r["valid_recall@10"]) for r in rows] == [
+        ("1", "0.0169", "0.0323"), ("2", "0.0274", "0.052"), ("3", "0.028", "0.051"),
+    ]  # fmt: skip
