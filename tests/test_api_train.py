@@ -46,7 +46,12 @@ def test_train_matches_the_cli_and_keeps_its_defaults(data: Path, tmp_path: Path
     history = rec.histories[next(iter(rec.histories))]
     cli_rec = Recommender.load(tmp_path / "cli")
     assert torch.equal(rec.score_batch([history]), cli_rec.score_batch([history]))
-    assert json.loads((tmp_path / "py" / "training.json").read_text())["train"]["epochs"] == 2
+    trained = json.loads((tmp_path / "py" / "training.json").read_text())
+    assert trained["train"]["epochs"] == 2
+    # without --model / model=: the library default, tvrec, with the recipe its spec declares under the user's keys
+    assert trained["model"] == json.loads((tmp_path / "cli" / "training.json").read_text())["model"] == "tvrec"
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["model_type"] == "tvrec"
+    assert (trained["train"]["batch_size"], trained["train"]["adam_beta2"], trained["train"]["lr"]) == (256, 0.999, 5e-4)
 
     report = llmrec.evaluate(rec, n_boot=10)  # the dataset the model records
     assert report == evaluate_model(tmp_path / "py", PreparedDataset.load(data), n_boot=10)

@@ -21,6 +21,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmrec.models import DEFAULT_MODEL  # the registry only: no torch
+
 if TYPE_CHECKING:
     from llmrec.data import PrepareConfig, PreparedDataset
     from llmrec.recommend import Recommender
@@ -104,7 +106,7 @@ def train(
     items: Any = None,
     columns: dict[str, str | None] | str | None = None,
     item_columns: dict[str, str | None] | str | None = None,
-    model: str = "next-item-lm",
+    model: str = DEFAULT_MODEL,
     resume: bool = False,
     device: str = "auto",
     progress: bool = True,
@@ -119,7 +121,8 @@ def train(
     the same place, named ``dataframe-data``). out: the artifact folder
     to write; None keeps the artifact in a temporary folder removed with the returned Recommender. config: a TOML
     file path or a dict of sections ``{"model": {...}, "train": {...}}``. overrides: see `split_overrides`; they
-    win over `config`. model: next-item-lm | sasrec | most-popular | item-knn | t5-semantic. Every setting is
+    win over `config`. model: a training name of `llmrec.models.training_names` (default `DEFAULT_MODEL`, tvrec with
+    its recipe; next-item-lm, sasrec, bsarec, most-popular, item-knn, t5-semantic). Every setting is
     checked before anything is read or written, and a run whose estimated peak memory exceeds what the machine
     has is refused (`llmrec.training.memory`); force: train anyway.
     """

@@ -1,6 +1,8 @@
 """Experiments end to end: train any model by name from config sections into an artifact.
 
 Model names (`--model`) are the keys of `llmrec.training.recipes.RECIPES` (the registered model types and presets):
+- ``tvrec`` (the default, `llmrec.models.DEFAULT_MODEL`): TV-Rec's time-variant filters, trained with its recipe
+  (the spec's ``train_defaults``); ``bsarec``: BSARec;
 - ``next-item-lm``: the decoder-only next-item LM, full-softmax cross-entropy (defaults = best found on validation);
 - ``sasrec``: SASRec as in its paper: the same transformer trained with binary cross-entropy, one negative;
 - ``most-popular`` and ``item-knn``: the non-neural floors;
@@ -90,7 +92,8 @@ def check_settings(model: str, sections: Mapping[str, Mapping[str, Any]], *, pro
     spec = chosen.spec
     settings = model_settings(spec, params)
     examples = {"examples": spec.examples[0]} if spec.examples else {}  # its own kind unless [train] says otherwise
-    train = build(TrainConfig, {"progress": progress, **examples, **sections.get("train", {})}, section="train")
+    recipe_train = {**examples, **spec.train_defaults}  # the model's own recipe, under the user's [train] keys
+    train = build(TrainConfig, {"progress": progress, **recipe_train, **sections.get("train", {})}, section="train")
     return RunSettings(model, params, settings, train)
 
 

@@ -123,7 +123,8 @@ def tune(
     if out is not None:
         header = (
             f"Written by `llmrec tune` ({len(study.trials)} trials, {time.strftime('%Y-%m-%d')}).\n"
-            f"Best validation {metric}: {study.best_value:.4f}"
+            f"Best validation {metric}: {study.best_value:.4f}\n"
+            f"Settings of the next-item LM: llmrec train --model next-item-lm --config {Path(out).name}"
         )
         atomic_write(out, dump_toml({"model": model_best, "train": train_best}, header=header).encode())
     return summary

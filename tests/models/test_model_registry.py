@@ -37,6 +37,27 @@ def test_specs_declare_examples_and_capabilities() -> None:
     assert model_spec("t5-semantic").capabilities() == ("Trainable",)
 
 
+def test_a_specs_training_recipe_lies_between_the_library_defaults_and_the_users_train_section() -> None:
+    from dataclasses import fields
+
+    from llmrec.experiment import check_settings
+    from llmrec.models import MODELS, model_spec
+    from llmrec.training.loop import TrainConfig
+
+    names = {f.name for f in fields(TrainConfig)}
+    for name in MODELS:  # every declared key is a [train] field with a valid value
+        recipe = dict(model_spec(name).train_defaults)
+        assert set(recipe) <= names, name
+        TrainConfig(**recipe)
+    tv = check_settings("tvrec", {}).train
+    assert (tv.batch_size, tv.lr, tv.adam_beta2, tv.grad_clip, tv.patience) == (256, 5e-4, 0.999, 0.0, 8)
+    assert tv.refit_on_valid == TrainConfig().refit_on_valid  # what it does not declare stays the library's
+    mine = check_settings("tvrec", {"train": {"adam_beta2": 0.98, "lr": 1e-3}}).train  # the user's keys win
+    assert (mine.adam_beta2, mine.lr, mine.batch_size) == (0.98, 1e-3, 256)
+    lm, default = check_settings("next-item-lm", {}).train, TrainConfig()
+    assert (lm.batch_size, lm.lr, lm.adam_beta2, lm.grad_clip) == (default.batch_size, default.lr, 0.98, 1.0)
+
+
 def test_recipes_are_the_registry_names_and_the_help_lists_them() -> None:
     from typer.testing import CliRunner
 

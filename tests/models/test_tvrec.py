@@ -184,6 +184,8 @@ def test_cli_trains_tvrec_and_every_door_serves_it(tiny_prepared: PreparedDatase
     assert "trained tvrec" in trained.stdout
     config = json.loads((out / "config.json").read_text())
     assert (config["model_type"], config["n_basis"], config["pos_encoding"]) == ("tvrec", 4, "none")
+    recorded = json.loads((out / "training.json").read_text())["train"]  # its recipe under the user's --set
+    assert (recorded["epochs"], recorded["batch_size"], recorded["adam_beta2"], recorded["grad_clip"]) == (2, 256, 0.999, 0)
 
     report = tmp_path / "R.json"
     evaluated = _invoke("evaluate", "--model", out, "--out", report, "--n-boot", "20")

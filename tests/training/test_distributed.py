@@ -103,7 +103,9 @@ def _steps(run: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
-def _train(data: Path, out: Path, nproc: int, *extra: str, resume: bool = False) -> subprocess.CompletedProcess[str]:
+def _train(
+    data: Path, out: Path, nproc: int, *extra: str, resume: bool = False, model: str = "next-item-lm"
+) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "llmrec.cli", "train"]
     if nproc > 1:
         cmd = [
@@ -116,7 +118,7 @@ def _train(data: Path, out: Path, nproc: int, *extra: str, resume: bool = False)
             "llmrec.cli",
             "train",
         ]
-    cmd += ["--dataset", str(data), "--out", str(out), "--device", "cpu", "--threads", "1"]
+    cmd += ["--dataset", str(data), "--out", str(out), "--model", model, "--device", "cpu", "--threads", "1"]
     cmd += ["--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.d_ff=32", "--set", "model.max_seq_len=8"]
     cmd += ["--set", "model.dropout=0.0", "--set", "model.emb_dropout=0.0", "--set", "train.batch_size=6"]
     cmd += ["--set", "train.refit_on_valid=false", "--set", "train.patience=100", *extra]
@@ -131,10 +133,11 @@ def tiny_dir(tiny_prepared: PreparedDataset, tmp_path: Path) -> Path:
     return tiny_prepared.save(tmp_path / "data")
 
 
-def test_two_processes_train_like_one_and_only_rank0_writes(tiny_dir: Path, tmp_path: Path) -> None:
-    one = _train(tiny_dir, tmp_path / "one", 1, "--set", "train.epochs=3")
+@pytest.mark.parametrize("model", ["next-item-lm", "tvrec"])  # causal windows; one target per prefix
+def test_two_processes_train_like_one_and_only_rank0_writes(tiny_dir: Path, tmp_path: Path, model: str) -> None:
+    one = _train(tiny_dir, tmp_path / "one", 1, "--set", "train.epochs=3", model=model)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = _train(tiny_dir, tmp_path / "two", 2, "--set", "train.epochs=3")
+    two = _train(tiny_dir, tmp_path / "two", 2, "--set", "train.epochs=3", model=model)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("trained ") == 1  # rank 1 prints nothing
     assert json.loads((tmp_path / "two" / "training.json").read_text())["world_size"] == 2

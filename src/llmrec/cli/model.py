@@ -28,7 +28,7 @@ from llmrec.cli.common import (
     say,
     user_errors,
 )
-from llmrec.models import training_names
+from llmrec.models import DEFAULT_MODEL, training_names
 
 if TYPE_CHECKING:
     from llmrec.data import PreparedDataset
@@ -44,7 +44,7 @@ def train_cmd(
     out: Annotated[Path, typer.Option("--out", help="Model artifact folder to write.")],
     model: Annotated[
         str, typer.Option(help=f"{' | '.join(training_names())} (the registered models and their presets)")
-    ] = "next-item-lm",
+    ] = DEFAULT_MODEL,
     config: Annotated[Path | None, typer.Option(help="TOML file with [model] and [train] sections.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=1e-3 (repeatable).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=N.")] = None,
@@ -276,7 +276,7 @@ def meta_train_cmd(
     dataset: Annotated[
         str, typer.Option(help="A prepared dataset folder with a cold-user split (cold_valid users pick settings).")
     ],
-    base: Annotated[Path, typer.Option(help="The base next-item-lm artifact, trained on this dataset.")],
+    base: Annotated[Path, typer.Option(help="The base model artifact (next-item-lm, tvrec, bsarec), trained on this dataset.")],
     out: Annotated[Path, typer.Option("--out", help="Meta-trained artifact folder to write.")],
     method: Annotated[str, typer.Option(help="maml | finetune | in-context | in-context+maml")] = "maml",
     config: Annotated[Path | None, typer.Option(help="TOML with [adapter] [meta] [episodic] [train] sections.")] = None,

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig, RecOutput
 
 __all__ = [
+    "DEFAULT_MODEL",
     "MODELS",
     "PRESETS",
     "ItemEmbeddingModel",
@@ -67,6 +68,11 @@ MODELS: dict[str, Callable[[], ModelSpec]] = {
 
 # The presets of the specs (training name -> model type), named here so the CLI lists them without importing torch.
 PRESETS: dict[str, str] = {"sasrec": "next-item-lm"}
+
+# What ``llmrec train`` and ``llmrec.train`` train without ``--model`` / ``model=``: TV-Rec with its recipe (the
+# spec's ``train_defaults``), chosen on validation of beauty, lastfm and ml-100k (docs/benchmarks.md, "The default
+# model"). ``next-item-lm`` is the transformer LM that the meta-learning, tuning and sasrec preset build on.
+DEFAULT_MODEL = "tvrec"
 
 
 def training_names() -> tuple[str, ...]:

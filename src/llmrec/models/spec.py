@@ -11,6 +11,9 @@ protocols of `llmrec.models.base`, never a class or a name:
 - ``examples``: the training examples it accepts (``"windows"`` causal multi-target windows, ``"prefixes"`` one
   target per example); the first is its default.
 - ``presets``: named settings laid under the user's (``sasrec`` is a preset of ``next-item-lm``).
+- ``train_defaults``: the ``[train]`` settings the model is trained with unless the user sets them (its recipe: batch
+  size, learning rate, optimizer, horizon), laid over the library's `TrainConfig` defaults and under the user's
+  ``[train]`` section, so that ``llmrec train --model NAME`` alone runs the recipe its numbers were measured with.
 - ``fit``: for models that are not trained by gradient descent (most-popular, item-kNN) or train their own way
   (the T5 with its semantic ids), their own fit; ``None`` means the generic fit (`llmrec.training.recipes`), which
   selects the epoch count on validation and refits (`llmrec.training.refit.select_then_refit`).
@@ -109,6 +112,7 @@ class ModelSpec:
     examples: tuple[Examples, ...] = ("windows", "prefixes")  # accepted training examples, the default first
     features: bool = False  # reads item attributes / text: accepts [model] use_attributes and item_text
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # training name -> settings under the user's
+    train_defaults: Mapping[str, Any] = field(default_factory=dict)  # [train] settings under the user's (its recipe)
     # its own fit -> (the model, summary fields); None: the generic neural fit (`llmrec.training.fit.fit_spec`)
     fit: Callable[[FitInput], tuple[RecModel, dict[str, Any]]] | None = None
     check: Callable[[dict[str, Any]], None] | None = None  # settings check when there is no `config` class
