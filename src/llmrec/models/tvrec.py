@@ -144,7 +144,7 @@ class TVRec(ItemSequenceModel):
 # The training recipe (`ModelSpec.train_defaults`): the paper's Beauty settings from its repository's run.sh (batch
 # 256, lr 5e-4) and its optimizer (Adam's default second-moment decay 0.999, no gradient clipping; with the library's
 # 0.98 the validation-to-test drop grows from -20% to -25%, docs/benchmarks.md "The drop found"), llmrec's warm-up +
-# cosine schedule over 30 epochs (best validation epoch 18-25 on beauty, 9-10 on lastfm and ml-100k) with patience 8.
+# cosine schedule over 30 epochs (best validation epoch 18-25 on beauty, 9-21 on lastfm and ml-100k) with patience 8.
 TRAIN_DEFAULTS = {"epochs": 30, "batch_size": 256, "lr": 5e-4, "patience": 8, "adam_beta2": 0.999, "grad_clip": 0.0}
 
 # Trained on one target per example at the last position (its taps are indexed by the newest item's slot).
