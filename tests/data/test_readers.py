@@ -78,6 +78,47 @@ def test_read_s3rec_rejects_user_without_items(tmp_path: Path) -> None:
     assert info.value.line == 3
 
 
+def test_read_s3rec_reads_titles_csv_beside_attributes(tmp_path: Path) -> None:
+    log = _write(tmp_path / "Toy.txt", "1 5 7\n2 7 9\n")
+    attrs = _write(tmp_path / "Toy_item2attributes.json", json.dumps({"5": [12], "7": [3]}))
+    titles = _write(tmp_path / "Toy_items.csv", 'item_id,asin,title\n5,B01,"Nail Lacquer, Red"\n7,B02,\n9,B03,Soap\n')
+    raw = read_s3rec(log, attrs, titles_path=titles)
+    assert raw.items is not None
+    assert raw.items.rows() == [
+        ("5", "Nail Lacquer, Red", None, ["attr_12"]),  # a quoted comma stays in the title
+        ("7", None, None, ["attr_3"]),  # an empty title stays missing
+        ("9", "Soap", None, []),  # titled but without attributes
+    ]
+    assert raw.source_files == [log, attrs, titles]
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "line"),
+    [
+        ("item_id,asin,title\n5,B01,A\n5,B02,B\n", "listed twice", 3),
+        ("item_id,asin,title\nx5,B01,A\n", "positive integer", 2),
+        ("item,asin,name\n5,B01,A\n", "missing item_id, title", None),
+    ],
+)
+def test_read_s3rec_titles_errors_name_file_and_line(tmp_path: Path, body: str, message: str, line: int | None) -> None:
+    log = _write(tmp_path / "Toy.txt", "1 5 7\n")
+    titles = _write(tmp_path / "Toy_items.csv", body)
+    with pytest.raises(DataError, match=message) as info:
+        read_s3rec(log, titles_path=titles)
+    assert (info.value.path, info.value.line) == (str(titles), line)
+
+
+def test_read_s3rec_beauty_mirror_titles() -> None:
+    folder = MIRROR / "beauty"
+    if not (folder / "Beauty_items.csv").is_file():
+        pytest.skip(f"no beauty titles at {folder}")
+    raw = read_s3rec(folder / "Beauty.txt", folder / "Beauty_item2attributes.json", titles_path=folder / "Beauty_items.csv")
+    assert raw.items is not None and raw.items.height == 12101
+    assert raw.items["title"].null_count() == 7  # the source's 7 empty titles
+    first = raw.items.filter(pl.col("item") == "1")["title"].item()
+    assert first == "OPI Nail Lacquer, Simmer and Shimmer, 0.5-Fluid Ounce"
+
+
 def test_read_s3rec_lastfm_mirror_counts() -> None:
     folder = MIRROR / "lastfm"
     if not folder.is_dir():

@@ -54,7 +54,8 @@ def read_dataset(name: str, path: str | Path | None = None, *, allow_download: b
     res = resolve_dataset(name, path, allow_download=allow_download)
     if res.spec.format == "s3rec":
         attrs = res.file(res.spec.files[1].name)
-        raw = read_s3rec(res.root / res.spec.main_file, attrs, domain=res.spec.domain)
+        titles = res.file(res.spec.files[2].name) if len(res.spec.files) > 2 else None
+        raw = read_s3rec(res.root / res.spec.main_file, attrs, domain=res.spec.domain, titles_path=titles)
     else:
         raw = read_movielens(res.root)
     source = {"dataset": name, "origin": res.origin, "root": str(res.root), "sha256": res.checksums}

@@ -128,11 +128,15 @@ def _users(rows: list[Any]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=dict.fromkeys(USER_COLUMNS, pl.String()), orient="row")
 
 
-def read_s3rec(path: Path, attributes_path: Path | None = None, *, domain: str = "ecommerce") -> RawData:
+def read_s3rec(
+    path: Path, attributes_path: Path | None = None, *, domain: str = "ecommerce", titles_path: Path | None = None
+) -> RawData:
     """Read an S3-Rec style log (`user item item ...` per line, chronological) and its item2attributes.json.
 
     There are no timestamps: an event's time is its position in the user's line (0, 1, 2, ...). Attribute
     ids are anonymous, so they become categories "attr_<id>" (first occurrence order, repeats dropped).
+    titles_path: an optional RFC 4180 CSV with header ``item_id,asin,title`` (e.g. beauty's ``Beauty_items.csv``)
+    giving each item's real title under the log's item ids; empty titles stay missing.
     """
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; expected one of {', '.join(DOMAINS)}")
@@ -143,10 +147,33 @@ def read_s3rec(path: Path, attributes_path: Path | None = None, *, domain: str =
             raise DataError("expected a user id followed by at least one item id", path=path, line=line_no)
         ids = [_int_id(token, "item id" if i else "user id", path, line_no) for i, token in enumerate(tokens)]
         rows += [(ids[0], item, position) for position, item in enumerate(ids[1:])]
-    if attributes_path is None:
-        return RawData(_events(rows), None, None, domain, [path])
-    catalogue = _catalogue([(item, None, None, cats) for item, cats in _read_attributes(attributes_path).items()])
-    return RawData(_events(rows), catalogue, None, domain, [path, attributes_path])
+    attributes = _read_attributes(attributes_path) if attributes_path is not None else {}
+    titles = _read_titles(titles_path) if titles_path is not None else {}
+    files = [p for p in (path, attributes_path, titles_path) if p is not None]
+    if not attributes and not titles:
+        return RawData(_events(rows), None, None, domain, files)
+    items = list(dict.fromkeys([*attributes, *titles]))
+    catalogue = _catalogue([(item, titles.get(item), None, attributes.get(item, [])) for item in items])
+    return RawData(_events(rows), catalogue, None, domain, files)
+
+
+def _read_titles(path: Path) -> dict[str, str | None]:
+    """``item_id,asin,title`` CSV -> {item id: title or None}; a malformed row is one error naming its line."""
+    try:
+        table = pl.read_csv(path, schema_overrides={"item_id": pl.String(), "asin": pl.String(), "title": pl.String()})
+    except (OSError, pl.exceptions.PolarsError) as e:
+        raise DataError(f"cannot read item titles: {str(e).splitlines()[0]}", path=path) from e
+    missing = {"item_id", "title"} - set(table.columns)
+    if missing:
+        raise DataError(f"expected the columns item_id,asin,title; missing {', '.join(sorted(missing))}", path=path)
+    titles: dict[str, str | None] = {}
+    for line, (item, title) in enumerate(table.select("item_id", "title").iter_rows(), 2):
+        if item is None or not item.strip().isdigit():
+            raise DataError(f"item_id: expected a positive integer, got {item!r}", path=path, line=line)
+        if item in titles:
+            raise DataError(f"item_id {item}: listed twice", path=path, line=line)
+        titles[item] = title.strip() if title and title.strip() else None
+    return titles
 
 
 def _read_attributes(path: Path) -> dict[str, list[str]]:

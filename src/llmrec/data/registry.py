@@ -62,12 +62,20 @@ class DatasetSpec:
         return self.files[0].name
 
 
-def _s3rec(name: str, stem: str, domain: str, txt_sha: str | None, attr_sha: str | None, desc: str) -> DatasetSpec:
+def _s3rec(
+    name: str, stem: str, domain: str, txt_sha: str | None, attr_sha: str | None, desc: str, titles_sha: str | None = None
+) -> DatasetSpec:
+    """An S3-Rec data set: the log, its item2attributes.json and, where one exists, ``<stem>_items.csv`` with the
+    items' real titles (``item_id,asin,title``; the S3-Rec release has none, so it is never downloaded)."""
     return DatasetSpec(
         name=name,
         format="s3rec",
         domain=domain,
-        files=(DatasetFile(f"{stem}.txt", txt_sha), DatasetFile(f"{stem}_item2attributes.json", attr_sha, required=False)),
+        files=(
+            DatasetFile(f"{stem}.txt", txt_sha),
+            DatasetFile(f"{stem}_item2attributes.json", attr_sha, required=False),
+            DatasetFile(f"{stem}_items.csv", titles_sha, required=False),
+        ),
         url=_S3REC_URL,
         description=desc,
     )
@@ -80,7 +88,9 @@ DATASETS: dict[str, DatasetSpec] = {
         "ecommerce",
         "226cce9c3105299ca0db9615d7d3fb32b3175e90da43100ae352599f0f0107b8",
         "129e40f67486f6877eff0f5318cfa8530ee8ac23d8b0d1de04e1bb7a2ba0b2d4",
-        "Amazon Beauty 5-core as preprocessed by S3-Rec (CIKM 2020): 22,363 users, 12,101 items, 198,502 events.",
+        "Amazon Beauty 5-core as preprocessed by S3-Rec (CIKM 2020): 22,363 users, 12,101 items, 198,502 events; "
+        "with Beauty_items.csv, every item's Amazon product title.",
+        "dd1aafae4bcb2903bfdeb3aede15fe3797cdc9fd1fcb4dba3d2b46c79a38a062",
     ),
     "sports": _s3rec("sports", "Sports_and_Outdoors", "ecommerce", None, None, "Amazon Sports and Outdoors 5-core (S3-Rec)."),
     "toys": _s3rec("toys", "Toys_and_Games", "ecommerce", None, None, "Amazon Toys and Games 5-core (S3-Rec)."),

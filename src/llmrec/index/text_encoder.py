@@ -185,9 +185,10 @@ def _item_text(item: str, title: str | None, text: str | None, categories: list[
     named = [c for c in cats if not _ATTR.fullmatch(c) and c not in body]  # ml-100k genres are already in text
     if named:
         parts.append(f"Categories: {', '.join(named)}.")
-    if attrs:
-        # Anonymised attribute ids (beauty, lastfm) carry no words; say what they are so the ids read as ids.
-        parts.append(f"Attributes {', '.join(attrs)}." if parts else f"{noun} with attributes {', '.join(attrs)}.")
+    if attrs and not body:
+        # Anonymised attribute ids (beauty, lastfm) carry no words; an item known only by them says what they are
+        # so the ids read as ids. Beside a real title they are left out: the encoder would read noise.
+        parts.append(f"{noun} with attributes {', '.join(attrs)}.")
     return " ".join(parts) if parts else f"{noun} {item}."
 
 
@@ -198,7 +199,7 @@ def item_texts(items: pl.DataFrame, domain: str) -> list[str]:
     already name, then anonymised attribute ids ``attr_12`` rendered as "attributes 12, 45"::
 
         ml-100k: "Toy Story (1995). Genres: Animation, Children's, Comedy."
-        beauty:  "Product with attributes 12, 45."
+        beauty:  "OPI Nail Lacquer, Simmer and Shimmer, 0.5-Fluid Ounce." (titled), "Product with attributes 12, 45." (not)
     """
     rows = items.sort("item_idx")
     noun = _NOUNS.get(domain, "Item")
