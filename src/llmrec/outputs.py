@@ -8,14 +8,20 @@ the path:
 - an output that is, or holds, the current folder;
 - an output that is, holds or lies inside one of the command's inputs (events, catalogue, dataset, model ...);
 - a folder output that exists, is not empty and is not an llmrec output of the same kind (`output_kind`);
+- an llmrec output folder that holds files llmrec did not write (`foreign_entries`): replacing it would delete
+  them, so the user moves them first;
 - a file output (report, config, recommendations) that exists as a folder, or that lies inside an llmrec model
   or dataset folder;
 - any output inside an llmrec model or dataset folder (replacing that folder would take it along), except an
   index inside its model (``<model>/ann``).
 
-llmrec's own output folders carry a marker, ``.llmrec.json`` (``{"kind": ..., "llmrec_version": ...}``), that llmrec
-alone writes (`write_marker`, called by `llmrec.atomic.atomic_directory`); a folder written before the marker
-existed is recognised by its complete set of llmrec files (`output_kind`).
+llmrec's own output folders carry a marker, ``.llmrec.json`` (``{"kind": ..., "llmrec_version": ..., "files":
+[...], "staged_as": ...}``), that llmrec alone writes, last, into the finished temporary folder (`write_marker`,
+called by `llmrec.atomic.atomic_directory`): ``files`` lists every entry it wrote, so anything else found in the
+folder later (beside the files llmrec adds to a finished folder, `_ADDED_LATER`) is the user's; ``staged_as``
+names the temporary folder, so a finished folder not yet renamed into place is told apart from an earlier one
+being removed (`is_finished`). A folder written before the marker existed is recognised by its complete set of
+llmrec files (`output_kind`); one whose marker has no ``files`` list (older llmrec) is taken as llmrec's entirely.
 
 One writer per output: `output_lock` holds an advisory lock (``fcntl.flock``) on the sibling file
 ``.<name>.lock`` for the whole command; a second writer fails at once naming the holder's process id. The lock
@@ -30,6 +36,7 @@ import fcntl
 import glob
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +51,8 @@ __all__ = [
     "check_replaceable",
     "claim_file",
     "claim_folder",
+    "foreign_entries",
+    "is_finished",
     "output_kind",
     "output_lock",
     "refuse_current_folder",
@@ -57,6 +66,19 @@ _WORDS = {"model": "llmrec model folder", "dataset": "llmrec prepared dataset", 
 # Model types that existed before the marker: a folder of one of these written then is recognised by its files.
 _LEGACY_MODEL_TYPES = ("next-item-lm", "bsarec", "t5-semantic", "most-popular", "item-knn")
 _DATASET_FILES = ("sequences.parquet", "users.parquet", "items.parquet")
+# What llmrec adds to a finished folder of each kind, after its marker listed the rest: `llmrec train` moves its
+# run in and records the training (`llmrec.artifact.write_training`), `build-index` writes <model>/ann, training
+# and export store the catalogue's text embeddings, and a manifest of the files may be written last.
+_ADDED_LATER = {
+    "model": frozenset(
+        {"train", "training.json", "dataset.json", "ann", "item_text.safetensors", "item_text.json", "manifest.json"}
+    ),
+    "dataset": frozenset({"manifest.json"}),
+    "index": frozenset({"manifest.json"}),
+}
+# llmrec's hidden working names inside a folder: a file or folder being written (.<name>.tmp-<pid>-*), set aside
+# (.<name>.old-<pid>) or locked (.<name>.lock) by `llmrec.atomic` / `output_lock`.
+_WORKING_NAME = re.compile(r"^\..+\.(?:tmp-.*|old-\d+|lock)$")
 
 Inputs = Mapping[str, object]  # option name -> the path it gave (None, or a name that is no path: skipped)
 
@@ -75,11 +97,17 @@ def resolve(path: str | Path) -> Path:
     return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
 
 
-def write_marker(folder: str | Path, kind: str) -> None:
-    """Mark `folder` as an llmrec output of `kind` (written last, inside the temporary folder before its rename)."""
+def write_marker(folder: str | Path, kind: str, *, staged_as: str | None = None) -> None:
+    """Mark `folder` as an llmrec output of `kind`, listing every entry in it (written last, inside the temporary
+    folder before its rename). staged_as: the temporary folder's name (`is_finished`)."""
     from llmrec import __version__
 
-    (Path(folder) / MARKER).write_text(json.dumps({"kind": kind, "llmrec_version": __version__}) + "\n")
+    folder = Path(folder)
+    files = sorted(p.name for p in folder.iterdir() if p.name != MARKER)
+    marker: dict[str, object] = {"kind": kind, "llmrec_version": __version__, "files": files}
+    if staged_as is not None:
+        marker["staged_as"] = staged_as
+    (folder / MARKER).write_text(json.dumps(marker) + "\n")
 
 
 def _json_object(path: Path) -> dict[str, Any] | None:
@@ -119,6 +147,36 @@ def output_kind(path: str | Path) -> str | None:
     if _json_object(path / "index.json") is not None and (path / "index.faiss").is_file():
         return "index"
     return None
+
+
+def is_finished(folder: str | Path) -> bool:
+    """Whether `folder` is a new llmrec output written to the end under this very name: its marker names the folder
+    (``staged_as``) and every entry the marker lists is there (`llmrec.atomic.recover` renames it into place)."""
+    folder = Path(folder)
+    marker = _json_object(folder / MARKER)
+    if marker is None or marker.get("kind") not in OUTPUT_KINDS or marker.get("staged_as") != folder.name:
+        return False
+    files = marker.get("files")
+    return isinstance(files, list) and all(isinstance(f, str) and os.path.lexists(folder / f) for f in files)
+
+
+def foreign_entries(folder: str | Path) -> list[str]:
+    """The entries of the llmrec output `folder` that llmrec did not write (a folder's name ends in ``/``).
+
+    Known: what the marker lists, what llmrec adds to a finished folder of its kind, the marker itself and
+    llmrec's hidden working names. A folder whose marker lists nothing (written by an older llmrec, or before the
+    marker existed) gives []: it is taken as llmrec's."""
+    folder = Path(folder)
+    marker = _json_object(folder / MARKER)
+    files = marker.get("files") if marker is not None else None
+    if marker is None or not isinstance(files, list):
+        return []
+    known = {MARKER, *(f for f in files if isinstance(f, str)), *_ADDED_LATER.get(str(marker.get("kind")), ())}
+    return sorted(
+        p.name + ("/" if p.is_dir() and not p.is_symlink() else "")
+        for p in folder.iterdir()
+        if p.name not in known and not _WORKING_NAME.match(p.name)
+    )
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -172,9 +230,14 @@ def _check_not_in_output(out: Path, option: str, *, allowed: Path | None = None)
             raise OutputError(out, f"{option} lies inside the {_WORDS[kind]} {parent}; write outside it")
 
 
-def check_replaceable(out: str | Path, kind: str) -> None:
-    """Refuse to replace `out` unless it is absent, an empty folder or an llmrec output of `kind`."""
+def check_replaceable(out: str | Path, kind: str, option: str = "--out") -> None:
+    """Refuse to replace `out` unless it is absent, an empty folder or an llmrec output of `kind` that holds no file
+    llmrec did not write (a refusal names them). A replacement of `out` stopped half-way is recovered first
+    (`llmrec.atomic.recover`), so the folder checked is the complete one."""
+    from llmrec.atomic import recover
+
     out = Path(out)
+    recover(out)
     if not out.exists():
         return
     if not out.is_dir():
@@ -183,6 +246,9 @@ def check_replaceable(out: str | Path, kind: str) -> None:
         raise FileExistsError(
             f"{out}: exists, is not empty and is not an {_WORDS[kind]}; refusing to replace it (choose a new or empty folder)"
         )
+    if foreign := foreign_entries(out):
+        names = ", ".join(foreign)
+        raise OutputError(out, f"holds files llmrec did not write ({names}); move them or choose another {option}")
 
 
 def check_folder(
@@ -194,7 +260,7 @@ def check_folder(
     path = resolve(out)
     _check_places(path, option, inputs or {})
     _check_not_in_output(path, option, allowed=None if inside is None else resolve(inside))
-    check_replaceable(path, kind)
+    check_replaceable(path, kind, option)
     return path
 
 
@@ -277,7 +343,7 @@ def claim_folder(
         yield path
         return
     with output_lock(path if lock is None else lock, option):
-        check_replaceable(path, kind)  # what the holder before us may have left
+        check_replaceable(path, kind, option)  # what the holder before us may have left
         yield path
 
 

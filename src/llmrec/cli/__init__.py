@@ -78,7 +78,12 @@ def _serve_app_from_env() -> FastAPI:
 
 
 def main() -> None:
-    """Run the command line; SIGTERM stops it as Ctrl-C does (exit code 143; `llmrec.cli.signals`)."""
+    """Run the command line; SIGTERM stops it as Ctrl-C does (exit code 143; `llmrec.cli.signals`). A replacement
+    of a path it names that ``kill -9`` stopped half-way is recovered first (`llmrec.atomic.recover_arguments`)."""
+    import sys
+
+    from llmrec.atomic import recover_arguments
     from llmrec.cli.signals import run_stoppable
 
+    recover_arguments(sys.argv[1:])
     run_stoppable(app)
