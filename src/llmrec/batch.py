@@ -3,9 +3,11 @@
     rec = Recommender.load("runs/model")
     write_recommendations(rec, rec.histories, "recs.parquet", k=10)   # every known user
 
-One row per user and rank: ``user``, ``rank``, ``item``, ``score`` (the user order of `users`, then rank), then the
-catalogue's ``title`` and ``categories`` (`columns`; by default those the catalogue has; in a CSV file the
-categories are one text cell joined by ``|``). Users
+One row per user and rank: ``user``, ``rank``, ``item``, ``score``, ``fallback`` (the user order of `users`, then
+rank), then the catalogue's ``title`` and ``categories`` (`columns`; by default those the catalogue has; in a CSV
+file the categories are one text cell joined by ``|``). A user the model does not know gets the popular items
+(as `Recommender.recommend` does): their rows say ``fallback = "popular"`` and have no score (null: a popularity
+count is not on the model's scale), and an `llmrec.filters.UnknownIdWarning` counts them. Users
 are scored `chunk_size` at a time and each chunk is appended to the file as it is done, so memory stays flat
 whatever the number of users (pyarrow's ParquetWriter / CSVWriter stream row groups). The file is written to a
 hidden temporary sibling and renamed into place at the end: an interrupted run leaves no partial file.
@@ -28,7 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["CATALOGUE_COLUMNS", "FORMATS", "default_columns", "parse_columns", "read_user_ids", "write_recommendations"]
 
 FORMATS = (".parquet", ".csv")
-SCHEMA = pa.schema([("user", pa.string()), ("rank", pa.int32()), ("item", pa.string()), ("score", pa.float32())])
+SCHEMA = pa.schema(
+    [("user", pa.string()), ("rank", pa.int32()), ("item", pa.string()), ("score", pa.float32()), ("fallback", pa.string())]
+)
 CATALOGUE_COLUMNS = ("title", "categories")  # what `columns` may add after the four above
 
 
@@ -90,8 +94,9 @@ def write_recommendations(
 
     exclude_seen: None = the model's seen-item rule. options: passed on to `Recommender.recommend_batch` (query,
     query_weight, diversity, filters). columns: catalogue columns to add (`CATALOGUE_COLUMNS`; None: those the
-    catalogue has). Unknown user ids get the popularity list (an empty history, as `Recommender.recommend`);
-    strict=True raises `UnknownIdError` for them before anything is written.
+    catalogue has). Unknown user ids get the popularity list (an empty history, as `Recommender.recommend`),
+    marked in the ``fallback`` column, without a score, and counted in an `UnknownIdWarning`; strict=True raises
+    `UnknownIdError` for them before anything is written.
     """
     out = Path(out)
     if out.suffix not in FORMATS:
@@ -104,6 +109,18 @@ def write_recommendations(
     unknown = [u for u in users if u not in rec.histories]
     if unknown and strict:
         raise UnknownIdError("user", unknown)
+    if unknown:
+        import warnings
+
+        from llmrec.filters import UnknownIdWarning
+
+        shown = ", ".join(repr(u) for u in unknown[:5]) + (" …" if len(unknown) > 5 else "")
+        served = "the popular items (fallback: popular)" if rec.histories else "the model's scores of an empty history"
+        warnings.warn(
+            f"{len(unknown):,} unknown user ids ({shown}) got {served}; strict=True refuses them",
+            UnknownIdWarning,
+            stacklevel=2,
+        )
     columns = default_columns(rec) if columns is None else tuple(columns)
     schema = _schema(columns, out.suffix)
     empty = np.zeros(0, dtype=np.int64)
@@ -115,12 +132,14 @@ def write_recommendations(
             for chunk in _chunks(users, chunk_size):
                 histories = [rec.histories.get(u, empty) for u in chunk]
                 lists = rec.recommend_batch(histories, k, exclude_seen=exclude_seen, **options)
+                fallback = ["popular" if not len(h) and rec.histories else None for h in histories]
                 table = pa.table(
                     {
                         "user": [u for u, recs in zip(chunk, lists, strict=True) for _ in recs],
                         "rank": [r.rank for recs in lists for r in recs],
                         "item": [r.item_id for recs in lists for r in recs],
-                        "score": [r.score for recs in lists for r in recs],
+                        "score": [None if f else r.score for f, recs in zip(fallback, lists, strict=True) for r in recs],
+                        "fallback": [f for f, recs in zip(fallback, lists, strict=True) for _ in recs],
                         **{c: _column(c, lists, out.suffix) for c in columns},
                     },
                     schema=schema,

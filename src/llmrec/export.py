@@ -4,7 +4,9 @@
 
 The export holds what `Recommender.load` reads (config, weights, catalogue, histories, dataset description, a
 saved ANN index) and leaves out ``train/``: optimizer state, checkpoints and training logs, most of an
-artifact's size. It loads with `Recommender.load` and gives the same recommendations as the original.
+artifact's size. Only llmrec's own files are copied (`llmrec.artifact.artifact_files`: those the manifest lists),
+never another file kept in the model folder, and symbolic links are not followed. It loads with
+`Recommender.load` and gives the same recommendations as the original; its manifest is written anew, last.
 
 With ``onnx=True`` (next-item LM only; needs the ``export`` extra: onnx, onnxscript, onnxruntime) it also writes
 ``scorer.onnx``: input ``item_ids`` int64 [B, max_seq_len], histories left-padded with 0 and cut to the most
@@ -13,13 +15,16 @@ recent max_seq_len items; output ``scores`` float32 [B, n_items + 1], column 0 (
 (``torch.onnx.export(dynamo=True)``) and is checked against PyTorch's scores on stored histories before it is
 kept (`check_onnx`). Beside it go ``onnx_items.json`` (the raw item ids in the graph's column order) and
 ``onnx_scorer.py``, a copy of `llmrec.onnx_scorer` (stdlib + numpy + onnxruntime): raw ids in, padded and masked,
-top-k raw ids out, so serving with onnxruntime needs neither llmrec, torch, nor glue written by hand. The
+top-k raw ids out, so serving with onnxruntime needs neither llmrec, torch, nor glue written by hand. It applies the
+Recommender's rules (availability, filters, the seen-item rule, unknown ids, the popularity fallback) from
+``onnx_rules.json`` with ``onnx_filters.py``, a copy of `llmrec.filters`. The
 exporter's own warnings and progress lines are silenced around the export call only.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -30,13 +35,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmrec.artifact import open_artifact
+from llmrec.artifact import ANN_DIR, artifact_files, open_artifact, write_manifest
 from llmrec.atomic import atomic_directory
 
 __all__ = ["ONNX_FILE", "check_onnx", "export_artifact"]
 
 ONNX_FILE = "scorer.onnx"
-SKIPPED = ("train",)  # training state: optimizer, checkpoints, logs
 ONNX_TOLERANCE = 1e-4  # largest |ONNX - PyTorch| score difference accepted (float32, different kernels)
 
 
@@ -55,19 +59,31 @@ def export_artifact(
         raise ValueError(f"--out {out}: must be outside the model folder {src}")
     summary: dict[str, Any] = {"bytes_before": _size(src)}
     with atomic_directory(out, kind="model") as tmp:
-        for entry in sorted(src.iterdir()):
-            if entry.name in SKIPPED or entry.name.startswith("."):
-                continue
-            if entry.is_dir():
-                shutil.copytree(entry, tmp / entry.name)
-            else:
-                shutil.copy2(entry, tmp / entry.name)
+        for path in artifact_files(src):  # llmrec's own files only: never a user's file kept beside them
+            shutil.copy2(path, tmp / path.name)
+        _copy_index(src / ANN_DIR, tmp / ANN_DIR)
+        write_manifest(tmp)  # the copy is an artifact that the steps below can open
         summary["text_embeddings"] = _store_text_embeddings(tmp, text_embeddings)
         if onnx:
             summary["onnx_max_abs_diff"] = write_onnx(tmp, tmp / ONNX_FILE)
+        write_manifest(tmp)  # last: what the copy holds now
     summary["bytes_after"] = _size(out)
     summary["files"] = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     return summary
+
+
+def _copy_index(src: Path, dst: Path) -> None:
+    """Copy the saved index folder `src` (when it is a real folder) file by file; symbolic links, to files or
+    folders, are not followed into the serving copy."""
+    if src.is_symlink() or not src.is_dir():
+        return
+    for root, dirs, files in os.walk(src, followlinks=False):
+        here = Path(root)
+        dirs[:] = [d for d in dirs if not (here / d).is_symlink()]
+        (dst / here.relative_to(src)).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            if (here / name).is_file() and not (here / name).is_symlink():
+                shutil.copy2(here / name, dst / here.relative_to(src) / name)
 
 
 def _store_text_embeddings(folder: Path, wanted: bool | None) -> str:
@@ -142,12 +158,28 @@ def write_onnx(model_dir: Path, path: Path) -> float:
 
 
 def _write_serving_helper(model_dir: Path, folder: Path) -> None:
-    """onnx_items.json (raw ids in the graph's order) and onnx_scorer.py (`llmrec.onnx_scorer`) into `folder`."""
-    from llmrec import onnx_scorer
+    """Into `folder`: onnx_items.json (raw ids in the graph's order), onnx_rules.json (what the serving rules need),
+    onnx_scorer.py (`llmrec.onnx_scorer`) and onnx_filters.py (`llmrec.filters`, the rules it applies)."""
+    from llmrec import filters, onnx_scorer
+    from llmrec.eval.seen_rule import served_exclude_seen
+    from llmrec.retrieval import popularity_scores
 
-    raw_ids = [str(i) for i in open_artifact(model_dir).items["item"].to_list()]
+    art = open_artifact(model_dir)
+    items = art.items.sort("item_idx")
+    raw_ids = [str(i) for i in items["item"].to_list()]
     (folder / onnx_scorer.ITEMS_FILE).write_text(json.dumps(raw_ids), encoding="utf-8")
+    histories = art.histories
+    rules = {
+        "exclude_seen": served_exclude_seen(art.training),  # the model's seen-item rule (`llmrec.eval.seen_rule`)
+        "categories": items["categories"].to_list() if "categories" in items.columns else None,
+        "available": items["available"].to_list() if "available" in items.columns else None,
+        # the empty history's ranking (`Recommender.recommend_batch`), None without stored histories
+        "popularity": popularity_scores(histories, len(raw_ids))[1:].tolist() if histories else None,
+        "histories": {u: h.tolist() for u, h in histories.items()},  # the graph's item ids, oldest first
+    }
+    (folder / onnx_scorer.RULES_FILE).write_text(json.dumps(rules), encoding="utf-8")
     shutil.copyfile(onnx_scorer.__file__, folder / "onnx_scorer.py")
+    shutil.copyfile(filters.__file__, folder / onnx_scorer.FILTERS_FILE)
 
 
 @contextmanager

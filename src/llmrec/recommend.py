@@ -18,6 +18,7 @@ the facade (loading, id mapping, state) and the explanation assembly.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from llmrec.data.sequences import pad_left
 from llmrec.errors import UnknownIdError
 from llmrec.eval.scoring import model_device, resolve_device, score_fn
 from llmrec.eval.seen_rule import served_exclude_seen
-from llmrec.filters import ItemFilter, ItemMasks, apply_masks
+from llmrec.filters import ItemFilter, ItemMasks, UnknownCategoryWarning, UnknownIdWarning, apply_masks
 from llmrec.models import load_model  # re-exported: `from llmrec.recommend import load_model` keeps working
 from llmrec.models.base import ItemEmbeddingModel, RecModel
 from llmrec.recommend_ann import IndexedRetrieval
@@ -63,7 +64,9 @@ __all__ = [
     "Recommendation",
     "Recommendations",
     "Recommender",
+    "UnknownCategoryWarning",
     "UnknownIdError",
+    "UnknownIdWarning",
     "load_model",
 ]
 
@@ -83,7 +86,7 @@ class Recommender(IndexedRetrieval):
         self.titles: list[str | None] = self.items["title"].to_list()
         cats = self.items["categories"].to_list() if "categories" in self.items.columns else [None] * len(self.raw_ids)
         self.categories: list[tuple[str, ...]] = [tuple(c or ()) for c in cats]
-        self.masks = ItemMasks(self.items)  # business rules: filters and the catalogue's `available` column
+        self.masks = ItemMasks.of_items(self.items)  # business rules: filters and the catalogue's `available` column
         # The seen-item rule served by default (training.json's `seen_items`, chosen on validation; set by `load`).
         self.exclude_seen_default = True
         self.item_index = {raw: i + 1 for i, raw in enumerate(self.raw_ids)}
@@ -207,6 +210,9 @@ class Recommender(IndexedRetrieval):
             values, indices = self._diversify(scores, k, 1.0 - diversity)
         else:
             values, indices = scores.topk(min(k, self.n_items), dim=1)
+            if empty and self.histories:  # popularity ties: the lower item id first, as every door ranks them
+                ordered = scores[empty].sort(dim=1, descending=True, stable=True)
+                values[empty], indices[empty] = ordered.values[:, : values.shape[1]], ordered.indices[:, : values.shape[1]]
         return self._ranked(values, indices)
 
     def _ranked(self, values: torch.Tensor, indices: torch.Tensor) -> list[list[Recommendation]]:
@@ -248,17 +254,28 @@ class Recommender(IndexedRetrieval):
 
         Unknown ids (`resolve_history`): history items the model does not know are skipped and listed in the
         answer's ``ignored_items``; an unknown user, or a history with no known item, gets the popularity list,
-        marked ``fallback == "popular"``. strict=True refuses both instead (`UnknownIdError`). An empty history is
+        marked ``fallback == "popular"``; either is also an `UnknownIdWarning`. strict=True refuses both instead
+        (`UnknownIdError`). An empty history is
         allowed, here, on the command line (``--history ""``) and over HTTP alike: with nothing to go on, the items
         come ranked by popularity, their score the number of events with them in the artifact's stored histories
         (what ``most-popular`` would say); an artifact without stored histories falls back to the model's own
         scores of the empty context. exclude_seen and query / diversity apply as for any history.
 
         include_items / exclude_items (raw ids), include_categories / exclude_categories, include_unavailable:
-        business rules (`llmrec.filters.ItemFilter`) masked out of the scores before top-k.
+        business rules (`llmrec.filters.ItemFilter`) masked out of the scores before top-k. Categories match
+        whatever their case; one that no item has is listed in ``ignored_categories`` and warned about
+        (`UnknownCategoryWarning`).
         """
         h, ignored, fallback = self.resolve_history(history, user, strict=strict)
         rules = ItemFilter.of(include_items, exclude_items, include_categories, exclude_categories, include_unavailable)
+        unknown_categories = self.masks.unknown_categories(rules)
+        _warn_unknown(ignored, user if history is None and str(user) not in self.histories else None, fallback)
+        if unknown_categories:
+            warnings.warn(
+                f"ignored unknown categories: {', '.join(unknown_categories)} (no catalogue item has them)",
+                UnknownCategoryWarning,
+                stacklevel=2,
+            )
         found = self.recommend_batch(
             [h],
             k,
@@ -269,7 +286,7 @@ class Recommender(IndexedRetrieval):
             adapt=adapt,
             filters=rules,
         )[0]
-        return Recommendations(found, ignored, fallback)
+        return Recommendations(found, ignored, fallback, unknown_categories, user=None if user is None else str(user))
 
     def resolve_history(
         self, history: Sequence[str] | None, user: str | None, *, strict: bool = False
@@ -346,8 +363,14 @@ class Recommender(IndexedRetrieval):
         n_contributions: int = 5,
         n_reasons: int = 2,
         generator: TextGenerator | None = None,
+        include_items: Sequence[str] | None = None,
+        exclude_items: Sequence[str] | None = None,
+        include_categories: Sequence[str] | None = None,
+        exclude_categories: Sequence[str] | None = None,
+        include_unavailable: bool = False,
     ) -> list[Explanation]:
-        """Recommend (same options as recommend) and explain each item by the history items behind its score.
+        """Recommend (same options as recommend, the business rules included) and explain each item by the
+        history items behind its score.
 
         The attribution is of the model's own score (a query blend or diversity re-ranking chooses among
         items, but the model's score is what the history drives). method: "occlusion" (exact) | "gradient".
@@ -357,8 +380,16 @@ class Recommender(IndexedRetrieval):
         of the contributions and the text. When a query blended into the scores (query_weight > 0), the text
         says so. generator: an `llmrec.explain.text.TextGenerator` (default: the template generator).
         """
+        rules = ItemFilter.of(include_items, exclude_items, include_categories, exclude_categories, include_unavailable)
+        if unknown_categories := self.masks.unknown_categories(rules):
+            warnings.warn(
+                f"ignored unknown categories: {', '.join(unknown_categories)} (no catalogue item has them)",
+                UnknownCategoryWarning,
+                stacklevel=2,
+            )
         return self.explain_history(
             self._history(history, user),
+            filters=rules,
             k=k,
             exclude_seen=exclude_seen,
             query=query,
@@ -383,14 +414,16 @@ class Recommender(IndexedRetrieval):
         n_contributions: int = 5,
         n_reasons: int = 2,
         generator: TextGenerator | None = None,
+        filters: ItemFilter | None = None,
     ) -> list[Explanation]:
         """`explain` for an internal-id history `h` (1-D int64, oldest first), as `recommend_batch` takes: the
-        service's path, which has already encoded and checked the ids."""
+        service's path, which has already encoded and checked the ids. filters: the business rules
+        (`llmrec.filters.ItemFilter`; None: the default rule)."""
         from llmrec.explain.attribution import attribute, is_weak, score_spread
         from llmrec.explain.text import Reason, TemplateGenerator
 
         recs = self.recommend_batch(
-            [h], k, exclude_seen=exclude_seen, query=query, query_weight=query_weight, diversity=diversity
+            [h], k, exclude_seen=exclude_seen, query=query, query_weight=query_weight, diversity=diversity, filters=filters
         )[0]
         if not recs:
             return []
@@ -417,7 +450,7 @@ class Recommender(IndexedRetrieval):
             causes = tuple(self.item_info(i) for i in cited)
             reason = Reason(item=self.item_info(j), causes=causes, domain=domain, query=shaping_query, weak=weak)
             text = generator.generate(reason)
-            out.append(Explanation(rec, contributions, text))
+            out.append(Explanation(rec, contributions, text, tuple(self.raw_ids[i - 1] for i in cited)))
         return out
 
     def item_info(self, item: str | int) -> ItemInfo:
@@ -432,3 +465,16 @@ class Recommender(IndexedRetrieval):
             raise TypeError(f"item must be a raw item id (str) or an internal index 1..{len(self.raw_ids)}, got {item!r}")
         cats = self.items.row(int(idx) - 1, named=True).get("categories")  # list[str] | None
         return ItemInfo(self.raw_ids[idx - 1], self.titles[idx - 1], tuple(cats or ()))
+
+
+def _warn_unknown(ignored: list[str], unknown_user: str | None, fallback: str | None) -> None:
+    """`recommend`'s word on ids it could not use: one `UnknownIdWarning`, at the caller's line."""
+    served = f"the {fallback} items (fallback: {fallback})" if fallback else "the model's scores of an empty history"
+    notes = []
+    if ignored:
+        shown = ", ".join(ignored[:10]) + (" …" if len(ignored) > 10 else "")
+        notes.append(f"ignored unknown item ids: {shown}" + (f"; no known item in the history: {served}" if fallback else ""))
+    if unknown_user is not None:
+        notes.append(f"unknown user id {unknown_user!r}: {served}")
+    if notes:
+        warnings.warn("; ".join(notes) + " (strict=True refuses unknown ids)", UnknownIdWarning, stacklevel=3)

@@ -24,7 +24,7 @@ def test_batch_files_carry_titles_and_categories(shop_artifact: Path, tmp_path: 
     r = runner.invoke(app, ["recommend", "--model", str(shop_artifact), "--users", "all", "--out", str(out), "-k", "3"])
     assert r.exit_code == 0, r.output
     table = pl.read_parquet(out) if suffix == ".parquet" else pl.read_csv(out, schema_overrides={"item": pl.String})
-    assert table.columns == ["user", "rank", "item", "score", "title", "categories"]
+    assert table.columns == ["user", "rank", "item", "score", "fallback", "title", "categories"]
     row = table.row(0, named=True)
     assert row["title"] == f"Item {row['item']}"
     genre = ("drama", "comedy", "jazz", "rock", "sports")[int(row["item"]) % 5]

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmrec.cli import app
-from llmrec.recommend import Recommender, UnknownIdError
+from llmrec.recommend import Recommender, UnknownIdError, UnknownIdWarning
 
 runner = CliRunner()
 
@@ -18,12 +18,15 @@ runner = CliRunner()
 def test_python_skips_unknown_items_and_falls_back_for_unknown_users(shop_artifact: Path) -> None:
     rec = Recommender.load(shop_artifact)
     known = rec.raw_ids[:3]
-    lenient = rec.recommend(history=[known[0], "nope", known[1], "zzz", "nope"], k=5)
+    with pytest.warns(UnknownIdWarning, match="ignored unknown item ids: nope, zzz"):
+        lenient = rec.recommend(history=[known[0], "nope", known[1], "zzz", "nope"], k=5)
     assert lenient == rec.recommend(history=known[:2], k=5)
     assert (lenient.ignored_items, lenient.fallback) == (["nope", "zzz"], None)
-    ghost = rec.recommend(user="ghost", k=5)
+    with pytest.warns(UnknownIdWarning, match="unknown user id 'ghost'"):
+        ghost = rec.recommend(user="ghost", k=5)
     assert ghost.fallback == "popular" and ghost == rec.recommend(history=[], k=5)
-    assert rec.recommend(history=["nope"], k=5).fallback == "popular"
+    with pytest.warns(UnknownIdWarning, match="nope; no known item in the history.*fallback: popular"):
+        assert rec.recommend(history=["nope"], k=5).fallback == "popular"
     with pytest.raises(UnknownIdError) as items:
         rec.recommend(history=[known[0], "nope"], strict=True)
     assert items.value.ids == ["nope"]

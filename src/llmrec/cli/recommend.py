@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from llmrec.cli.common import DEVICE_HELP, console, say, user_errors
+from llmrec.cli.common import DEVICE_HELP, console, say, user_errors, warnings_as_lines
 
 if TYPE_CHECKING:
     from llmrec.filters import ItemFilter
@@ -29,6 +29,18 @@ _EXCLUDE_SEEN_HELP = (
 )
 _STRICT_HELP = "Refuse unknown ids (exit 2) instead of skipping unknown history items and giving unknown users the popular items."
 _IDS = "comma-separated"
+
+
+IncludeItems = Annotated[str | None, typer.Option(help=f"Recommend only these item ids ({_IDS}).")]
+ExcludeItems = Annotated[str | None, typer.Option(help=f"Never recommend these item ids ({_IDS}).")]
+ExcludeItemsFile = Annotated[Path | None, typer.Option(help="Never recommend the item ids in this text file, one per line.")]
+IncludeCategories = Annotated[
+    str | None, typer.Option(help=f"Recommend only items in one of these categories ({_IDS}; any case).")
+]
+ExcludeCategories = Annotated[str | None, typer.Option(help=f"Never recommend items in these categories ({_IDS}; any case).")]
+IncludeUnavailable = Annotated[
+    bool, typer.Option("--include-unavailable", help="Also recommend items the catalogue marks unavailable.")
+]
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -77,18 +89,12 @@ def recommend_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Add why: the history items behind each item, in words.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help=_STRICT_HELP)] = False,
-    include_items: Annotated[str | None, typer.Option(help=f"Recommend only these item ids ({_IDS}).")] = None,
-    exclude_items: Annotated[str | None, typer.Option(help=f"Never recommend these item ids ({_IDS}).")] = None,
-    exclude_items_file: Annotated[
-        Path | None, typer.Option(help="Never recommend the item ids in this text file, one per line.")
-    ] = None,
-    include_categories: Annotated[
-        str | None, typer.Option(help=f"Recommend only items in one of these categories ({_IDS}).")
-    ] = None,
-    exclude_categories: Annotated[str | None, typer.Option(help=f"Never recommend items in these categories ({_IDS}).")] = None,
-    include_unavailable: Annotated[
-        bool, typer.Option("--include-unavailable", help="Also recommend items the catalogue marks unavailable.")
-    ] = False,
+    include_items: IncludeItems = None,
+    exclude_items: ExcludeItems = None,
+    exclude_items_file: ExcludeItemsFile = None,
+    include_categories: IncludeCategories = None,
+    exclude_categories: ExcludeCategories = None,
+    include_unavailable: IncludeUnavailable = False,
     columns: Annotated[
         str | None,
         typer.Option(help="Batch: catalogue columns to add, e.g. title,categories [default: those the catalogue has]."),
@@ -120,14 +126,9 @@ def recommend_cmd(
         _recommend_batch(model, users, out, k, exclude_seen, chunk_size, device, user, history, explain, strict, columns, options)
         return
     if explain:
-        from llmrec.filters import ItemFilter
-
-        if rules != ItemFilter():
-            with user_errors():
-                raise ValueError("--explain goes without the item filters (--include-items, --exclude-items, ...)")
-        _explain(model, user, history, k, exclude_seen, as_json, "occlusion", diversity, query, query_weight, generator)
+        _explain(model, user, history, k, exclude_seen, as_json, "occlusion", diversity, query, query_weight, generator, rules)
         return
-    with user_errors():
+    with user_errors(), warnings_as_lines():  # unknown ids and categories: one `warning: ...` line each
         rec, hist = _request(model, user, history, k, device)
         recs = rec.recommend(
             history=hist,
@@ -144,9 +145,7 @@ def recommend_cmd(
             exclude_categories=rules.exclude_categories,
             include_unavailable=rules.include_unavailable,
         )
-    if recs.ignored_items:
-        say(f"ignored unknown item ids: {', '.join(recs.ignored_items)}", err=True)
-    if recs.fallback is not None:
+    if recs.fallback is not None and not recs.ignored_items and (user is None or user in rec.histories):
         say(f"nothing known to go on: the {recs.fallback} items (fallback: {recs.fallback})", err=True)
     if as_json:
         typer.echo(json.dumps([r.__dict__ for r in recs], indent=2))
@@ -193,22 +192,20 @@ def _recommend_batch(
                 raise ValueError(f"--out {out}: must end in .parquet or .csv")
             rec = Recommender.load(model, device=device)
             ids = list(rec.histories) if users_file is None else read_user_ids(users_file)
-            rows = write_recommendations(
-                rec,
-                ids,
-                target,
-                k=k,
-                exclude_seen=exclude_seen,
-                chunk_size=chunk_size,
-                progress=True,
-                strict=strict,
-                columns=chosen,
-                **options,
-            )
-            unknown = sum(u not in rec.histories for u in ids)
+            with warnings_as_lines():  # unknown users (the popular items) and categories: a `warning: ...` line each
+                rows = write_recommendations(
+                    rec,
+                    ids,
+                    target,
+                    k=k,
+                    exclude_seen=exclude_seen,
+                    chunk_size=chunk_size,
+                    progress=True,
+                    strict=strict,
+                    columns=chosen,
+                    **options,
+                )
     say(f"wrote {rows:,} recommendations for {len(ids):,} users → {out}")
-    if unknown:
-        say(f"{unknown:,} unknown users got the popular items (fallback: popular; --strict refuses them)", err=True)
 
 
 def explain_cmd(
@@ -223,9 +220,19 @@ def explain_cmd(
     query: Annotated[str | None, typer.Option(help=_QUERY_HELP)] = None,
     query_weight: Annotated[float, typer.Option(help=_QUERY_WEIGHT_HELP)] = 0.7,
     generator: Annotated[Path | None, typer.Option(help=_GENERATOR_HELP)] = None,
+    include_items: IncludeItems = None,
+    exclude_items: ExcludeItems = None,
+    exclude_items_file: ExcludeItemsFile = None,
+    include_categories: IncludeCategories = None,
+    exclude_categories: ExcludeCategories = None,
+    include_unavailable: IncludeUnavailable = False,
 ) -> None:
     """Recommend, and show which history items drove each recommendation (attribution scores and a reason)."""
-    _explain(model, user, history, k, exclude_seen, as_json, method, diversity, query, query_weight, generator)
+    with user_errors():
+        rules = _item_filter(
+            include_items, exclude_items, exclude_items_file, include_categories, exclude_categories, include_unavailable
+        )
+    _explain(model, user, history, k, exclude_seen, as_json, method, diversity, query, query_weight, generator, rules)
 
 
 def _explain(
@@ -240,9 +247,11 @@ def _explain(
     query: str | None,
     query_weight: float,
     generator: Path | None,
+    rules: ItemFilter,
 ) -> None:
-    """`explain` and `recommend --explain`: one table row (or JSON object) per item, with its reason."""
-    with user_errors():
+    """`explain` and `recommend --explain`: one table row (or JSON object) per item, with its reason (the
+    "because of" column lists the history items the reason names, nothing when it names none)."""
+    with user_errors(), warnings_as_lines():
         from llmrec.explain.text import load_text_generator
 
         rec, hist = _request(model, user, history, k)
@@ -256,10 +265,20 @@ def _explain(
             diversity=diversity,
             method=method,
             generator=load_text_generator(generator),
+            include_items=rules.include_items,
+            exclude_items=rules.exclude_items,
+            include_categories=rules.include_categories,
+            exclude_categories=rules.exclude_categories,
+            include_unavailable=rules.include_unavailable,
         )
     if as_json:
         rows = [
-            {**e.recommendation.__dict__, "reason": e.text, "contributions": [c.__dict__ for c in e.contributions]}
+            {
+                **e.recommendation.__dict__,
+                "reason": e.text,
+                "because_of": list(e.cited),
+                "contributions": [c.__dict__ for c in e.contributions],
+            }
             for e in explanations
         ]
         typer.echo(json.dumps(rows, indent=2))
@@ -267,6 +286,7 @@ def _explain(
     table = Table("rank", "item", "score", "title", "because of (attribution)", "reason", title=f"top {k}, explained")
     for e in explanations:
         r = e.recommendation
-        causes = "\n".join(f"{c.title or c.item_id} ({c.weight:+.3f})" for c in e.contributions[:3])
+        cited = [c for c in e.contributions if c.item_id in e.cited]  # what the reason names, as it names it
+        causes = "\n".join(f"{c.title or c.item_id} ({c.weight:+.3f})" for c in cited) or "-"
         table.add_row(str(r.rank), r.item_id, f"{r.score:.4f}", r.title or "", causes, e.text)
     console.print(table)

@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from llmrec.data.tables import ColumnMap, IgnoredColumnWarning, ItemColumnMap, RawData, event_exprs, id_checks
+from llmrec.data.tables import _YES_NO, ColumnMap, IgnoredColumnWarning, ItemColumnMap, RawData, _yes_no, event_exprs, id_checks
 from llmrec.errors import DataError
 
 __all__ = ["as_polars", "column_spec", "is_frame", "raw_from_frames"]
@@ -78,18 +78,22 @@ def events_from_frame(df: pl.DataFrame, columns: ColumnMap) -> pl.DataFrame:
 
 
 def catalogue_from_frame(df: pl.DataFrame, columns: ItemColumnMap, default_item: str) -> pl.DataFrame:
-    """A catalogue frame in `CATALOGUE_SCHEMA`, as `read_catalogue` reads a file (unmapped columns warn)."""
+    """A catalogue frame in `CATALOGUE_SCHEMA`, as `read_catalogue` reads a file (unmapped columns warn; an
+    `available` column, or the one mapped to it, is kept as Boolean for the serving rules)."""
     item = columns.item or next((c for c in (default_item, "item_id") if c in df.columns), default_item)
-    named = {"title": columns.title, "text": columns.text, "categories": columns.categories}
+    named = {"title": columns.title, "text": columns.text, "categories": columns.categories, "available": columns.available}
     _require(df, [item, *(c for k, c in named.items() if c and k in columns.explicit)], CATALOGUE)
     used = {k: c for k, c in named.items() if c and c in df.columns}
     for column in df.columns:
         if column not in (item, *used.values()):
-            reason = "not mapped to item, title, text or categories"
+            reason = "not mapped to item, title, text, categories or available"
             warnings.warn(f"{CATALOGUE}: column {column!r} is ignored ({reason})", IgnoredColumnWarning, stacklevel=3)
     [item_text], checks = id_checks({"item": item}, dict(df.schema))
     repeated = ~item_text.is_first_distinct() & ~_empty(item)
-    _raise_first(df, CATALOGUE, [*checks, (repeated, "duplicate item id {}", item)])
+    available = used.get("available")
+    flag = None if available is None else _yes_no(available, df.schema[available])
+    not_yes_no = [] if flag is None or available is None else [(flag.is_null() & ~_empty(available), _YES_NO, available)]
+    _raise_first(df, CATALOGUE, [*checks, (repeated, "duplicate item id {}", item), *not_yes_no])
 
     def text(field: str) -> pl.Expr:
         name = used.get(field)
@@ -103,7 +107,13 @@ def catalogue_from_frame(df: pl.DataFrame, columns: ItemColumnMap, default_item:
             cats = pl.when(cats.str.contains("|", literal=True)).then(cats.str.split("|")).otherwise(cats.str.split(","))
         kept = pl.element().cast(pl.String).str.strip_chars()
         cats = cats.cast(pl.List(pl.String)).list.eval(kept.filter(kept != "")).fill_null([])
-    return df.select(item_text.alias("item"), text("title").alias("title"), text("text").alias("text"), cats.alias("categories"))
+    return df.select(
+        item_text.alias("item"),
+        text("title").alias("title"),
+        text("text").alias("text"),
+        cats.alias("categories"),
+        *([] if flag is None else [flag.alias("available")]),  # only when the catalogue has the column
+    )
 
 
 def raw_from_frames(

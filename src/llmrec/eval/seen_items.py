@@ -2,12 +2,12 @@
 
 One rule, applied the same way by every door: with ``exclude_seen`` every item of the user's history leaves the
 ranking, a target that is itself in the history included (RecBole's convention; evaluation counts it as a miss).
-`seen_mask` is that rule as a score mask, used by evaluation (`llmrec.eval.ranking`) and by `Recommender`
-(`llmrec.filters.apply_masks`); `seen_items` is the same rule as id lists, for the FAISS path
+`seen_mask` is that rule as a score mask for evaluation (`llmrec.eval.ranking`), a torch view of
+`llmrec.filters.seen_matrix`, which `Recommender` and the ONNX scorer apply (`llmrec.filters.apply_masks`); `seen_items` is the same rule as id lists, for the FAISS path
 (`llmrec.retrieval.ann_candidates`), which cannot mask a full score row. Whether a model excludes seen items by
 default is decided at training time (`llmrec.eval.seen_rule`).
 
-This module imports only numpy and torch, so evaluation and the recommendation facade both import it without
+This module imports only numpy, torch and `llmrec.filters` (numpy only), so evaluation and the recommendation facade both import it without
 bending the import direction (docs/architecture.md, "Layers").
 """
 
@@ -39,13 +39,6 @@ def seen_mask(
     """[B, V+1] bool, True where row b's history takes item v out of the ranking (`excluded`: per row whether the
     rule applies; None: every row). Column 0 (padding) is left as the histories have it: a caller ranks from 1.
     History ids outside 0..n_items are a ValueError."""
-    rows = seen_items(histories, [True] * len(histories) if excluded is None else excluded)
-    mask = torch.zeros((len(histories), n_items + 1), dtype=torch.bool, device=device)
-    kept = [(b, h) for b, h in enumerate(rows) if h is not None]
-    if kept:
-        cols = np.concatenate([h for _, h in kept]).astype(np.int64, copy=False)
-        if cols.min() < 0 or cols.max() > n_items:
-            raise ValueError(f"history item ids must lie in 0..{n_items}")
-        row_ids = np.repeat([b for b, _ in kept], [len(h) for _, h in kept])
-        mask[torch.from_numpy(row_ids).to(mask.device), torch.from_numpy(cols).to(mask.device)] = True
-    return mask
+    from llmrec.filters import seen_matrix  # the rule itself, in numpy (the exported ONNX scorer applies it too)
+
+    return torch.from_numpy(seen_matrix(histories, n_items, excluded)).to(device)

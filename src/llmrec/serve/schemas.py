@@ -144,6 +144,9 @@ class RecommendResponse(BaseModel):
     fallback: str | None = Field(
         None, description='"popular" when there was nothing to go on (an unknown user, no known history item).'
     )
+    ignored_categories: list[str] = Field(
+        default_factory=list, description="Filter categories no catalogue item has (names match whatever their case)."
+    )
 
 
 class BatchRecommendRequest(BaseModel):

@@ -194,11 +194,14 @@ class Service:
     def _explained(self, job: Job) -> list[Explanation] | Exception:
         if job.adapt:
             return NotImplementedError("explain together with adapt is not available")
-        if job.filters is not None:
-            return NotImplementedError("explain together with item filters is not available")
         try:
             return self.rec.explain_history(
-                job.history, k=job.k, exclude_seen=job.exclude_seen, query=job.query, diversity=job.diversity
+                job.history,
+                k=job.k,
+                exclude_seen=job.exclude_seen,
+                query=job.query,
+                diversity=job.diversity,
+                filters=job.filters,
             )
         except Exception as e:  # noqa: BLE001 - the endpoint turns it into 422 or 503
             return e
@@ -232,6 +235,7 @@ class Service:
         rules = ItemFilter.of(
             req.include_items, req.exclude_items, req.include_categories, req.exclude_categories, req.include_unavailable
         )
+        frame.ignored_categories = self.rec.masks.unknown_categories(rules)
         filters = None if rules == ItemFilter() else rules
         job = Job(history, req.k, exclude_seen, req.query, req.diversity or 0.0, req.adapt, req.explain, filters)
         return job, frame
