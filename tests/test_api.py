@@ -20,10 +20,14 @@ HOMES = {
     "Recommendation": "llmrec.recommend",
     "Recommender": "llmrec.recommend",
     "TrainConfig": "llmrec.training.loop",
+    "UnknownCategoryWarning": "llmrec.filters",
+    "UnknownIdWarning": "llmrec.filters",
     "evaluate": "llmrec.api",
+    "export_artifact": "llmrec.export",
     "fit": "llmrec.training.fit",
     "prepare": "llmrec.api",
     "train": "llmrec.api",
+    "write_recommendations": "llmrec.batch",
 }
 
 
@@ -37,11 +41,15 @@ def test_all_is_frozen() -> None:
         "Recommendation",
         "Recommender",
         "TrainConfig",
+        "UnknownCategoryWarning",
+        "UnknownIdWarning",
         "__version__",
         "evaluate",
+        "export_artifact",
         "fit",
         "prepare",
         "train",
+        "write_recommendations",
     ]
     assert sorted(HOMES) == [n for n in llmrec.__all__ if n != "__version__"]
 

@@ -20,7 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from llmrec.api import evaluate, prepare, train
+    from llmrec.batch import write_recommendations
     from llmrec.data import PrepareConfig, PreparedDataset
+    from llmrec.export import export_artifact
+    from llmrec.filters import UnknownCategoryWarning, UnknownIdWarning
     from llmrec.models import NextItemLM, NextItemLMConfig
     from llmrec.recommend import Recommendation, Recommender
     from llmrec.training.fit import fit
@@ -36,11 +39,15 @@ __all__ = [
     "Recommendation",
     "Recommender",
     "TrainConfig",
+    "UnknownCategoryWarning",
+    "UnknownIdWarning",
     "__version__",
     "evaluate",
+    "export_artifact",
     "fit",
     "prepare",
     "train",
+    "write_recommendations",
 ]
 
 # Public name -> the module that defines it (a literal table: no scanning).
@@ -52,10 +59,14 @@ _LAZY: dict[str, str] = {
     "Recommendation": "llmrec.recommend",
     "Recommender": "llmrec.recommend",
     "TrainConfig": "llmrec.training",
+    "UnknownCategoryWarning": "llmrec.filters",
+    "UnknownIdWarning": "llmrec.filters",
     "evaluate": "llmrec.api",
+    "export_artifact": "llmrec.export",
     "fit": "llmrec.training",
     "prepare": "llmrec.api",
     "train": "llmrec.api",
+    "write_recommendations": "llmrec.batch",
 }
 
 
