@@ -108,3 +108,22 @@ def test_validation_evaluator_ranks_by_the_asked_seen_item_protocol(tiny_prepare
     masked = validation_evaluator(tiny_prepared, exclude_seen=True)(model)
     unmasked = validation_evaluator(tiny_prepared, exclude_seen=False)(model)
     assert masked != unmasked  # an untrained model ranks history items too: masking them moves the targets up
+
+
+def test_fit_trains_any_model_type_the_generic_loop_trains(tiny_prepared: PreparedDataset) -> None:
+    """`fit` asks the registry's spec for the config and the build, so TV-Rec trains through it like the LM."""
+    from llmrec.models.tvrec import TVRec
+    from llmrec.training import fit
+
+    model, result, _ = fit(tiny_prepared, {"max_seq_len": 8, "d_model": 16}, _cfg(epochs=2, examples="prefixes"), model="tvrec")
+    assert isinstance(model, TVRec) and result.epochs_run == 2
+    with pytest.raises(ValueError, match="has its own fit"):
+        fit(tiny_prepared, {}, _cfg(), model="most-popular")
+
+
+def test_only_the_popularity_baseline_declares_itself_so() -> None:
+    """Evaluation skips the most-popular comparison for the model that declares it is that ranking, not by name."""
+    from llmrec.models import MODELS, model_spec
+
+    declared = [name for name in MODELS if model_spec(name).popularity_baseline]
+    assert declared == ["most-popular"]

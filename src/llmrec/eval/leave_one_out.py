@@ -18,6 +18,7 @@ from llmrec.eval.popularity import compare_with_most_popular, popularity_warning
 from llmrec.eval.report import build_report, write_report
 from llmrec.eval.scoring import ScoreFn, score_fn
 from llmrec.eval.seen_rule import served_exclude_seen
+from llmrec.models import model_spec
 
 if TYPE_CHECKING:
     from llmrec.data.dataset import PreparedDataset
@@ -113,7 +114,7 @@ def evaluate_model(
     }
     model_name = training.get("model", art.model_type)  # names presets such as "sasrec"
     check: dict[str, Any] = {}
-    if art.model_type != "most-popular":  # never against itself
+    if art.model_type is None or not model_spec(art.model_type).popularity_baseline:  # never against itself
         ranks = {split: results[split].ranks for split in splits}
         check = compare_with_most_popular(ranks, examples, pop, exclude_seen=exclude_seen, n_boot=n_boot)
     report = build_report(

@@ -213,7 +213,7 @@ class LLMEncoder:
         self.max_tokens = max_tokens
         self.cache_dir = cache_dir
         self._llm: LLM | None = None
-        self._mean: np.ndarray | None = None
+        self._means: dict[int, np.ndarray] | None = None
 
     @property
     def name(self) -> str:
@@ -230,13 +230,14 @@ class LLMEncoder:
             self._llm = load_llm(self.path, cache_dir=self.cache_dir)
         return self._llm
 
-    def _pool(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+    def _pool(self, texts: Sequence[str], batch_size: int, layers: Sequence[int]) -> dict[int, np.ndarray]:
+        """Mean over each text's tokens of the hidden states of every layer in `layers`: {layer: [N, D]}."""
         import torch
 
         llm = self._load()
         tok = llm.tokenizer
         tok.padding_side = "right"
-        out = []
+        out: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
         with torch.inference_mode():
             for s in range(0, len(texts), batch_size):
                 enc = tok(
@@ -246,19 +247,30 @@ class LLMEncoder:
                     truncation=True,
                     max_length=self.max_tokens,
                 )
-                hidden = llm.model(**enc, output_hidden_states=True).hidden_states[self.layer]  # [B, T, D]
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
-                pooled: torch.Tensor = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # [B, D]
-                out.append(pooled.float().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
+                states = llm.model(**enc, output_hidden_states=True).hidden_states  # n_layers + 1 x [B, T, D]
+                mask = enc["attention_mask"].unsqueeze(-1).float()  # [B, T, 1]
+                for layer in layers:
+                    pooled = (states[layer] * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # [B, D]
+                    out[layer].append(pooled.float().numpy())
+        dim = int(llm.model.config.hidden_size)
+        return {k: np.concatenate(v) if v else np.zeros((0, dim), dtype=np.float32) for k, v in out.items()}
+
+    def encode_layers(self, texts: Sequence[str], layers: Sequence[int], *, batch_size: int = 64) -> dict[int, np.ndarray]:
+        """The vectors `encode` gives with ``layer = l`` for every l in `layers`, from one pass: {l: [N, D]}."""
+        pooled = self._pool(texts, batch_size, layers)
+        if self.centre:
+            if self._means is None:
+                self._means = {}
+            missing = [layer for layer in layers if layer not in self._means]
+            if missing:
+                centre = self._pool(_CENTRE_TEXTS, len(_CENTRE_TEXTS), missing)
+                self._means.update({layer: v.mean(0) for layer, v in centre.items()})
+            pooled = {layer: v - self._means[layer] for layer, v in pooled.items()}
+        result: dict[int, np.ndarray] = {}
+        for layer, v in pooled.items():
+            result[layer] = (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        return result
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """[N, dim] float32 unit rows."""
-        vectors = self._pool(texts, batch_size)
-        if self.centre:
-            if self._mean is None:
-                self._mean = self._pool(_CENTRE_TEXTS, len(_CENTRE_TEXTS)).mean(0)
-            vectors = vectors - self._mean
-        norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        unit: np.ndarray = (vectors / norms).astype(np.float32)
-        return unit
+        return self.encode_layers(texts, [self.layer], batch_size=batch_size)[self.layer]

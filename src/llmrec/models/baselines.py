@@ -172,5 +172,5 @@ def _fit_item_knn(req: FitInput) -> tuple[RecModel, dict[str, Any]]:
     return ItemKNN.fit(req.dataset.train_sequences(), req.dataset.n_items, **req.params), {}
 
 
-MOST_POPULAR = ModelSpec("most-popular", MostPopular, examples=(), fit=_fit_most_popular)
+MOST_POPULAR = ModelSpec("most-popular", MostPopular, examples=(), fit=_fit_most_popular, popularity_baseline=True)
 ITEM_KNN = ModelSpec("item-knn", ItemKNN, examples=(), fit=_fit_item_knn, check=_check_knn)

@@ -118,6 +118,7 @@ class ModelSpec:
     check: Callable[[dict[str, Any]], None] | None = None  # settings check when there is no `config` class
     distributed: bool = False  # trains under torchrun / accelerate (data parallel)
     estimate_memory: bool = False  # its peak memory is estimated before training (`llmrec.training.memory`)
+    popularity_baseline: bool = False  # it is the most-popular ranking: evaluation does not compare it with itself
 
     def capabilities(self) -> tuple[str, ...]:
         """Names of the `llmrec.models.base` protocols the class provides every member of."""

