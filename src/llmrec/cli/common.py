@@ -7,8 +7,9 @@ or ``llmrec.data`` (``tests/test_cli_data.py`` checks this).
 
 from __future__ import annotations
 
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,31 @@ def warnings_as_lines() -> Iterator[None]:
         finally:
             for w in caught:
                 err_console.print(f"warning: {w.message}", markup=False, soft_wrap=True)
+
+
+@contextmanager
+def stages(first: str) -> Iterator[Callable[[str], None]]:
+    """Progress of a long job told in stages (``update("writing ...")``): on a terminal, a spinner with the stage and
+    the time since the start, and a line with each finished stage's seconds (large files: where the time goes);
+    elsewhere (a log, a pipe) nothing."""
+    if not err_console.is_terminal:
+        yield lambda _text: None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    stage, since = [first], [time.perf_counter()]
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True
+    ) as bar:
+        task = bar.add_task(first, total=None)
+
+        def update(text: str) -> None:
+            now = time.perf_counter()
+            bar.console.print(f"{stage[0].rstrip(' .')}: {now - since[0]:.1f} s", markup=False, soft_wrap=True)
+            stage[0], since[0] = text, now
+            bar.update(task, description=text)
+
+        yield update
 
 
 def say(message: str, *, err: bool = False) -> None:

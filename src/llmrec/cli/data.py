@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from llmrec.cli.common import console, err_console, fmt_int, fmt_num, say, user_errors, warnings_as_lines
+from llmrec.cli.common import console, fmt_int, fmt_num, say, stages, user_errors, warnings_as_lines
 from llmrec.errors import ChecksumError, DatasetNotFoundError
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ def data_prepare(
         from llmrec.outputs import claim_folder
 
         inputs = {"--events": events, "--items": items, "--path": path}
-        with claim_folder(out, "dataset", inputs=inputs) as target, err_console.status("reading ...") as status:
+        with claim_folder(out, "dataset", inputs=inputs) as target, stages("reading ...") as stage:
             done = prepare_folder(
                 target,
                 config,
@@ -174,7 +174,7 @@ def data_prepare(
                 name=name,
                 domain=domain,
                 streaming=streaming,
-                progress=status.update,
+                progress=stage,  # a spinner with the stage and the time taken, on a terminal
             )
     stats = done.stats
     say(

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["evaluate_cmd", "export_cmd", "map_cold_items_cmd", "meta_train_cmd", "train_cmd", "tune_cmd"]
 
+QUIET_HELP = "No progress: no bar inside each epoch (shown only on a terminal), no line per epoch or trial."
 FORCE_HELP = "Train even when the estimated peak memory exceeds the available memory (the estimate is an upper bound)."
 
 
@@ -61,6 +62,7 @@ def train_cmd(
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
 ) -> None:
     """Train a model; early stopping on validation NDCG@10; writes a self-describing artifact folder.
 
@@ -69,6 +71,8 @@ def train_cmd(
     """
     with user_errors():
         sections = config_sections(config, [*(set_ or []), *([f"train.epochs={epochs}"] if epochs is not None else [])])
+        if quiet:  # no bar inside the epochs, no line per epoch
+            sections.setdefault("train", {})["progress"] = False
         from llmrec.experiment import run_training
         from llmrec.outputs import claim_folder
 
@@ -340,6 +344,7 @@ def tune_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Base overrides, e.g. train.epochs=50.")] = None,
     seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
 ) -> None:
     """Search hyperparameters with Optuna on the validation metric (pruning poor trials), write the best config."""
     with user_errors():
@@ -365,6 +370,7 @@ def tune_cmd(
                 out=target,
                 use_attributes=use_attributes,
                 force=force,
+                on_trial=None if quiet else lambda line: say(line, err=True),  # one line per trial, as it ends
             )
     console.print(f"best validation value {summary['best_value']:.4f} after {len(summary['trials'])} trials → {out}")
 

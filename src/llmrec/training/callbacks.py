@@ -14,14 +14,16 @@ loop's order:
    it is what is validated, selected and returned (``run.kept``).
 3. `Selection`: validation, best weights, early stopping on ``train.patience``.
 4. `EpochCallbacks`: the caller's `llmrec.training.loop.Callback` objects (experiment trackers, tests).
-5. `EpochLine`: the one progress line per epoch.
-6. `TimeBudget` (``train.max_minutes``): stops after the epoch that exceeds it, on every rank together.
+5. `EpochBar`: the progress bar inside an epoch (batches, rate, ETA, running loss), on a terminal or in a notebook.
+6. `EpochLine`: the one progress line per epoch.
+7. `TimeBudget` (``train.max_minutes``): stops after the epoch that exceeds it, on every rank together.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from llmrec.training.loop import Callback, TrainConfig
 
 __all__ = [
+    "EpochBar",
     "EpochCallbacks",
     "EpochLine",
     "LoopCallback",
@@ -74,6 +77,7 @@ class Run:
     best: Weights | None = None  # the kept weights of the best epoch so far
     improved: bool = False  # this epoch's kept weights are the new best
     t0: float = 0.0  # perf_counter() at the run's start, less the seconds of resumed epochs
+    n_batches: int = 0  # optimiser steps per epoch
 
     @property
     def kept(self) -> Trainable:
@@ -233,6 +237,45 @@ class EpochCallbacks(LoopCallback):
     def on_epoch_end(self, run: Run, logs: dict[str, float]) -> None:
         for cb in self.callbacks:
             cb.on_epoch_end(run.epoch, logs, run.model)
+
+
+class EpochBar(LoopCallback):
+    """A tqdm bar over the epoch's batches (rank 0, train.progress; `llmrec.progress.bar_disabled`: on a terminal or
+    in a notebook, never into a log file): steps done of `Run.n_batches`, the rate, the time left, the running loss
+    and sequences per second. It is opened at the epoch's first step and closed before validation."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.losses: list[float] = []
+        self.n_sequences = 0
+        self.t0 = 0.0
+
+    def on_step(self, run: Run, step: Step) -> None:
+        if self.bar is None:
+            from llmrec.progress import bar_disabled
+
+            disabled = bar_disabled(run.config.progress and run.ctx.is_main)
+            self.bar = tqdm(
+                total=run.n_batches, desc=f"{run.phase}epoch {run.epoch}", unit="batch", disable=disabled, leave=False
+            )
+            self.losses, self.n_sequences = [], 0
+            self.t0 = time.perf_counter()
+        self.losses.append(step.loss)
+        self.n_sequences += step.n_sequences
+        rate = self.n_sequences / max(1e-9, time.perf_counter() - self.t0)
+        self.bar.set_postfix(loss=f"{sum(self.losses[-50:]) / len(self.losses[-50:]):.4f}", seq_s=f"{rate:.0f}", refresh=False)
+        self.bar.update(1)
+
+    def on_validate(self, run: Run, logs: dict[str, float]) -> None:
+        self.close()
+
+    def on_end(self, run: Run) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class EpochLine(LoopCallback):

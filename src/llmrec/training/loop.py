@@ -31,13 +31,13 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from llmrec.config import check_range
 from llmrec.data.sequences import bucketed_batches, length_groups, random_batches
 from llmrec.models.base import Trainable
 from llmrec.training import distributed
 from llmrec.training.callbacks import (
+    EpochBar,
     EpochCallbacks,
     EpochLine,
     LoopCallback,
@@ -195,7 +195,7 @@ def train_loop(
     for h in hooks:
         h.on_start(run)
     net = _place(module, run)
-    n_batches = math.ceil(len(windows) / c.batch_size)
+    n_batches = run.n_batches = math.ceil(len(windows) / c.batch_size)
     total_steps = n_batches * c.epochs
     run.t0 = time.perf_counter() - run.state.seconds
     stopped_early = False
@@ -207,18 +207,10 @@ def train_loop(
         gen = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)  # batch order of this epoch
         t_epoch = time.perf_counter()
         losses: list[float] = []
-        bar = tqdm(
-            (random_batches if c.batching == "random" else bucketed_batches)(
-                windows, c.batch_size, gen, last_only=c.examples == "prefixes"
-            ),
-            total=n_batches,
-            desc=f"{run.phase}epoch {epoch}",
-            unit="batch",
-            disable=None if (c.progress and ctx.is_main) else True,  # None: off when stderr is not a terminal
-            leave=False,
+        batches = (random_batches if c.batching == "random" else bucketed_batches)(
+            windows, c.batch_size, gen, last_only=c.examples == "prefixes"
         )
-        n_seq = 0
-        for batch in bar:
+        for batch in batches:  # the progress bar is a callback (EpochBar)
             lr = c.lr * _lr_factor(run.state.step, total_steps, c)
             loss = _step(net, batch, lr, run)
             run.state.step += 1
@@ -226,9 +218,6 @@ def train_loop(
             step = Step(step=run.state.step, epoch=epoch, loss=loss, lr=lr, n_sequences=batch.item_ids.shape[0])
             for h in hooks:
                 h.on_step(run, step)
-            n_seq += step.n_sequences
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", seq_s=f"{n_seq / (time.perf_counter() - t_epoch):.0f}")
-        bar.close()
         logs: dict[str, float] = {"epoch": float(epoch), "train_loss": float(np.mean(losses)), "lr": lr}
         logs["train_seconds"] = time.perf_counter() - t_epoch
         for h in hooks:
@@ -268,7 +257,7 @@ def _callbacks(
         average = WeightAverage(module, c.ema_decay)
         run.ema = average.module
         hooks.append(average)
-    hooks += [Selection(evaluate, c.metric, c.patience), EpochCallbacks(callbacks), EpochLine()]
+    hooks += [Selection(evaluate, c.metric, c.patience), EpochCallbacks(callbacks), EpochBar(), EpochLine()]
     if c.max_minutes is not None:
         hooks.append(TimeBudget(c.max_minutes))
     return hooks
