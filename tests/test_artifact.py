@@ -29,6 +29,7 @@ def test_saved_artifact_describes_itself(tiny_prepared: PreparedDataset, tmp_pat
         "dataset.json",
         "histories.parquet",
         "items.parquet",
+        "manifest.json",  # every file above with its size and SHA-256, checked when the artifact is opened
         "model.safetensors",
     ]
     assert artifact.model_type(path) == "most-popular"
@@ -37,6 +38,7 @@ def test_saved_artifact_describes_itself(tiny_prepared: PreparedDataset, tmp_pat
     assert artifact.read_training(path) == {"model": "most-popular", "train": {"refit_on_valid": True}}
     assert artifact.refit_on_valid(path) is True
     assert json.loads((path / "dataset.json").read_text())["prepared_path"] == str(tmp_path / "data")
+    artifact.open_artifact(path)  # the manifest was rewritten with the files write_training changed
     assert artifact.ann_dir(path) == path / "ann"
 
 
@@ -83,6 +85,7 @@ def test_copy_with_weights_keeps_the_side_files_and_replaces_the_weights(tiny_pr
         "extra.txt",
         "histories.parquet",
         "items.parquet",
+        "manifest.json",
         "model.safetensors",
         "note.json",
     ]

@@ -19,6 +19,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner, Result
 
+from llmrec.artifact import write_manifest
 from llmrec.cli import app
 
 runner = CliRunner()
@@ -165,6 +166,7 @@ def test_weights_of_another_size_name_the_weights(work: Path, tmp_path: Path) ->
     other = tmp_path / "other"
     assert _invoke("train", "--dataset", work / "data", "--out", other, *TINY, *QUICK, "--set", "model.d_model=8").exit_code == 0
     shutil.copy(other / "model.safetensors", work / "lm" / "model.safetensors")
+    write_manifest(work / "lm")  # a manifest that agrees: the loader's own check names the mismatch
     _assert_user_error(_recommend(work), str(work / "lm" / "model.safetensors"), "does not fit config.json")
 
 
@@ -250,6 +252,7 @@ def test_evaluate_refuses_data_reprepared_into_the_recorded_path(work: Path) -> 
     recorded = json.loads((work / "lm" / "dataset.json").read_text())
     recorded["prepared_path"] = str(work / "data")
     (work / "lm" / "dataset.json").write_text(json.dumps(recorded))
+    write_manifest(work / "lm")  # recorded by llmrec, not damaged
     result = _invoke("evaluate", "--model", work / "lm", "--n-boot", "10")
     _assert_user_error(result, "not the data it was trained on")
 
@@ -258,6 +261,7 @@ def test_an_artifact_without_a_recorded_identity_is_checked_by_its_items(work: P
     meta = json.loads((work / "lm" / "dataset.json").read_text())
     del meta["identity"]  # as saved before identities were recorded
     (work / "lm" / "dataset.json").write_text(json.dumps(meta))
+    (work / "lm" / "manifest.json").unlink()  # which was before manifests too
     assert _evaluate_on(work, work / "data").exit_code == 0
     _prepare(work / "other", n_items=30, seed=1, prefix="x")
     _assert_user_error(_evaluate_on(work, work / "other"), "not the data it was trained on")

@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from llmrec.artifact import write_manifest
 from llmrec.data import PrepareConfig, PreparedDataset, RawData, prepare
 from llmrec.eval.evaluate import repeat_targets
 from llmrec.eval.report import write_report
@@ -76,6 +77,7 @@ def test_the_report_states_whether_the_valid_item_was_trained_on(with_repeats: P
     assert evaluate_model(popular, with_repeats, n_boot=0)["protocol"]["refit_on_valid"] is False  # fit on train only
 
     (popular / "training.json").unlink()  # e.g. an artifact exported without its training record
+    write_manifest(popular)
     report = evaluate_model(popular, with_repeats, n_boot=0)
     assert report["protocol"]["refit_on_valid"] is None
     md = write_report(report, tmp_path / "r.json")[1].read_text()

@@ -46,6 +46,7 @@ def test_artifact_layout(artifact: tuple[NextItemLM, Path]) -> None:
         "dataset.json",
         "histories.parquet",
         "items.parquet",
+        "manifest.json",  # every file above with its size and SHA-256 (llmrec.artifact.write_manifest)
         "model.safetensors",
     ]
     assert not any(p.name.startswith(".model.tmp-") for p in path.parent.iterdir())

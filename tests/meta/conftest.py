@@ -37,10 +37,12 @@ def tiny_lm(tiny_cold: PreparedDataset) -> NextItemLM:
 @pytest.fixture
 def tiny_base(tiny_cold: PreparedDataset, tiny_lm: NextItemLM, tmp_path: Path) -> Path:
     """The tiny LM saved as a model artifact that records its saved dataset (tmp_path/data)."""
+    from llmrec.artifact import write_manifest
     from llmrec.training import save_artifact
 
     data = tiny_cold.save(tmp_path / "data")
     out = save_artifact(tiny_lm, tiny_cold, tmp_path / "base")
     meta = json.loads((out / "dataset.json").read_text())
     (out / "dataset.json").write_text(json.dumps({**meta, "prepared_path": str(data)}))
+    write_manifest(out)  # the artifact lists dataset.json as it is now
     return out

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from llmrec.artifact import write_manifest
 from llmrec.data import PreparedDataset
 
 FAST_META = {"meta_steps": 4, "eval_every": 2, "meta_batch_size": 8, "support_sizes": [1, 2]}
@@ -42,6 +43,7 @@ def test_meta_trained_artifact_is_the_base_with_new_weights_and_an_adapter(
         "dataset.json",
         "histories.parquet",
         "items.parquet",
+        "manifest.json",
         "meta.json",
         "model.safetensors",
     ]
@@ -99,6 +101,7 @@ def bsarec_base(tiny_cold: PreparedDataset, tmp_path: Path) -> Path:
     out = save_artifact(model, tiny_cold, tmp_path / "bsarec")
     meta = json.loads((out / "dataset.json").read_text())
     (out / "dataset.json").write_text(json.dumps({**meta, "prepared_path": str(data)}))
+    write_manifest(out)  # the artifact lists dataset.json as it is now
     return out
 
 

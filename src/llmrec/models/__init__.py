@@ -98,7 +98,7 @@ def load_model(path: str | Path) -> RecModel:
     The one place where model files are read: a missing, truncated or garbage file, or weights that do not fit
     config.json, raise ``llmrec.errors.ArtifactError`` naming the file (the CLI prints it and exits with 2).
     """
-    from llmrec.artifact import check_weights, model_type
+    from llmrec.artifact import check_finite, check_weights, model_type
 
     path = Path(path)
     cfg_path = path / "config.json"
@@ -108,7 +108,7 @@ def load_model(path: str | Path) -> RecModel:
     check_weights(path)
     weights = path / "model.safetensors"
     try:
-        return MODELS[kind]().model_class.from_pretrained(path)
+        model = MODELS[kind]().model_class.from_pretrained(path)
     except ArtifactError:
         raise
     except (TypeError, ValueError) as e:  # the config's fields (the weights' header was read above)
@@ -117,6 +117,12 @@ def load_model(path: str | Path) -> RecModel:
         raise ArtifactError(
             weights, f"damaged or incomplete (does not fit {cfg_path.name}: {str(e).strip().splitlines()[0][:200]})"
         ) from e
+    import torch
+
+    # NaN or infinite weights would answer nan scores: checked on the module's tensors (no second read of the
+    # file), or on the file for a model that is no torch module
+    check_finite(weights, model.state_dict() if isinstance(model, torch.nn.Module) else None)
+    return model
 
 
 def __getattr__(name: str) -> object:

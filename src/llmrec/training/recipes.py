@@ -138,11 +138,15 @@ class Recipe:
             )
             summary = selection_summary(result, req.train)
         if ctx.is_main:
-            save_artifact(model, req.dataset, req.out, attributes=vocab)
+            write: Callable[[Path], None] | None = None
             if spec.features:
                 from llmrec.training.fit import store_item_text
 
-                store_item_text(model, req.dataset, req.out)  # a query then encodes only itself
+                def store(folder: Path) -> None:
+                    store_item_text(model, req.dataset, folder)  # a query then encodes only itself
+
+                write = store
+            save_artifact(model, req.dataset, req.out, attributes=vocab, write=write)
             if run_dir is not None:
                 run_dir.replace(req.out / "train")
         return summary
