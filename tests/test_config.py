@@ -82,7 +82,11 @@ def test_wrong_types_are_refused_naming_the_key(values: dict[str, Any], message:
 
 def test_unknown_keys_are_named_with_their_section(tmp_path: Path) -> None:
     sections = _sections(tmp_path, "[train]\nlearning_rate = 0.1\n", ["train.epoch=3"])
-    with pytest.raises(ValueError, match=r"unknown config key\(s\): train\.learning_rate, train\.epoch; known: "):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown config key\(s\): train\.learning_rate, train\.epoch; train\.learning_rate: did you mean "
+        r"train\.lr\?; train\.epoch: did you mean train\.epochs\?; known: ",
+    ):
         build(TrainConfig, sections["train"], section="train")
     # keys a caller handles itself may be let through
     assert build(TrainConfig, {"epochs": 3, "model_type": "x"}, section="train", allowed_extra=("model_type",)).epochs == 3

@@ -111,6 +111,7 @@ def train(
     device: str = "auto",
     progress: bool = True,
     force: bool = False,
+    threads: int = 0,
     **overrides: Any,
 ) -> Recommender:
     """Train a model as ``llmrec train`` does and return it as a loaded `Recommender`.
@@ -124,7 +125,8 @@ def train(
     win over `config`. model: a training name of `llmrec.models.training_names` (default `DEFAULT_MODEL`, tvrec with
     its recipe; next-item-lm, sasrec, bsarec, most-popular, item-knn, t5-semantic). Every setting is
     checked before anything is read or written, and a run whose estimated peak memory exceeds what the machine
-    has is refused (`llmrec.training.memory`); force: train anyway.
+    has is refused (`llmrec.training.memory`); force: train anyway. threads: torch threads for the training run
+    (``llmrec train --threads``; the setting ``train.num_threads``); 0 leaves torch's default.
     """
     from llmrec.arguments import check_path
     from llmrec.config import load_toml, merge_sections
@@ -150,6 +152,9 @@ def train(
     else:
         file_sections = load_toml(config) if config is not None else {}
     sections = merge_sections(file_sections, split_overrides(overrides))
+    if threads:
+        _check_threads(threads)
+        sections.setdefault("train", {})["num_threads"] = threads
     run = check_settings(model, sections, progress=progress)  # before a folder is made or a dataset prepared
     temporary = out is None
     out_dir = Path(tempfile.mkdtemp(prefix="llmrec-model-")) / "model" if out is None else Path(out)
@@ -181,7 +186,14 @@ def train(
     return rec
 
 
-def evaluate(model: Recommender | str | Path, dataset: str | Path | None = None, **options: Any) -> dict[str, Any]:
+def _check_threads(threads: int) -> None:
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= 4096:
+        raise ValueError(f"threads must be an int in 0..4096 (0 = torch's default), got {threads!r}")
+
+
+def evaluate(
+    model: Recommender | str | Path, dataset: str | Path | None = None, *, threads: int = 0, **options: Any
+) -> dict[str, Any]:
     """Full-ranking evaluation of a trained model; returns the report dict that ``llmrec evaluate --out`` writes.
 
     model: a `Recommender` (from `train` or `Recommender.load`) or an artifact folder. dataset: a prepared
@@ -189,7 +201,8 @@ def evaluate(model: Recommender | str | Path, dataset: str | Path | None = None,
     trained on is refused with a ValueError (as ``llmrec evaluate`` refuses it). options: passed on to
     ``llmrec.experiment.evaluate_model`` (e.g. ``n_boot=200``, ``splits=("test",)``, ``ks=(10,)``,
     ``sampled_negatives=100``, ``baseline_dir=...``, ``progress=True``, ``device="cpu"``; device defaults to
-    "auto", as on the command line).
+    "auto", as on the command line). threads: torch threads while evaluating (``llmrec evaluate --threads``),
+    restored afterwards; 0 leaves them.
     """
     from llmrec.arguments import check_path
     from llmrec.eval.popularity import warn_below_popularity
@@ -204,6 +217,15 @@ def evaluate(model: Recommender | str | Path, dataset: str | Path | None = None,
         raise ValueError("this Recommender was not loaded from an artifact folder; pass the folder instead")
     # The same resolution and model/dataset identity check as `llmrec evaluate`: never scores other data.
     prepared = dataset_for_model(model_dir, dataset, option="dataset=")
-    report = evaluate_model(model_dir, prepared, **options)
+    _check_threads(threads)
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        report = evaluate_model(model_dir, prepared, **options)
+    finally:
+        torch.set_num_threads(before)
     warn_below_popularity(report.get("warnings") or ())  # also in report["warnings"]
     return report

@@ -17,7 +17,18 @@ import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["MAX_SEQ_LEN", "SettingError", "build", "check_range", "dump_toml", "load_toml", "merge_sections", "parse_overrides"]
+__all__ = [
+    "ELSEWHERE",
+    "MAX_SEQ_LEN",
+    "SettingError",
+    "build",
+    "check_range",
+    "dump_toml",
+    "load_toml",
+    "merge_sections",
+    "parse_overrides",
+    "suggest",
+]
 
 T = TypeVar("T")
 
@@ -130,6 +141,32 @@ def _check_type(cls: type, name: str, value: Any, default: Any, where: str, anno
     return value
 
 
+# Keys people write for a setting that lives elsewhere (another section, or a keyword of llmrec.train).
+ELSEWHERE = {
+    "threads": "train.num_threads (threads= in llmrec.train / llmrec.evaluate, --threads on the command line)",
+    "num_threads": "train.num_threads (threads= in llmrec.train)",
+    "n_threads": "train.num_threads (threads= in llmrec.train)",
+    "learning_rate": "train.lr",
+    "epochs": "train.epochs",
+    "lr": "train.lr",
+    "batch_size": "train.batch_size",
+    "seed": "train.seed",
+    "device": "device= in llmrec.train (--device on the command line)",
+}
+
+
+def suggest(section: str, key: str, settable: list[str]) -> str:
+    """``did you mean ...?`` for an unknown key: a close name in the same section (difflib), or where that setting
+    lives when it is not a key of this section (`ELSEWHERE`); "" when nothing is close."""
+    import difflib
+
+    where = ELSEWHERE.get(key)
+    if where is not None:  # first: a name close to another section's key is not a typo of this one's
+        return f"{section}.{key}: did you mean {where}?"
+    close = difflib.get_close_matches(key, settable, n=2, cutoff=0.6)
+    return f"{section}.{key}: did you mean {' or '.join(f'{section}.{c}' for c in close)}?" if close else ""
+
+
 def build(
     cls: type[T],
     values: dict[str, Any],
@@ -150,7 +187,10 @@ def build(
     unknown = [k for k in values if k not in fields and k not in allowed_extra]
     if unknown:
         settable = sorted({*fields, *allowed_extra} - set(derived))
-        raise ValueError(f"unknown config key(s): {', '.join(f'{section}.{k}' for k in unknown)}; known: {', '.join(settable)}")
+        hints = "".join(f"; {hint}" for k in unknown if (hint := suggest(section, k, settable)))
+        raise ValueError(
+            f"unknown config key(s): {', '.join(f'{section}.{k}' for k in unknown)}{hints}; known: {', '.join(settable)}"
+        )
     kwargs = dict(derived)
     for k, v in values.items():
         if k in allowed_extra:

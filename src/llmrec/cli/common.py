@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -127,6 +127,27 @@ def dataset_arg(dataset: str | Path, near: Path) -> PreparedDataset:
     from llmrec.data import open_dataset
 
     return open_dataset(str(dataset), near / f"{dataset}-data", status=err_console.status)[0]
+
+
+THREADS_HELP = "CPU threads for torch (and FAISS) in this command; 0 = leave the default (all cores, or $OMP_NUM_THREADS)."
+# --threads of every command that computes: one option, one meaning (`use_threads` applies it).
+Threads = Annotated[int, typer.Option("--threads", help=THREADS_HELP)]
+
+
+def use_threads(threads: int) -> None:
+    """Apply ``--threads``: torch's intra-op threads, and FAISS's OpenMP threads when FAISS is loaded; 0 leaves them.
+    A negative count is a ValueError (inside `user_errors`: ``error: ...``, exit 2)."""
+    if threads < 0 or threads > 4096:
+        raise ValueError(f"--threads must be in 0..4096 (0 = the default), got {threads}")
+    if threads:
+        import sys
+
+        import torch
+
+        torch.set_num_threads(threads)
+        faiss = sys.modules.get("faiss")
+        if faiss is not None:
+            faiss.omp_set_num_threads(threads)
 
 
 DATASET_HELP = "A prepared dataset folder, or a registry name (prepared with the defaults next to the model)."

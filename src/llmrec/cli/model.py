@@ -20,12 +20,14 @@ from rich.table import Table
 from llmrec.cli.common import (
     DATASET_HELP,
     DEVICE_HELP,
+    Threads,
     config_sections,
     console,
     dataset_arg,
     err_console,
     fmt_int,
     say,
+    use_threads,
     user_errors,
 )
 from llmrec.models import DEFAULT_MODEL, training_names
@@ -50,7 +52,7 @@ def train_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. train.lr=1e-3 (repeatable).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=N.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted training of the same --out.")] = False,
-    threads: Annotated[int, typer.Option(help="torch threads (0 = all cores).")] = 0,
+    threads: Threads = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda (auto: CUDA when available).")] = "auto",
     track: Annotated[
         str | None, typer.Option(help="Log params, per-epoch metrics and the summary to: tensorboard | mlflow.")
@@ -70,6 +72,7 @@ def train_cmd(
     --num_processes N`: the global batch is split across processes, only rank 0 writes.
     """
     with user_errors():
+        use_threads(threads)  # checked before anything else; run_training sets them again in each process
         sections = config_sections(config, [*(set_ or []), *([f"train.epochs={epochs}"] if epochs is not None else [])])
         if quiet:  # no bar inside the epochs, no line per epoch
             sections.setdefault("train", {})["progress"] = False
@@ -163,9 +166,11 @@ def evaluate_cmd(
         str, typer.Option(help="loo: warm users, leave-one-out | cold-start: held-out users, first n = 1, 2, 3, 5 items.")
     ] = "loo",
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    threads: Threads = 0,
 ) -> None:
     """Full-ranking evaluation: leave-one-out (valid and test) or cold-start users; Recall/NDCG@k with 95% CIs."""
     with user_errors(), ExitStack() as claimed:
+        use_threads(threads)
         from llmrec.identity import check_model_dataset, dataset_for_model
 
         if protocol not in ("loo", "cold-start"):
@@ -285,18 +290,15 @@ def meta_train_cmd(
     method: Annotated[str, typer.Option(help="maml | finetune | in-context | in-context+maml")] = "maml",
     config: Annotated[Path | None, typer.Option(help="TOML with [adapter] [meta] [episodic] [train] sections.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. meta.outer_lr=0.02 (repeatable).")] = None,
-    threads: Annotated[int, typer.Option(help="torch threads (0 = all cores).")] = 0,
+    threads: Threads = 0,
 ) -> None:
     """Meta-train for cold-start users: a per-user adapter (MAML) and/or the LM on short-context episodes."""
     with user_errors():
         sections = config_sections(config, set_)
-        import torch
-
+        use_threads(threads)
         from llmrec.meta.training import meta_train_model
         from llmrec.outputs import claim_folder
 
-        if threads:
-            torch.set_num_threads(threads)
         inputs = {"--dataset": dataset, "--base": base, "--config": config}
         with claim_folder(out, "model", inputs=inputs) as target:
             summary = meta_train_model(dataset_arg(dataset, target.parent), base, target, method, sections)
@@ -317,9 +319,11 @@ def map_cold_items_cmd(
     text_model: Annotated[
         str | None, typer.Option(help="Local sentence-transformers folder (default: all-MiniLM-L6-v2, offline).")
     ] = None,
+    threads: Threads = 0,
 ) -> None:
     """Give items that never occurred in training an embedding mapped from their text, so they can be recommended."""
     with user_errors():
+        use_threads(threads)
         from llmrec.models.cold_items import map_cold_items_artifact
         from llmrec.outputs import claim_folder
 
@@ -345,9 +349,11 @@ def tune_cmd(
     seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
+    threads: Threads = 0,
 ) -> None:
     """Search hyperparameters with Optuna on the validation metric (pruning poor trials), write the best config."""
     with user_errors():
+        use_threads(threads)
         from llmrec.config import build, check_range
         from llmrec.outputs import claim_file
         from llmrec.training import TrainConfig
@@ -390,9 +396,11 @@ def export_cmd(
             show_default=False,
         ),
     ] = None,
+    threads: Threads = 0,
 ) -> None:
     """A slim copy of a model for serving: no optimizer state, checkpoints or logs; optionally an ONNX scorer."""
     with user_errors():
+        use_threads(threads)
         from llmrec.export import export_artifact
         from llmrec.outputs import claim_folder
 

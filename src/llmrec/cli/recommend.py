@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from llmrec.cli.common import DEVICE_HELP, console, say, user_errors, warnings_as_lines
+from llmrec.cli.common import DEVICE_HELP, Threads, console, say, use_threads, user_errors, warnings_as_lines
 
 if TYPE_CHECKING:
     from llmrec.filters import ItemFilter
@@ -115,9 +115,11 @@ def recommend_cmd(
     ] = None,
     chunk_size: Annotated[int, typer.Option(help="Batch: users scored (and written) per chunk.")] = 1024,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    threads: Threads = 0,
 ) -> None:
     """Top-k recommendations for a known user or a given history; or, with --users and --out, for many users into a file."""
     with user_errors():
+        use_threads(threads)
         rules = _item_filter(
             include_items, exclude_items, exclude_items_file, include_categories, exclude_categories, include_unavailable
         )
@@ -226,9 +228,11 @@ def explain_cmd(
     include_categories: IncludeCategories = None,
     exclude_categories: ExcludeCategories = None,
     include_unavailable: IncludeUnavailable = False,
+    threads: Threads = 0,
 ) -> None:
     """Recommend, and show which history items drove each recommendation (attribution scores and a reason)."""
     with user_errors():
+        use_threads(threads)
         rules = _item_filter(
             include_items, exclude_items, exclude_items_file, include_categories, exclude_categories, include_unavailable
         )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from llmrec.cli.common import DEVICE_HELP, err_console, say, user_errors
+from llmrec.cli.common import DEVICE_HELP, Threads, err_console, say, use_threads, user_errors
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -46,10 +46,11 @@ def build_index_cmd(
     target_recall: Annotated[
         float, typer.Option(help="Recall@10 against exact search that the search parameter is calibrated to.")
     ] = 0.99,
-    threads: Annotated[int, typer.Option(help="FAISS threads for building.")] = 0,
+    threads: Threads = 0,
 ) -> None:
     """Build the approximate-retrieval index of a large catalogue once, so that `serve --ann` loads it at start."""
     with user_errors():
+        use_threads(threads)  # torch; build_index sets FAISS's
         from llmrec.artifact import ann_dir
         from llmrec.outputs import claim_folder
         from llmrec.serve.launch import build_index
@@ -108,11 +109,20 @@ def serve_cmd(
     max_connections: Annotated[
         int, typer.Option(help="Most open connections (503 above); 0 = from the file-descriptor limit.")
     ] = 0,
+    threads: Annotated[
+        int,
+        typer.Option(
+            "--threads",
+            help="CPU threads for torch in each of the service's two model threads; 0 = the default, 1 (requests "
+            "are batched instead; more threads help large catalogues).",
+        ),
+    ] = 0,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn): /v1/recommend, /metrics, /docs, a demo page at /."""
     with user_errors():
         from llmrec.config import check_range
 
+        check_range("--threads", threads, 0, 4096)
         check_range("--port", port, 0, 65535)  # 0: a free port chosen by the system
         check_range("--workers", workers, 1, 1024)
         check_range("--max-batch", max_batch, 1, 1 << 16)
@@ -142,6 +152,7 @@ def serve_cmd(
             max_groups=max_groups,
             options_queue=options_queue,
             options_timeout=options_timeout,
+            threads=threads,
         )
         from llmrec.serve.connections import check_port_free, uvicorn_guards
 

@@ -65,6 +65,7 @@ class ServeSettings:
     max_groups: int = ServeLimits.max_groups
     options_queue: int = ServeLimits.options_queue
     options_timeout: float = ServeLimits.options_timeout
+    threads: int = 0  # torch threads of each model thread; 0 = the default, one (`llmrec.serve.service.model_threads`)
 
     def limits(self) -> ServeLimits:
         """The cost limits (a ValueError naming the field when one is out of range)."""
@@ -108,6 +109,8 @@ def load_recommender(model: str | Path, ann: str = "auto", ann_threshold: int = 
 
 def build_app(settings: ServeSettings, recommender: Recommender | None = None) -> FastAPI:
     """The app of one serving process: `recommender`, or the model of `settings` loaded here (a uvicorn worker)."""
+    from llmrec.serve.service import model_threads
+
     if recommender is None:
         recommender = load_recommender(settings.model, settings.ann, settings.ann_threshold, settings.device)
     return create_app(
@@ -119,6 +122,7 @@ def build_app(settings: ServeSettings, recommender: Recommender | None = None) -
         queries=settings.queries,
         limits=settings.limits(),
         body_timeout=settings.body_timeout,
+        thread_init=model_threads(settings.threads),
     )
 
 

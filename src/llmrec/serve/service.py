@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from llmrec.recommend import Explanation, Recommender
 
-__all__ = ["Job", "Service", "one_torch_thread"]
+__all__ = ["Job", "Service", "model_threads", "one_torch_thread"]
 
 log = logging.getLogger("llmrec.serve")
 
@@ -85,14 +85,25 @@ def one_torch_thread() -> None:
     # The worker thread is the only one that runs the model; one intra-op thread keeps it from fighting the event
     # loop (and anything else on the machine) for cores. torch is already imported by the Recommender, and so is
     # faiss when the Recommender retrieves through an index (its OpenMP thread count is per calling thread).
+    _set_threads(1)
+
+
+def model_threads(threads: int) -> Callable[[], None]:
+    """The model threads' initializer for ``llmrec serve --threads N`` (0: the default, `one_torch_thread`)."""
+    if threads <= 1:
+        return one_torch_thread
+    return lambda: _set_threads(threads)
+
+
+def _set_threads(n: int) -> None:
     import sys
 
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     faiss = sys.modules.get("faiss")
     if faiss is not None:
-        faiss.omp_set_num_threads(1)
+        faiss.omp_set_num_threads(n)
 
 
 class Service:
