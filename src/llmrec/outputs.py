@@ -76,9 +76,9 @@ _ADDED_LATER = {
     "dataset": frozenset({"manifest.json"}),
     "index": frozenset({"manifest.json"}),
 }
-# llmrec's hidden working names inside a folder: a file or folder being written (.<name>.tmp-<pid>-*), set aside
-# (.<name>.old-<pid>) or locked (.<name>.lock) by `llmrec.atomic` / `output_lock`.
-_WORKING_NAME = re.compile(r"^\..+\.(?:tmp-.*|old-\d+|lock)$")
+# llmrec's hidden working names for an entry <name> of a folder: being written (.<name>.tmp-<pid>-*) or set aside
+# (.<name>.old-<pid>) by `llmrec.atomic`.
+_WORKING_NAME = re.compile(r"^\.(.+)\.(?:tmp-.*|old-\d+)$")
 
 Inputs = Mapping[str, object]  # option name -> the path it gave (None, or a name that is no path: skipped)
 
@@ -164,7 +164,7 @@ def foreign_entries(folder: str | Path) -> list[str]:
     """The entries of the llmrec output `folder` that llmrec did not write (a folder's name ends in ``/``).
 
     Known: what the marker lists, what llmrec adds to a finished folder of its kind, the marker itself and
-    llmrec's hidden working names. A folder whose marker lists nothing (written by an older llmrec, or before the
+    llmrec's hidden working names for those (a stopped write of training.json leaves .training.json.tmp-*). A folder whose marker lists nothing (written by an older llmrec, or before the
     marker existed) gives []: it is taken as llmrec's."""
     folder = Path(folder)
     marker = _json_object(folder / MARKER)
@@ -175,7 +175,7 @@ def foreign_entries(folder: str | Path) -> list[str]:
     return sorted(
         p.name + ("/" if p.is_dir() and not p.is_symlink() else "")
         for p in folder.iterdir()
-        if p.name not in known and not _WORKING_NAME.match(p.name)
+        if p.name not in known and not ((m := _WORKING_NAME.match(p.name)) and m.group(1) in known)
     )
 
 

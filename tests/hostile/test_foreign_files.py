@@ -95,6 +95,7 @@ def test_the_marker_lists_what_llmrec_wrote(root: Path) -> None:
     assert {p.name for p in out.iterdir()} - listed <= {MARKER, "training.json", "manifest.json"}  # added after
     (out / "secrets.env").write_text("KEY=1\n")
     (out / ".training.json.tmp-123-abc").write_text("{")  # llmrec's own leftover of a stopped write
-    assert foreign_entries(out) == ["secrets.env"]
-    with pytest.raises(OutputError, match=r"holds files llmrec did not write \(secrets\.env\)"):
+    (out / ".notes.txt.tmp-1-x").write_text("mine")  # looks like one, of no llmrec file: the user's
+    assert foreign_entries(out) == [".notes.txt.tmp-1-x", "secrets.env"]
+    with pytest.raises(OutputError, match=r"holds files llmrec did not write \(\.notes\.txt\.tmp-1-x, secrets\.env\)"):
         check_replaceable(out, "model")  # the Python door (llmrec.train) checks the same way
