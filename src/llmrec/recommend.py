@@ -74,6 +74,7 @@ __all__ = [
 log = logging.getLogger("llmrec.recommend")
 
 CITE_SHARE = 0.25  # explain(): a history item is cited as a reason when its attribution is >= this share of the top one
+N_RECENT = 5  # explain(): the user's latest items a text generator is shown (`Reason.history`)
 
 
 class Recommender(IndexedRetrieval):
@@ -106,6 +107,7 @@ class Recommender(IndexedRetrieval):
         self.path: Path | None = None  # the artifact folder (set by `load`)
         self.artifact: Artifact | None = None  # its reader (set by `load`)
         self._popularity: torch.Tensor | None = None  # [V+1] events per item in the stored histories (empty history)
+        self._llm_writers: dict[str, TextGenerator] = {}  # llm_writer(): one LLM text generator per model source
 
     @classmethod
     def load(
@@ -128,6 +130,18 @@ class Recommender(IndexedRetrieval):
     @property
     def n_items(self) -> int:
         return len(self.raw_ids)
+
+    def __repr__(self) -> str:
+        """``Recommender(tvrec from 'runs/model': 1,682 items, 943 users, seen items excluded, cpu)``."""
+        where = f" from {str(self.path)!r}" if self.path is not None else ""
+        unavailable = int(self.masks.unavailable.sum())
+        stock = f", {unavailable:,} unavailable" if unavailable else ""
+        seen = "excluded" if self.exclude_seen_default else "kept"
+        kind = getattr(self.model, "model_type", type(self.model).__name__)
+        return (
+            f"Recommender({kind}{where}: {self.n_items:,} items{stock}, {len(self.histories):,} users, "
+            f"seen items {seen}, {self.device.type})"
+        )
 
     def encode_history(self, history: Sequence[str]) -> np.ndarray:
         """Raw item ids (a list, not a bare string: see `llmrec.arguments.check_history`) -> internal ids [T]."""
@@ -363,6 +377,7 @@ class Recommender(IndexedRetrieval):
         n_contributions: int = 5,
         n_reasons: int = 2,
         generator: TextGenerator | None = None,
+        llm_text: bool | str | Path = False,
         include_items: Sequence[str] | None = None,
         exclude_items: Sequence[str] | None = None,
         include_categories: Sequence[str] | None = None,
@@ -378,8 +393,12 @@ class Recommender(IndexedRetrieval):
         CITE_SHARE of the strongest one (a distant second is not a reason). An item never explains itself:
         with exclude_seen=False a recommended item may be in the history, and its own occurrences are left out
         of the contributions and the text. When a query blended into the scores (query_weight > 0), the text
-        says so. generator: an `llmrec.explain.text.TextGenerator` (default: the template generator).
+        says so. generator: an `llmrec.explain.text.TextGenerator` (default: the template generator). llm_text:
+        True (the packaged SmolLM2) or a local causal-LM folder / GGUF file: the LLM writes the text, checked against
+        the attribution (`llm_writer`); `Explanation.written_by` and `fallback` say whether its text was used.
         """
+        if llm_text is not False and generator is None:
+            generator = self.llm_writer(None if llm_text is True else llm_text)
         rules = ItemFilter.of(include_items, exclude_items, include_categories, exclude_categories, include_unavailable)
         if unknown_categories := self.masks.unknown_categories(rules):
             warnings.warn(
@@ -401,6 +420,17 @@ class Recommender(IndexedRetrieval):
             generator=generator,
         )
 
+    def llm_writer(self, source: str | Path | None = None) -> TextGenerator:
+        """An `llmrec.explain.text.LLMTextGenerator` (source: a local causal-LM folder or GGUF file; None: the
+        packaged SmolLM2) whose text is checked against this catalogue's titles; one per source, kept here."""
+        from llmrec.explain.text import LLMTextGenerator
+
+        key = str(source)
+        if key not in self._llm_writers:
+            catalogue = dict(zip(self.raw_ids, self.titles, strict=True))
+            self._llm_writers[key] = LLMTextGenerator(source, catalogue=catalogue)
+        return self._llm_writers[key]
+
     def explain_history(
         self,
         h: np.ndarray,
@@ -420,7 +450,7 @@ class Recommender(IndexedRetrieval):
         service's path, which has already encoded and checked the ids. filters: the business rules
         (`llmrec.filters.ItemFilter`; None: the default rule)."""
         from llmrec.explain.attribution import attribute, is_weak, score_spread
-        from llmrec.explain.text import Reason, TemplateGenerator
+        from llmrec.explain.text import Reason, TemplateGenerator, write_reason
 
         recs = self.recommend_batch(
             [h], k, exclude_seen=exclude_seen, query=query, query_weight=query_weight, diversity=diversity, filters=filters
@@ -436,6 +466,7 @@ class Recommender(IndexedRetrieval):
         generator = generator or TemplateGenerator()
         domain = str(self.meta.get("domain") or "generic")
         shaping_query = query if query is not None and query_weight > 0 else None
+        recent = tuple(self.item_info(int(i)) for i in h[-N_RECENT:])  # the user's latest items, for an LLM's text
         out = []
         for rec, j, w in zip(recs, targets, weights, strict=True):
             per_item: dict[int, float] = {}
@@ -448,9 +479,10 @@ class Recommender(IndexedRetrieval):
             weak = bool(ranked) and is_weak(strongest, spread)
             cited = [] if weak else [i for i, a in ranked[:n_reasons] if a > 0 and a >= CITE_SHARE * strongest]
             causes = tuple(self.item_info(i) for i in cited)
-            reason = Reason(item=self.item_info(j), causes=causes, domain=domain, query=shaping_query, weak=weak)
-            text = generator.generate(reason)
-            out.append(Explanation(rec, contributions, text, tuple(self.raw_ids[i - 1] for i in cited)))
+            reason = Reason(self.item_info(j), causes, domain, query=shaping_query, weak=weak, history=recent)
+            written = write_reason(generator, reason)
+            cited_ids = tuple(self.raw_ids[i - 1] for i in cited)
+            out.append(Explanation(rec, contributions, written.text, cited_ids, written.written_by, written.fallback))
         return out
 
     def item_info(self, item: str | int) -> ItemInfo:

@@ -143,6 +143,16 @@ class PreparedDataset:
         self._item_index: dict[str, int] | None = None
         self._user_index: dict[str, int] | None = None
 
+    def __repr__(self) -> str:
+        """``PreparedDataset('ml-100k': 943 users, 1,682 items, 100,000 events; split loo; domain movies)``."""
+        split = self.manifest.get("split", {})
+        protocol = split.get("protocol") if isinstance(split, dict) else split
+        events = int(sum(len(s) for s in self.sequences))
+        return (
+            f"PreparedDataset({self.name!r}: {self.n_users:,} users, {self.n_items:,} items, {events:,} events"
+            f"{f'; split {protocol}' if protocol else ''}; domain {self.domain})"
+        )
+
     # ---- sizes and maps -------------------------------------------------------------------------
     @property
     def n_users(self) -> int:
