@@ -68,10 +68,20 @@ _LEGACY_MODEL_TYPES = ("next-item-lm", "bsarec", "t5-semantic", "most-popular", 
 _DATASET_FILES = ("sequences.parquet", "users.parquet", "items.parquet")
 # What llmrec adds to a finished folder of each kind, after its marker listed the rest: `llmrec train` moves its
 # run in and records the training (`llmrec.artifact.write_training`), `build-index` writes <model>/ann, training
-# and export store the catalogue's text embeddings, and a manifest of the files may be written last.
+# and export store the catalogue's text embeddings, and a manifest of the files may be written last. Python's
+# __pycache__ of an export's onnx_scorer.py is only a cache of llmrec's own scripts.
 _ADDED_LATER = {
     "model": frozenset(
-        {"train", "training.json", "dataset.json", "ann", "item_text.safetensors", "item_text.json", "manifest.json"}
+        {
+            "train",
+            "training.json",
+            "dataset.json",
+            "ann",
+            "item_text.safetensors",
+            "item_text.json",
+            "manifest.json",
+            "__pycache__",
+        }
     ),
     "dataset": frozenset({"manifest.json"}),
     "index": frozenset({"manifest.json"}),
