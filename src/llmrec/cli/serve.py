@@ -109,6 +109,10 @@ def serve_cmd(
     max_connections: Annotated[
         int, typer.Option(help="Most open connections (503 above); 0 = from the file-descriptor limit.")
     ] = 0,
+    max_head_bytes: Annotated[
+        int, typer.Option(help="Largest request head: request line and header lines, in bytes (431 above).")
+    ] = 32 * 1024,
+    max_header_lines: Annotated[int, typer.Option(help="Most header lines in one request (431 above).")] = 100,
     threads: Annotated[
         int,
         typer.Option(
@@ -117,6 +121,14 @@ def serve_cmd(
             "are batched instead; more threads help large catalogues).",
         ),
     ] = 0,
+    llm_text: Annotated[
+        bool,
+        typer.Option(
+            "--llm-text/--no-llm-text",
+            help="Let requests with explain ask for reasons written by the LLM (llm_text; SmolLM2-135M-Instruct, "
+            "loaded at start-up, about 1-2 s per item on a CPU). Default: off.",
+        ),
+    ] = False,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn): /v1/recommend, /metrics, /docs, a demo page at /."""
     with user_errors():
@@ -153,10 +165,18 @@ def serve_cmd(
             options_queue=options_queue,
             options_timeout=options_timeout,
             threads=threads,
+            llm_text=llm_text,
         )
         from llmrec.serve.connections import check_port_free, uvicorn_guards
 
-        guards = uvicorn_guards(header_timeout, keep_alive_timeout, max_connections, workers=workers)
+        guards = uvicorn_guards(
+            header_timeout,
+            keep_alive_timeout,
+            max_connections,
+            workers=workers,
+            max_head_bytes=max_head_bytes,
+            max_header_lines=max_header_lines,
+        )
         prepared = prepare_serving(settings, workers=workers)  # a bad folder fails here, before any port is bound
         check_port_free(host, port)  # a port in use: one line and exit 2, before "serving at"
     for note in prepared.notes:
