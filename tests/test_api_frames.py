@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import polars as pl
@@ -57,6 +59,10 @@ def test_train_from_a_frame(tmp_path: Path) -> None:
         max_seq_len=8,
         progress=False,
         device="cpu",
+        threads=1,
     )
-    assert (tmp_path / "dataframe-data" / "manifest.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no prepared folder written beside the model
+    prepared = Path(rec.meta["prepared_path"])
+    assert (prepared / "manifest.json").is_file() and Path(os.environ["LLMREC_CACHE_DIR"]) in prepared.parents
     assert rec.recommend(user="u01", k=3) and rec.item_info("1").title == "Item 1"
+    assert json.loads((tmp_path / "model" / "training.json").read_text())["threads"] == 1

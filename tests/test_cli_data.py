@@ -66,7 +66,7 @@ def test_data_prepare_mirror_dataset_exact_stats(name: str, users: str, items: s
     as_json = _invoke("data", "stats", out, "--json")
     shown = json.loads(as_json.stdout)
     assert as_json.exit_code == 0 and {k: shown[k] for k in stats} == json.loads(json.dumps(stats))
-    assert set(shown) - set(stats) == {"catalogue", "time_range"}
+    assert set(shown) - set(stats) == {"catalogue", "time_range", "untrained_items"}
 
 
 def test_data_prepare_records_provenance(tmp_path: Path) -> None:
@@ -336,6 +336,7 @@ def test_data_stats_shows_catalogue_coverage_and_time_range(tiny_prepared: Prepa
         assert label in result.stdout
     as_json = json.loads(_invoke("data", "stats", out, "--json").stdout)
     flat = np.concatenate(tiny_prepared.times)
-    assert as_json["time_range"] == {"min": int(flat.min()), "max": int(flat.max())}
+    # the tiny times (about 1,000,000) are not Unix seconds of a plausible date: no ISO form is made up
+    assert as_json["time_range"] == {"min": int(flat.min()), "max": int(flat.max()), "first_utc": None, "last_utc": None}
     assert as_json["catalogue"]["items"] == tiny_prepared.n_items
     assert as_json["catalogue"]["title"] == tiny_prepared.items["title"].drop_nulls().len()

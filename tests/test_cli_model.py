@@ -379,7 +379,10 @@ def test_map_cold_items_writes_a_mapped_copy_that_recommends(data: Path, lm: Pat
     assert len(cold) > 0, "fixture: some item must be missing from training"
     result = _invoke("map-cold-items", "--model", lm, "--dataset", data, "--out", tmp_path / "mapped", "--ridge", "1.0")
     assert result.exit_code == 0, result.output
-    assert f"mapped {len(cold)} cold items" in result.stdout
+    assert f"mapped {len(cold)} items in no training event" in result.stdout
+    if not _json(lm / "training.json")["train"]["refit_on_valid"]:  # `data stats` counts the same items
+        stats = json.loads(_invoke("data", "stats", data, "--json").stdout)
+        assert stats["untrained_items"] == len(cold)
     base, mapped = NextItemLM.from_pretrained(lm).eval(), NextItemLM.from_pretrained(tmp_path / "mapped").eval()
     with torch.no_grad():
         tb, tm = base.item_table(), mapped.item_table()

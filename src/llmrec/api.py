@@ -14,6 +14,7 @@ TOML/override precedence of ``llmrec.config``); `llmrec.evaluate` is a thin wrap
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import weakref
@@ -119,7 +120,9 @@ def train(
     dataset: a prepared dataset folder, or a registry name (prepared with the defaults, as the CLI does: into
     ``<out>/../<name>-data``, or ``<cache dir>/prepared/<name>-data`` without `out`), or a pandas / Polars
     DataFrame of events (with `items`, `columns`, `item_columns` as in `prepare`; prepared with the defaults into
-    the same place, named ``dataframe-data``). out: the artifact folder
+    ``<cache dir>/prepared/dataframe-<key>-data``, one folder per `out` (never beside the model: the folder next to
+    it is the user's), or inside the temporary folder without `out`; the model's ``dataset.json`` records where,
+    so ``llmrec.evaluate(rec)`` finds it). out: the artifact folder
     to write; None keeps the artifact in a temporary folder removed with the returned Recommender. config: a TOML
     file path or a dict of sections ``{"model": {...}, "train": {...}}``. overrides: see `split_overrides`; they
     win over `config`. model: a training name of `llmrec.models.training_names` (default `DEFAULT_MODEL`, tvrec with
@@ -165,6 +168,11 @@ def train(
         out_dir = check_folder(out_dir, "model", inputs=inputs, option="out")
     name = FRAME_NAME if frame else str(dataset)
     prepared_root = (cache_dir() / "prepared" if temporary else out_dir.parent) / f"{Path(name).name}-data"
+    if frame:  # in memory, the user named no folder for it: none appears beside the model
+        key = hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:12]
+        prepared_root = (
+            out_dir.parent / f"{FRAME_NAME}-data" if temporary else cache_dir() / "prepared" / f"{FRAME_NAME}-{key}-data"
+        )
     if frame:  # read and checked in memory (no file of the user's), then saved where training reads it
         prepare(dataset, out=prepared_root, items=items, columns=columns, item_columns=item_columns)
         name = str(prepared_root)

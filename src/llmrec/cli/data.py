@@ -4,7 +4,6 @@ registry. Each command parses its options, makes one library call and prints."""
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -199,7 +198,9 @@ def _stats_tables(stats: dict[str, Any]) -> list[Table]:
     split.add_row("train events", fmt_int(stats["train_events"]))
     split.add_row("valid examples", fmt_int(stats["valid_examples"]))
     split.add_row("test examples", fmt_int(stats["test_examples"]))
-    split.add_row("cold items", fmt_int(stats["cold_items"]))
+    split.add_row("cold items (held out by the split)", fmt_int(stats["cold_items"]))
+    if "untrained_items" in stats:  # what `llmrec map-cold-items` maps (after a refit: those not in train + valid)
+        split.add_row("items in no training event", fmt_int(stats["untrained_items"]))
     for role, n in stats["roles"].items():
         split.add_row(f"users: {role}", fmt_int(n))
     catalogue = Table("", "items", "share", title="catalogue and time")
@@ -212,15 +213,26 @@ def _stats_tables(stats: dict[str, Any]) -> list[Table]:
     return [overview, quantiles, split, catalogue]
 
 
-def _when(t: int | None) -> str:
-    """An event time: the number, and the UTC date it means when read as Unix seconds (2000-2100)."""
+def _iso(t: int | None) -> str | None:
+    """An event time as ISO-8601 UTC (``1997-09-20T03:05:10Z``) when it reads as Unix seconds or milliseconds of
+    1990-2100 (times given as ISO-8601 or datetimes are stored as Unix seconds); None for other numbers."""
     if t is None:
-        return "-"
+        return None
     from datetime import UTC, datetime
 
-    if 946_684_800 <= t < 4_102_444_800:
-        return f"{t} ({datetime.fromtimestamp(t, UTC):%Y-%m-%d %H:%M:%S} UTC if Unix seconds)"
-    return str(t)
+    for scale, unit in ((1, "s"), (1000, "ms")):
+        if 631_152_000 * scale <= t < 4_102_444_800 * scale:
+            when = datetime.fromtimestamp(t / scale, UTC)
+            return when.strftime("%Y-%m-%dT%H:%M:%S") + (f".{t % 1000:03d}" if unit == "ms" else "") + "Z"
+    return None
+
+
+def _when(t: int | None) -> str:
+    """An event time for the table: ISO-8601 UTC with the stored number beside it, or the number alone."""
+    if t is None:
+        return "-"
+    iso = _iso(t)
+    return f"{iso} ({t})" if iso is not None else f"{t} (not a date: the events' own time unit)"
 
 
 @data_app.command("stats")
@@ -234,6 +246,14 @@ def data_stats(
 
         prepared = PreparedDataset.load(directory)
         stats = {**prepared.stats(), **prepared.coverage()}
+        import numpy as np
+
+        trained = np.zeros(prepared.n_items + 1, dtype=bool)
+        for seq in prepared.train_sequences():
+            trained[seq] = True
+        stats["untrained_items"] = int((~trained[1:]).sum())  # the cold items of `llmrec map-cold-items`
+        span = stats["time_range"]
+        span.update(first_utc=_iso(span["min"]), last_utc=_iso(span["max"]))
     if as_json:
         typer.echo(json.dumps(stats, indent=2))
         return
@@ -260,11 +280,12 @@ def data_list() -> None:
     """Datasets known by name, and whether each is available locally (cache or mirror); downloads nothing."""
     with user_errors():
         from llmrec.data import DATASETS
-        from llmrec.data.registry import cache_dir
+        from llmrec.data.registry import cache_dir, mirror_dir
 
         table = Table("name", "domain", "local", "description", title="datasets")
         for name, spec in DATASETS.items():
             table.add_row(name, spec.domain, _local_status(name), spec.description)
-        places = f"cache: {cache_dir()}; mirror: {os.environ.get('LLMREC_DATA_MIRROR') or '(LLMREC_DATA_MIRROR not set)'}"
+        mirror = mirror_dir()
+        places = f"cache: {cache_dir()}; mirror: {mirror or '(none: set LLMREC_DATA_MIRROR or add shared/datasets)'}"
     console.print(table)
     console.print(places, markup=False, soft_wrap=True)

@@ -333,7 +333,10 @@ def map_cold_items_cmd(
                 model, dataset_arg(dataset, model.parent), target, ridge=ridge, text_model=text_model, progress=True
             )
     console.print(
-        f"mapped {summary['cold_items']} cold items from {summary['warm_items']} warm ones (ridge {summary['ridge']}) → {out}",
+        f"mapped {summary['cold_items']} items in no training event"
+        f"{' (train + valid: the model was refit)' if summary.get('refit_on_valid') else ''}; of them held out by "
+        f"the split as cold items: {summary.get('split_cold_items', 0)}; from {summary['warm_items']} trained items "
+        f"(ridge {summary['ridge']}) → {out}",
         markup=False,
         soft_wrap=True,
     )

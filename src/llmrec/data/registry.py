@@ -3,7 +3,8 @@
 Resolution order for `resolve_dataset(name)`:
 1. an explicit path (a directory holding the dataset's files, or one of the files);
 2. the cache directory: ``$LLMREC_CACHE_DIR`` or ``~/.cache/llmrec``, sub-folder ``<name>``;
-3. a mirror directory named by ``$LLMREC_DATA_MIRROR`` (sub-folder ``<name>``, the files in their original layout);
+3. a mirror directory (sub-folder ``<name>``, the files in their original layout): ``$LLMREC_DATA_MIRROR``, else a
+   ``shared/datasets`` folder in or beside the current folder or the llmrec checkout (`mirror_dir`);
 4. a download from the public source into the cache, verified against the pinned SHA-256.
 Every file found is verified against its pinned SHA-256; a mismatch (corrupted or truncated file) is refused.
 
@@ -141,6 +142,18 @@ class ResolvedDataset:
         return p if p.exists() else None
 
 
+def mirror_dir() -> Path | None:
+    """The mirror folder: ``$LLMREC_DATA_MIRROR`` when set, else the first existing ``shared/datasets`` in or beside
+    the current folder, then in or beside the llmrec checkout (a source install); None when there is none."""
+    if env := os.environ.get("LLMREC_DATA_MIRROR"):
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[3]  # src/llmrec/data/registry.py -> the repository root
+    for base in (Path.cwd(), Path.cwd().parent, checkout, checkout.parent):
+        if (base / "shared" / "datasets").is_dir():
+            return base / "shared" / "datasets"
+    return None
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("LLMREC_CACHE_DIR") or Path.home() / ".cache" / "llmrec")
 
@@ -210,11 +223,11 @@ def resolve_dataset(name: str, path: str | Path | None = None, *, allow_download
         p = Path(path)
         candidates.append(("path", p.parent if p.is_file() else p))
     candidates.append(("cache", cache_dir() / name))
-    mirror = os.environ.get("LLMREC_DATA_MIRROR")
-    if mirror:
-        candidates.append(("mirror", Path(mirror) / name))
+    mirror = mirror_dir()
+    if mirror is not None:
+        candidates.append(("mirror", mirror / name))
     else:
-        tried.append("mirror: $LLMREC_DATA_MIRROR is not set")
+        tried.append("mirror: $LLMREC_DATA_MIRROR is not set and no shared/datasets folder is near")
     for origin, folder in candidates:
         if _has_files(spec, folder):
             return ResolvedDataset(spec, folder, origin, _verify(spec, folder))

@@ -156,7 +156,8 @@ def map_cold_items_artifact(
     mapping = apply_text_map(model, text, cold, ridge=ridge)
     summary: dict[str, object] = {
         "ridge": mapping.ridge,
-        "cold_items": int(len(cold)),
+        "cold_items": int(len(cold)),  # in no training event (`untrained_items`); `llmrec data stats` counts them too
+        "split_cold_items": int(dataset.is_cold_item[cold].sum()),  # of them, held out by a cold-item split
         "warm_items": int(model.n_items - len(cold)),
         "refit_on_valid": refit,
         "text_model": text_model or "all-MiniLM-L6-v2",
