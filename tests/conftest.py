@@ -105,3 +105,39 @@ def tiny_prepared(tiny_raw: RawData) -> PreparedDataset:
     from llmrec.data import PrepareConfig, prepare
 
     return prepare(tiny_raw, PrepareConfig(split="loo"))
+
+
+def build_tiny_llm(folder: Path) -> Path:
+    """A 2-layer random Llama (hidden size 16) with a word-level tokenizer, saved as a Hugging Face folder: stands in
+    for SmolLM2 wherever a test needs a causal LM (loading it takes well under a second)."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = ["red", "nail", "polish", "gentle", "cleanser", "soap", "cream", "for", "dry", "skin", ".", "item", "i1"]
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<s>", "</s>", *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of `build_tiny_llm`, built once per test session."""
+    return build_tiny_llm(tmp_path_factory.mktemp("llm") / "tiny-llm")

@@ -1,4 +1,5 @@
-"""The LLM loader and the LLM as an item encoder: a tiny random Llama folder, and the packaged SmolLM2 (slow)."""
+"""The LLM loader and the LLM as an item encoder: a tiny random Llama folder (conftest `tiny_llm`), and the packaged
+SmolLM2 (slow)."""
 
 from __future__ import annotations
 
@@ -9,39 +10,9 @@ import pytest
 
 from llmrec.index.llm import LLMEncoder, default_llm_path, load_llm
 
-WORDS = ["red", "nail", "polish", "gentle", "cleanser", "soap", "cream", "for", "dry", "skin", "."]
 
-
-def _tiny_llama(folder: Path) -> Path:
-    """A 2-layer random Llama with a word-level tokenizer, saved as a Hugging Face folder."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<s>", "</s>", *WORDS])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=3,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    fast.save_pretrained(folder)
-    return folder
-
-
-def test_llm_encoder_gives_unit_rows_per_layer_from_a_local_folder(tmp_path: Path) -> None:
-    folder = _tiny_llama(tmp_path / "tiny")
+def test_llm_encoder_gives_unit_rows_per_layer_from_a_local_folder(tiny_llm: Path, tmp_path: Path) -> None:
+    folder = tiny_llm
     enc = LLMEncoder(folder, layer=-1, cache_dir=tmp_path / "cache")
     texts = ["red nail polish .", "gentle cleanser for dry skin .", "red nail polish ."]
     vectors = enc.encode(texts)
@@ -57,8 +28,8 @@ def test_llm_encoder_gives_unit_rows_per_layer_from_a_local_folder(tmp_path: Pat
     np.testing.assert_allclose(alone[0], vectors[1], atol=1e-5)
 
 
-def test_llm_encoder_name_follows_weights_and_pooling(tmp_path: Path) -> None:
-    folder = _tiny_llama(tmp_path / "tiny")
+def test_llm_encoder_name_follows_weights_and_pooling(tiny_llm: Path) -> None:
+    folder = tiny_llm
     a, b = LLMEncoder(folder, layer=-1), LLMEncoder(folder, layer=1)
     assert a.name != b.name and "layer-1" in a.name and "layer1" in b.name
     assert LLMEncoder(folder, layer=-1, centre=False).name != a.name
@@ -72,8 +43,8 @@ def test_load_llm_refuses_what_is_not_a_model(tmp_path: Path) -> None:
         load_llm(tmp_path / "missing.gguf")
 
 
-def test_chat_generates_text_from_a_local_folder(tmp_path: Path) -> None:
-    llm = load_llm(_tiny_llama(tmp_path / "tiny"), cache_dir=tmp_path / "cache")
+def test_chat_generates_text_from_a_local_folder(tiny_llm: Path, tmp_path: Path) -> None:
+    llm = load_llm(tiny_llm, cache_dir=tmp_path / "cache")
     reply = llm.chat([{"role": "user", "content": "red nail polish"}], max_new_tokens=4)
     assert isinstance(reply, str)
 

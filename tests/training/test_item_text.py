@@ -87,8 +87,8 @@ def test_unknown_key_error_lists_item_text_but_not_derived_sizes(tiny_prepared: 
 
 
 def test_item_text_must_be_a_boolean(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="model.item_text: expected true/false"):
-        check_settings("next-item-lm", {"model": {"item_text": "yes"}})
+    with pytest.raises(ValueError, match='model.item_text: expected true/false, "minilm", "llm" or the path'):
+        check_settings("next-item-lm", {"model": {"item_text": "no-such-encoder"}})
 
 
 @pytest.mark.parametrize("how", ["set", "toml"])
@@ -123,3 +123,38 @@ def test_python_train_takes_item_text(tiny_prepared: PreparedDataset, tmp_path: 
     rec = llmrec.train(data, out=tmp_path / "lm", epochs=1, item_text=True, progress=False, **TINY)
     assert rec.model.config.text_dim == FakeEncoder.dim
     assert json.loads((tmp_path / "lm" / "training.json").read_text())["params"]["item_text"] is True
+
+
+def test_item_text_names_its_encoder(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
+    """`item_text` is true/false, "minilm", "llm" or an encoder path: the LLM and local models are item encoders."""
+    from llmrec.index.llm import LLMEncoder
+    from llmrec.index.text_encoder import SentenceTransformerEncoder
+    from llmrec.training.fit import text_encoder_for
+
+    assert text_encoder_for(False) is None
+    assert isinstance(text_encoder_for(True), SentenceTransformerEncoder)
+    assert isinstance(text_encoder_for("minilm"), SentenceTransformerEncoder)
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    encoder = text_encoder_for(str(gguf))
+    assert isinstance(encoder, LLMEncoder) and encoder.path == gguf  # nothing is loaded yet
+    check_settings("tvrec", {"model": {"item_text": str(gguf)}})
+    check_settings("tvrec", {"model": {"item_text": "llm"}})
+
+
+def test_cli_trains_with_an_llm_folder_as_item_encoder(
+    tiny_prepared: PreparedDataset, tiny_llm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A causal-LM folder as `item_text`: its hidden states become the item text, stored with the artifact under
+    the encoder's name (a tiny random Llama stands in for SmolLM2)."""
+    monkeypatch.setenv("LLMREC_CACHE_DIR", str(tmp_path / "cache"))
+    llm = tiny_llm
+    data = tiny_prepared.save(tmp_path / "data")
+    args = ["train", "--dataset", str(data), "--out", str(tmp_path / "m"), "--model", "tvrec", "--set", "train.epochs=1"]
+    args += ["--set", "model.d_model=16", "--set", "model.max_seq_len=8", "--set", f"model.item_text={llm}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["text_dim"] == 16  # the tiny LLM's hidden size
+    stored = json.loads((tmp_path / "m" / "item_text.json").read_text())
+    assert stored["encoder"].startswith("tiny-llm@") and "layer" in stored["encoder"]

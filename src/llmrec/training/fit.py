@@ -50,6 +50,7 @@ __all__ = [
     "make_score_fn",
     "save_artifact",
     "store_item_text",
+    "text_encoder_for",
     "validation_evaluator",
 ]
 
@@ -72,15 +73,42 @@ DERIVED_MODEL_KEYS = ("n_items", "n_attributes", "max_item_attributes", "text_di
 
 
 def check_model_params(params: dict[str, Any]) -> None:
-    """Refuse derived sizes (naming the key and what to use instead) and a non-boolean `item_text`."""
+    """Refuse derived sizes (naming the key and what to use instead) and an `item_text` that names no encoder."""
     for key in DERIVED_MODEL_KEYS:
         if key in params:
             hint = {"text_dim": "; use model.item_text = true to add item text", "n_items": ""}.get(
                 key, "; use model.use_attributes = true to add item categories"
             )
             raise ValueError(f"model.{key} is derived from the data and cannot be set{hint}")
-    if "item_text" in params and not isinstance(params["item_text"], bool):
-        raise ValueError(f"model.item_text: expected true/false, got {params['item_text']!r}")
+    if "item_text" in params:
+        value = params["item_text"]
+        named = isinstance(value, str) and (value in ("minilm", "llm") or Path(value).expanduser().exists())
+        if not isinstance(value, bool) and not named:
+            raise ValueError(
+                'model.item_text: expected true/false, "minilm", "llm" or the path of a text encoder '
+                f"(a sentence-transformers or causal-LM folder, or a .gguf file), got {value!r}"
+            )
+
+
+def text_encoder_for(setting: bool | str) -> TextEncoder | None:
+    """The item text encoder a ``[model] item_text`` setting names: false -> None (no text); true or "minilm" ->
+    the packaged all-MiniLM-L6-v2; "llm" -> the packaged LLM (SmolLM2-135M-Instruct) read as an encoder
+    (`llmrec.index.llm.LLMEncoder`); a path -> a sentence-transformers folder (it has ``modules.json``), else a
+    causal-LM folder or ``.gguf`` file read as an encoder. Nothing is loaded until the first text is encoded."""
+    if setting is False:
+        return None
+    if setting is True or setting == "minilm":
+        return SentenceTransformerEncoder()
+    from llmrec.index.llm import LLMEncoder
+
+    if setting == "llm":
+        return LLMEncoder()
+    path = Path(setting).expanduser()
+    if (path / "modules.json").is_file():
+        return SentenceTransformerEncoder(path)
+    if not path.exists():
+        raise ValueError(f'model.item_text: {path}: no such encoder folder or .gguf file (or use true, "llm")')
+    return LLMEncoder(path)
 
 
 def dataset_meta(
@@ -126,7 +154,10 @@ def build_model(
     """
     params = dict(params or {})
     check_model_params(params)
-    use_text = bool(params.pop("item_text", False)) or use_text
+    text = params.pop("item_text", False)
+    use_text = bool(text) or use_text
+    if text_encoder is None and text not in (False, True):
+        text_encoder = text_encoder_for(text)
     meta = dataset_meta(
         dataset, use_attributes=use_attributes, use_text=use_text, text_encoder=text_encoder, text_cache_dir=text_cache_dir
     )
@@ -202,6 +233,7 @@ def fit_spec(
     *,
     use_attributes: bool = False,
     use_text: bool = False,
+    text_encoder: TextEncoder | None = None,
     run_dir: str | Path | None = None,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
@@ -213,7 +245,12 @@ def fit_spec(
     check_examples(spec, train_config.examples)
     assert spec.build is not None  # a spec with its own fit never comes here
     make = spec.build
-    meta = dataset_meta(dataset, use_attributes=use_attributes and spec.features, use_text=use_text and spec.features)
+    meta = dataset_meta(
+        dataset,
+        use_attributes=use_attributes and spec.features,
+        use_text=use_text and spec.features,
+        text_encoder=text_encoder,
+    )
     sized_config = sized(config, meta)  # the derived sizes, checked again with the rest
 
     def build(sequences: list[np.ndarray]) -> tuple[Trainable, list[np.ndarray]]:
@@ -267,7 +304,7 @@ def fit(
         raise ValueError(f"model {model!r} is not trained by the generic loop (it has its own fit)")
     params = dict(params or {})
     check_model_params(params)
-    use_text = bool(params.pop("item_text", False))
+    text = params.pop("item_text", False)
     config = spec.config(n_items=dataset.n_items, **params)
     return fit_spec(
         spec,
@@ -275,7 +312,8 @@ def fit(
         config,
         train_config,
         use_attributes=use_attributes,
-        use_text=use_text,
+        use_text=bool(text),
+        text_encoder=text_encoder_for(text),
         run_dir=run_dir,
         resume=resume,
         callbacks=callbacks,

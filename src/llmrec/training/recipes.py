@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmrec.artifact import save_artifact
 from llmrec.config import build
@@ -27,6 +27,9 @@ from llmrec.models.spec import DERIVED_SIZES, ModelSpec
 from llmrec.training import distributed
 from llmrec.training.loop import Callback, TrainConfig, TrainResult
 from llmrec.training.memory import MemoryEstimate, estimate_lm_run
+
+if TYPE_CHECKING:
+    from llmrec.index.text_encoder import TextEncoder
 
 __all__ = ["RECIPES", "FitRequest", "ModelSettings", "Recipe", "model_settings", "recipe"]
 
@@ -53,7 +56,7 @@ class ModelSettings:
 
     config: Any  # the spec's frozen config dataclass
     use_attributes: bool = True  # item categories (a no-op when the catalogue has none)
-    item_text: bool = False  # frozen text embeddings of the items
+    item_text: bool | str = False  # frozen text embeddings of the items: true (MiniLM), "llm" or an encoder path
 
 
 def model_settings(spec: ModelSpec, params: Mapping[str, Any]) -> ModelSettings | None:
@@ -73,7 +76,7 @@ def model_settings(spec: ModelSpec, params: Mapping[str, Any]) -> ModelSettings 
     names = {f.name for f in fields(spec.config)}
     derived = {k: v for k, v in DERIVED_SIZES.items() if k in names}
     config = build(spec.config, params, section="model", allowed_extra=extra, derived=derived)
-    return ModelSettings(config, bool(params.get("use_attributes", True)), bool(params.get("item_text", False)))
+    return ModelSettings(config, bool(params.get("use_attributes", True)), params.get("item_text", False))
 
 
 @dataclass(frozen=True)
@@ -118,19 +121,22 @@ class Recipe:
         settings = req.settings if req.settings is not None else model_settings(spec, req.params)
         req = FitRequest(req.dataset, req.params, req.train, req.out, req.resume, req.callbacks, run_dir, settings)
         vocab: list[str] = []
+        encoder: TextEncoder | None = None
         if spec.fit is not None:
             model, summary = spec.fit(req)
         else:
-            from llmrec.training.fit import fit_spec
+            from llmrec.training.fit import fit_spec, text_encoder_for
 
             assert settings is not None
+            encoder = text_encoder_for(settings.item_text) if spec.features else None
             model, result, vocab = fit_spec(
                 spec,
                 req.dataset,
                 settings.config,
                 req.train,
                 use_attributes=settings.use_attributes,
-                use_text=settings.item_text,
+                use_text=bool(settings.item_text),
+                text_encoder=encoder,
                 run_dir=run_dir,
                 resume=req.resume,
                 callbacks=req.callbacks,
@@ -143,7 +149,7 @@ class Recipe:
                 from llmrec.training.fit import store_item_text
 
                 def store(folder: Path) -> None:
-                    store_item_text(model, req.dataset, folder)  # a query then encodes only itself
+                    store_item_text(model, req.dataset, folder, text_encoder=encoder)  # a query encodes only itself
 
                 write = store
             save_artifact(model, req.dataset, req.out, attributes=vocab, write=write)
