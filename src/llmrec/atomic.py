@@ -98,15 +98,16 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         _exchange(tmp, out)
     except OSError as e:
         if e.errno not in _EXCHANGE_REFUSED:
-            raise
+            raise OSError(e.errno, e.strerror, str(out)) from e  # the output, not its hidden temporary, is named
         _replace_aside(tmp, out)
 
 
 def _replace_aside(tmp: Path, out: Path) -> None:
     """The fallback of `_exchange`: out -> ``.<name>.old-<pid>``, tmp -> out, then the set-aside copy -> tmp.
 
-    SIGTERM and Ctrl-C wait while the first two renames run, and a failure of the second puts the earlier folder
-    back, so only ``kill -9`` can leave `out` missing between them; `recover` then renames the set-aside copy back.
+    SIGTERM and Ctrl-C wait while the three renames run, and a failure of the second puts the earlier folder back,
+    so only ``kill -9`` can leave `out` missing between the first two; `recover` then renames the set-aside copy
+    back.
     """
     aside = _aside(out)
     with _signals_deferred():
