@@ -116,3 +116,5 @@ class Explanation:
     contributions: list[Contribution]  # the history items with the largest attributions, largest first
     text: str  # a short reason in words (llmrec.explain.text)
     cited: tuple[str, ...] = ()  # raw ids of the history items the text names as the reason (none: a weak signal)
+    written_by: str = "template"  # who wrote `text`: "template" | "llm" | "custom" (llmrec.explain.text.Rationale)
+    fallback: str | None = None  # why an LLM's text was replaced by the template's (it failed the check), if it was

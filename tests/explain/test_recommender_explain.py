@@ -120,7 +120,7 @@ def test_cli_recommend_query(artifact: Path, monkeypatch: pytest.MonkeyPatch) ->
     [
         (["--method", "rollout"], "unknown attribution method 'rollout'"),
         (["--diversity", "2"], "diversity must be in [0, 1]"),
-        (["--generator", "/nonexistent/gpt"], "not a local model folder"),
+        (["--generator", "/nonexistent/gpt"], "not a causal-LM folder"),
     ],
 )
 def test_cli_explain_user_errors(artifact: Path, args: list[str], message: str) -> None:

@@ -1,4 +1,4 @@
-"""Recommendation text: exact template sentences per domain, nothing beyond the metadata, and the Hugging Face
+"""Recommendation text: exact template sentences per domain, nothing beyond the metadata, and the LLM
 generator's plumbing with a tiny GPT-2 built here (no download)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 
 from llmrec.explain.text import (
     DOMAIN_PHRASES,
-    HFTextGenerator,
     ItemInfo,
+    LLMTextGenerator,
     Reason,
     TemplateGenerator,
     load_text_generator,
@@ -103,7 +103,7 @@ def test_text_module_does_not_import_torch() -> None:
     assert out.strip() == "False"
 
 
-# ---- the Hugging Face generator ------------------------------------------------------------------------------
+# ---- an LLM from any local causal-LM folder ------------------------------------------------------------------------------
 WORDS = ["<pad>", "<bos>", "<eos>", "<unk>", "because", "you", "watched", "alien", "terminator", "often", "next", "."]
 
 
@@ -130,26 +130,29 @@ def tiny_gpt2(tmp_path: Path) -> Path:
     return path
 
 
-def test_hf_generator_generates_from_a_local_folder(tiny_gpt2: Path) -> None:
-    reason = Reason(TERMINATOR, (ALIEN,), "movies")
-    prompt = HFTextGenerator.prompt(reason)
-    assert "Recommended film: Terminator, The (1984) (Action, Sci-Fi, Thriller)." in prompt
-    assert "The user watched: Alien (1979) (Action, Horror, Sci-Fi, Thriller)." in prompt
-    assert "asked for" not in prompt
-    assert 'The user asked for: "robots".' in HFTextGenerator.prompt(Reason(TERMINATOR, (ALIEN,), "movies", query="robots"))
+def test_llm_generator_reads_a_local_gpt2_folder_without_a_chat_template(tiny_gpt2: Path) -> None:
+    reason = Reason(TERMINATOR, (ALIEN,), "movies", history=(FARGO, ALIEN))
+    gen = LLMTextGenerator(tiny_gpt2, max_new_tokens=6, opening=False)
+    messages, opening = gen.messages(reason)
+    prompt = messages[-1]["content"]
+    assert "The customer recently watched: Fargo (1996); Alien (1979)." in prompt
+    assert "We recommend the film: Terminator, The (1984)." in prompt
+    assert "The recommendation rests on: Alien (1979)." in prompt
+    assert "asked for" not in prompt and opening == ""
+    robots = gen.messages(Reason(TERMINATOR, (ALIEN,), "movies", query="robots"))[0][-1]["content"]
+    assert 'The customer asked for: "robots".' in robots
 
-    free = HFTextGenerator(tiny_gpt2, max_new_tokens=6, require_item_name=False)
-    text = free.generate(reason)
-    assert text and set(text.split()) <= set(WORDS[3:])  # decoded from the tiny vocabulary, special tokens dropped
-    assert free.generate(reason) == text  # greedy: deterministic
-
-    guarded = load_text_generator(tiny_gpt2)
-    assert isinstance(guarded, HFTextGenerator)
-    # the tiny model cannot spell "Terminator, The (1984)": its text is replaced by the template's
-    assert guarded.generate(reason) == TemplateGenerator().generate(reason)
+    reply = gen.llm.chat(messages, max_new_tokens=6)
+    assert reply and set(reply.split()) <= set(WORDS[3:])  # decoded from the tiny vocabulary, special tokens dropped
+    assert gen.llm.chat(messages, max_new_tokens=6) == reply  # greedy: deterministic
+    # the tiny model cannot spell "Terminator, The (1984)": its text is replaced by the template's, and says why
+    written = gen.write(reason)
+    assert written.text == TemplateGenerator().generate(reason) and written.written_by == "template"
+    assert written.fallback in ("the text is empty", "the text does not name the recommended item")
+    assert isinstance(load_text_generator(tiny_gpt2), LLMTextGenerator)
 
 
 def test_load_text_generator_defaults_and_errors(tmp_path: Path) -> None:
     assert isinstance(load_text_generator(None), TemplateGenerator)
-    with pytest.raises(FileNotFoundError, match="not a local model folder"):
+    with pytest.raises(FileNotFoundError, match="not a causal-LM folder"):
         load_text_generator(tmp_path / "missing")

@@ -22,7 +22,11 @@ __all__ = ["explain_cmd", "recommend_cmd"]
 _DIVERSITY_HELP = "0..1: re-rank the top candidates for variety (maximal marginal relevance, λ = 1 − diversity)."
 _QUERY_HELP = 'What you are in the mood for, in words, e.g. "a light-hearted animated film for the kids".'
 _QUERY_WEIGHT_HELP = "0..1: weight of --query against your history (0 = history only, 1 = query only)."
-_GENERATOR_HELP = "A local Hugging Face causal LM folder to word the reasons (default: a template)."
+_GENERATOR_HELP = "A local causal-LM folder or .gguf file that writes the reasons (implies --llm-text)."
+_LLM_TEXT_HELP = (
+    "The reasons written by an LLM (default SmolLM2-135M-Instruct, or --generator), checked: a text naming an item "
+    "the attribution does not support is replaced by the template's."
+)
 _EXCLUDE_SEEN_HELP = (
     "Leave out items already in the history, or let them come back (--include-seen: re-purchase domains) "
     "[default: the model's rule, chosen on validation when it was trained; leave out for older models]."
@@ -103,6 +107,7 @@ def recommend_cmd(
     query: Annotated[str | None, typer.Option(help=_QUERY_HELP)] = None,
     query_weight: Annotated[float, typer.Option(help=_QUERY_WEIGHT_HELP)] = 0.7,
     generator: Annotated[Path | None, typer.Option(help=_GENERATOR_HELP)] = None,
+    llm_text: Annotated[bool, typer.Option("--llm-text", help=_LLM_TEXT_HELP)] = False,
     users: Annotated[
         str | None,
         typer.Option(help="Batch: all (every user the model knows) or a text file of user ids, one per line; with --out."),
@@ -128,7 +133,8 @@ def recommend_cmd(
         _recommend_batch(model, users, out, k, exclude_seen, chunk_size, device, user, history, explain, strict, columns, options)
         return
     if explain:
-        _explain(model, user, history, k, exclude_seen, as_json, "occlusion", diversity, query, query_weight, generator, rules)
+        writer = generator if generator is not None else llm_text
+        _explain(model, user, history, k, exclude_seen, as_json, "occlusion", diversity, query, query_weight, writer, rules)
         return
     with user_errors(), warnings_as_lines():  # unknown ids and categories: one `warning: ...` line each
         rec, hist = _request(model, user, history, k, device)
@@ -222,6 +228,7 @@ def explain_cmd(
     query: Annotated[str | None, typer.Option(help=_QUERY_HELP)] = None,
     query_weight: Annotated[float, typer.Option(help=_QUERY_WEIGHT_HELP)] = 0.7,
     generator: Annotated[Path | None, typer.Option(help=_GENERATOR_HELP)] = None,
+    llm_text: Annotated[bool, typer.Option("--llm-text", help=_LLM_TEXT_HELP)] = False,
     include_items: IncludeItems = None,
     exclude_items: ExcludeItems = None,
     exclude_items_file: ExcludeItemsFile = None,
@@ -236,7 +243,8 @@ def explain_cmd(
         rules = _item_filter(
             include_items, exclude_items, exclude_items_file, include_categories, exclude_categories, include_unavailable
         )
-    _explain(model, user, history, k, exclude_seen, as_json, method, diversity, query, query_weight, generator, rules)
+    writer = generator if generator is not None else llm_text
+    _explain(model, user, history, k, exclude_seen, as_json, method, diversity, query, query_weight, writer, rules)
 
 
 def _explain(
@@ -250,14 +258,12 @@ def _explain(
     diversity: float,
     query: str | None,
     query_weight: float,
-    generator: Path | None,
+    llm_text: bool | Path,
     rules: ItemFilter,
 ) -> None:
     """`explain` and `recommend --explain`: one table row (or JSON object) per item, with its reason (the
     "because of" column lists the history items the reason names, nothing when it names none)."""
     with user_errors(), warnings_as_lines():
-        from llmrec.explain.text import load_text_generator
-
         rec, hist = _request(model, user, history, k)
         explanations = rec.explain(
             history=hist,
@@ -268,7 +274,7 @@ def _explain(
             query_weight=query_weight,
             diversity=diversity,
             method=method,
-            generator=load_text_generator(generator),
+            llm_text=llm_text,
             include_items=rules.include_items,
             exclude_items=rules.exclude_items,
             include_categories=rules.include_categories,
@@ -281,6 +287,8 @@ def _explain(
                 **e.recommendation.__dict__,
                 "reason": e.text,
                 "because_of": list(e.cited),
+                "written_by": e.written_by,
+                "fallback": e.fallback,
                 "contributions": [c.__dict__ for c in e.contributions],
             }
             for e in explanations
@@ -294,3 +302,9 @@ def _explain(
         causes = "\n".join(f"{c.title or c.item_id} ({c.weight:+.3f})" for c in cited) or "-"
         table.add_row(str(r.rank), r.item_id, f"{r.score:.4f}", r.title or "", causes, e.text)
     console.print(table)
+    if llm_text is not False:
+        by_llm = sum(e.written_by == "llm" for e in explanations)
+        say(f"reasons written by the LLM: {by_llm} of {len(explanations)}; the template's where its text failed the check:")
+        for e in explanations:
+            if e.fallback:
+                say(f"  rank {e.recommendation.rank}: {e.fallback}")

@@ -121,6 +121,14 @@ def serve_cmd(
             "are batched instead; more threads help large catalogues).",
         ),
     ] = 0,
+    llm_text: Annotated[
+        bool,
+        typer.Option(
+            "--llm-text/--no-llm-text",
+            help="Let requests with explain ask for reasons written by the LLM (llm_text; SmolLM2-135M-Instruct, "
+            "loaded at start-up, about 1-2 s per item on a CPU). Default: off.",
+        ),
+    ] = False,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn): /v1/recommend, /metrics, /docs, a demo page at /."""
     with user_errors():
@@ -157,6 +165,7 @@ def serve_cmd(
             options_queue=options_queue,
             options_timeout=options_timeout,
             threads=threads,
+            llm_text=llm_text,
         )
         from llmrec.serve.connections import check_port_free, uvicorn_guards
 

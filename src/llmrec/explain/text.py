@@ -12,29 +12,40 @@ every title and category in its text is copied from the metadata (a category is 
 recommended item and every cited history item have it), the verb comes from the dataset's domain, and the
 sentence states what was measured: which history items the model's score for the item depends on most
 (attribution), never a statistic nobody computed ("viewers often watch X next"). When a text query shaped the
-list (`Reason.query`), the text says so. `HFTextGenerator` words the same facts
-with a causal language model loaded from a local folder; a model can still write things that are not in its
-prompt, so by default its text is used only when it names the recommended item, otherwise the template is.
+list (`Reason.query`), the text says so.
 
-No torch here: transformers (and with it torch) is imported only when an `HFTextGenerator` is built.
+`LLMTextGenerator` has a local LLM (`llmrec.index.llm`, default SmolLM2-135M-Instruct) word the same facts and the
+user's recent items. A model can write things that are not in its prompt, so its text is checked
+(`check_rationale`): every item title it names (`TitleMatcher`: a title's first words, over the catalogue and the
+reason's items) must be the recommended item or one the attribution supports; otherwise the template's sentence
+is used and `write` records why (`Rationale.fallback`).
+
+No torch here: transformers (and with it torch) is imported only when an `LLMTextGenerator` is built.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 __all__ = [
     "DOMAIN_PHRASES",
     "DomainPhrases",
-    "HFTextGenerator",
     "ItemInfo",
+    "LLMTextGenerator",
+    "Rationale",
     "Reason",
     "TemplateGenerator",
     "TextGenerator",
+    "TitleMatcher",
+    "check_rationale",
     "load_text_generator",
     "shared_categories",
+    "short_name",
+    "write_reason",
 ]
 
 
@@ -60,6 +71,7 @@ class Reason:
     domain: str = "generic"
     query: str | None = None  # the text request blended into the ranking, if any
     weak: bool = False  # the strongest attribution is too weak to name an item (`llmrec.explain.attribution.is_weak`)
+    history: tuple[ItemInfo, ...] = ()  # the user's most recent items, oldest first (context for an LLM's text)
 
 
 @dataclass(frozen=True)
@@ -126,64 +138,191 @@ class TemplateGenerator:
         )
 
 
-class HFTextGenerator:
-    """A Hugging Face causal LM from a local folder (no download) words the facts; greedy decoding.
+# ---- the LLM's text and its check -----------------------------------------------------------------------------
+_WORD = re.compile(r"[a-z0-9]+")
 
-    With `require_item_name` (the default), text that does not name the recommended item is replaced by the
-    fallback generator's (the template), a cheap guard against a model that wanders off its prompt.
+
+def _words(text: str) -> list[str]:
+    """Lower-case alphanumeric words: how titles and text are compared ("Burt's Bees" -> burt, s, bees)."""
+    return _WORD.findall(text.lower())
+
+
+def short_name(title: str, max_words: int = 8) -> str:
+    """The part of a title an LLM is shown: up to the first comma (when 3 words or more are left), at most
+    `max_words` words. Always a prefix of the title, so `TitleMatcher` recognises it as that title."""
+    head = title.split(",")[0].strip()
+    words = (head if len(head.split()) >= 3 else title).split()
+    return " ".join(words[:max_words])
+
+
+class TitleMatcher:
+    """Which item titles a text names: a title is named when the first `n_words` words of its `short_name` (all
+    of them when it is shorter) occur in the text in order, compared as lower-case alphanumeric words. A prefix
+    rather than the whole title because a writer shortens long product titles ("OPI Nail Lacquer, Simmer and
+    Shimmer, 0.5-Fluid Ounce" -> "OPI Nail Lacquer", which is also all the LLM is shown); `n_words` = 4 keeps the
+    prefix distinctive on shop catalogues. Items that share the prefix cannot be told apart in a text.
+    Titles of fewer than `min_words` words are not looked for in the catalogue (a one-word title such as
+    "Shampoo" would match plain words); items given to `named` explicitly are always looked for."""
+
+    def __init__(self, titles: dict[str, str | None] | None = None, *, n_words: int = 4, min_words: int = 2) -> None:
+        self.n_words = n_words
+        self.min_words = min_words
+        self.keys: dict[tuple[str, ...], set[str]] = {}  # title prefix -> raw item ids with it
+        for item_id, title in (titles or {}).items():
+            key = self.key(title or "")
+            if len(key) >= min_words:
+                self.keys.setdefault(key, set()).add(item_id)
+
+    def key(self, title: str) -> tuple[str, ...]:
+        """The words looked for: the first `n_words` of the title's `short_name` (what an LLM is shown)."""
+        return tuple(_words(short_name(title))[: self.n_words])
+
+    def named(self, text: str, items: Sequence[ItemInfo] = ()) -> dict[str, tuple[str, ...]]:
+        """{raw item id: the title prefix found in `text`} over the catalogue and `items`."""
+        words = _words(text)
+        grams = {tuple(words[i : i + n]) for n in range(1, self.n_words + 1) for i in range(len(words) - n + 1)}
+        found = {item_id: key for key, ids in self.keys.items() if key in grams for item_id in ids}
+        for item in items:
+            key = self.key(item.title or "")
+            if key and key in grams:
+                found[item.item_id] = key
+        return found
+
+
+@dataclass(frozen=True)
+class Rationale:
+    """A reason's text and who wrote it; `fallback` says why an LLM's text was replaced by the template's."""
+
+    text: str
+    written_by: str  # "template" | "llm" | "custom" (a generator of your own)
+    fallback: str | None = None
+
+
+def check_rationale(text: str, reason: Reason, matcher: TitleMatcher | None = None) -> str | None:
+    """None when `text` names the recommended item and no item beyond what the attribution supports (the
+    recommended item and `reason.causes`); otherwise why not. Checked against the catalogue (`matcher`) and the
+    reason's own items (history, causes, item): a title prefix found in the text passes only when a supported
+    item has it too."""
+    if len(_words(text)) < 3:
+        return "the text is empty"
+    matcher = matcher or TitleMatcher()
+    supported = {reason.item.item_id, *(c.item_id for c in reason.causes)}
+    supported_keys = {matcher.key(i.title or "") for i in (reason.item, *reason.causes)}
+    shown = (*reason.history, *reason.causes, reason.item)
+    named = matcher.named(text, shown)
+    if reason.item.title and reason.item.item_id not in named:
+        return "the text does not name the recommended item"
+    for item_id, key in sorted(named.items()):
+        if item_id not in supported and key not in supported_keys:
+            title = next((i.title for i in shown if i.item_id == item_id), None)
+            return f"names item {item_id}" + (f" ({title})" if title else "") + ", which the attribution does not support"
+    return None
+
+
+class LLMTextGenerator:
+    """A local causal LM words the reason (`llmrec.index.llm.load_llm`: a Hugging Face folder or a GGUF file;
+    default SmolLM2-135M-Instruct), checked before it is used.
+
+    The prompt holds the facts only: the user's recent items, the recommended item, the items the attribution
+    names (`Reason.causes`) and the text request, if any. The reply is opened with those facts ("Since you bought
+    A and B, X") and the model completes the sentence (greedy, no 3-gram repeated, stopped at the end of its
+    first sentence, at most `max_new_tokens`): a 135M model asked to write freely wanders off its prompt; opened
+    this way its words are about the recommended item and start from the measured reason. With `opening=False`
+    it writes the whole sentence itself. `check_rationale` then looks for item titles in the text (catalogue
+    titles given as `catalogue`, plus the reason's own items); a title the attribution does not support, or an
+    empty text, and the template's sentence is used instead, with the reason recorded (`write`).
     """
 
     def __init__(
         self,
-        path: str | Path,
+        source: str | Path | None = None,
         *,
-        max_new_tokens: int = 40,
-        require_item_name: bool = True,
+        catalogue: dict[str, str | None] | None = None,
+        max_new_tokens: int = 24,
+        n_recent: int = 3,
+        opening: bool = True,
         fallback: TextGenerator | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"{path}: not a local model folder")
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from llmrec.index.llm import load_llm
 
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model: Any = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
-        self.model: Any = model.eval()
+        self.llm = load_llm(source, cache_dir=cache_dir)
+        self.matcher = TitleMatcher(catalogue)
         self.max_new_tokens = max_new_tokens
-        self.require_item_name = require_item_name
+        self.n_recent = n_recent
+        self.opening = opening
         self.fallback = fallback or TemplateGenerator()
 
-    @staticmethod
-    def prompt(reason: Reason) -> str:
-        """The facts, and nothing else, as the model's prompt."""
+    @property
+    def name(self) -> str:
+        return self.llm.name
+
+    def messages(self, reason: Reason) -> tuple[list[dict[str, str]], str]:
+        """The chat messages (facts only) and the opening of the reply."""
         p = _phrases(reason.domain)
-
-        def fact(i: ItemInfo) -> str:
-            return i.name + (f" ({', '.join(i.categories)})" if i.categories else "")
-
-        lines = [f"Recommended {p.noun}: {fact(reason.item)}."]
-        if reason.causes:
-            lines.append(f"The user {p.past}: {'; '.join(fact(c) for c in reason.causes)}.")
+        item = short_name(reason.item.name)
+        causes = [short_name(c.name) for c in reason.causes if c.item_id != reason.item.item_id]
+        recent = [short_name(h.name) for h in reason.history[-self.n_recent :]]
+        lines = []
+        if recent:
+            lines.append(f"The customer recently {p.past}: {'; '.join(recent)}.")
         if reason.query:
-            lines.append(f'The user asked for: "{reason.query}".')
-        lines.append(f"In one sentence, using only these facts, explain why the user may like {reason.item.name}:")
-        return "\n".join(lines) + "\n"
+            lines.append(f'The customer asked for: "{reason.query}".')
+        lines.append(f"We recommend the {p.noun}: {item}.")
+        if causes and not reason.weak:
+            lines.append(f"The recommendation rests on: {_join(causes)}.")
+            opening = f"Since you {p.past} {_join(causes)}, {item}"
+        else:
+            lines.append(f"No single past {p.noun} explains it.")
+            opening = item
+        lines.append(f"Say in one sentence why {item} suits the customer.")
+        system = "You are a shop assistant. Answer in one short sentence, using only the facts given."
+        return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(lines)}], (
+            opening if self.opening else ""
+        )
+
+    def write(self, reason: Reason) -> Rationale:
+        messages, opening = self.messages(reason)
+        reply = self.llm.chat(
+            messages, max_new_tokens=self.max_new_tokens, reply_start=opening, no_repeat_ngram_size=3, stop=(".", "!", "?", "\n")
+        )
+        joined = opening + ("" if not reply or reply[0] in ",.;:!?'" else " ") + reply if opening else reply
+        text = _first_sentences(joined, 3)
+        problem = check_rationale(text, reason, self.matcher)
+        if problem is None and opening and len(_words(reply)) < 2:
+            problem = "the model added nothing to the opening"
+        if problem is not None:
+            return Rationale(self.fallback.generate(reason), "template", problem)
+        return Rationale(text, "llm")
 
     def generate(self, reason: Reason) -> str:
-        import torch
-
-        enc = self.tokenizer(self.prompt(reason), return_tensors="pt")
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        with torch.no_grad():
-            out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad)
-        new = out[0, enc["input_ids"].shape[1] :]
-        text = str(self.tokenizer.decode(new, skip_special_tokens=True)).strip()
-        text = text.split("\n")[0].strip()
-        if not text or (self.require_item_name and reason.item.name not in text):
-            return self.fallback.generate(reason)
-        return text
+        return self.write(reason).text
 
 
-def load_text_generator(path: str | Path | None = None) -> TextGenerator:
-    """The template generator, or (given a local folder) a Hugging Face causal LM with the template as fallback."""
-    return TemplateGenerator() if path is None else HFTextGenerator(path)
+def _first_sentences(text: str, n: int) -> str:
+    """At most `n` sentences of `text`, on one line; an unfinished last sentence ends with a full stop."""
+    text = " ".join(text.split())
+    parts = re.split(r"(?<=[.!?])\s+", text)
+    out = " ".join(parts[:n]).strip()
+    return out if not out or out.endswith((".", "!", "?")) else out.rstrip(",;: ") + "."
+
+
+def write_reason(generator: TextGenerator, reason: Reason) -> Rationale:
+    """The generator's text as a `Rationale` (a generator without `write` is the template's or one of yours)."""
+    write = getattr(generator, "write", None)
+    if callable(write):
+        result = write(reason)
+        if isinstance(result, Rationale):
+            return result
+    written_by = "template" if isinstance(generator, TemplateGenerator) else "custom"
+    return Rationale(generator.generate(reason), written_by)
+
+
+def load_text_generator(
+    path: str | Path | None = None, *, llm: bool = False, catalogue: dict[str, str | None] | None = None
+) -> TextGenerator:
+    """The template generator; with `llm` or a `path` (a local causal-LM folder or GGUF file), an
+    `LLMTextGenerator` (default model: the packaged SmolLM2) checked against `catalogue`, the template as fallback."""
+    if path is None and not llm:
+        return TemplateGenerator()
+    return LLMTextGenerator(path, catalogue=catalogue)

@@ -64,23 +64,47 @@ class LLM:
     name: str
     source: Path
 
-    def chat(self, messages: list[dict[str, str]], *, max_new_tokens: int = 80) -> str:
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_new_tokens: int = 80,
+        reply_start: str = "",
+        no_repeat_ngram_size: int = 0,
+        stop: Sequence[str] = (),
+    ) -> str:
         """Greedy reply to chat `messages` ([{"role": "system"|"user", "content": ...}]) with the model's chat
-        template (plain concatenation when it has none)."""
+        template (plain concatenation when it has none). reply_start: the reply is made to begin with this text
+        (it is not repeated in the result); no_repeat_ngram_size > 0: no n-gram of that size occurs twice; stop:
+        generation ends once the new text holds one of these strings (it is kept)."""
         import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
 
         tok = self.tokenizer
         if getattr(tok, "chat_template", None):
             prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         else:
             prompt = "\n".join(m["content"] for m in messages) + "\n"
-        enc = tok(prompt, return_tensors="pt")
+        enc = tok(str(prompt) + reply_start, return_tensors="pt")
+        n_prompt = int(enc["input_ids"].shape[1])
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+        class _Stop(StoppingCriteria):  # the new text holds a stop string (decoding <= max_new_tokens is cheap)
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+                text = tok.decode(input_ids[0, n_prompt:], skip_special_tokens=True)
+                return torch.full((input_ids.shape[0],), any(s in text for s in stop), dtype=torch.bool)
+
         with torch.inference_mode():
             out = self.model.generate(  # type: ignore[operator]
-                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=tok.eos_token_id
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                eos_token_id=tok.eos_token_id,
+                no_repeat_ngram_size=no_repeat_ngram_size,
+                stopping_criteria=StoppingCriteriaList([_Stop()]) if stop else None,
             )
-        return str(tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)).strip()
+        return str(tok.decode(out[0, n_prompt:], skip_special_tokens=True)).strip()
 
 
 def default_llm_path() -> Path | None:

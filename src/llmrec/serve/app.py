@@ -80,6 +80,7 @@ def create_app(
     queries: bool | None = None,
     limits: ServeLimits | None = None,
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
+    llm_text: bool = False,
 ) -> FastAPI:
     """A FastAPI app answering from `recommender`; the micro-batcher starts and stops with the app's lifespan.
 
@@ -92,7 +93,8 @@ def create_app(
 
     limits: what one request or batch call with options may cost, and the options lane's queue and deadline
     (`llmrec.serve.limits`). body_timeout: seconds a request's body may take to arrive after its head (408 after;
-    None: no limit).
+    None: no limit). llm_text: requests may ask for reasons written by the LLM (`Recommender.llm_writer`, the
+    packaged SmolLM2); off by default (422 ``not_available``); when on, the LLM is loaded during start-up.
     """
     if api_key is not None and not api_key:
         raise ValueError("api_key must be a non-empty string or None")
@@ -119,6 +121,7 @@ def create_app(
         thread_init=thread_init,
         metrics=metrics,
         limits=limits,
+        llm_text=llm_text,
     )
 
     @asynccontextmanager
@@ -128,6 +131,8 @@ def create_app(
             await service.batcher.submit(Job(np.array([1], dtype=np.int64), 1, False))  # warm-up, then ready
             if warm_text:  # load the text encoder and encode the catalogue now, not on the first query
                 await asyncio.to_thread(rec.query_similarity, "warm-up")
+            if llm_text:  # load the LLM once, now, not on the first request that asks for its text
+                await asyncio.to_thread(rec.llm_writer)
             service.is_ready = True
         except Exception:
             log.exception("warm-up failed; /readyz will answer 503")

@@ -65,6 +65,7 @@ class ServeSettings:
     max_groups: int = ServeLimits.max_groups
     options_queue: int = ServeLimits.options_queue
     options_timeout: float = ServeLimits.options_timeout
+    llm_text: bool = False  # requests may ask for reasons written by the LLM (`create_app`)
     threads: int = 0  # torch threads of each model thread; 0 = the default, one (`llmrec.serve.service.model_threads`)
 
     def limits(self) -> ServeLimits:
@@ -123,6 +124,7 @@ def build_app(settings: ServeSettings, recommender: Recommender | None = None) -
         limits=settings.limits(),
         body_timeout=settings.body_timeout,
         thread_init=model_threads(settings.threads),
+        llm_text=settings.llm_text,
     )
 
 

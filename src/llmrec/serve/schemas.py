@@ -44,6 +44,7 @@ MAX_ID_CHARS = 256
 MAX_HISTORY = 10_000
 MAX_BATCH_REQUESTS = 256
 MAX_EXPLAIN_K = 100  # default limit of k with explain (one scoring pass per history item); see llmrec.serve.limits
+MAX_LLM_TEXT_K = 5  # k of a request with llm_text: each reason is ~1-2 s of LLM decoding on a CPU
 MAX_EXPLAINED_PER_CALL = 16  # default limit of requests of one batch call that ask for `explain`
 
 RawId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
@@ -100,6 +101,13 @@ class RecommendRequest(BaseModel):
         description='A text intent ("something for summer") blended into the scores; needs the `text` extra.',
     )
     adapt: bool = Field(False, description="Adapt to the history first (cold start); needs an artifact with an adapter.")
+    llm_text: bool = Field(
+        False,
+        description=f"With explain: the reasons written by the service's LLM (SmolLM2-135M-Instruct by default) and "
+        "checked against the attribution (a text naming an unsupported item gets the template's sentence; see "
+        f"`written_by` and `fallback`); k <= {MAX_LLM_TEXT_K}, about 1-2 s per item on a CPU. Off unless the "
+        "service allows it (`llmrec serve --llm-text`), else 422 not_available.",
+    )
 
     @field_validator("user_id", mode="before")
     @classmethod
@@ -123,6 +131,10 @@ class Contribution(BaseModel):
 class ItemExplanation(BaseModel):
     text: str = Field(description="A short reason in words.")
     contributions: list[Contribution] = Field(description="History items with the largest weights, largest first.")
+    written_by: str = Field("template", description='Who wrote `text`: "template" or "llm" (with `llm_text`).')
+    fallback: str | None = Field(
+        None, description="With `llm_text`: why the LLM's text failed the check and the template's is shown instead."
+    )
 
 
 class RecommendedItem(BaseModel):

@@ -32,6 +32,7 @@ from llmrec.serve.errors import ApiError
 from llmrec.serve.limits import ServeLimits, group_key
 from llmrec.serve.metrics import Metrics
 from llmrec.serve.schemas import (
+    MAX_LLM_TEXT_K,
     Contribution,
     ItemExplanation,
     ItemInfo,
@@ -65,6 +66,7 @@ class Job:
     adapt: bool = False
     explain: bool = False
     filters: ItemFilter | None = None  # business rules (None: the default, unavailable items left out)
+    llm_text: bool = False  # with explain: the reasons written by the service's LLM (checked; `Recommender.llm_writer`)
 
     @property
     def is_plain(self) -> bool:
@@ -74,7 +76,7 @@ class Job:
     def options(self) -> list[str]:
         """The options beyond plain ranking that this job uses (for messages)."""
         used = {"query": self.query is not None, "diversity": self.diversity > 0, "adapt": self.adapt}
-        return [name for name, is_used in (used | {"explain": self.explain}).items() if is_used]
+        return [name for name, is_used in (used | {"explain": self.explain, "llm_text": self.llm_text}).items() if is_used]
 
 
 # A job's answer from the worker: its recommendations, its explanations, or the error that stopped it.
@@ -120,9 +122,11 @@ class Service:
         thread_init: Callable[[], None] | None,
         metrics: Metrics,
         limits: ServeLimits | None = None,
+        llm_text: bool = False,
     ) -> None:
         self.rec = rec
         self.queries = queries
+        self.llm_text = llm_text  # requests may ask for the LLM's text (`llmrec serve --llm-text`)
         self.max_batch = max_batch
         self.max_seq_len = int(rec.max_seq_len)
         self.metrics = metrics
@@ -213,6 +217,7 @@ class Service:
                 query=job.query,
                 diversity=job.diversity,
                 filters=job.filters,
+                generator=self.rec.llm_writer() if job.llm_text else None,  # loaded once, at start-up
             )
         except Exception as e:  # noqa: BLE001 - the endpoint turns it into 422 or 503
             return e
@@ -228,6 +233,14 @@ class Service:
             raise ApiError(422, "invalid_request", "query: the query is empty")
         if req.query is not None and not self.queries:
             raise ApiError(422, "not_available", "query: queries are turned off on this service")
+        if req.llm_text and not req.explain:
+            raise ApiError(422, "invalid_request", "llm_text: goes with explain (it words the explanation)")
+        if req.llm_text and not self.llm_text:
+            raise ApiError(
+                422, "not_available", "llm_text: the LLM's text is turned off on this service (llmrec serve --llm-text)"
+            )
+        if req.llm_text and req.k > MAX_LLM_TEXT_K:
+            raise ApiError(422, "invalid_request", f"llm_text: k {req.k} is over the limit of {MAX_LLM_TEXT_K} with llm_text")
         try:  # unknown ids: skipped and listed (ignored_items, fallback), or 422 with `strict`
             history, ignored, fallback = self.rec.resolve_history(req.history, req.user_id, strict=req.strict)
         except KeyError as e:  # recommend.UnknownIdError (not imported here: that would import torch)
@@ -248,7 +261,7 @@ class Service:
         )
         frame.ignored_categories = self.rec.masks.unknown_categories(rules)
         filters = None if rules == ItemFilter() else rules
-        job = Job(history, req.k, exclude_seen, req.query, req.diversity or 0.0, req.adapt, req.explain, filters)
+        job = Job(history, req.k, exclude_seen, req.query, req.diversity or 0.0, req.adapt, req.explain, filters, req.llm_text)
         return job, frame
 
     async def start(self) -> None:
@@ -316,7 +329,9 @@ class Service:
             why = None
             if r is not entry:  # an llmrec.recommend.Explanation
                 contributions = [Contribution(item_id=c.item_id, title=c.title, weight=c.weight) for c in entry.contributions]
-                why = ItemExplanation(text=entry.text, contributions=contributions)
+                why = ItemExplanation(
+                    text=entry.text, contributions=contributions, written_by=entry.written_by, fallback=entry.fallback
+                )
             items.append(
                 RecommendedItem(
                     item_id=r.item_id, score=r.score, rank=r.rank, title=r.title, categories=list(r.categories), explanation=why
