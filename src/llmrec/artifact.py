@@ -40,7 +40,8 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llmrec.atomic import atomic_directory, atomic_write
-from llmrec.errors import ArtifactError, artifact_file, read_json
+from llmrec.errors import ArtifactError, artifact_file, as_os_error, read_json
 
 if TYPE_CHECKING:  # types only: no model class, torch, polars or data code at import time (the service imports this)
     import polars as pl
@@ -73,6 +74,7 @@ __all__ = [
     "model_type",
     "has_model",
     "open_artifact",
+    "output_errors",
     "read_items_and_histories",
     "read_training",
     "refit_on_valid",
@@ -472,7 +474,7 @@ def save_artifact(
 
     from llmrec.identity import dataset_identity
 
-    with atomic_directory(out, kind="model") as tmp:
+    with output_errors(out), atomic_directory(out, kind="model") as tmp:
         model.save_pretrained(tmp)
         dataset.items.write_parquet(tmp / "items.parquet")
         pl.DataFrame(
@@ -516,7 +518,7 @@ def copy_with_weights(
     if out.resolve() == base.resolve():
         raise ValueError(f"{argument} must differ from {base_argument}")
     skip, prefixes = {*WEIGHT_FILES, *drop}, tuple(drop_prefixes)
-    with atomic_directory(out, kind="model") as tmp:
+    with output_errors(out), atomic_directory(out, kind="model") as tmp:
         for p in artifact_files(base):
             if p.name not in skip and not (prefixes and p.name.startswith(prefixes)):
                 shutil.copy2(p, tmp / p.name)
@@ -527,6 +529,19 @@ def copy_with_weights(
             (tmp / name).write_text(text)
         write_manifest(tmp)
     return out
+
+
+@contextmanager
+def output_errors(out: str | Path) -> Iterator[None]:
+    """A writer's file-system failure (safetensors' "(os error 28)", a full disk at a hidden temporary) as an
+    OSError naming `out` (`llmrec.errors.as_os_error`), which the CLI prints as one line."""
+    try:
+        yield
+    except Exception as e:
+        error = as_os_error(e, out)
+        if error is None or error is e:
+            raise
+        raise error from e
 
 
 def write_training(path: str | Path, summary: dict[str, Any], *, prepared_path: str | Path | None = None) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +18,7 @@ __all__ = [
     "DatasetNotFoundError",
     "UnknownIdError",
     "artifact_file",
+    "as_os_error",
     "read_json",
 ]
 
@@ -77,6 +81,31 @@ class ArtifactError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+# "(os error 28)" from the Rust writers (safetensors, polars), "[Errno 28]" / "errno 28" from pyarrow.
+_ERRNO_IN_MESSAGE = re.compile(r"(?:os error|errno) (\d+)", re.IGNORECASE)
+_WRITERS = ("safetensors", "polars", "pyarrow")
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+
+
+def as_os_error(e: BaseException, out: str | Path) -> OSError | None:
+    """A file-system failure met while writing the output `out`, as an OSError the CLI prints as one line
+    (``out: reason``); None when `e` is no file-system failure.
+
+    safetensors and polars raise their own types with ``(os error 28)`` in the message, pyarrow an OSError without a
+    file name: those become ``OSError(errno, strerror, out)``. A full disk or quota names `out` whatever file
+    the writer was at (a hidden temporary, a checkpoint), since the disk of `out` is the one to free; any other
+    OSError naming its file stays as it is."""
+    if isinstance(e, OSError) and e.filename is not None and e.errno not in _NO_ROOM:
+        return e
+    from_writer = isinstance(e, OSError) or type(e).__module__.split(".")[0] in _WRITERS
+    code = e.errno if isinstance(e, OSError) and e.errno else None
+    if code is None and from_writer and (m := _ERRNO_IN_MESSAGE.search(str(e))) is not None:
+        code = int(m.group(1))
+    if code is None:
+        return e if isinstance(e, OSError) else None
+    return OSError(code, os.strerror(code), str(out))
 
 
 def _first_line(e: BaseException, limit: int = 200) -> str:

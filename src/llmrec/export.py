@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmrec.artifact import ANN_DIR, artifact_files, open_artifact, write_manifest
+from llmrec.artifact import ANN_DIR, artifact_files, open_artifact, output_errors, write_manifest
 from llmrec.atomic import atomic_directory
 
 __all__ = ["ONNX_FILE", "check_onnx", "export_artifact"]
@@ -58,7 +58,7 @@ def export_artifact(
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
         raise ValueError(f"--out {out}: must be outside the model folder {src}")
     summary: dict[str, Any] = {"bytes_before": _size(src)}
-    with atomic_directory(out, kind="model") as tmp:
+    with output_errors(out), atomic_directory(out, kind="model") as tmp:
         for path in artifact_files(src):  # llmrec's own files only: never a user's file kept beside them
             shutil.copy2(path, tmp / path.name)
         _copy_index(src / ANN_DIR, tmp / ANN_DIR)

@@ -160,7 +160,9 @@ def evaluate_cmd(
         ),
     ] = None,
     sampled: Annotated[int, typer.Option(help="Also report the sampled-negatives protocol with this many negatives.")] = 0,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% confidence intervals.")] = 1000,
+    n_boot: Annotated[
+        int, typer.Option(help="Bootstrap resamples for the 95% confidence intervals (0..100,000; 0: none).")
+    ] = 1000,
     baseline: Annotated[Path | None, typer.Option(help="Another model folder: adds a paired test against it.")] = None,
     protocol: Annotated[
         str, typer.Option(help="loo: warm users, leave-one-out | cold-start: held-out users, first n = 1, 2, 3, 5 items.")
@@ -171,7 +173,10 @@ def evaluate_cmd(
     """Full-ranking evaluation: leave-one-out (valid and test) or cold-start users; Recall/NDCG@k with 95% CIs."""
     with user_errors(), ExitStack() as claimed:
         use_threads(threads)
+        from llmrec.eval.stats import check_n_boot
         from llmrec.identity import check_model_dataset, dataset_for_model
+
+        check_n_boot(n_boot, "--n-boot")  # before the data is read: 10^10 resamples would need ~600 GiB
 
         if protocol not in ("loo", "cold-start"):
             raise ValueError(f"--protocol must be loo or cold-start, got {protocol!r}")

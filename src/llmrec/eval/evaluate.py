@@ -45,6 +45,7 @@ from llmrec.eval.stats import (
     POP_SEGMENTS,
     bootstrap_ci,
     bootstrap_means,
+    check_n_boot,
     paired_test,
     segment_metrics,
 )
@@ -104,8 +105,7 @@ def _check_split_args(ks: Sequence[int], histories: Sequence[npt.ArrayLike], n_b
         raise ValueError("ks must not be empty")
     if len(histories) == 0:
         raise ValueError("cannot evaluate a split with no examples")
-    if n_boot < 0:
-        raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+    check_n_boot(n_boot)  # before any ranking: 10^10 resamples would allocate ~600 GiB
     return ks_t
 
 

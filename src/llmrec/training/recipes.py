@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 from llmrec.artifact import save_artifact
 from llmrec.config import build
 from llmrec.data.dataset import PreparedDataset
-from llmrec.errors import read_json
+from llmrec.errors import as_os_error, read_json
 from llmrec.models import PRESETS, model_spec, training_names
 from llmrec.models.spec import DERIVED_SIZES, ModelSpec
 from llmrec.training import distributed
+from llmrec.training.distributed import DistContext
 from llmrec.training.loop import Callback, TrainConfig, TrainResult
 from llmrec.training.memory import MemoryEstimate, estimate_lm_run
 
@@ -116,7 +117,22 @@ class Recipe:
             check_examples(spec, req.train.examples)  # before anything is written
         ctx = distributed.current()
         trains = "Trainable" in spec.capabilities()
+        kept = trains and _run_path(req.out).exists()  # an interrupted run's state, for --resume: never removed here
         run_dir = _run_dir(req, ctx.is_main) if trains else None
+        try:
+            return self._fit(req, ctx, run_dir)
+        except Exception as e:
+            error = as_os_error(e, req.out)  # a full disk names --out, not a checkpoint or a temporary
+            if error is None:
+                raise
+            if ctx.is_main and run_dir is not None and not kept:
+                shutil.rmtree(run_dir, ignore_errors=True)  # the file system refused: no half-written run stays
+            if error is e:
+                raise
+            raise error from e
+
+    def _fit(self, req: FitRequest, ctx: DistContext, run_dir: Path | None) -> dict[str, Any]:
+        spec = self.spec
         distributed.barrier()
         settings = req.settings if req.settings is not None else model_settings(spec, req.params)
         req = FitRequest(req.dataset, req.params, req.train, req.out, req.resume, req.callbacks, run_dir, settings)
@@ -170,11 +186,15 @@ def selection_summary(result: TrainResult, train_cfg: TrainConfig) -> dict[str, 
     }
 
 
+def _run_path(out: Path) -> Path:
+    return out.parent / f".{out.name}.train"
+
+
 def _run_dir(req: FitRequest, is_main: bool) -> Path:
     """Training state lives beside the artifact (``.<out>.train``) until the artifact is complete; under --resume
     a finished run's state is copied back from out/train (the artifact stays intact until replaced)."""
     out = req.out
-    run_dir = out.parent / f".{out.name}.train"
+    run_dir = _run_path(out)
     if is_main and req.resume and not (run_dir / "checkpoint").is_dir() and (out / "train" / "checkpoint").is_dir():
         shutil.copytree(out / "train", run_dir, dirs_exist_ok=True)
     if is_main:
