@@ -300,7 +300,22 @@ def _writing_commands(w: Path) -> dict[str, tuple[list[str | Path], Path]]:
             ["evaluate", "--model", w / "lm", "--dataset", w / "data", "--n-boot", "10", "--out", w / "r.json"],
             w / "r.json",
         ),
-        "tune": (["tune", "--dataset", w / "data", "--out", w / "best.toml", "--trials", "1", *TINY, *QUICK], w / "best.toml"),
+        "tune": (
+            [
+                "tune",
+                "--model",
+                "next-item-lm",
+                "--dataset",
+                w / "data",
+                "--out",
+                w / "best.toml",
+                "--trials",
+                "1",
+                *TINY,
+                *QUICK,
+            ],
+            w / "best.toml",
+        ),
         "meta-train": (
             ["meta-train", "--dataset", w / "cold", "--base", w / "cold-lm", "--out", w / "out", "--method", "finetune"],
             w / "out",

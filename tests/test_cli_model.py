@@ -324,7 +324,8 @@ def test_recommend_needs_exactly_one_of_user_or_history(args: list[str], popular
 # ---- tune ----------------------------------------------------------------------------------------------------------
 def _tune_then_train(data: Path, tmp_path: Path) -> dict[str, Any]:
     best = tmp_path / "best.toml"
-    result = _invoke("tune", "--dataset", data, "--out", best, "--trials", "2", "--budget-minutes", "1", *TWO_EPOCHS, *TINY)
+    args = ["--model", "next-item-lm", "--dataset", data, "--out", best, "--trials", "2", "--budget-minutes", "1"]
+    result = _invoke("tune", *args, *TWO_EPOCHS, *TINY)
     assert result.exit_code == 0, result.output
     assert "after 2 trials" in result.stdout
     sections = tomllib.loads(best.read_text())
@@ -348,7 +349,7 @@ def test_tune_writes_a_config_that_train_accepts(data: Path, tmp_path: Path, mon
         "dropout": ("model", "float", (0.1, 0.2)),
         "lr": ("train", "log", (1e-3, 1e-2)),
     }
-    monkeypatch.setattr(llmrec.tune, "SEARCH_SPACE", tiny_space)
+    monkeypatch.setattr(llmrec.tune, "search_space", lambda model: tiny_space)
     sections = _tune_then_train(data, tmp_path)
     model, train = sections["model"], sections["train"]
     assert (model["d_model"], model["n_layers"], model["n_heads"], model["d_ff"]) == (16, 1, 2, 64)

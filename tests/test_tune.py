@@ -24,11 +24,17 @@ def test_best_trial_is_reported_and_written_as_a_train_config(
     from llmrec.experiment import check_settings
     from llmrec.training import TrainConfig
 
-    monkeypatch.setattr(llmrec.tune, "SEARCH_SPACE", SPACE)
     base = TrainConfig(epochs=1, batch_size=8, progress=False)
     out = tmp_path / "best.toml"
     summary = llmrec.tune.tune(
-        tiny_prepared, base_model={"n_layers": 1, "max_seq_len": 8}, base_train=base, n_trials=3, seed=1, out=out
+        tiny_prepared,
+        model="next-item-lm",
+        space=SPACE,
+        base_model={"n_layers": 1, "max_seq_len": 8},
+        base_train=base,
+        n_trials=3,
+        seed=1,
+        out=out,
     )
     complete = [t for t in summary["trials"] if t["state"] == "COMPLETE"]
     assert len(summary["trials"]) == 3 and complete

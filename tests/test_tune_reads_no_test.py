@@ -65,12 +65,16 @@ def test_tune_runs_on_poisoned_test_targets_without_reading_them(
     import llmrec.tune
     from llmrec.training import TrainConfig
 
-    monkeypatch.setattr(
-        llmrec.tune, "SEARCH_SPACE", {"d_model": ("model", "categorical", [16]), "lr": ("train", "log", (1e-3, 1e-2))}
-    )
+    space = {"d_model": ("model", "categorical", [16]), "lr": ("train", "log", (1e-3, 1e-2))}
     base = TrainConfig(epochs=1, progress=False)
     summary = llmrec.tune.tune(
-        poisoned, base_model={"n_layers": 1, "max_seq_len": 8}, base_train=base, n_trials=2, out=tmp_path / "best.toml"
+        poisoned,
+        model="next-item-lm",
+        space=space,
+        base_model={"n_layers": 1, "max_seq_len": 8},
+        base_train=base,
+        n_trials=2,
+        out=tmp_path / "best.toml",
     )
     assert len(summary["trials"]) == 2 and 0.0 <= summary["best_value"] <= 1.0
     written = tomllib.loads((tmp_path / "best.toml").read_text())
@@ -84,11 +88,10 @@ def test_tune_command_on_poisoned_test_targets(
     import llmrec.tune
     from llmrec.cli import app
 
-    monkeypatch.setattr(
-        llmrec.tune, "SEARCH_SPACE", {"d_model": ("model", "categorical", [16]), "lr": ("train", "log", (1e-3, 1e-2))}
-    )
+    space = {"d_model": ("model", "categorical", [16]), "lr": ("train", "log", (1e-3, 1e-2))}
+    monkeypatch.setattr(llmrec.tune, "search_space", lambda model: space)
     data = poisoned.save(tmp_path / "data")
-    args = ["tune", "--dataset", str(data), "--out", str(tmp_path / "best.toml"), "--trials", "1"]
+    args = ["tune", "--model", "next-item-lm", "--dataset", str(data), "--out", str(tmp_path / "best.toml"), "--trials", "1"]
     args += ["--set", "train.epochs=1", "--set", "model.n_layers=1", "--set", "model.max_seq_len=8"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

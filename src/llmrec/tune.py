@@ -1,20 +1,25 @@
-"""Hyperparameter search with Optuna on the validation metric (never the test targets).
+"""Hyperparameter search with Optuna on the validation metric (never the test targets), for any model that
+declares what to search.
 
-Each trial trains a next-item LM with sampled hyperparameters on the training events and scores it on the
-validation targets only (`fit` reads `train_sequences()` and `eval_examples("valid")`; a test with poisoned test
-targets checks that nothing else is read). Trials skip the refit on train + valid: the objective is the selection
-run's validation metric, and the refit would double each trial's cost; the written config keeps the base
+A model file declares its search space (`llmrec.models.spec.ModelSpec.search_space`: name -> section, kind, choices
+or range; ``search_derived``: the settings that follow from a sampled point). The default TV-Rec searches its
+hidden dropout, basis kernels, learning rate and cosine horizon; the next-item LM its width, depth, dropouts,
+learning rate and weight decay. Each trial trains the model with the sampled settings, laid over the model's
+recipe (`ModelSpec.train_defaults`) and the base config, on the training events, and scores it on the validation
+targets only (`fit` reads `train_sequences()` and `eval_examples("valid")`; a test with poisoned test targets
+checks that nothing else is read). Trials skip the refit on train + valid: the objective is the selection run's
+validation metric, and the refit would double each trial's cost; the written config keeps the base
 ``refit_on_valid``. The validation metric is reported to Optuna after every epoch so the median pruner stops poor
-trials early. The study runs until `n_trials` or the
-wall-time budget is spent, and the best parameters are written as a TOML file that `llmrec train --config`
-takes. ``on_trial`` hears one line per finished trial (its number, value or pruning, the best so far, seconds and
-parameters): what ``llmrec tune`` prints on stderr as the search goes.
+trials early. The study runs until `n_trials` or the wall-time budget is spent (a trial is given what is left of
+the budget as its ``max_minutes``), and the best parameters are written as a TOML file that ``llmrec train --model
+NAME --config`` takes. ``on_trial`` hears one line per finished trial (its number, value or pruning, the best so
+far, seconds and parameters): what ``llmrec tune`` prints on stderr as the search goes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -24,23 +29,16 @@ import torch
 from llmrec.atomic import atomic_write
 from llmrec.config import check_range, dump_toml
 from llmrec.data.dataset import PreparedDataset
+from llmrec.models import DEFAULT_MODEL, training_names
 from llmrec.models.base import Trainable
+from llmrec.models.next_item_lm import SEARCH_SPACE  # the LM's space (as before; each model file declares its own)
+from llmrec.models.spec import SEARCH_KINDS, SearchDim
 from llmrec.training.fit import fit
 from llmrec.training.loop import TrainConfig
-from llmrec.training.memory import check_training_memory, estimate_lm_run
-from llmrec.training.recipes import RECIPES
+from llmrec.training.memory import check_training_memory
+from llmrec.training.recipes import recipe
 
-__all__ = ["SEARCH_SPACE", "tune"]
-
-# name -> (section, kind, choices or (low, high)); kept small: each trial is a full training run.
-SEARCH_SPACE: dict[str, tuple[str, str, Any]] = {
-    "d_model": ("model", "categorical", [64, 128]),
-    "n_layers": ("model", "categorical", [1, 2, 3]),
-    "dropout": ("model", "float", (0.1, 0.5)),
-    "emb_dropout": ("model", "float", (0.1, 0.6)),
-    "lr": ("train", "log", (3e-4, 5e-3)),
-    "weight_decay": ("train", "log", (1e-4, 0.3)),
-}
+__all__ = ["SEARCH_SPACE", "search_space", "trial_line", "tune"]
 
 
 class _PruneCallback:
@@ -56,9 +54,33 @@ class _PruneCallback:
             raise optuna.TrialPruned()
 
 
+def search_space(model: str) -> Mapping[str, SearchDim]:
+    """The search space that training name `model` declares (its spec's `search_space`); a ValueError naming the
+    models that have one when it declares none or cannot be tuned (a model with its own fit)."""
+    spec = recipe(model).spec  # an unknown name is refused, naming the known ones
+    space = spec.search_space
+    if not space or spec.fit is not None or spec.build is None:
+        tunable = [n for n in training_names() if recipe(n).spec.search_space and recipe(n).spec.fit is None]
+        raise ValueError(f"model {model!r} declares no search space for llmrec tune; tunable: {', '.join(tunable)}")
+    for name, (section, kind, _) in space.items():
+        if section not in ("model", "train") or kind not in SEARCH_KINDS:
+            raise ValueError(f"{model} search space: {name} has section {section!r} / kind {kind!r}")
+    return space
+
+
+def _largest(space: Mapping[str, SearchDim]) -> dict[str, dict[str, Any]]:
+    """The point with every categorical setting at its largest choice (the memory check's worst case)."""
+    out: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
+    for name, (section, kind, spec) in space.items():
+        if kind == "categorical":
+            out[section][name] = max(spec)
+    return out
+
+
 def tune(
     dataset: PreparedDataset,
     *,
+    model: str = DEFAULT_MODEL,
     base_model: dict[str, Any] | None = None,
     base_train: TrainConfig | None = None,
     n_trials: int = 20,
@@ -68,71 +90,83 @@ def tune(
     use_attributes: bool = True,
     force: bool = False,
     on_trial: Callable[[str], None] | None = None,
+    space: Mapping[str, SearchDim] | None = None,
 ) -> dict[str, Any]:
-    """Run the study; returns {"best_value", "best_params", "trials"} and writes `out` (TOML) when given.
+    """Run the study for training name `model`; returns {"model", "best_value", "best_params", "trials"} and writes
+    `out` (TOML) when given.
 
-    n_trials (1..100,000) and budget_minutes (> 0) are checked first, then the peak memory of the largest
-    trial the search space allows against the machine's (`llmrec.training.memory`; force: search anyway).
+    base_train: the [train] config the searched keys override (None: the model's recipe, as ``llmrec train``
+    would run it); base_model: [model] keys kept unless searched. space: the search space (None: the one `model`
+    declares, `search_space`). n_trials (1..100,000) and budget_minutes (> 0) are checked first, then the
+    settings of the largest point and its peak memory against the machine's (`llmrec.training.memory`; force:
+    search anyway).
     """
     check_range("n_trials", n_trials, 1, 100_000)
     check_range("budget_minutes", budget_minutes, 0.0, low_open=True)
     import optuna
 
-    base_model = dict(base_model or {})
-    base_train = base_train or TrainConfig()
-    largest = {k: max(spec) for k, (section, kind, spec) in SEARCH_SPACE.items() if kind == "categorical"}
-    largest.update(n_heads=2, d_ff=4 * int(largest["d_model"]), use_attributes=use_attributes)
-    RECIPES["next-item-lm"].check({**base_model, **largest})  # unknown or out-of-range [model] keys, by name
+    chosen = recipe(model)
+    spec = chosen.spec
+    declared = search_space(model)
+    space = declared if space is None else space
+    derive = spec.search_derived or (lambda _point: {})
+    base_model = {**chosen.presets, **(base_model or {})}
+    if base_train is None:
+        from llmrec.experiment import check_settings
+
+        base_train = check_settings(model, {"model": base_model}, progress=False).train
+    largest = _largest(space)
+    worst = {**base_model, **largest["model"], **derive(largest["model"]), "use_attributes": use_attributes}
+    chosen.check(worst)  # unknown or out-of-range [model] keys, by name
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    estimate = estimate_lm_run(dataset, {**base_model, **largest}, base_train, device=device)
-    check_training_memory(estimate, device=device, force=force)
+    if chosen.estimate is not None:
+        worst_train = replace(base_train, **largest["train"])
+        check_training_memory(chosen.estimate(dataset, worst, worst_train, device), device=device, force=force)
     metric = base_train.metric
     started = time.perf_counter()
 
     def objective(trial: optuna.Trial) -> float:
-        model_p = dict(base_model)
-        train_p: dict[str, Any] = {}
-        for name, (section, kind, spec) in SEARCH_SPACE.items():
+        point: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
+        for name, (section, kind, choices) in space.items():
             if kind == "categorical":
-                v = trial.suggest_categorical(name, spec)
+                v = trial.suggest_categorical(name, choices)
             elif kind == "log":
-                v = trial.suggest_float(name, spec[0], spec[1], log=True)
+                v = trial.suggest_float(name, choices[0], choices[1], log=True)
             else:
-                v = trial.suggest_float(name, spec[0], spec[1])
-            (model_p if section == "model" else train_p)[name] = v
-        model_p["n_heads"] = 2
-        model_p["d_ff"] = 4 * int(model_p["d_model"])
+                v = trial.suggest_float(name, choices[0], choices[1])
+            point[section][name] = v
+        model_p = {**base_model, **point["model"], **derive(point["model"])}
         remaining = budget_minutes - (time.perf_counter() - started) / 60
-        cfg = replace(base_train, **train_p, progress=False, max_minutes=max(0.5, remaining), refit_on_valid=False)
-        _, result, _ = fit(dataset, model_p, cfg, use_attributes=use_attributes, callbacks=[_PruneCallback(trial, metric)])
+        cfg = replace(base_train, **point["train"], progress=False, max_minutes=max(0.5, remaining), refit_on_valid=False)
+        callbacks = [_PruneCallback(trial, metric)]
+        _, result, _ = fit(dataset, model_p, cfg, model=spec.model_type, use_attributes=use_attributes, callbacks=callbacks)
         return result.best_metric
-
-    sampler = optuna.samplers.TPESampler(seed=seed)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # before create_study, which logs at INFO
-    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
 
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if on_trial is not None:
             on_trial(trial_line(study, trial, n_trials, metric, time.perf_counter() - started))
 
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # before create_study, which logs at INFO
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     study.optimize(objective, n_trials=n_trials, timeout=budget_minutes * 60, callbacks=[report])
     best = study.best_trial.params
-    model_best = {k: v for k, v in best.items() if SEARCH_SPACE[k][0] == "model"}
-    model_best.update({k: v for k, v in base_model.items() if k not in model_best})
-    model_best.update(n_heads=2, d_ff=4 * int(best["d_model"]))
-    train_best = {**{k: v for k, v in asdict(base_train).items() if k not in ("progress", "max_minutes")}}
-    train_best.update({k: v for k, v in best.items() if SEARCH_SPACE[k][0] == "train"})
+    best_model = {k: v for k, v in best.items() if space[k][0] == "model"}
+    model_best = {**base_model, **best_model, **derive(best_model)}
+    train_best = {k: v for k, v in asdict(base_train).items() if k not in ("progress", "max_minutes")}
+    train_best.update({k: v for k, v in best.items() if space[k][0] == "train"})
     summary = {
+        "model": model,
         "best_value": study.best_value,
         "best_params": {"model": model_best, "train": train_best},
         "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params} for t in study.trials],
     }
     if out is not None:
         header = (
-            f"Written by `llmrec tune` ({len(study.trials)} trials, {time.strftime('%Y-%m-%d')}).\n"
+            f"Written by `llmrec tune --model {model}` ({len(study.trials)} trials, {time.strftime('%Y-%m-%d')}).\n"
             f"Best validation {metric}: {study.best_value:.4f}\n"
-            f"Settings of the next-item LM: llmrec train --model next-item-lm --config {Path(out).name}"
+            f"Settings of {model}: llmrec train --model {model} --config {Path(out).name}"
         )
         atomic_write(out, dump_toml({"model": model_best, "train": train_best}, header=header).encode())
     return summary

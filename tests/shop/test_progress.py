@@ -58,11 +58,16 @@ def test_tune_reports_each_trial_as_it_ends(tiny_prepared: PreparedDataset, monk
     import llmrec.tune
 
     space = {"d_model": ("model", "categorical", [16]), "lr": ("train", "log", (1e-3, 1e-2))}
-    monkeypatch.setattr(llmrec.tune, "SEARCH_SPACE", space)
     lines: list[str] = []
     base = TrainConfig(epochs=1, batch_size=8, progress=False)
     summary: dict[str, Any] = llmrec.tune.tune(
-        tiny_prepared, base_model={"n_layers": 1, "max_seq_len": 8}, base_train=base, n_trials=2, on_trial=lines.append
+        tiny_prepared,
+        model="next-item-lm",
+        space=space,
+        base_model={"n_layers": 1, "max_seq_len": 8},
+        base_train=base,
+        n_trials=2,
+        on_trial=lines.append,
     )
     assert [line.split(" ")[1] for line in lines] == ["1/2", "2/2"]
     for line, trial in zip(lines, summary["trials"], strict=True):

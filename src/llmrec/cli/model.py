@@ -349,7 +349,10 @@ def map_cold_items_cmd(
 
 def tune_cmd(
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)],
-    out: Annotated[Path, typer.Option(help="Best config file to write (TOML, for `llmrec train --config`).")],
+    out: Annotated[Path, typer.Option(help="Best config file to write (TOML, for `llmrec train --model M --config`).")],
+    model: Annotated[
+        str, typer.Option(help="The model to tune: any whose model file declares a search space (tvrec, next-item-lm, ...).")
+    ] = DEFAULT_MODEL,
     trials: Annotated[int, typer.Option(help="Maximum number of trials.")] = 20,
     budget_minutes: Annotated[float, typer.Option(help="Wall-time budget for the whole search.")] = 60.0,
     config: Annotated[Path | None, typer.Option(help="Base config; searched keys override it.")] = None,
@@ -359,23 +362,27 @@ def tune_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
     threads: Threads = 0,
 ) -> None:
-    """Search hyperparameters with Optuna on the validation metric (pruning poor trials), write the best config."""
+    """Search a model's hyperparameters (the search space its model file declares) with Optuna on the validation
+    metric, pruning poor trials, within the time budget; write the best config."""
     with user_errors():
         use_threads(threads)
-        from llmrec.config import build, check_range
+        from llmrec.config import check_range
+        from llmrec.experiment import check_settings
         from llmrec.outputs import claim_file
-        from llmrec.training import TrainConfig
-        from llmrec.tune import tune
+        from llmrec.tune import search_space, tune
 
         check_range("--trials", trials, 1, 100_000)
         check_range("--budget-minutes", budget_minutes, 0.0, low_open=True)
+        search_space(model)  # a model without a search space is refused before any work
         sections = config_sections(config, set_)
-        base_train = build(TrainConfig, sections.get("train", {}), section="train")
+        run = check_settings(model, sections, progress=False)  # the model's recipe under the base [train] keys
+        base_train = run.train
         model_params = dict(sections.get("model", {}))
         use_attributes = bool(model_params.pop("use_attributes", True))
         with claim_file(out, inputs={"--dataset": dataset, "--config": config}) as target:  # before any work
             summary = tune(
                 dataset_arg(dataset, target.parent),
+                model=model,
                 base_model=model_params,
                 base_train=base_train,
                 n_trials=trials,

@@ -15,7 +15,9 @@ a meaningful output embedding through its features (cold-start items).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +26,7 @@ from llmrec.models.item_sequence import ItemSequenceConfig, ItemSequenceModel, R
 from llmrec.models.layers import PreLNBlock, causal_padding_mask, positions
 from llmrec.models.spec import ModelSpec
 
-__all__ = ["SASREC", "SPEC", "NextItemLM", "NextItemLMConfig", "RecOutput", "positions"]
+__all__ = ["SASREC", "SEARCH_SPACE", "SPEC", "NextItemLM", "NextItemLMConfig", "RecOutput", "positions"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +64,22 @@ class NextItemLM(ItemSequenceModel):
 # cross-entropy with one sampled negative, dropout 0.5 on sparse data, item ids only (no attributes).
 SASREC = dict(loss="bce", n_heads=1, d_ff=64, dropout=0.5, emb_dropout=0.5, pos_encoding="learned", use_attributes=False)
 
+# `llmrec tune`'s search (`ModelSpec.search_space`); kept small: each trial is a full training run.
+SEARCH_SPACE = {
+    "d_model": ("model", "categorical", [64, 128]),
+    "n_layers": ("model", "categorical", [1, 2, 3]),
+    "dropout": ("model", "float", (0.1, 0.5)),
+    "emb_dropout": ("model", "float", (0.1, 0.6)),
+    "lr": ("train", "log", (3e-4, 5e-3)),
+    "weight_decay": ("train", "log", (1e-4, 0.3)),
+}
+
+
+def _searched_sizes(point: Mapping[str, Any]) -> dict[str, Any]:
+    """Two heads and a feed-forward 4 × d_model wide, whatever d_model the search picked."""
+    return {"n_heads": 2, "d_ff": 4 * int(point["d_model"])} if "d_model" in point else {}
+
+
 SPEC = ModelSpec(
     "next-item-lm",
     NextItemLM,
@@ -71,4 +89,6 @@ SPEC = ModelSpec(
     presets={"sasrec": SASREC},
     distributed=True,
     estimate_memory=True,
+    search_space=SEARCH_SPACE,
+    search_derived=_searched_sizes,
 )

@@ -14,6 +14,9 @@ protocols of `llmrec.models.base`, never a class or a name:
 - ``train_defaults``: the ``[train]`` settings the model is trained with unless the user sets them (its recipe: batch
   size, learning rate, optimizer, horizon), laid over the library's `TrainConfig` defaults and under the user's
   ``[train]`` section, so that ``llmrec train --model NAME`` alone runs the recipe its numbers were measured with.
+- ``search_space``: what ``llmrec tune`` searches for this model (name -> section, kind, choices or range), and
+  ``search_derived``: the settings that follow from a sampled point (the LM's d_ff = 4 × d_model); a model without
+  a search space is refused by tune.
 - ``fit``: for models that are not trained by gradient descent (most-popular, item-kNN) or train their own way
   (the T5 with its semantic ids), their own fit; ``None`` means the generic fit (`llmrec.training.recipes`), which
   selects the epoch count on validation and refits (`llmrec.training.refit.select_then_refit`).
@@ -38,10 +41,14 @@ if TYPE_CHECKING:
     from llmrec.data.dataset import PreparedDataset
     from llmrec.models.base import RecModel
 
-__all__ = ["DERIVED_SIZES", "DatasetMeta", "Examples", "FitInput", "ModelSpec", "sized"]
+__all__ = ["DERIVED_SIZES", "SEARCH_KINDS", "DatasetMeta", "Examples", "FitInput", "ModelSpec", "SearchDim", "sized"]
 
 Examples = Literal["windows", "prefixes"]
 C = TypeVar("C", bound="DataclassInstance")
+
+# One searched setting: (section "model" | "train", kind, choices for "categorical" or (low, high) for "float" / "log").
+SearchDim = tuple[str, str, Any]
+SEARCH_KINDS = ("categorical", "float", "log")
 
 # Config fields that come from the dataset's metadata, never from a user (placeholders while settings are checked).
 DERIVED_SIZES: dict[str, int] = {"n_items": 1, "n_attributes": 0, "max_item_attributes": 0, "text_dim": 0}
@@ -119,6 +126,9 @@ class ModelSpec:
     distributed: bool = False  # trains under torchrun / accelerate (data parallel)
     estimate_memory: bool = False  # its peak memory is estimated before training (`llmrec.training.memory`)
     popularity_baseline: bool = False  # it is the most-popular ranking: evaluation does not compare it with itself
+    search_space: Mapping[str, SearchDim] = field(default_factory=dict)  # what `llmrec tune` searches ({}: refused)
+    # [model] settings that follow from a sampled point, laid over it (None: nothing follows)
+    search_derived: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
 
     def capabilities(self) -> tuple[str, ...]:
         """Names of the `llmrec.models.base` protocols the class provides every member of."""
