@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import polars as pl
 
-from llmrec.data.times import time_checks, time_exprs
+from llmrec.data.times import time_checks, time_exprs, time_unit_check
 from llmrec.errors import DataError
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "ItemColumnMap",
     "RawData",
     "check_header",
+    "check_json_ids",
     "csv_reader",
     "find_bad_line",
     "id_column",
@@ -201,12 +202,37 @@ def find_bad_line(path: Path, fmt: str, reason: str) -> NoReturn:
             raise DataError(f"expected {n_fields} fields like the header, found {len(record)}", path=path, line=line_no)
         if isinstance(record, str):
             try:
-                obj = json.loads(record)
+                obj = json.loads(record, parse_constant=_not_json)
             except json.JSONDecodeError as e:
                 raise DataError(f"invalid JSON: {e.msg} at column {e.colno}", path=path, line=line_no) from None
+            except ValueError as e:  # NaN, Infinity: Python's json reads them, JSON (and the native reader) does not
+                raise DataError(f"invalid JSON: {e}", path=path, line=line_no) from None
             if not isinstance(obj, dict):
                 raise DataError(f"expected a JSON object, found {type(obj).__name__}", path=path, line=line_no)
     raise DataError(reason if has_rows else "no rows", path=path)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (write null, or a number)")
+
+
+def check_json_ids(path: Path, df: pl.DataFrame, columns: dict[str, str]) -> None:
+    """Refuse a JSON Lines id that is an object, an array or a boolean, naming its line: read as text, {"a": 1} or
+    true would otherwise become the id '{"a": 1}' or 'true'. Only a file with such a text in an id column is walked
+    line by line (the JSON types are gone once the cells are text)."""
+    suspect = pl.any_horizontal(
+        pl.col(c).str.starts_with("{") | pl.col(c).str.starts_with("[") | pl.col(c).is_in(["true", "false"])
+        for c in columns.values()
+    )
+    if not df.select(suspect.fill_null(False).any()).item():
+        return
+    kinds = {dict: "an object", list: "an array", bool: "a boolean"}
+    for line_no, record in _records_with_lines(path, "jsonl"):
+        obj = json.loads(str(record), parse_constant=_not_json)
+        for role, column in columns.items():
+            kind = kinds.get(type(obj.get(column)) if isinstance(obj, dict) else type(None))
+            if kind is not None:
+                raise DataError(f"{role} id is {kind}; ids are strings or whole numbers", path=path, line=line_no, field=column)
 
 
 def raise_at(path: Path, fmt: str, row: int, reason: str, field: str) -> NoReturn:
@@ -273,7 +299,24 @@ def _read_csv(path: Path, fmt: str, columns: list[str]) -> pl.DataFrame:
     df = pl.DataFrame(pl.from_arrow(table))
     del table
     pa.default_memory_pool().release_unused()  # polars copied the columns; hand the arrow buffers back now
+    if fmt == "csv" and df.select(pl.any_horizontal(pl.col(c).str.contains("\n", literal=True) for c in columns).any()).item():
+        _check_quotes_closed(path)  # a cell spans lines: quoted on purpose, or a quote never closed
     return df
+
+
+def _check_quotes_closed(path: Path) -> None:
+    """A quote that is never closed makes the rest of the file one value (pyarrow reads it without a word): a
+    DataError at the line of the record where it opens."""
+    reader = csv.reader(_text_lines(path), strict=True)
+    start = 1
+    try:
+        for _ in reader:
+            start = reader.line_num + 1
+    except csv.Error as e:
+        if "unexpected end of data" in str(e):
+            reason = "a quote opened in this record is never closed: the rest of the file would be one value"
+            raise DataError(reason, path=path, line=start) from None
+        # another RFC 4180 slip pyarrow reads leniently (a quote inside a field): not ours to refuse here
 
 
 def _raise_first(df: pl.DataFrame, path: Path, fmt: str, checks: list[tuple[pl.Expr, str, str]]) -> None:
@@ -313,6 +356,8 @@ def read_table(path: Path, fmt: str, columns: ColumnMap = ColumnMap()) -> RawDat
     fmt = _format(path, fmt)
     named = [columns.user, columns.item, columns.time, columns.event, columns.value]
     df = _load_table(path, fmt, [c for c in named if c is not None], [])  # a column named in the map must exist
+    if fmt == "jsonl":
+        check_json_ids(path, df, {"user": columns.user, "item": columns.item})
     out, checks = event_exprs(columns, dict(df.schema), path)
     _raise_first(df, path, fmt, checks)
     return RawData(df.select(out), None, None, "generic", [path])
@@ -329,6 +374,7 @@ def event_exprs(
     if columns.time is not None:
         time, as_float = time_exprs(columns.time, schema[columns.time], where)
         checks.extend(time_checks(columns.time, time, as_float))
+        checks.append(time_unit_check(columns.time, time))
     out.append(time.alias("time"))
     if columns.event is not None:
         out.append(pl.col(columns.event).cast(pl.String).alias("event"))
@@ -370,6 +416,8 @@ def read_catalogue(
     required = [item, *(c for k, c in named.items() if c and k in columns.explicit)]
     optional = [c for c in named.values() if c]
     df = _load_table(path, fmt, required, optional)
+    if fmt == "jsonl":
+        check_json_ids(path, df, {"item": item})
     present = _columns_of(path, fmt)
     for column in present:
         if column not in (item, *optional):

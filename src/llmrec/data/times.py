@@ -9,7 +9,7 @@ import polars as pl
 
 from llmrec.errors import DataError
 
-__all__ = ["time_checks", "time_exprs"]
+__all__ = ["time_checks", "time_exprs", "time_unit_check"]
 
 
 # ISO-8601 forms read from text, after "T" -> " " and a trailing "Z" -> "+00:00" (chrono formats; %.f is optional).
@@ -65,3 +65,21 @@ def time_checks(column: str, time: pl.Expr, as_float: pl.Expr) -> list[tuple[pl.
         (time.is_null() & ~out_of_range, "time value {} is neither a number nor an ISO-8601 time", column),
         (as_float < 0, "time value {} is negative", column),
     ]
+
+
+# Unix time in seconds, milliseconds, microseconds, nanoseconds: from 1973 (1e8 s) on, each unit has its own band
+# of magnitudes (seconds below 1e11 are before the year 5138; milliseconds from 1e11 on are after 1973 ...).
+_UNIT_BANDS = (1e8, 1e11, 1e14, 1e17)
+
+
+def time_unit_check(column: str, time: pl.Expr) -> tuple[pl.Expr, str, str]:
+    """The (mask, reason, column) check that a time column keeps one unit: the first time that looks like Unix
+    time (>= 1e8) sets the column's unit by its magnitude, and a later one in another band (seconds mixed with
+    milliseconds, say) is refused. Sorting mixed units would put every millisecond event after every second one.
+    Small numbers (ordinals, day counts) are never taken for Unix time. In-memory tables only: the check reads
+    the whole column (the streaming engine checks chunk by chunk and skips it)."""
+    band = pl.sum_horizontal([(time >= edge).cast(pl.Int8) for edge in _UNIT_BANDS])  # 1 s, 2 ms, 3 us, 4 ns
+    unix = time >= _UNIT_BANDS[0]
+    first = band.filter(unix).first()
+    reason = "time value {} is in another unit than the column's first Unix time (seconds and milliseconds mixed?); use one unit per column"
+    return unix & (band != first), reason, column
