@@ -121,6 +121,15 @@ def write_recommendations(
             UnknownIdWarning,
             stacklevel=2,
         )
+    rules = options.get("filters")
+    rows_rules = rules if isinstance(rules, list | tuple) else [rules]
+    if unknown_categories := list(dict.fromkeys(c for f in rows_rules for c in rec.masks.unknown_categories(f))):
+        import warnings
+
+        from llmrec.filters import UnknownCategoryWarning
+
+        shown = ", ".join(unknown_categories)
+        warnings.warn(f"ignored unknown categories: {shown} (no catalogue item has them)", UnknownCategoryWarning, stacklevel=2)
     columns = default_columns(rec) if columns is None else tuple(columns)
     schema = _schema(columns, out.suffix)
     empty = np.zeros(0, dtype=np.int64)

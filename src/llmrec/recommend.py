@@ -325,13 +325,6 @@ class Recommender(IndexedRetrieval):
             h = np.zeros(0, dtype=np.int64)
         return h, ignored, ("popular" if not len(h) and self.histories else None)
 
-    def _history(self, history: list[str] | None, user: str | None) -> np.ndarray:
-        if (history is None) == (user is None):
-            raise ValueError("give exactly one of history= or user=")
-        if history is None and isinstance(user, list | tuple):
-            raise TypeError("user is one raw user id (str); for a list of item ids use history=[...]")
-        return self.encode_history(history) if history is not None else self.user_history(str(user))
-
     # ---- diversity and intent ------------------------------------------------------------------------------
     def _diversify(self, scores: torch.Tensor, k: int, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
         """MMR over each row's top max(N_CANDIDATES, 5k) items -> (scores, item ids), each [B, K], like topk."""
@@ -383,9 +376,11 @@ class Recommender(IndexedRetrieval):
         include_categories: Sequence[str] | None = None,
         exclude_categories: Sequence[str] | None = None,
         include_unavailable: bool = False,
+        strict: bool = False,
     ) -> list[Explanation]:
-        """Recommend (same options as recommend, the business rules included) and explain each item by the
-        history items behind its score.
+        """Recommend (same options as recommend, the business rules and unknown ids included: skipped with an
+        `UnknownIdWarning`, or refused with strict=True) and explain each item by the history items behind its
+        score.
 
         The attribution is of the model's own score (a query blend or diversity re-ranking chooses among
         items, but the model's score is what the history drives). method: "occlusion" (exact) | "gradient".
@@ -406,8 +401,10 @@ class Recommender(IndexedRetrieval):
                 UnknownCategoryWarning,
                 stacklevel=2,
             )
+        h, ignored, fallback = self.resolve_history(history, user, strict=strict)  # unknown ids: as `recommend`
+        _warn_unknown(ignored, user if history is None and str(user) not in self.histories else None, fallback)
         return self.explain_history(
-            self._history(history, user),
+            h,
             filters=rules,
             k=k,
             exclude_seen=exclude_seen,

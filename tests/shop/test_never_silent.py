@@ -74,3 +74,28 @@ def test_python_explain_takes_the_rules_and_the_table_lists_only_cited_items(sho
     assert rows and all(
         "jazz" not in row["categories"] and set(row["because_of"]) <= {c["item_id"] for c in row["contributions"]} for row in rows
     )
+
+
+def test_explain_handles_unknown_ids_as_recommend_does(shop_artifact: Path) -> None:
+    from llmrec.errors import UnknownIdError
+
+    rec = Recommender.load(shop_artifact, device="cpu")
+    known = [rec.raw_ids[i - 1] for i in rec.histories["u01"]][:3]
+    with pytest.warns(llmrec.UnknownIdWarning, match="no-such-sku"):
+        skipped = rec.explain(history=[*known, "no-such-sku"], k=3)
+    assert [e.recommendation.item_id for e in skipped] == [e.recommendation.item_id for e in rec.explain(history=known, k=3)]
+    with pytest.warns(llmrec.UnknownIdWarning, match="unknown user id 'ghost'.*fallback: popular"):
+        ghost = rec.explain(user="ghost", k=2)
+    assert [e.recommendation.item_id for e in ghost] == [r.item_id for r in rec.recommend(history=[], k=2)]
+    with pytest.raises(UnknownIdError):
+        rec.explain(user="ghost", strict=True)
+
+
+def test_batch_warns_about_unknown_categories(shop_artifact: Path, tmp_path: Path) -> None:
+    from llmrec.filters import ItemFilter
+
+    rec = Recommender.load(shop_artifact, device="cpu")
+    with pytest.warns(llmrec.UnknownCategoryWarning, match="ignored unknown categories: Westerns"):
+        llmrec.write_recommendations(
+            rec, ["u01"], tmp_path / "r.csv", k=3, filters=ItemFilter.of(exclude_categories=["Westerns", "JAZZ"])
+        )
