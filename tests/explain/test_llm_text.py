@@ -147,6 +147,11 @@ def test_llm_text_falls_back_to_the_template_and_says_why(tiny_llm: Path, reply:
     assert written.fallback is not None and written.fallback.startswith(problem)
 
 
+def test_llm_text_cut_at_max_tokens_ends_cleanly(tiny_llm: Path) -> None:
+    written = _scripted(tiny_llm, "is a luxurious scrub for dry skin and a").write(REASON)
+    assert written.text.endswith("Tree Hut Shea Sugar Scrub is a luxurious scrub for dry skin.")
+
+
 def test_llm_text_without_the_opening_is_checked_too(tiny_llm: Path) -> None:
     free = _scripted(tiny_llm, "Tree Hut Shea Sugar Scrub suits you, like OPI Nail Lacquer did", opening=False)
     written = free.write(REASON)

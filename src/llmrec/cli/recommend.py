@@ -304,7 +304,10 @@ def _explain(
     console.print(table)
     if llm_text is not False:
         by_llm = sum(e.written_by == "llm" for e in explanations)
-        say(f"reasons written by the LLM: {by_llm} of {len(explanations)}; the template's where its text failed the check:")
-        for e in explanations:
-            if e.fallback:
-                say(f"  rank {e.recommendation.rank}: {e.fallback}")
+        failed = [e for e in explanations if e.fallback]
+        say(
+            f"reasons written by the LLM: {by_llm} of {len(explanations)}"
+            + ("; the template's where its text failed the check:" if failed else "")
+        )
+        for e in failed:
+            say(f"  rank {e.recommendation.rank}: {e.fallback}")

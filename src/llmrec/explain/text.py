@@ -299,12 +299,22 @@ class LLMTextGenerator:
         return self.write(reason).text
 
 
+# Words an unfinished sentence (cut at max_new_tokens) cannot end on: dropped before its full stop is added.
+_DANGLING = frozenset("a an and as at but by for from in into of on or so than that the their to which who with your".split())
+
+
 def _first_sentences(text: str, n: int) -> str:
-    """At most `n` sentences of `text`, on one line; an unfinished last sentence ends with a full stop."""
+    """At most `n` sentences of `text`, on one line; an unfinished last sentence loses its dangling words
+    ("... with a luxurious and") and ends with a full stop."""
     text = " ".join(text.split())
     parts = re.split(r"(?<=[.!?])\s+", text)
     out = " ".join(parts[:n]).strip()
-    return out if not out or out.endswith((".", "!", "?")) else out.rstrip(",;: ") + "."
+    if not out or out.endswith((".", "!", "?")):
+        return out
+    words = out.rstrip(",;: ").split()
+    while len(words) > 1 and words[-1].lower().strip(",;:") in _DANGLING:
+        words.pop()
+    return " ".join(words).rstrip(",;: ") + "."
 
 
 def write_reason(generator: TextGenerator, reason: Reason) -> Rationale:
