@@ -117,7 +117,7 @@ def write_recommendations(
         shown = ", ".join(repr(u) for u in unknown[:5]) + (" …" if len(unknown) > 5 else "")
         served = "the popular items (fallback: popular)" if rec.histories else "the model's scores of an empty history"
         warnings.warn(
-            f"{len(unknown):,} unknown user ids ({shown}) got {served}; strict=True refuses them",
+            f"{len(unknown):,} unknown user ids ({shown}) got {served}; strict=True (--strict) refuses them",
             UnknownIdWarning,
             stacklevel=2,
         )

@@ -506,4 +506,6 @@ def _warn_unknown(ignored: list[str], unknown_user: str | None, fallback: str | 
     if unknown_user is not None:
         notes.append(f"unknown user id {unknown_user!r}: {served}")
     if notes:
-        warnings.warn("; ".join(notes) + " (strict=True refuses unknown ids)", UnknownIdWarning, stacklevel=3)
+        warnings.warn(
+            "; ".join(notes) + " (strict=True, --strict on the command line, refuses unknown ids)", UnknownIdWarning, stacklevel=3
+        )
