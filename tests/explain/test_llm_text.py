@@ -116,6 +116,27 @@ def test_check_forgives_a_prefix_shared_with_a_supported_item() -> None:
     assert check_rationale("Since you bought Burt's Bees Healthy Treatment, OPI Nail Lacquer fits.", reason) is None
 
 
+def test_check_forgives_a_title_inside_a_supported_name_but_not_elsewhere() -> None:
+    castor = ItemInfo("7", "Tropic Isle Living Jamaican Black Castor Oil, 4 Ounce")
+    growth = ItemInfo("8", "Tropic Isle Strong Roots Red Pimento Hair Growth Oil, 4 Ounce")
+    other = ItemInfo("9", "Jamaican Black Castor Oil Treatment - 4 Fl Oz")
+    catalogue = TitleMatcher({i.item_id: i.title for i in (castor, growth, other)})
+    reason = Reason(castor, (growth,), "ecommerce", history=(growth,))
+    inside = "Since you bought Tropic Isle Strong Roots Red Pimento, Tropic Isle Living Jamaican Black Castor Oil fits."
+    assert check_rationale(inside, reason, catalogue) is None
+    beside = "Tropic Isle Living Jamaican Black Castor Oil fits, like Jamaican Black Castor Oil Treatment."
+    assert check_rationale(beside, reason, catalogue) == "names item 9, which the attribution does not support"
+
+
+def test_short_name_decodes_entities_and_drops_a_dangling_word() -> None:
+    assert short_name("Burt's Bees Carrot Nutritive Day Cr&egrave;me, 2 Fluid Ounces") == (
+        "Burt's Bees Carrot Nutritive Day Crème"
+    )
+    assert short_name("Murad Age Reform Time Release Retinol Concentrate for Deep Wrinkles-0.5 oz.") == (
+        "Murad Age Reform Time Release Retinol Concentrate"
+    )
+
+
 def test_llm_text_used_when_it_passes_the_check(tiny_llm: Path) -> None:
     gen = _scripted(tiny_llm, "is a gentle scrub for dry skin. It smells good. It is cheap. It is new.")
     written = gen.write(REASON)
@@ -150,6 +171,16 @@ def test_llm_text_falls_back_to_the_template_and_says_why(tiny_llm: Path, reply:
 def test_llm_text_cut_at_max_tokens_ends_cleanly(tiny_llm: Path) -> None:
     written = _scripted(tiny_llm, "is a luxurious scrub for dry skin and a").write(REASON)
     assert written.text.endswith("Tree Hut Shea Sugar Scrub is a luxurious scrub for dry skin.")
+
+
+def test_a_weak_reason_opens_without_naming_a_history_item(tiny_llm: Path) -> None:
+    gen = _scripted(tiny_llm, "is a popular scrub.")
+    weak = Reason(SCRUB, (), "ecommerce", weak=True, history=(BUTTER,))
+    written = gen.write(weak)
+    assert written == Rationale(
+        "No single product you bought explains it on its own, but Tree Hut Shea Sugar Scrub is a popular scrub.", "llm"
+    )
+    assert "No single past product explains it." in gen.llm.asked[0][0][-1]["content"]  # type: ignore[attr-defined]
 
 
 def test_llm_text_without_the_opening_is_checked_too(tiny_llm: Path) -> None:

@@ -25,6 +25,7 @@ No torch here: transformers (and with it torch) is imported only when an `LLMTex
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -140,6 +141,8 @@ class TemplateGenerator:
 
 # ---- the LLM's text and its check -----------------------------------------------------------------------------
 _WORD = re.compile(r"[a-z0-9]+")
+# Words a name or an unfinished sentence (cut at max_new_tokens) cannot end on: dropped.
+_DANGLING = frozenset("a an and as at but by for from in into of on or so than that the their to which who with your".split())
 
 
 def _words(text: str) -> list[str]:
@@ -148,11 +151,14 @@ def _words(text: str) -> list[str]:
 
 
 def short_name(title: str, max_words: int = 8) -> str:
-    """The part of a title an LLM is shown: up to the first comma (when 3 words or more are left), at most
-    `max_words` words. Always a prefix of the title, so `TitleMatcher` recognises it as that title."""
+    """The part of a title an LLM is shown: HTML entities decoded, up to the first comma (when 3 words or more
+    are left), at most `max_words` words, without a dangling last word ("... Concentrate for")."""
+    title = html.unescape(title)
     head = title.split(",")[0].strip()
-    words = (head if len(head.split()) >= 3 else title).split()
-    return " ".join(words[:max_words])
+    words = (head if len(head.split()) >= 3 else title).split()[:max_words]
+    while len(words) > 1 and words[-1].lower() in _DANGLING:
+        words.pop()
+    return " ".join(words)
 
 
 class TitleMatcher:
@@ -162,7 +168,7 @@ class TitleMatcher:
     Shimmer, 0.5-Fluid Ounce" -> "OPI Nail Lacquer", which is also all the LLM is shown); `n_words` = 4 keeps the
     prefix distinctive on shop catalogues. Items that share the prefix cannot be told apart in a text.
     Titles of fewer than `min_words` words are not looked for in the catalogue (a one-word title such as
-    "Shampoo" would match plain words); items given to `named` explicitly are always looked for."""
+    "Shampoo" would match plain words); items given to `mentions` explicitly are always looked for."""
 
     def __init__(self, titles: dict[str, str | None] | None = None, *, n_words: int = 4, min_words: int = 2) -> None:
         self.n_words = n_words
@@ -177,16 +183,38 @@ class TitleMatcher:
         """The words looked for: the first `n_words` of the title's `short_name` (what an LLM is shown)."""
         return tuple(_words(short_name(title))[: self.n_words])
 
-    def named(self, text: str, items: Sequence[ItemInfo] = ()) -> dict[str, tuple[str, ...]]:
-        """{raw item id: the title prefix found in `text`} over the catalogue and `items`."""
+    def mentions(self, text: str, items: Sequence[ItemInfo] = ()) -> list[tuple[str, tuple[str, ...], range]]:
+        """Every (raw item id, title prefix, word positions in `text`) found, over the catalogue and `items`."""
         words = _words(text)
-        grams = {tuple(words[i : i + n]) for n in range(1, self.n_words + 1) for i in range(len(words) - n + 1)}
-        found = {item_id: key for key, ids in self.keys.items() if key in grams for item_id in ids}
+        keys = {k: set(ids) for k, ids in self.keys.items()}
         for item in items:
             key = self.key(item.title or "")
-            if key and key in grams:
-                found[item.item_id] = key
+            if key:
+                keys.setdefault(key, set()).add(item.item_id)
+        found = []
+        for n in range(1, self.n_words + 1):
+            for i in range(len(words) - n + 1):
+                gram = tuple(words[i : i + n])
+                for item_id in sorted(keys.get(gram, ())):
+                    found.append((item_id, gram, range(i, i + n)))
         return found
+
+    def named(self, text: str, items: Sequence[ItemInfo] = ()) -> dict[str, tuple[str, ...]]:
+        """{raw item id: the title prefix found in `text`} over the catalogue and `items`."""
+        return {item_id: key for item_id, key, _ in self.mentions(text, items)}
+
+
+def _covered(text: str, names: Sequence[str]) -> set[int]:
+    """Word positions of `text` inside an occurrence of one of `names` (each compared as words)."""
+    words = _words(text)
+    out: set[int] = set()
+    for name in names:
+        target = _words(name)
+        n = len(target)
+        for i in range(len(words) - n + 1) if n else ():
+            if words[i : i + n] == target:
+                out.update(range(i, i + n))
+    return out
 
 
 @dataclass(frozen=True)
@@ -201,21 +229,26 @@ class Rationale:
 def check_rationale(text: str, reason: Reason, matcher: TitleMatcher | None = None) -> str | None:
     """None when `text` names the recommended item and no item beyond what the attribution supports (the
     recommended item and `reason.causes`); otherwise why not. Checked against the catalogue (`matcher`) and the
-    reason's own items (history, causes, item): a title prefix found in the text passes only when a supported
-    item has it too."""
+    reason's own items (history, causes, item). A title prefix found in the text is not counted against it when a
+    supported item's prefix is the same words (the two cannot be told apart), or when it lies inside a supported
+    item's name as the text writes it ("Tropic Isle Living Jamaican Black Castor Oil" holds the title "Jamaican
+    Black Castor Oil Treatment" of another item)."""
     if len(_words(text)) < 3:
         return "the text is empty"
     matcher = matcher or TitleMatcher()
-    supported = {reason.item.item_id, *(c.item_id for c in reason.causes)}
-    supported_keys = {matcher.key(i.title or "") for i in (reason.item, *reason.causes)}
+    supported_items = (reason.item, *reason.causes)
+    supported = {i.item_id for i in supported_items}
+    supported_keys = {matcher.key(i.title or "") for i in supported_items}
+    covered = _covered(text, [short_name(i.title) for i in supported_items if i.title])
     shown = (*reason.history, *reason.causes, reason.item)
-    named = matcher.named(text, shown)
-    if reason.item.title and reason.item.item_id not in named:
+    mentions = matcher.mentions(text, shown)
+    if reason.item.title and reason.item.item_id not in {item_id for item_id, _, _ in mentions}:
         return "the text does not name the recommended item"
-    for item_id, key in sorted(named.items()):
-        if item_id not in supported and key not in supported_keys:
-            title = next((i.title for i in shown if i.item_id == item_id), None)
-            return f"names item {item_id}" + (f" ({title})" if title else "") + ", which the attribution does not support"
+    for item_id, key, where in mentions:
+        if item_id in supported or key in supported_keys or set(where) <= covered:
+            continue
+        title = next((i.title for i in shown if i.item_id == item_id), None)
+        return f"names item {item_id}" + (f" ({title})" if title else "") + ", which the attribution does not support"
     return None
 
 
@@ -274,7 +307,7 @@ class LLMTextGenerator:
             opening = f"Since you {p.past} {_join(causes)}, {item}"
         else:
             lines.append(f"No single past {p.noun} explains it.")
-            opening = item
+            opening = f"No single {p.noun} you {p.past} explains it on its own, but {item}"
         lines.append(f"Say in one sentence why {item} suits the customer.")
         system = "You are a shop assistant. Answer in one short sentence, using only the facts given."
         return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(lines)}], (
@@ -297,10 +330,6 @@ class LLMTextGenerator:
 
     def generate(self, reason: Reason) -> str:
         return self.write(reason).text
-
-
-# Words an unfinished sentence (cut at max_new_tokens) cannot end on: dropped before its full stop is added.
-_DANGLING = frozenset("a an and as at but by for from in into of on or so than that the their to which who with your".split())
 
 
 def _first_sentences(text: str, n: int) -> str:
