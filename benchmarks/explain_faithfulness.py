@@ -9,6 +9,9 @@ Usage: python benchmarks/explain_faithfulness.py MODEL_DIR OUT_DIR [--users 300]
   with more than `--curve-steps` items in the model's window are cases (the others are skipped and counted):
   on ml-100k that is every user; on beauty (median validation history: 4 items) `--curve-steps 10` keeps the
   long-history minority, and `--curve-steps 2` keeps every history of 3 or more items.
+- Reason-naming share: of the top-5 explanations `Recommender.explain` gives the sampled users (their whole stored
+  histories, as served), how many name a history item (``Explanation.cited`` not empty), overall and by the
+  number of items in the model's window (1-3, 4-10, 11+).
 - Latency of occlusion (and gradient × input) for one 50-item history, explaining the top-5 items: median of
   50 runs after 5 warm-up runs.
 Writes OUT_DIR/explain.json.
@@ -81,6 +84,23 @@ def main() -> None:
             f"drop top-2 {r.mean_drop_attributed:.3f}",
             f"random {r.mean_drop_random:.3f}",
         )
+
+    served = [rec.histories[u] for u in sorted(rec.histories)]
+    served = [served[i] for i in sorted(pick)]
+    naming: dict[str, list[int]] = {"1-3": [0, 0], "4-10": [0, 0], "11+": [0, 0]}
+    for h in served:
+        w = min(len(h), rec.max_seq_len)
+        bucket = "1-3" if w <= 3 else "4-10" if w <= 10 else "11+"
+        explained = rec.explain_history(h, k=5)
+        naming[bucket][0] += sum(bool(e.cited) for e in explained)
+        naming[bucket][1] += len(explained)
+    named, total = sum(v[0] for v in naming.values()), sum(v[1] for v in naming.values())
+    results["naming_share_top5"] = {
+        "all": round(named / max(1, total), 4),
+        **{f"window {b}": round(v[0] / v[1], 4) if v[1] else None for b, v in naming.items()},
+        "explanations": total,
+    }
+    print("share of top-5 explanations that name an item:", json.dumps(results["naming_share_top5"]))
 
     h50 = next(h for h in valid if len(h) >= 50)[-50:]
     top5 = rec.score_batch([h50])[0].topk(5).indices.numpy()
