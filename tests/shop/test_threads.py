@@ -24,9 +24,9 @@ COMPUTING = [
 ]
 
 
-@pytest.mark.parametrize("command", COMPUTING)
+@pytest.mark.parametrize("command", [*COMPUTING, "data prepare"])
 def test_every_computing_command_takes_threads(command: str) -> None:
-    r = runner.invoke(app, [command, "--help"])
+    r = runner.invoke(app, [*command.split(), "--help"])
     assert r.exit_code == 0 and "--threads" in r.output
 
 

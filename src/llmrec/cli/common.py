@@ -150,5 +150,17 @@ def use_threads(threads: int) -> None:
             faiss.omp_set_num_threads(threads)
 
 
+def use_data_threads(threads: int) -> None:
+    """``data prepare --threads``: Polars' thread pool is sized once, when Polars is first imported, so the count goes
+    into POLARS_MAX_THREADS before that (the CLI imports Polars only inside commands); 0 leaves Polars' default."""
+    import os
+    import sys
+
+    if threads < 0 or threads > 4096:
+        raise ValueError(f"--threads must be in 0..4096 (0 = the default), got {threads}")
+    if threads and "polars" not in sys.modules:
+        os.environ["POLARS_MAX_THREADS"] = str(threads)
+
+
 DATASET_HELP = "A prepared dataset folder, or a registry name (prepared with the defaults next to the model)."
 DEVICE_HELP = "auto | cpu | cuda (auto: CUDA when available)."

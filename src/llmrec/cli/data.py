@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from llmrec.cli.common import console, fmt_int, fmt_num, say, stages, user_errors, warnings_as_lines
+from llmrec.cli.common import console, fmt_int, fmt_num, say, stages, use_data_threads, user_errors, warnings_as_lines
 from llmrec.errors import ChecksumError, DatasetNotFoundError
 
 if TYPE_CHECKING:
@@ -128,9 +128,11 @@ def data_prepare(
             "glob). Default: streaming for a directory, a glob or files over 1 GiB, else in memory. Same output.",
         ),
     ] = None,
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads for reading and preparing (Polars); 0 = all cores.")] = 0,
 ) -> None:
     """Read a dataset (by name, or your own files), filter, split, and save it as a prepared dataset."""
     with user_errors(), warnings_as_lines():
+        use_data_threads(threads)
         if (dataset is None) == (events is None):
             raise ValueError("give exactly one of --dataset NAME or --events FILE")
         if dataset is not None and (fmt or items or columns or item_columns):
