@@ -322,48 +322,64 @@ def test_recommend_needs_exactly_one_of_user_or_history(args: list[str], popular
 
 
 # ---- tune ----------------------------------------------------------------------------------------------------------
-def _tune_then_train(data: Path, tmp_path: Path) -> dict[str, Any]:
+def _tune_then_train(data: Path, tmp_path: Path, model: str = "next-item-lm") -> dict[str, Any]:
     best = tmp_path / "best.toml"
-    args = ["--model", "next-item-lm", "--dataset", data, "--out", best, "--trials", "2", "--budget-minutes", "1"]
+    args = ["--model", model, "--dataset", data, "--out", best, "--trials", "2", "--budget-minutes", "1"]
     result = _invoke("tune", *args, *TWO_EPOCHS, *TINY)
     assert result.exit_code == 0, result.output
     assert "after 2 trials" in result.stdout
     sections = tomllib.loads(best.read_text())
     assert set(sections) == {"model", "train"}
     assert sections["train"]["epochs"] == 2  # the base config survives the search
+    assert f"llmrec train --model {model} --config best.toml" in best.read_text()
 
-    result = _train(data, tmp_path / "model", "next-item-lm", "--config", best)
+    result = _train(data, tmp_path / "model", model, "--config", best)
     assert result.exit_code == 0, result.output
-    assert _json(tmp_path / "model" / "config.json")["d_model"] == sections["model"]["d_model"]
+    config = _json(tmp_path / "model" / "config.json")
+    assert config["model_type"] == model and config["d_model"] == sections["model"]["d_model"]
+    assert config["dropout"] == sections["model"]["dropout"]  # the searched value is the one trained
     return sections
 
 
-def test_tune_writes_a_config_that_train_accepts(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _tiny_space(model: str) -> dict[str, Any]:
+    """One value per size keeps the trials tiny; every kind of parameter (categorical, float, log) still runs."""
+    from llmrec.models.spec import SearchParam
+
+    shared = {"dropout": SearchParam("model", "float", 0.1, 0.2), "lr": SearchParam("train", "float", 1e-3, 1e-2, log=True)}
+    if model == "tvrec":
+        return {"n_basis": SearchParam("model", "categorical", choices=(4,)), **shared}
+    return {
+        "d_model": SearchParam("model", "categorical", choices=(16,)),
+        "n_layers": SearchParam("model", "categorical", choices=(1,)),
+        **shared,
+    }
+
+
+@pytest.mark.parametrize("model", ["next-item-lm", "tvrec"])
+def test_tune_writes_a_config_that_train_accepts(model: str, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("optuna")
     import llmrec.tune
 
-    # One value per size keeps the trials tiny; every kind of parameter (categorical, float, log) still runs.
-    tiny_space = {
-        "d_model": ("model", "categorical", [16]),
-        "n_layers": ("model", "categorical", [1]),
-        "dropout": ("model", "float", (0.1, 0.2)),
-        "lr": ("train", "log", (1e-3, 1e-2)),
-    }
-    monkeypatch.setattr(llmrec.tune, "search_space", lambda model: tiny_space)
-    sections = _tune_then_train(data, tmp_path)
-    model, train = sections["model"], sections["train"]
-    assert (model["d_model"], model["n_layers"], model["n_heads"], model["d_ff"]) == (16, 1, 2, 64)
-    assert model["max_seq_len"] == 8  # from the base --set, not searched
-    assert 0.1 <= model["dropout"] <= 0.2 and 1e-3 <= train["lr"] <= 1e-2
+    monkeypatch.setattr(llmrec.tune, "search_space", lambda _model: _tiny_space(model))
+    sections = _tune_then_train(data, tmp_path, model)
+    params, train = sections["model"], sections["train"]
+    assert params["max_seq_len"] == 8  # from the base --set, not searched
+    assert 0.1 <= params["dropout"] <= 0.2 and 1e-3 <= train["lr"] <= 1e-2
+    if model == "tvrec":
+        assert params["n_basis"] == 4 and params["emb_dropout"] == params["dropout"]  # TV-Rec's one hidden dropout
+        assert (train["batch_size"], train["adam_beta2"], train["examples"]) == (256, 0.999, "prefixes")  # its recipe
+        assert _json(tmp_path / "model" / "config.json")["n_basis"] == 4
+    else:
+        assert (params["d_model"], params["n_layers"], params["n_heads"], params["d_ff"]) == (16, 1, 2, 64)
 
 
 def test_tune_with_the_real_search_space(data: Path, tmp_path: Path) -> None:
     # d_model up to 128 and 3 layers, but 20 users and 2 epochs: still well under a second per trial.
     pytest.importorskip("optuna")
-    from llmrec.tune import SEARCH_SPACE
+    from llmrec.models.next_item_lm import SEARCH_SPACE
 
     sections = _tune_then_train(data, tmp_path)
-    assert sections["model"]["d_model"] in SEARCH_SPACE["d_model"][2]
+    assert sections["model"]["d_model"] in SEARCH_SPACE["d_model"].choices
 
 
 def test_map_cold_items_writes_a_mapped_copy_that_recommends(data: Path, lm: Path, tmp_path: Path) -> None:

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from llmrec.data import PreparedDataset
+from llmrec.models.spec import SearchParam
 
 SPACE = {
-    "d_model": ("model", "categorical", [16]),
-    "dropout": ("model", "float", (0.0, 0.2)),
-    "lr": ("train", "log", (1e-3, 1e-2)),
+    "d_model": SearchParam("model", "categorical", choices=(16,)),
+    "dropout": SearchParam("model", "float", 0.0, 0.2),
+    "lr": SearchParam("train", "float", 1e-3, 1e-2, log=True),
 }
 
 

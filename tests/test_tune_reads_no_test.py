@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmrec.data import PreparedDataset
+from llmrec.models.spec import SearchParam
 
 POISON_OFFSET = 1000  # an item id far outside the catalogue: any use of it (training, ranking, counting) fails
 
@@ -65,7 +66,10 @@ def test_tune_runs_on_poisoned_test_targets_without_reading_them(
     import llmrec.tune
     from llmrec.training import TrainConfig
 
-    space = {"d_model": ("model", "categorical", [16]), "lr": ("train", "log", (1e-3, 1e-2))}
+    space = {
+        "d_model": SearchParam("model", "categorical", choices=(16,)),
+        "lr": SearchParam("train", "float", 1e-3, 1e-2, log=True),
+    }
     base = TrainConfig(epochs=1, progress=False)
     summary = llmrec.tune.tune(
         poisoned,
@@ -88,7 +92,10 @@ def test_tune_command_on_poisoned_test_targets(
     import llmrec.tune
     from llmrec.cli import app
 
-    space = {"d_model": ("model", "categorical", [16]), "lr": ("train", "log", (1e-3, 1e-2))}
+    space = {
+        "d_model": SearchParam("model", "categorical", choices=(16,)),
+        "lr": SearchParam("train", "float", 1e-3, 1e-2, log=True),
+    }
     monkeypatch.setattr(llmrec.tune, "search_space", lambda model: space)
     data = poisoned.save(tmp_path / "data")
     args = ["tune", "--model", "next-item-lm", "--dataset", str(data), "--out", str(tmp_path / "best.toml"), "--trials", "1"]

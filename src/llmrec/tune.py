@@ -1,19 +1,24 @@
 """Hyperparameter search with Optuna on the validation metric (never the test targets), for any model that
 declares what to search.
 
-A model file declares its search space (`llmrec.models.spec.ModelSpec.search_space`: name -> section, kind, choices
-or range; ``search_derived``: the settings that follow from a sampled point). The default TV-Rec searches its
-hidden dropout, basis kernels, learning rate and cosine horizon; the next-item LM its width, depth, dropouts,
-learning rate and weight decay. Each trial trains the model with the sampled settings, laid over the model's
-recipe (`ModelSpec.train_defaults`) and the base config, on the training events, and scores it on the validation
-targets only (`fit` reads `train_sequences()` and `eval_examples("valid")`; a test with poisoned test targets
-checks that nothing else is read). Trials skip the refit on train + valid: the objective is the selection run's
-validation metric, and the refit would double each trial's cost; the written config keeps the base
-``refit_on_valid``. The validation metric is reported to Optuna after every epoch so the median pruner stops poor
-trials early. The study runs until `n_trials` or the wall-time budget is spent (a trial is given what is left of
-the budget as its ``max_minutes``), and the best parameters are written as a TOML file that ``llmrec train --model
-NAME --config`` takes. ``on_trial`` hears one line per finished trial (its number, value or pruning, the best so
-far, seconds and parameters): what ``llmrec tune`` prints on stderr as the search goes.
+A model file declares its search space (`llmrec.models.spec.ModelSpec.search_space`: setting name ->
+`SearchParam`, its section, kind and range or choices; ``search_derived``: the settings that follow from a sampled
+point). The default TV-Rec searches its hidden dropout (emb_dropout follows), basis kernels, history length
+(max_seq_len), learning rate and cosine horizon (epochs); BSARec its mix α, cut-off c, dropout and learning rate;
+the next-item LM (and its sasrec preset) its width, depth, dropouts, learning rate and weight decay; a model
+without a space (most-popular, item-knn, the T5) is refused, naming those that have one (`tunable_models`).
+
+Each trial trains the model with the sampled settings, laid over the base config and the model's recipe (its
+presets and `ModelSpec.train_defaults`, layered as ``llmrec train`` does: `llmrec.experiment.check_settings`), on
+the training events, and scores it on the validation targets only (`fit` reads `train_sequences()` and
+`eval_examples("valid")`; a test with poisoned test targets checks that nothing else is read). Trials skip the
+refit on train + valid: the objective is the selection run's validation metric, and the refit would double each
+trial's cost; the written config keeps the base ``refit_on_valid``. The validation metric is reported to Optuna
+after every epoch so the median pruner stops poor trials early. The study runs until `n_trials` or the wall-time
+budget is spent (a trial is given what is left of the budget as its ``max_minutes``), and the best parameters are
+written as a TOML file that ``llmrec train --model NAME --config`` takes. ``on_trial`` hears one line per finished
+trial (its number, value or pruning, the best so far, seconds and parameters): what ``llmrec tune`` prints on
+stderr as the search goes.
 """
 
 from __future__ import annotations
@@ -31,14 +36,13 @@ from llmrec.config import check_range, dump_toml
 from llmrec.data.dataset import PreparedDataset
 from llmrec.models import DEFAULT_MODEL, training_names
 from llmrec.models.base import Trainable
-from llmrec.models.next_item_lm import SEARCH_SPACE  # the LM's space (as before; each model file declares its own)
-from llmrec.models.spec import SEARCH_KINDS, SearchDim
-from llmrec.training.fit import fit
+from llmrec.models.spec import SearchParam, SearchValue
+from llmrec.training.fit import check_examples, fit
 from llmrec.training.loop import TrainConfig
 from llmrec.training.memory import check_training_memory
 from llmrec.training.recipes import recipe
 
-__all__ = ["SEARCH_SPACE", "search_space", "trial_line", "tune"]
+__all__ = ["search_space", "trial_line", "tunable_models", "tune"]
 
 
 class _PruneCallback:
@@ -54,27 +58,72 @@ class _PruneCallback:
             raise optuna.TrialPruned()
 
 
-def search_space(model: str) -> Mapping[str, SearchDim]:
+def search_space(model: str) -> Mapping[str, SearchParam]:
     """The search space that training name `model` declares (its spec's `search_space`); a ValueError naming the
     models that have one when it declares none or cannot be tuned (a model with its own fit)."""
     spec = recipe(model).spec  # an unknown name is refused, naming the known ones
-    space = spec.search_space
-    if not space or spec.fit is not None or spec.build is None:
-        tunable = [n for n in training_names() if recipe(n).spec.search_space and recipe(n).spec.fit is None]
-        raise ValueError(f"model {model!r} declares no search space for llmrec tune; tunable: {', '.join(tunable)}")
-    for name, (section, kind, _) in space.items():
-        if section not in ("model", "train") or kind not in SEARCH_KINDS:
-            raise ValueError(f"{model} search space: {name} has section {section!r} / kind {kind!r}")
-    return space
+    if not _tunable(model):
+        raise ValueError(f"model {model!r} declares no search space for llmrec tune; tunable: {', '.join(tunable_models())}")
+    return spec.search_space
 
 
-def _largest(space: Mapping[str, SearchDim]) -> dict[str, dict[str, Any]]:
-    """The point with every categorical setting at its largest choice (the memory check's worst case)."""
+def tunable_models() -> list[str]:
+    """The training names `llmrec tune` accepts: those whose model file declares a search space and that the generic
+    loop trains."""
+    return [name for name in training_names() if _tunable(name)]
+
+
+def _tunable(name: str) -> bool:
+    spec = recipe(name).spec
+    return bool(spec.search_space) and spec.fit is None and spec.build is not None
+
+
+def _point(space: Mapping[str, SearchParam], values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Sampled values split by section: {"model": {...}, "train": {...}}."""
     out: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
-    for name, (section, kind, spec) in space.items():
-        if kind == "categorical":
-            out[section][name] = max(spec)
+    for name, value in values.items():
+        out[space[name].section][name] = value
     return out
+
+
+def _check_space(
+    model: str, space: Mapping[str, SearchParam], base_model: dict[str, Any], base_train: TrainConfig
+) -> tuple[dict[str, Any], TrainConfig]:
+    """Every edge of every searched setting (the ends of a range, each choice) with the base settings passes the
+    config checks, so no trial fails on a setting; returns the largest point's [model] settings and [train] config
+    (every size at its largest: what the memory check assumes)."""
+    chosen = recipe(model)
+    derive = chosen.spec.search_derived or (lambda _point: {})
+
+    def settings(values: Mapping[str, Any]) -> tuple[dict[str, Any], TrainConfig]:
+        point = _point(space, values)
+        params = {**base_model, **point["model"], **derive(point["model"])}
+        try:
+            chosen.check(params)  # unknown or out-of-range [model] keys, by name
+            return params, replace(base_train, **point["train"])
+        except (TypeError, ValueError) as err:  # TypeError: a [train] name TrainConfig lacks
+            raise ValueError(f"{model} search space with the base settings, at {_show(values)}: {err}") from None
+
+    for name, param in space.items():
+        for value in param.edges():
+            settings({name: value})
+    largest = {name: v for name, p in space.items() if (v := p.largest()) is not None}
+    return settings(largest)
+
+
+def _show(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()) or "the base"
+
+
+def _suggest(trial: Any, name: str, param: SearchParam) -> SearchValue:
+    """The trial's value of one setting (Optuna's suggest_* for the parameter's kind)."""
+    if param.kind == "categorical":
+        value: SearchValue = trial.suggest_categorical(name, list(param.choices))
+    elif param.kind == "int":
+        value = trial.suggest_int(name, int(param.low), int(param.high), log=param.log)
+    else:
+        value = trial.suggest_float(name, param.low, param.high, log=param.log)
+    return value
 
 
 def tune(
@@ -90,15 +139,17 @@ def tune(
     use_attributes: bool = True,
     force: bool = False,
     on_trial: Callable[[str], None] | None = None,
-    space: Mapping[str, SearchDim] | None = None,
+    space: Mapping[str, SearchParam] | None = None,
 ) -> dict[str, Any]:
     """Run the study for training name `model`; returns {"model", "best_value", "best_params", "trials"} and writes
     `out` (TOML) when given.
 
     base_train: the [train] config the searched keys override (None: the model's recipe, as ``llmrec train``
-    would run it); base_model: [model] keys kept unless searched. space: the search space (None: the one `model`
-    declares, `search_space`). n_trials (1..100,000) and budget_minutes (> 0) are checked first, then the
-    settings of the largest point and its peak memory against the machine's (`llmrec.training.memory`; force:
+    would run it; to change some keys of the recipe pass ``check_settings(model, {"train": {...}}).train`` from
+    `llmrec.experiment`); base_model: [model] keys kept unless searched (the
+    model's presets lie under them). space: the search space (None: the one `model` declares, `search_space`).
+    n_trials (1..100,000) and budget_minutes (> 0) are checked first, then every edge of the space with the base
+    settings, then the largest point's peak memory against the machine's (`llmrec.training.memory`; force:
     search anyway).
     """
     check_range("n_trials", n_trials, 1, 100_000)
@@ -107,7 +158,7 @@ def tune(
 
     chosen = recipe(model)
     spec = chosen.spec
-    declared = search_space(model)
+    declared = search_space(model)  # refuses a model that cannot be tuned, naming those that can
     space = declared if space is None else space
     derive = spec.search_derived or (lambda _point: {})
     base_model = {**chosen.presets, **(base_model or {})}
@@ -115,26 +166,16 @@ def tune(
         from llmrec.experiment import check_settings
 
         base_train = check_settings(model, {"model": base_model}, progress=False).train
-    largest = _largest(space)
-    worst = {**base_model, **largest["model"], **derive(largest["model"]), "use_attributes": use_attributes}
-    chosen.check(worst)  # unknown or out-of-range [model] keys, by name
+    check_examples(spec, base_train.examples)  # e.g. TV-Rec trains on prefixes only (its recipe says so)
+    worst, worst_train = _check_space(model, space, {**base_model, "use_attributes": use_attributes}, base_train)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if chosen.estimate is not None:
-        worst_train = replace(base_train, **largest["train"])
         check_training_memory(chosen.estimate(dataset, worst, worst_train, device), device=device, force=force)
     metric = base_train.metric
     started = time.perf_counter()
 
     def objective(trial: optuna.Trial) -> float:
-        point: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
-        for name, (section, kind, choices) in space.items():
-            if kind == "categorical":
-                v = trial.suggest_categorical(name, choices)
-            elif kind == "log":
-                v = trial.suggest_float(name, choices[0], choices[1], log=True)
-            else:
-                v = trial.suggest_float(name, choices[0], choices[1])
-            point[section][name] = v
+        point = _point(space, {name: _suggest(trial, name, param) for name, param in space.items()})
         model_p = {**base_model, **point["model"], **derive(point["model"])}
         remaining = budget_minutes - (time.perf_counter() - started) / 60
         cfg = replace(base_train, **point["train"], progress=False, max_minutes=max(0.5, remaining), refit_on_valid=False)
@@ -151,11 +192,10 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # before create_study, which logs at INFO
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     study.optimize(objective, n_trials=n_trials, timeout=budget_minutes * 60, callbacks=[report])
-    best = study.best_trial.params
-    best_model = {k: v for k, v in best.items() if space[k][0] == "model"}
-    model_best = {**base_model, **best_model, **derive(best_model)}
+    best = _point(space, study.best_trial.params)
+    model_best = {**base_model, **best["model"], **derive(best["model"])}
     train_best = {k: v for k, v in asdict(base_train).items() if k not in ("progress", "max_minutes")}
-    train_best.update({k: v for k, v in best.items() if space[k][0] == "train"})
+    train_best.update(best["train"])
     summary = {
         "model": model,
         "best_value": study.best_value,

@@ -11,6 +11,7 @@ import pytest
 
 from llmrec.data import PreparedDataset
 from llmrec.data.sequences import training_windows
+from llmrec.models.spec import SearchParam
 from llmrec.training import TrainConfig, build_model, callbacks, train_loop
 
 TINY_MODEL = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
@@ -57,7 +58,10 @@ def test_tune_reports_each_trial_as_it_ends(tiny_prepared: PreparedDataset, monk
     pytest.importorskip("optuna")
     import llmrec.tune
 
-    space = {"d_model": ("model", "categorical", [16]), "lr": ("train", "log", (1e-3, 1e-2))}
+    space = {
+        "d_model": SearchParam("model", "categorical", choices=(16,)),
+        "lr": SearchParam("train", "float", 1e-3, 1e-2, log=True),
+    }
     lines: list[str] = []
     base = TrainConfig(epochs=1, batch_size=8, progress=False)
     summary: dict[str, Any] = llmrec.tune.tune(

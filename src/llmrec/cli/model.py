@@ -351,7 +351,10 @@ def tune_cmd(
     dataset: Annotated[str, typer.Option(help=DATASET_HELP)],
     out: Annotated[Path, typer.Option(help="Best config file to write (TOML, for `llmrec train --model M --config`).")],
     model: Annotated[
-        str, typer.Option(help="The model to tune: any whose model file declares a search space (tvrec, next-item-lm, ...).")
+        str,
+        typer.Option(
+            help="The model to tune: one whose model file declares a search space (tvrec, bsarec, next-item-lm, sasrec)."
+        ),
     ] = DEFAULT_MODEL,
     trials: Annotated[int, typer.Option(help="Maximum number of trials.")] = 20,
     budget_minutes: Annotated[float, typer.Option(help="Wall-time budget for the whole search.")] = 60.0,

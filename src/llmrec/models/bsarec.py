@@ -33,14 +33,17 @@ Differences from the paper:
   its batch. (``rfft(n=N)`` appends the zeros after the L columns rather than before them; the filter is a
   circular convolution, so this shifts its output without changing it, and the first L columns are kept.)
 - Positions count real items from the start of the history (as in the LM), not slots of the padded window.
-- β starts at 1 (the filter branch starts as the identity) and α is a config value, not tuned per dataset here.
+- β starts at 1 (the filter branch starts as the identity) and α is a config value; the paper picks α and c per
+  dataset, which ``llmrec tune --model bsarec`` searches (`SEARCH_SPACE`).
 - The LM's options carry over: item attributes / text on the item table, rotary positions, sampled or
   SASRec-style losses (the paper trains with the full softmax, the default).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,9 +51,9 @@ from torch import nn
 from llmrec.config import SettingError, check_range
 from llmrec.models.item_sequence import ItemSequenceConfig, ItemSequenceModel
 from llmrec.models.layers import Rope, attend, causal_padding_mask
-from llmrec.models.spec import ModelSpec
+from llmrec.models.spec import ModelSpec, SearchParam
 
-__all__ = ["SPEC", "BSARec", "BSARecConfig"]
+__all__ = ["SEARCH_SPACE", "SPEC", "BSARec", "BSARecConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,5 +137,30 @@ class BSARec(ItemSequenceModel):
         return h
 
 
+# `llmrec tune`'s search (`ModelSpec.search_space`): the paper's grid (α in 0.1..0.9, c in {1, 3, 5, 7, 9}; Beauty:
+# α 0.7, c 5, lr 5e-4; its README), its hidden dropout and the learning rate around the paper's 5e-4 and 1e-3.
+SEARCH_SPACE = {
+    "alpha": SearchParam("model", "float", 0.1, 0.9),
+    "c": SearchParam("model", "categorical", choices=(1, 3, 5, 7, 9)),
+    "dropout": SearchParam("model", "float", 0.1, 0.5),
+    "lr": SearchParam("train", "float", 2e-4, 2e-3, log=True),
+}
+
+
+def _searched_dropout(point: Mapping[str, Any]) -> dict[str, Any]:
+    """The paper's code (after FMLP-Rec) has one hidden dropout, on the embeddings too: emb_dropout follows it."""
+    return {"emb_dropout": point["dropout"]} if "dropout" in point else {}
+
+
 # Not causal (its filter mixes all positions): trained on one target per example, at the last position.
-SPEC = ModelSpec("bsarec", BSARec, BSARecConfig, BSARec.build, examples=("prefixes",), features=True, estimate_memory=True)
+SPEC = ModelSpec(
+    "bsarec",
+    BSARec,
+    BSARecConfig,
+    BSARec.build,
+    examples=("prefixes",),
+    features=True,
+    estimate_memory=True,
+    search_space=SEARCH_SPACE,
+    search_derived=_searched_dropout,
+)

@@ -24,7 +24,7 @@ from torch import nn
 
 from llmrec.models.item_sequence import ItemSequenceConfig, ItemSequenceModel, RecOutput
 from llmrec.models.layers import PreLNBlock, causal_padding_mask, positions
-from llmrec.models.spec import ModelSpec
+from llmrec.models.spec import ModelSpec, SearchParam
 
 __all__ = ["SASREC", "SEARCH_SPACE", "SPEC", "NextItemLM", "NextItemLMConfig", "RecOutput", "positions"]
 
@@ -66,12 +66,12 @@ SASREC = dict(loss="bce", n_heads=1, d_ff=64, dropout=0.5, emb_dropout=0.5, pos_
 
 # `llmrec tune`'s search (`ModelSpec.search_space`); kept small: each trial is a full training run.
 SEARCH_SPACE = {
-    "d_model": ("model", "categorical", [64, 128]),
-    "n_layers": ("model", "categorical", [1, 2, 3]),
-    "dropout": ("model", "float", (0.1, 0.5)),
-    "emb_dropout": ("model", "float", (0.1, 0.6)),
-    "lr": ("train", "log", (3e-4, 5e-3)),
-    "weight_decay": ("train", "log", (1e-4, 0.3)),
+    "d_model": SearchParam("model", "categorical", choices=(64, 128)),
+    "n_layers": SearchParam("model", "categorical", choices=(1, 2, 3)),
+    "dropout": SearchParam("model", "float", 0.1, 0.5),
+    "emb_dropout": SearchParam("model", "float", 0.1, 0.6),
+    "lr": SearchParam("train", "float", 3e-4, 5e-3, log=True),
+    "weight_decay": SearchParam("train", "float", 1e-4, 0.3, log=True),
 }
 
 

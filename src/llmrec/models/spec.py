@@ -14,9 +14,9 @@ protocols of `llmrec.models.base`, never a class or a name:
 - ``train_defaults``: the ``[train]`` settings the model is trained with unless the user sets them (its recipe: batch
   size, learning rate, optimizer, horizon), laid over the library's `TrainConfig` defaults and under the user's
   ``[train]`` section, so that ``llmrec train --model NAME`` alone runs the recipe its numbers were measured with.
-- ``search_space``: what ``llmrec tune`` searches for this model (name -> section, kind, choices or range), and
-  ``search_derived``: the settings that follow from a sampled point (the LM's d_ff = 4 × d_model); a model without
-  a search space is refused by tune.
+- ``search_space``: what ``llmrec tune`` searches for this model (setting name -> `SearchParam`: its section, kind
+  and range or choices), and ``search_derived``: the ``[model]`` settings that follow from a sampled point (the LM's
+  d_ff = 4 × d_model, TV-Rec's emb_dropout = dropout); a model without a search space is refused by tune.
 - ``fit``: for models that are not trained by gradient descent (most-popular, item-kNN) or train their own way
   (the T5 with its semantic ids), their own fit; ``None`` means the generic fit (`llmrec.training.recipes`), which
   selects the epoch count on validation and refits (`llmrec.training.refit.select_then_refit`).
@@ -41,14 +41,59 @@ if TYPE_CHECKING:
     from llmrec.data.dataset import PreparedDataset
     from llmrec.models.base import RecModel
 
-__all__ = ["DERIVED_SIZES", "SEARCH_KINDS", "DatasetMeta", "Examples", "FitInput", "ModelSpec", "SearchDim", "sized"]
+__all__ = ["DERIVED_SIZES", "DatasetMeta", "Examples", "FitInput", "ModelSpec", "SearchParam", "SearchValue", "sized"]
 
 Examples = Literal["windows", "prefixes"]
 C = TypeVar("C", bound="DataclassInstance")
 
-# One searched setting: (section "model" | "train", kind, choices for "categorical" or (low, high) for "float" / "log").
-SearchDim = tuple[str, str, Any]
-SEARCH_KINDS = ("categorical", "float", "log")
+SearchValue = bool | int | float | str  # a value a searched setting takes (a TOML scalar)
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One setting ``llmrec tune`` searches: the config section it belongs to, and its range or choices.
+
+    ``kind`` "float" draws from [low, high], "int" an integer from [low, high] (``log``: uniformly in log space, low
+    > 0), "categorical" one of ``choices``. Checked when declared, so a model file with a bad space fails on import.
+    """
+
+    section: Literal["model", "train"]  # [model] (the config dataclass) or [train] (`TrainConfig`)
+    kind: Literal["float", "int", "categorical"]
+    low: float = 0.0  # "float" / "int": the range's ends (closed)
+    high: float = 0.0
+    log: bool = False  # sample uniformly in log space (learning rates, weight decay)
+    choices: tuple[SearchValue, ...] = ()  # "categorical": the values tried
+
+    def __post_init__(self) -> None:
+        if self.section not in ("model", "train"):
+            raise ValueError(f"search section must be 'model' or 'train', got {self.section!r}")
+        if self.kind == "categorical":
+            if not self.choices or self.log:
+                raise ValueError("a categorical search needs choices (and no log)")
+        elif self.kind in ("float", "int"):
+            if self.choices or not self.low <= self.high or (self.log and self.low <= 0):
+                raise ValueError(f"a {self.kind} search needs low <= high (low > 0 with log), got {self.low}..{self.high}")
+            if self.kind == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+                raise ValueError(f"an int search needs whole ends, got {self.low}..{self.high}")
+        else:
+            raise ValueError(f"search kind must be float, int or categorical, got {self.kind!r}")
+
+    def edges(self) -> tuple[SearchValue, ...]:
+        """The values at the space's edges: the two ends of a range, every choice (what a validity check tries)."""
+        if self.kind == "categorical":
+            return self.choices
+        if self.kind == "int":
+            return (int(self.low), int(self.high))
+        return (self.low, self.high)
+
+    def largest(self) -> SearchValue | None:
+        """The largest value of a size-like setting (int ranges, numeric choices; what the memory check assumes), None
+        for a float range or non-numeric choices."""
+        if self.kind == "int":
+            return int(self.high)
+        numbers = [c for c in self.choices if isinstance(c, int | float) and not isinstance(c, bool)]
+        return max(numbers) if self.kind == "categorical" and len(numbers) == len(self.choices) else None
+
 
 # Config fields that come from the dataset's metadata, never from a user (placeholders while settings are checked).
 DERIVED_SIZES: dict[str, int] = {"n_items": 1, "n_attributes": 0, "max_item_attributes": 0, "text_dim": 0}
@@ -126,7 +171,7 @@ class ModelSpec:
     distributed: bool = False  # trains under torchrun / accelerate (data parallel)
     estimate_memory: bool = False  # its peak memory is estimated before training (`llmrec.training.memory`)
     popularity_baseline: bool = False  # it is the most-popular ranking: evaluation does not compare it with itself
-    search_space: Mapping[str, SearchDim] = field(default_factory=dict)  # what `llmrec tune` searches ({}: refused)
+    search_space: Mapping[str, SearchParam] = field(default_factory=dict)  # what `llmrec tune` searches ({}: refused)
     # [model] settings that follow from a sampled point, laid over it (None: nothing follows)
     search_derived: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
 
