@@ -27,7 +27,7 @@ EXAMPLES_PER_MODE = 130  # per operation and mode; operations without inputs sto
 
 # A schema-valid request may still be refused, by design: ids that the model does not know (422 unknown_ids, or
 # 404 for GET /v1/items/{id}), an option the artifact cannot serve (422 not_available: `adapt` without an adapter),
-# neither or both of user_id and history, explain with k > 100, a blank query (422: rules across fields that the
+# explain with k > 100, a blank query (422: rules across fields that the
 # JSON schema does not state). Anything else must be accepted. Invalid data may also be
 # refused for its size (413) before it is read.
 CONFIG = schemathesis.Config.from_dict(

@@ -12,9 +12,9 @@ cannot serve is answered 422 ``not_available``, with the reason.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 __all__ = [
     "MAX_BATCH_REQUESTS",
@@ -48,14 +48,36 @@ MAX_LLM_TEXT_K = 5  # k of a request with llm_text: each reason is ~1-2 s of LLM
 MAX_EXPLAINED_PER_CALL = 16  # default limit of requests of one batch call that ask for `explain`
 
 RawId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
+MAX_INT_ID = 2**53 - 1  # an integer user_id (its decimal text is the id): the integers every JSON reader keeps exact
+# user_id as the server reads it: text, an integer (read as its text), or null (absent)
+_USER_ID_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
+        {"type": "integer", "minimum": -MAX_INT_ID, "maximum": MAX_INT_ID},
+        {"type": "null"},
+    ]
+}
+
+
+# "Exactly one of user_id or history" in the request schema itself, as the server decides it (null is absent): a
+# client generated from the schema, or a fuzzer, then never sends both (or neither) expecting an answer.
+_ONE_OF_USER_OR_HISTORY: dict[str, Any] = {
+    "oneOf": [
+        {"properties": {"user_id": {"type": ["string", "integer"]}}, "required": ["user_id"]},  # not null
+        {"properties": {"history": {"type": "array"}}, "required": ["history"]},
+    ]
+}
 
 
 class RecommendRequest(BaseModel):
     """Exactly one of ``user_id`` (a user the model was trained on) or ``history`` (raw item ids, oldest first)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)  # strict: "k": "3" or true is not an integer
+    # strict: "k": "3" or true is not an integer
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_ONE_OF_USER_OR_HISTORY)
 
-    user_id: RawId | None = Field(None, description="A raw user id known to the model.")
+    user_id: Annotated[RawId | None, WithJsonSchema(_USER_ID_SCHEMA)] = Field(
+        None, description="A raw user id known to the model (an integer is read as its decimal text)."
+    )
     history: list[RawId] | None = Field(
         None,
         max_length=MAX_HISTORY,
@@ -112,8 +134,12 @@ class RecommendRequest(BaseModel):
     @field_validator("user_id", mode="before")
     @classmethod
     def _integer_user(cls, value: object) -> object:
-        """An integer user id (``"user_id": 7``) is read as its string form, "7"."""
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        """An integer user id (``"user_id": 7``) is read as its string form, "7" (|id| <= 2**53 - 1)."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT_ID:
+                raise ValueError(f"an integer user_id is at most {MAX_INT_ID} in size; send a larger one as a string")
+            return str(value)
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> RecommendRequest:
