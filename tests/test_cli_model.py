@@ -322,12 +322,13 @@ def test_recommend_needs_exactly_one_of_user_or_history(args: list[str], popular
 
 
 # ---- tune ----------------------------------------------------------------------------------------------------------
-def _tune_then_train(data: Path, tmp_path: Path, model: str = "next-item-lm") -> dict[str, Any]:
+def _tune_then_train(data: Path, tmp_path: Path, model: str = "next-item-lm", base: list[str] = TINY) -> dict[str, Any]:
     best = tmp_path / "best.toml"
     args = ["--model", model, "--dataset", data, "--out", best, "--trials", "2", "--budget-minutes", "1"]
-    result = _invoke("tune", *args, *TWO_EPOCHS, *TINY)
+    result = _invoke("tune", *args, *TWO_EPOCHS, *base)
     assert result.exit_code == 0, result.output
     assert "after 2 trials" in result.stdout
+    assert "epochs=" not in result.stderr and "max_seq_len=" not in result.stderr  # set by --set: held, not searched
     sections = tomllib.loads(best.read_text())
     assert set(sections) == {"model", "train"}
     assert sections["train"]["epochs"] == 2  # the base config survives the search
@@ -369,8 +370,8 @@ def test_tune_writes_a_config_that_train_accepts(model: str, data: Path, tmp_pat
         assert params["n_basis"] == 4 and params["emb_dropout"] == params["dropout"]  # TV-Rec's one hidden dropout
         assert (train["batch_size"], train["adam_beta2"], train["examples"]) == (256, 0.999, "prefixes")  # its recipe
         assert _json(tmp_path / "model" / "config.json")["n_basis"] == 4
-    else:
-        assert (params["d_model"], params["n_layers"], params["n_heads"], params["d_ff"]) == (16, 1, 2, 64)
+    else:  # d_model and n_layers are searched, but --set fixes them (and d_ff): the base's values are held
+        assert (params["d_model"], params["n_layers"], params["d_ff"]) == (16, 1, 32)
 
 
 def test_tune_with_the_real_search_space(data: Path, tmp_path: Path) -> None:
@@ -378,8 +379,9 @@ def test_tune_with_the_real_search_space(data: Path, tmp_path: Path) -> None:
     pytest.importorskip("optuna")
     from llmrec.models.next_item_lm import SEARCH_SPACE
 
-    sections = _tune_then_train(data, tmp_path)
+    sections = _tune_then_train(data, tmp_path, base=["--set", "model.max_seq_len=8"])
     assert sections["model"]["d_model"] in SEARCH_SPACE["d_model"].choices
+    assert sections["model"]["d_ff"] == 4 * sections["model"]["d_model"]  # follows the searched width
 
 
 def test_map_cold_items_writes_a_mapped_copy_that_recommends(data: Path, lm: Path, tmp_path: Path) -> None:

@@ -24,8 +24,8 @@ stderr as the search goes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, replace
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,29 +86,45 @@ def _point(space: Mapping[str, SearchParam], values: Mapping[str, Any]) -> dict[
     return out
 
 
-def _check_space(
-    model: str, space: Mapping[str, SearchParam], base_model: dict[str, Any], base_train: TrainConfig
-) -> tuple[dict[str, Any], TrainConfig]:
-    """Every edge of every searched setting (the ends of a range, each choice) with the base settings passes the
-    config checks, so no trial fails on a setting; returns the largest point's [model] settings and [train] config
-    (every size at its largest: what the memory check assumes)."""
-    chosen = recipe(model)
-    derive = chosen.spec.search_derived or (lambda _point: {})
+@dataclass(frozen=True)
+class _Search:
+    """What a trial's settings are made of: the searched space laid over the base settings, the [model] settings that
+    follow from a point (`ModelSpec.search_derived`), unless the base holds them fixed."""
 
-    def settings(values: Mapping[str, Any]) -> tuple[dict[str, Any], TrainConfig]:
-        point = _point(space, values)
-        params = {**base_model, **point["model"], **derive(point["model"])}
-        try:
-            chosen.check(params)  # unknown or out-of-range [model] keys, by name
-            return params, replace(base_train, **point["train"])
-        except (TypeError, ValueError) as err:  # TypeError: a [train] name TrainConfig lacks
-            raise ValueError(f"{model} search space with the base settings, at {_show(values)}: {err}") from None
+    model: str
+    space: Mapping[str, SearchParam]
+    base_model: dict[str, Any]  # the model's presets under the user's [model] keys
+    base_train: TrainConfig
+    derive: Callable[[Mapping[str, Any]], dict[str, Any]]
+    fixed: frozenset[str]  # base keys the user set: neither searched nor derived
 
-    for name, param in space.items():
-        for value in param.edges():
-            settings({name: value})
-    largest = {name: v for name, p in space.items() if (v := p.largest()) is not None}
-    return settings(largest)
+    def settings(self, values: Mapping[str, Any]) -> tuple[dict[str, Any], TrainConfig]:
+        """The [model] settings and the [train] config of a point (setting name -> value)."""
+        point = _point(self.space, values)
+        derived = {k: v for k, v in self.derive(point["model"]).items() if k not in self.fixed}
+        return {**self.base_model, **point["model"], **derived}, replace(self.base_train, **point["train"])
+
+    def check(self, check_model: Callable[[dict[str, Any]], None]) -> tuple[dict[str, Any], TrainConfig]:
+        """Every edge of every searched setting (the ends of a range, each choice) with the base settings passes the
+        config checks, so no trial fails on a setting; returns the largest point's [model] settings and [train]
+        config (every size at its largest: what the memory check assumes)."""
+
+        def checked(values: Mapping[str, Any]) -> tuple[dict[str, Any], TrainConfig]:
+            try:
+                params, train = self.settings(values)  # TypeError: a [train] name TrainConfig lacks
+                check_model(params)  # unknown or out-of-range [model] keys, by name
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{self.model} search space with the base settings, at {_show(values)}: {err}") from None
+            return params, train
+
+        for name, param in self.space.items():
+            for value in param.edges():
+                checked({name: value})
+        return checked({name: v for name, p in self.space.items() if (v := p.largest()) is not None})
+
+
+def _nothing(_point: Mapping[str, Any]) -> dict[str, Any]:
+    return {}
 
 
 def _show(values: Mapping[str, Any]) -> str:
@@ -140,6 +156,7 @@ def tune(
     force: bool = False,
     on_trial: Callable[[str], None] | None = None,
     space: Mapping[str, SearchParam] | None = None,
+    fixed: Collection[str] = (),
 ) -> dict[str, Any]:
     """Run the study for training name `model`; returns {"model", "best_value", "best_params", "trials"} and writes
     `out` (TOML) when given.
@@ -147,7 +164,9 @@ def tune(
     base_train: the [train] config the searched keys override (None: the model's recipe, as ``llmrec train``
     would run it; to change some keys of the recipe pass ``check_settings(model, {"train": {...}}).train`` from
     `llmrec.experiment`); base_model: [model] keys kept unless searched (the
-    model's presets lie under them). space: the search space (None: the one `model` declares, `search_space`).
+    model's presets lie under them). space: the search space (None: the one `model` declares, `search_space`);
+    fixed: settings held at their base value, neither searched nor derived (``llmrec tune`` passes the keys its
+    --config / --set name).
     n_trials (1..100,000) and budget_minutes (> 0) are checked first, then every edge of the space with the base
     settings, then the largest point's peak memory against the machine's (`llmrec.training.memory`; force:
     search anyway).
@@ -159,26 +178,29 @@ def tune(
     chosen = recipe(model)
     spec = chosen.spec
     declared = search_space(model)  # refuses a model that cannot be tuned, naming those that can
-    space = declared if space is None else space
-    derive = spec.search_derived or (lambda _point: {})
+    given = declared if space is None else space
+    space = {k: p for k, p in given.items() if k not in fixed}
+    if not space:
+        raise ValueError(f"the base config fixes every setting {model} searches ({', '.join(given)}): nothing to search")
     base_model = {**chosen.presets, **(base_model or {})}
     if base_train is None:
         from llmrec.experiment import check_settings
 
         base_train = check_settings(model, {"model": base_model}, progress=False).train
     check_examples(spec, base_train.examples)  # e.g. TV-Rec trains on prefixes only (its recipe says so)
-    worst, worst_train = _check_space(model, space, {**base_model, "use_attributes": use_attributes}, base_train)
+    search = _Search(model, space, base_model, base_train, spec.search_derived or _nothing, frozenset(fixed))
+    worst, worst_train = search.check(lambda params: chosen.check({**params, "use_attributes": use_attributes}))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if chosen.estimate is not None:
+        worst = {**worst, "use_attributes": use_attributes}
         check_training_memory(chosen.estimate(dataset, worst, worst_train, device), device=device, force=force)
     metric = base_train.metric
     started = time.perf_counter()
 
     def objective(trial: optuna.Trial) -> float:
-        point = _point(space, {name: _suggest(trial, name, param) for name, param in space.items()})
-        model_p = {**base_model, **point["model"], **derive(point["model"])}
+        model_p, train = search.settings({name: _suggest(trial, name, param) for name, param in space.items()})
         remaining = budget_minutes - (time.perf_counter() - started) / 60
-        cfg = replace(base_train, **point["train"], progress=False, max_minutes=max(0.5, remaining), refit_on_valid=False)
+        cfg = replace(train, progress=False, max_minutes=max(0.5, remaining), refit_on_valid=False)
         callbacks = [_PruneCallback(trial, metric)]
         _, result, _ = fit(dataset, model_p, cfg, model=spec.model_type, use_attributes=use_attributes, callbacks=callbacks)
         return result.best_metric
@@ -192,10 +214,8 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # before create_study, which logs at INFO
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     study.optimize(objective, n_trials=n_trials, timeout=budget_minutes * 60, callbacks=[report])
-    best = _point(space, study.best_trial.params)
-    model_best = {**base_model, **best["model"], **derive(best["model"])}
-    train_best = {k: v for k, v in asdict(base_train).items() if k not in ("progress", "max_minutes")}
-    train_best.update(best["train"])
+    model_best, train = search.settings(study.best_trial.params)
+    train_best = {k: v for k, v in asdict(train).items() if k not in ("progress", "max_minutes")}
     summary = {
         "model": model,
         "best_value": study.best_value,

@@ -91,9 +91,10 @@ def test_tune_tvrec_within_its_recipe(tiny_prepared: PreparedDataset, tmp_path: 
     summary = tune(
         tiny_prepared,
         model="tvrec",
-        base_model={"d_model": 16, "n_layers": 1, "d_ff": 32},
+        base_model={"d_model": 16, "n_layers": 1, "d_ff": 32, "max_seq_len": 8},
         base_train=check_settings("tvrec", {"train": {"patience": 1}}, progress=False).train,
         space={**SEARCH_SPACE, "epochs": SearchParam("train", "categorical", choices=(1, 2))},
+        fixed={"max_seq_len"},  # held at the base's 8, not searched
         n_trials=2,
         seed=3,
         out=out,
@@ -103,7 +104,7 @@ def test_tune_tvrec_within_its_recipe(tiny_prepared: PreparedDataset, tmp_path: 
     written = tomllib.loads(out.read_text())
     model, train = written["model"], written["train"]
     assert model["n_basis"] in SEARCH_SPACE["n_basis"].choices and 0.1 <= model["dropout"] <= 0.5
-    assert model["max_seq_len"] in SEARCH_SPACE["max_seq_len"].choices
+    assert model["max_seq_len"] == 8 and all("max_seq_len" not in t["params"] for t in summary["trials"])
     assert model["emb_dropout"] == model["dropout"]  # TV-Rec's one hidden dropout
     assert model["d_model"] == 16  # the base settings survive
     assert 2e-4 <= train["lr"] <= 2e-3 and train["epochs"] in (1, 2) and train["patience"] == 1
@@ -120,3 +121,15 @@ def test_tune_refuses_a_space_that_does_not_fit_the_base_settings(tiny_prepared:
 
     with pytest.raises(ValueError, match=r"bsarec search space with the base settings, at c=7: .*c: must be between 1 and 5"):
         tune(tiny_prepared, model="bsarec", base_model={"d_model": 16, "n_layers": 1, "max_seq_len": 8}, n_trials=1)
+
+
+def test_a_fixed_setting_is_neither_searched_nor_derived(tiny_prepared: PreparedDataset) -> None:
+    pytest.importorskip("optuna")
+    from llmrec.tune import tune
+
+    base = {"d_model": 16, "n_layers": 1, "d_ff": 32, "max_seq_len": 8, "emb_dropout": 0.05}
+    space = {"dropout": SearchParam("model", "float", 0.1, 0.5), "n_basis": SearchParam("model", "categorical", choices=(4,))}
+    summary = tune(tiny_prepared, model="tvrec", base_model=base, space=space, fixed={"emb_dropout"}, n_trials=1)
+    assert summary["best_params"]["model"]["emb_dropout"] == 0.05  # the user's, not the searched dropout
+    with pytest.raises(ValueError, match=r"the base config fixes every setting tvrec searches \(dropout, n_basis\)"):
+        tune(tiny_prepared, model="tvrec", base_model=base, space=space, fixed={"dropout", "n_basis"}, n_trials=1)

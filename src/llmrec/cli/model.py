@@ -358,15 +358,17 @@ def tune_cmd(
     ] = DEFAULT_MODEL,
     trials: Annotated[int, typer.Option(help="Maximum number of trials.")] = 20,
     budget_minutes: Annotated[float, typer.Option(help="Wall-time budget for the whole search.")] = 60.0,
-    config: Annotated[Path | None, typer.Option(help="Base config; searched keys override it.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Base overrides, e.g. train.epochs=50.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Base config: a key it sets is held fixed, the model's other searched keys vary.")
+    ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Base settings, held fixed, e.g. train.epochs=50.")] = None,
     seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
     threads: Threads = 0,
 ) -> None:
-    """Search a model's hyperparameters (the search space its model file declares) with Optuna on the validation
-    metric, pruning poor trials, within the time budget; write the best config."""
+    """Search a model's hyperparameters (the search space its model file declares, less the keys --config / --set
+    fix) with Optuna on the validation metric, pruning poor trials, within the time budget; write the best config."""
     with user_errors():
         use_threads(threads)
         from llmrec.config import check_range
@@ -395,6 +397,7 @@ def tune_cmd(
                 use_attributes=use_attributes,
                 force=force,
                 on_trial=None if quiet else lambda line: say(line, err=True),  # one line per trial, as it ends
+                fixed={*sections.get("model", {}), *sections.get("train", {})},  # what the user set is not searched
             )
     console.print(f"best validation value {summary['best_value']:.4f} after {len(summary['trials'])} trials → {out}")
 
