@@ -214,6 +214,7 @@ class ServiceInfo(BaseModel):
     n_users: int = Field(description="Users whose history the model holds (valid `user_id` values).")
     example_user_ids: list[str] = Field(description="A few of those users, to try the service with.")
     exclude_seen: bool = Field(True, description="The model's seen-item rule: whether history items are left out by default.")
+    llm_text: bool = Field(False, description="Whether requests may ask for reasons written by the LLM (`llm_text`).")
 
 
 class UserHistory(BaseModel):

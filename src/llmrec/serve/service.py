@@ -364,4 +364,5 @@ class Service:
             n_users=self.n_users,
             example_user_ids=self.examples,
             exclude_seen=self.rec.exclude_seen_default,
+            llm_text=self.llm_text,
         )
