@@ -49,8 +49,9 @@ def check_history(history: Any, name: str = "history") -> list[str]:
     return [str(item) for item in history]
 
 
-def check_histories(histories: Any) -> list[np.ndarray]:
-    """`Recommender.recommend_batch`'s histories: a list of internal-id arrays (from `encode_history`)."""
+def check_histories(histories: Any, n_items: int | None = None) -> list[np.ndarray]:
+    """`Recommender.recommend_batch`'s histories: a list of internal-id arrays (from `encode_history`), each id
+    in 0..n_items (0 is padding) when `n_items` is given."""
     if isinstance(histories, str | bytes | np.ndarray) or not isinstance(histories, Sequence):
         raise TypeError(
             "histories must be a list of histories, each an array of internal item ids, e.g. "
@@ -66,6 +67,12 @@ def check_histories(histories: Any) -> list[np.ndarray]:
         arr = np.asarray(h)
         if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
             raise TypeError(f"histories[{i}]: internal item ids are ints (rec.encode_history turns raw ids into them)")
+        if n_items is not None and arr.size and (arr.min() < 0 or arr.max() > n_items):
+            bad = int(arr[(arr < 0) | (arr > n_items)][0])
+            raise ValueError(
+                f"histories[{i}]: internal item id {bad} is outside 1..{n_items}, the model's catalogue; "
+                "encode raw ids with rec.encode_history([...])"
+            )
         out.append(arr.astype(np.int64, copy=False))
     return out
 

@@ -194,7 +194,7 @@ class Recommender(IndexedRetrieval):
         query: a natural-language intent blended with the personal scores (`llmrec.rerank.blend_query`, weight
         `query_weight`); the reported score is then the blended one. diversity: in [0, 1], re-rank the top
         candidates by maximal marginal relevance with λ = 1 − diversity (`llmrec.rerank.mmr`)."""
-        histories, k = check_histories(histories), check_k(k)
+        histories, k = check_histories(histories, self.n_items), check_k(k)
         check_options(diversity, query_weight, query)
         if exclude_seen is None:
             exclude_seen = self.exclude_seen_default

@@ -78,6 +78,16 @@ def test_recommend_batch_refuses_raw_strings_with_the_fix(rec: Recommender) -> N
     assert lists[0] == lists[1]
 
 
+@pytest.mark.parametrize("bad", [99999, -1])
+def test_recommend_batch_refuses_ids_outside_the_catalogue(rec: Recommender, bad: int) -> None:
+    """Issue 28: recommend_batch([[99999]]) raised a bare IndexError."""
+    with pytest.raises(
+        ValueError, match=rf"histories\[1\]: internal item id {bad} is outside 1\.\.{rec.n_items}.*encode_history"
+    ):
+        rec.recommend_batch([[1], [2, bad]])
+    assert rec.recommend_batch([[rec.n_items]], 2)  # the last item is in range
+
+
 def test_empty_history_ranks_by_popularity(rec: Recommender) -> None:
     recs = rec.recommend(history=[], k=5)
     assert [r.rank for r in recs] == [1, 2, 3, 4, 5]
