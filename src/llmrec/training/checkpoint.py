@@ -94,6 +94,15 @@ def load_checkpoint(run_dir: Path, model: Trainable, opt: torch.optim.Optimizer,
 def check_same_model(saved: dict[str, Any], model: Trainable) -> None:
     """--resume continues the same model: refuse a checkpoint whose settings differ from the config's."""
     want = model.config.to_dict()
+    kind, saved_kind = getattr(model, "model_type", None), saved.get("model_type")
+    if saved_kind is not None and kind is not None and saved_kind != kind:
+        others = [
+            f"{key} {value} (asks {want[key]})"
+            for key, value in saved.items()
+            if key in want and want[key] != value and not (isinstance(value, list) and tuple(value) == want[key])
+        ]
+        also = f"; settings that differ too: {', '.join(others)}" if others else ""
+        raise ValueError(f"--resume: checkpoint was trained with model_type {saved_kind}, --model asks {kind}{also}")
     for key, value in saved.items():
         if key in want and want[key] != value and not (isinstance(value, list) and tuple(value) == want[key]):
             if key == "n_items":
