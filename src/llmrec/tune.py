@@ -163,10 +163,9 @@ def tune(
 
     base_train: the [train] config the searched keys override (None: the model's recipe, as ``llmrec train``
     would run it; to change some keys of the recipe pass ``check_settings(model, {"train": {...}}).train`` from
-    `llmrec.experiment`); base_model: [model] keys kept unless searched (the
-    model's presets lie under them). space: the search space (None: the one `model` declares, `search_space`);
-    fixed: settings held at their base value, neither searched nor derived (``llmrec tune`` passes the keys its
-    --config / --set name).
+    `llmrec.experiment`). base_model: [model] keys kept unless searched (the model's presets lie under them).
+    space: the search space (None: the one `model` declares, `search_space`). fixed: settings held at their base
+    value, neither searched nor derived (``llmrec tune`` passes the keys its --config / --set name).
     n_trials (1..100,000) and budget_minutes (> 0) are checked first, then every edge of the space with the base
     settings, then the largest point's peak memory against the machine's (`llmrec.training.memory`; force:
     search anyway).

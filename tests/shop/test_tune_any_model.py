@@ -128,8 +128,9 @@ def test_a_fixed_setting_is_neither_searched_nor_derived(tiny_prepared: Prepared
     from llmrec.tune import tune
 
     base = {"d_model": 16, "n_layers": 1, "d_ff": 32, "max_seq_len": 8, "emb_dropout": 0.05}
-    space = {"dropout": SearchParam("model", "float", 0.1, 0.5), "n_basis": SearchParam("model", "categorical", choices=(4,))}
+    space = {"dropout": SearchParam("model", "float", 0.1, 0.5), "n_basis": SearchParam("model", "int", 2, 4)}
     summary = tune(tiny_prepared, model="tvrec", base_model=base, space=space, fixed={"emb_dropout"}, n_trials=1)
     assert summary["best_params"]["model"]["emb_dropout"] == 0.05  # the user's, not the searched dropout
+    assert summary["best_params"]["model"]["n_basis"] in (2, 3, 4)  # an int search
     with pytest.raises(ValueError, match=r"the base config fixes every setting tvrec searches \(dropout, n_basis\)"):
         tune(tiny_prepared, model="tvrec", base_model=base, space=space, fixed={"dropout", "n_basis"}, n_trials=1)
