@@ -71,7 +71,8 @@ PRESETS: dict[str, str] = {"sasrec": "next-item-lm"}
 
 # What ``llmrec train`` and ``llmrec.train`` train without ``--model`` / ``model=``: TV-Rec with its recipe (the
 # spec's ``train_defaults``), chosen on validation of beauty, lastfm and ml-100k (docs/benchmarks.md, "The default
-# model"). ``next-item-lm`` is the transformer LM that ``llmrec tune`` and the sasrec preset build on.
+# model"); ``llmrec tune`` tunes it too without ``--model`` (any model whose spec declares a ``search_space``).
+# ``next-item-lm`` is the transformer LM that the sasrec preset builds on.
 DEFAULT_MODEL = "tvrec"
 
 
