@@ -1,4 +1,5 @@
-"""A full disk and out-of-range numbers are one line, exit code 2, nothing left behind (issue 28 point 5).
+"""A full disk, out-of-range numbers and an --out name too long are one line, exit code 2, nothing left behind
+(issue 28 points 5 and 6).
 
 The disk-full probes write to a real 24 KiB tmpfs where this process may mount one (root in a container);
 elsewhere they are skipped, and the same failure is simulated where the writer raises it (safetensors'
@@ -160,3 +161,16 @@ def test_negative_threads_are_one_line(data: Path, tmp_path: Path) -> None:
     result = _invoke("train", "--dataset", data / "data", "--out", tmp_path / "M", "--model", "most-popular", "--threads", "-3")
     _assert_user_error(result, "--threads", "-3")
     assert not (tmp_path / "M").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "prepare"])
+def test_an_out_name_too_long_for_its_hidden_sibling_names_out(data: Path, tmp_path: Path, command: str) -> None:
+    """Issue 28: a 240-character --out failed naming the hidden temporary folder beside it."""
+    out = tmp_path / ("m" * 240)
+    args = {
+        "train": ["train", "--dataset", data / "data", "--out", out, "--model", "most-popular"],
+        "prepare": ["data", "prepare", "--events", data / "events.csv", "--format", "csv", "--out", out],
+    }[command]
+    result = _invoke(*args)
+    _assert_user_error(result, f"error: {out}: the name is 240 bytes long, at most", "choose a shorter --out")
+    assert ".tmp-" not in result.stderr and _left_in(tmp_path) == []

@@ -7,6 +7,9 @@ or ``llmrec.data`` (``tests/test_cli_data.py`` checks this).
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -59,7 +62,31 @@ def user_errors() -> Iterator[None]:
 
 def os_error_message(e: OSError) -> str:
     reason = e.strerror or str(e) or type(e).__name__
+    if e.errno == errno.ENAMETOOLONG and e.filename is not None and (long_name := _name_too_long(e.filename)):
+        return long_name
     return f"{e.filename}: {reason}" if e.filename is not None else reason
+
+
+# The hidden siblings llmrec writes beside an output before it takes the output's place (`llmrec.atomic`,
+# `llmrec.outputs`, the training run): ".<name>.tmp-<pid>-<random>", ".<name>.lock", ".<name>.train" ...
+_HIDDEN_SIBLING = re.compile(r"^\.(?P<name>.+)\.(?:tmp-[^/]*|lock|train|old-[^/]*)$")
+_NAME_MAX = 255  # bytes in one file name (ext4, xfs, btrfs, tmpfs)
+
+
+def _name_too_long(filename: str | bytes | os.PathLike[str]) -> str | None:
+    """An output name that fits the file system, but whose hidden sibling does not: the error names the output and
+    the longest name that fits, not the sibling nobody asked for (None when `filename` is no such sibling)."""
+    path = Path(os.fsdecode(filename))
+    m = _HIDDEN_SIBLING.match(path.name)
+    if m is None or len(os.fsencode(m.group("name"))) > _NAME_MAX:
+        return None  # not a hidden sibling, or the name itself is too long: the plain message says so
+    name = m.group("name")
+    extra = len(os.fsencode(path.name)) - len(os.fsencode(name))
+    return (
+        f"{path.parent / name}: the name is {len(os.fsencode(name))} bytes long, at most {_NAME_MAX - extra} fit "
+        f"here: llmrec first writes the output under a hidden name {extra} bytes longer beside it; choose a "
+        "shorter --out"
+    )
 
 
 @contextmanager
