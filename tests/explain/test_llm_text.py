@@ -260,6 +260,12 @@ def test_cli_explain_with_llm_text(artifact: Path, tiny_llm: Path) -> None:
     table = runner.invoke(app, ["explain", "--model", str(artifact), "--user", user, "-k", "2", "--generator", str(tiny_llm)])
     assert table.exit_code == 0, table.output
     assert "reasons written by the LLM:" in table.stdout
+    implied = runner.invoke(
+        app, ["recommend", "--model", str(artifact), "--user", user, "-k", "2", "--json", "--generator", str(tiny_llm)]
+    )
+    assert implied.exit_code == 0 and json.loads(implied.stdout) == rows  # a writer implies --explain
+    batch = runner.invoke(app, ["recommend", "--model", str(artifact), "--users", "all", "--out", "x.csv", "--llm-text"])
+    assert batch.exit_code == 2 and "do not go with --users/--out" in batch.stderr
     missing = runner.invoke(app, ["explain", "--model", str(artifact), "--user", user, "--generator", "/nonexistent/gpt"])
     assert missing.exit_code == 2 and missing.stderr.startswith("error: ") and "not a causal-LM folder" in missing.stderr
 

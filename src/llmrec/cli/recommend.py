@@ -129,10 +129,13 @@ def recommend_cmd(
             include_items, exclude_items, exclude_items_file, include_categories, exclude_categories, include_unavailable
         )
     if users is not None or out is not None:
+        if llm_text or generator is not None:
+            with user_errors():
+                raise ValueError("--llm-text and --generator word one user's --explain; they do not go with --users/--out")
         options = {"query": query, "query_weight": query_weight, "diversity": diversity, "filters": rules}
         _recommend_batch(model, users, out, k, exclude_seen, chunk_size, device, user, history, explain, strict, columns, options)
         return
-    if explain:
+    if explain or llm_text or generator is not None:  # a writer for the reasons implies --explain
         writer = generator if generator is not None else llm_text
         _explain(model, user, history, k, exclude_seen, as_json, "occlusion", diversity, query, query_weight, writer, rules)
         return
