@@ -41,17 +41,24 @@ def _csv(path: Path, rows: list[tuple[str, str, int]]) -> Path:
     return path
 
 
-def test_times_mixing_seconds_and_milliseconds_are_refused_at_the_first_odd_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", [[], ["--streaming"]], ids=["in-memory", "streaming"])
+def test_times_mixing_seconds_and_milliseconds_are_refused_at_the_first_odd_line(tmp_path: Path, engine: list[str]) -> None:
     events = _csv(tmp_path / "mixed.csv", _rows(user_in_ms=3))
     # u3's first event is data row 13: line 14 (after the header)
     _assert_refused(
-        _prepare(tmp_path, events), tmp_path, "mixed.csv, line 14", "timestamp", "another unit", "seconds and milliseconds"
+        _prepare(tmp_path, events, *engine),
+        tmp_path,
+        "mixed.csv, line 14",
+        "timestamp",
+        "another unit",
+        "seconds and milliseconds",
     )
 
 
+@pytest.mark.parametrize("engine", [[], ["--streaming"]], ids=["in-memory", "streaming"])
 @pytest.mark.parametrize("unit", [1, 1000, 1_000_000], ids=["seconds", "milliseconds", "microseconds"])
-def test_one_unit_per_column_is_read_as_before(tmp_path: Path, unit: int) -> None:
-    result = _prepare(tmp_path, _csv(tmp_path / "events.csv", _rows(unit)))
+def test_one_unit_per_column_is_read_as_before(tmp_path: Path, unit: int, engine: list[str]) -> None:
+    result = _prepare(tmp_path, _csv(tmp_path / "events.csv", _rows(unit)), *engine)
     assert result.exit_code == 0, result.output
 
 

@@ -62,6 +62,7 @@ from llmrec.data.tables import (
     time_checks,
     time_exprs,
 )
+from llmrec.data.times import UNIT_MIX, time_unit_band
 from llmrec.errors import DataError
 
 __all__ = ["STREAMING_FORMATS", "prepare_streaming", "source_files"]
@@ -194,9 +195,11 @@ class _Source:
         # (mask, reason, column), in `read_table`'s order; "{}" in a reason becomes the cell.
         self.checks = _id_checks("user", columns.user, self.user_type) + _id_checks("item", columns.item, self.item_type)
         time = pl.col("_row").cast(pl.Int64)  # no time column: time is the row order
+        self.unit_band: tuple[str, pl.Expr, pl.Expr] | None = None  # (column, band, looks like Unix time)
         if columns.time is not None:
             time, as_float = time_exprs(columns.time, types[columns.time], self.files[0])
             self.checks.extend(time_checks(columns.time, time, as_float))
+            self.unit_band = (columns.time, *time_unit_band(time))
         if columns.value is not None and value is not None:
             bad = value.is_null() & ~_empty(columns.value, types[columns.value])
             self.checks.append((bad, "value {} is not a number", columns.value))
@@ -216,14 +219,24 @@ class _Source:
         for i, (_, mask) in enumerate(self.filters):
             keep = keep & mask.fill_null(False)
             aggs.append(keep.sum().alias(f"kept{i}"))
+        if self.unit_band is not None:  # a time column mixing units: its bands' range, then (rarely) where
+            _, band, unix = self.unit_band
+            aggs += [band.filter(unix).min().alias("band_lo"), band.filter(unix).max().alias("band_hi")]
         try:
             row = self.raw.select(aggs).collect(engine=STREAMING).row(0, named=True)
         except pl.exceptions.PolarsError as e:
             self._raise_read_error(e)
-        failed = [(row[f"bad{i}"], i) for i in range(len(self.checks)) if row[f"bad{i}"] is not None]
+        checks = list(self.checks)
+        failed = [(row[f"bad{i}"], i) for i in range(len(checks)) if row[f"bad{i}"] is not None]
+        if self.unit_band is not None and row["band_lo"] != row["band_hi"]:
+            column, band, unix = self.unit_band
+            first = _collect(self.raw.filter(unix.fill_null(False)).select(band.sort_by("_row").first()), self.source).item()
+            mixed = (unix & (band != first)).fill_null(False)
+            checks.append((mixed, UNIT_MIX, column))
+            failed.append((_collect(self.raw.select(pl.col("_row").filter(mixed).min()), self.source).item(), len(checks) - 1))
         if failed:
             bad_row, i = min(failed)
-            _, reason, column = self.checks[i]
+            _, reason, column = checks[i]
             cell = _collect(self.raw.filter(pl.col("_row") == bad_row).select(column), self.source).item()
             _raise_at_file_row(self.files, self.fmt, bad_row, reason.format(repr(cell)), column)
         if row["n"] == 0:

@@ -9,7 +9,7 @@ import polars as pl
 
 from llmrec.errors import DataError
 
-__all__ = ["time_checks", "time_exprs", "time_unit_check"]
+__all__ = ["UNIT_MIX", "time_checks", "time_exprs", "time_unit_band", "time_unit_check"]
 
 
 # ISO-8601 forms read from text, after "T" -> " " and a trailing "Z" -> "+00:00" (chrono formats; %.f is optional).
@@ -72,14 +72,23 @@ def time_checks(column: str, time: pl.Expr, as_float: pl.Expr) -> list[tuple[pl.
 _UNIT_BANDS = (1e8, 1e11, 1e14, 1e17)
 
 
+UNIT_MIX = (
+    "time value {} is in another unit than the column's first Unix time (seconds and milliseconds mixed?); "
+    "use one unit per column"
+)
+
+
+def time_unit_band(time: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """(the unit band of each time: 1 seconds, 2 milliseconds, 3 microseconds, 4 nanoseconds; whether the time
+    looks like Unix time at all, >= 1e8: small numbers such as ordinals or day counts are never taken for it)."""
+    band = pl.sum_horizontal([(time >= edge).cast(pl.Int8) for edge in _UNIT_BANDS])
+    return band, time >= _UNIT_BANDS[0]
+
+
 def time_unit_check(column: str, time: pl.Expr) -> tuple[pl.Expr, str, str]:
     """The (mask, reason, column) check that a time column keeps one unit: the first time that looks like Unix
-    time (>= 1e8) sets the column's unit by its magnitude, and a later one in another band (seconds mixed with
+    time sets the column's unit by its magnitude, and a later one in another band (seconds mixed with
     milliseconds, say) is refused. Sorting mixed units would put every millisecond event after every second one.
-    Small numbers (ordinals, day counts) are never taken for Unix time. In-memory tables only: the check reads
-    the whole column (the streaming engine checks chunk by chunk and skips it)."""
-    band = pl.sum_horizontal([(time >= edge).cast(pl.Int8) for edge in _UNIT_BANDS])  # 1 s, 2 ms, 3 us, 4 ns
-    unix = time >= _UNIT_BANDS[0]
-    first = band.filter(unix).first()
-    reason = "time value {} is in another unit than the column's first Unix time (seconds and milliseconds mixed?); use one unit per column"
-    return unix & (band != first), reason, column
+    For a table in memory (the whole column at once); the streaming engine asks `time_unit_band` in its passes."""
+    band, unix = time_unit_band(time)
+    return unix & (band != band.filter(unix).first()), UNIT_MIX, column
