@@ -11,6 +11,7 @@ refit); a model with its own ``fit`` (most-popular, item-kNN, the T5) goes throu
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -125,8 +126,8 @@ class Recipe:
             error = as_os_error(e, req.out)  # a full disk names --out, not a checkpoint or a temporary
             if error is None:
                 raise
-            if ctx.is_main and run_dir is not None and not kept:
-                shutil.rmtree(run_dir, ignore_errors=True)  # the file system refused: no half-written run stays
+            if ctx.is_main and run_dir is not None and not kept and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                shutil.rmtree(run_dir, ignore_errors=True)  # the disk is full: no half-written run stays in the way
             if error is e:
                 raise
             raise error from e
