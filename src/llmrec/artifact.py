@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llmrec.atomic import atomic_directory, atomic_write
+from llmrec.atomic import atomic_directory, atomic_write, recover_set_aside
 from llmrec.errors import ArtifactError, artifact_file, as_os_error, read_json
 
 if TYPE_CHECKING:  # types only: no model class, torch, polars or data code at import time (the service imports this)
@@ -416,6 +416,7 @@ def open_artifact(path: str | Path, *, verify: bool = True) -> Artifact:
     verify: check its files against manifest.json first (`verify_manifest`): a missing, truncated or changed file
     is an ArtifactError naming it."""
     path = Path(path)
+    recover_set_aside(path.absolute())  # a replacement stopped half-way by kill -9 is undone first
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
     if verify:

@@ -54,6 +54,7 @@ __all__ = [
     "normal_permissions",
     "recover",
     "recover_arguments",
+    "recover_set_aside",
     "remove_stale_temporaries",
 ]
 
@@ -335,10 +336,17 @@ def recover_arguments(args: Sequence[str]) -> None:
         if not value or value.startswith("-"):
             continue
         with contextlib.suppress(OSError, ValueError):
-            path = resolve(value)
-            prefix = f".{path.name}.old-"
-            if path.name and any(n.startswith(prefix) for n in os.listdir(path.parent)):
-                recover(path)
+            recover_set_aside(resolve(value))
+
+
+def recover_set_aside(path: Path) -> None:
+    """`recover` `path` when a set-aside copy (``.<name>.old-*``) lies beside it; cheap otherwise (one listing of
+    the parent folder). The Python doors that read an output (`llmrec.artifact.open_artifact`,
+    `PreparedDataset.load`) call it, as every command does through `recover_arguments`."""
+    prefix = f".{path.name}.old-"
+    with contextlib.suppress(OSError, ValueError):
+        if path.name and any(n.startswith(prefix) for n in os.listdir(path.parent)):
+            recover(path)
 
 
 def _stale_temporaries(out: Path, siblings: list[Path]) -> list[Path]:

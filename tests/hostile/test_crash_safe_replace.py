@@ -235,6 +235,21 @@ def test_a_reading_command_puts_a_set_aside_model_back_first(built: Path, tmp_pa
     assert _files(out) == _files(built / "model-1") and not aside.exists()
 
 
+def test_the_python_doors_put_a_set_aside_model_or_dataset_back_first(built: Path, tmp_path: Path) -> None:
+    """`Recommender.load` and `PreparedDataset.load` recover like the commands do (no command line involved)."""
+    from llmrec import Recommender
+    from llmrec.data import PreparedDataset
+
+    for kind, name, load in (("model", "model", Recommender.load), ("dataset", "data", PreparedDataset.load)):
+        out = tmp_path / kind
+        shutil.copytree(built / f"{name}-1", out)
+        shutil.move(out, tmp_path / f".{kind}.old-999999")  # kill -9 between the two renames: out is missing
+        assert not out.exists()
+        load(out)
+        assert _files(out) == _files(built / f"{name}-1")
+        assert not (tmp_path / f".{kind}.old-999999").exists()
+
+
 def test_recover_keeps_the_only_complete_copy_and_drops_a_redundant_one(built: Path, tmp_path: Path) -> None:
     out = tmp_path / "M"
     shutil.copytree(built / "model-1", out)

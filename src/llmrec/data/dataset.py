@@ -287,7 +287,10 @@ class PreparedDataset:
 
     @classmethod
     def load(cls, path: str | Path, *, verify: bool = True) -> PreparedDataset:
+        from llmrec.atomic import recover_set_aside
+
         path = Path(path)
+        recover_set_aside(path.absolute())  # a replacement stopped half-way by kill -9 is undone first
         mpath = path / "manifest.json"
         if not mpath.is_file():
             raise FileNotFoundError(f"{path}: not a prepared dataset (no manifest.json); run `llmrec data prepare` first")
