@@ -108,7 +108,7 @@ def tiny_prepared(tiny_raw: RawData) -> PreparedDataset:
 
 
 def build_tiny_llm(folder: Path) -> Path:
-    """A 2-layer random Llama (hidden size 16) with a word-level tokenizer, saved as a Hugging Face folder: stands in
+    """A 12-layer random Llama (hidden size 16; 12 layers so that `LLMEncoder`'s default layer exists) with a word-level tokenizer, saved as a Hugging Face folder: stands in
     for SmolLM2 wherever a test needs a causal LM (loading it takes well under a second)."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -124,7 +124,7 @@ def build_tiny_llm(folder: Path) -> Path:
         vocab_size=len(vocab),
         hidden_size=16,
         intermediate_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=12,
         num_attention_heads=2,
         num_key_value_heads=2,
         max_position_embeddings=64,

@@ -20,7 +20,8 @@ def test_llm_encoder_gives_unit_rows_per_layer_from_a_local_folder(tiny_llm: Pat
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(vectors[0], vectors[2], atol=1e-6)  # same text, same vector
     assert not np.allclose(vectors[0], vectors[1])
-    layers = enc.encode_layers(texts, [1, -1])
+    layers = enc.encode_layers(texts, [1, -1, 12])
+    np.testing.assert_allclose(layers[12], layers[-1], atol=1e-6)  # the 12th of 12 layers is the last
     np.testing.assert_allclose(layers[-1], vectors, atol=1e-6)  # one pass gives what encode gives per layer
     assert not np.allclose(layers[1], layers[-1])
     # Batching pads on the right and masks the padding: a text's vector does not depend on its batch.
@@ -33,6 +34,11 @@ def test_llm_encoder_name_follows_weights_and_pooling(tiny_llm: Path) -> None:
     a, b = LLMEncoder(folder, layer=-1), LLMEncoder(folder, layer=1)
     assert a.name != b.name and "layer-1" in a.name and "layer1" in b.name
     assert LLMEncoder(folder, layer=-1, centre=False).name != a.name
+
+
+def test_llm_encoder_refuses_a_layer_the_model_does_not_have(tiny_llm: Path) -> None:
+    with pytest.raises(ValueError, match="layer 13 is outside its 0..12 hidden states"):
+        LLMEncoder(tiny_llm, layer=13).encode(["red nail polish ."])
 
 
 def test_load_llm_refuses_what_is_not_a_model(tmp_path: Path) -> None:
