@@ -27,6 +27,7 @@ def test_demo_page_offers_llm_text_only_when_the_service_allows_it(
 
     writer = recommender.llm_writer(tiny_llm)
     monkeypatch.setattr(recommender, "llm_writer", lambda source=None: writer)
+    monkeypatch.setattr("llmrec.index.llm.default_llm_path", lambda: tiny_llm)  # installed or not
     on = live_server(create_app(recommender, llm_text=True))
     page.goto(on + "/")
     page.wait_for_selector("#llm-text-box:not([hidden])")

@@ -26,6 +26,7 @@ def test_service_llm_text_is_off_by_default_and_checked_when_on(
 
     writer = rec.llm_writer(tiny_llm)
     monkeypatch.setattr(rec, "llm_writer", lambda source=None: writer)  # the tiny model in place of SmolLM2
+    monkeypatch.setattr("llmrec.index.llm.default_llm_path", lambda: tiny_llm)  # installed or not
     on = make_client(create_app(rec, queries=False, llm_text=True))
     r = on.post("/v1/recommend", json=ask)
     assert r.status_code == 200, r.text
@@ -39,3 +40,14 @@ def test_service_llm_text_is_off_by_default_and_checked_when_on(
     ]:
         r = on.post("/v1/recommend", json=body)
         assert r.status_code == 422 and message in r.json()["message"], r.text
+
+
+def test_service_with_llm_text_refuses_to_start_without_the_llm(
+    recommender: Recommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmrec.index import llm
+
+    monkeypatch.setattr(llm, "default_llm_path", lambda: None)
+    with pytest.raises(ValueError, match="--llm-text needs the LLM"):
+        create_app(recommender, llm_text=True)
+    create_app(recommender)  # without llm_text nothing is asked of it

