@@ -186,16 +186,16 @@ class TitleMatcher:
     def mentions(self, text: str, items: Sequence[ItemInfo] = ()) -> list[tuple[str, tuple[str, ...], range]]:
         """Every (raw item id, title prefix, word positions in `text`) found, over the catalogue and `items`."""
         words = _words(text)
-        keys = {k: set(ids) for k, ids in self.keys.items()}
+        extra: dict[tuple[str, ...], set[str]] = {}  # the items' own prefixes, beside the catalogue's
         for item in items:
             key = self.key(item.title or "")
             if key:
-                keys.setdefault(key, set()).add(item.item_id)
+                extra.setdefault(key, set()).add(item.item_id)
         found = []
         for n in range(1, self.n_words + 1):
             for i in range(len(words) - n + 1):
                 gram = tuple(words[i : i + n])
-                for item_id in sorted(keys.get(gram, ())):
+                for item_id in sorted(self.keys.get(gram, set()) | extra.get(gram, set())):
                     found.append((item_id, gram, range(i, i + n)))
         return found
 
