@@ -1,14 +1,15 @@
 """Natural-language intent on a shop catalogue: do text queries find the products asked for? (docs/trust.md)
 
 Usage: python benchmarks/intent_beauty.py PREPARED_DIR [--model MODEL_DIR] [--encoders minilm,llm]
-                                          [--llm-layer -1] [--users 300] [--weights 0.5,0.7,0.9,1.0]
+                                          [--llm-layer L] [--users 300] [--weights 0.5,0.7,0.9,1.0]
                                           [--seed 0] [--threads 1] [--json OUT.json]
 
 Queries and their relevant items: benchmarks/intent_beauty_queries.json (35 queries; an item is relevant when its
 title matches the query's keyword rule, see the file's "about" and "rule"; the labels never look at an encoder).
 For each encoder (MiniLM: the packaged all-MiniLM-L6-v2; llm: the packaged SmolLM2-135M-Instruct read as an
-encoder, `llmrec.index.llm.LLMEncoder`, mean-pooled centred states of layer --llm-layer), item texts are the
-catalogue's (`llmrec.index.text_encoder.item_texts`: the title) encoded through llmrec's text cache:
+encoder, `llmrec.index.llm.LLMEncoder`, mean-pooled centred states of layer --llm-layer, by default the
+encoder's own), item texts are the catalogue's (`llmrec.index.text_encoder.item_texts`: the title) encoded
+through llmrec's text cache:
 
 - search: the 10 items most similar to the query over the whole catalogue; precision@10 = share relevant, the
   mean over queries (every query has at least 10 relevant items, so 1.0 is reachable).
@@ -67,7 +68,7 @@ def label(titles: list[str | None], query: dict[str, Any]) -> set[int]:
     return out
 
 
-def _encoder(name: str, layer: int) -> TextEncoder:
+def _encoder(name: str, layer: int | None) -> TextEncoder:
     if name == "minilm":
         from llmrec.index.text_encoder import SentenceTransformerEncoder
 
@@ -75,7 +76,7 @@ def _encoder(name: str, layer: int) -> TextEncoder:
     if name == "llm":
         from llmrec.index.llm import LLMEncoder
 
-        return LLMEncoder(layer=layer)
+        return LLMEncoder() if layer is None else LLMEncoder(layer=layer)
     raise SystemExit(f"error: --encoders: unknown encoder {name!r} (minilm, llm)")
 
 
@@ -151,7 +152,7 @@ def main() -> None:
     ap.add_argument("prepared", type=Path)
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--encoders", default="minilm,llm")
-    ap.add_argument("--llm-layer", type=int, default=-1)
+    ap.add_argument("--llm-layer", type=int, default=None, help="default: LLMEncoder's own (12)")
     ap.add_argument("--users", type=int, default=300)
     ap.add_argument("--weights", default="0.5,0.7,0.9,1.0")
     ap.add_argument("--seed", type=int, default=0)
