@@ -261,6 +261,7 @@ def test_recommender_calibrates_on_user_hidden_states_and_reuses_a_saved_index(a
 
 
 def test_recommender_rebuilds_a_stale_saved_index(artifact: Path, tmp_path: Path) -> None:
+    from llmrec.artifact import write_manifest
     from llmrec.recommend import ANN_DIR, Recommender
 
     rec = Recommender.load(artifact, ann="hnsw")
@@ -269,6 +270,7 @@ def test_recommender_rebuilds_a_stale_saved_index(artifact: Path, tmp_path: Path
     with torch.no_grad():
         rec.model.item_emb.weight[3] += 1.0  # type: ignore[union-attr]
     rec.model.save_pretrained(artifact)  # type: ignore[union-attr]  # new weights, old index on disk
+    write_manifest(artifact)  # as llmrec's own writers do after changing a file
     fresh = Recommender.load(artifact, ann="hnsw")
     assert fresh.ann is not None and fresh.ann.info.table_sha256 != rec.ann.info.table_sha256
 
