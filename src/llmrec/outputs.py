@@ -327,8 +327,11 @@ def output_lock(out: str | Path, option: str = "--out") -> Iterator[None]:
             break
         os.close(fd)  # the previous holder removed the file after we opened it: lock the one at the path now
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:  # a disk with 0 bytes free fails here first: name the output, not nothing
+            raise OSError(e.errno, e.strerror, str(out)) from e
         yield
     finally:
         with contextlib.suppress(OSError):
