@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from typer.testing import Result
+
     from llmrec.data import PreparedDataset, RawData
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,3 +143,36 @@ def build_tiny_llm(folder: Path) -> Path:
 def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder of `build_tiny_llm`, built once per test session."""
     return build_tiny_llm(tmp_path_factory.mktemp("llm") / "tiny-llm")
+
+
+# ---- the command line in-process ---------------------------------------------------------------------------
+class Cli:
+    """`llmrec` run in-process (typer's CliRunner), tiny model/training settings, and the check every refusal
+    must pass. Imports typer and the app only when first used, so collecting tests stays light."""
+
+    TINY = ("--set", "model.d_model=16", "--set", "model.n_layers=1", "--set", "model.d_ff=32", "--set", "model.max_seq_len=8")
+    QUICK = ("--set", "train.epochs=1", "--set", "train.refit_on_valid=false", "--set", "train.progress=false")
+
+    def invoke(self, *args: str | Path) -> Result:
+        from typer.testing import CliRunner
+
+        from llmrec.cli import app
+
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    @staticmethod
+    def assert_user_error(result: Result, *fragments: str) -> None:
+        """Exit 2 and exactly one `error: ` line, the last one (progress bars may come first), holding every
+        fragment; no traceback."""
+        assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
+        for fragment in fragments:
+            assert fragment in errors[0], (fragment, errors[0])
+        assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="session")
+def cli() -> Cli:
+    """The `Cli` helper (session-wide, so module-scoped fixtures can use it too)."""
+    return Cli()

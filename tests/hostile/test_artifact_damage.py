@@ -12,37 +12,23 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from tests.conftest import tiny_events
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from llmrec.artifact import MANIFEST, artifact_files, open_artifact, write_manifest
-from llmrec.cli import app
 from llmrec.errors import ArtifactError
 from llmrec.recommend import Recommender
 
-runner = CliRunner()
-TINY = ["--set", "model.d_model=16", "--set", "model.n_layers=1", "--set", "model.d_ff=32", "--set", "model.max_seq_len=8"]
-QUICK = ["--set", "train.epochs=1", "--set", "train.refit_on_valid=false", "--set", "train.progress=false"]
-
-
-def _invoke(*args: str | Path) -> Result:
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _assert_user_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
-    assert "Traceback" not in result.output
+if TYPE_CHECKING:
+    from tests.conftest import Cli
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built(tmp_path_factory: pytest.TempPathFactory, cli: Cli) -> Path:
     """<root>/data (20 users, 50 items with categories) and <root>/lm (a one-epoch LM that uses them)."""
     import polars as pl
 
@@ -65,7 +51,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     raw = RawData(events=events, items=items, users=None, domain="generic", source_files=[])
     prepare(raw, PrepareConfig()).save(root / "data")
-    result = _invoke("train", "--dataset", root / "data", "--out", root / "lm", "--model", "next-item-lm", *TINY, *QUICK)
+    result = cli.invoke(
+        "train", "--dataset", root / "data", "--out", root / "lm", "--model", "next-item-lm", *cli.TINY, *cli.QUICK
+    )
     assert result.exit_code == 0, result.output
     return root
 
@@ -76,8 +64,8 @@ def work(built: Path, tmp_path: Path) -> Path:
     return tmp_path / "w"
 
 
-def _recommend(w: Path) -> Result:
-    return _invoke("recommend", "--model", w / "lm", "--user", "u01", "-k", "3")
+def _recommend(w: Path, cli: Cli) -> Result:
+    return cli.invoke("recommend", "--model", w / "lm", "--user", "u01", "-k", "3")
 
 
 def _flip(path: Path, start: int, stop: int) -> None:
@@ -111,7 +99,7 @@ def test_the_manifest_lists_every_file_with_its_size_and_hash(built: Path) -> No
         ("model.safetensors", "flip"),
     ],
 )
-def test_a_damaged_file_is_refused_naming_it(work: Path, file: str, damage: str) -> None:
+def test_a_damaged_file_is_refused_naming_it(work: Path, file: str, damage: str, cli: Cli) -> None:
     path = work / "lm" / file
     if damage == "flip":
         _flip(path, 2000, 2100)
@@ -121,8 +109,8 @@ def test_a_damaged_file_is_refused_naming_it(work: Path, file: str, damage: str)
         path.write_bytes(path.read_bytes()[:-1])
     else:
         path.write_text("[1, 2, {")
-    _assert_user_error(_recommend(work), str(path))
-    _assert_user_error(_invoke("evaluate", "--model", work / "lm", "--dataset", work / "data", "--n-boot", "10"), str(path))
+    cli.assert_user_error(_recommend(work, cli), str(path))
+    cli.assert_user_error(cli.invoke("evaluate", "--model", work / "lm", "--dataset", work / "data", "--n-boot", "10"), str(path))
     with pytest.raises(ArtifactError, match=file):
         Recommender.load(work / "lm")
 
@@ -140,7 +128,7 @@ def test_the_reasons_say_what_is_wrong(work: Path) -> None:
         open_artifact(work / "lm")
 
 
-def test_the_service_refuses_a_damaged_artifact_before_it_starts(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_service_refuses_a_damaged_artifact_before_it_starts(work: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli) -> None:
     import uvicorn
 
     def never(*args: object, **kwargs: object) -> None:
@@ -148,10 +136,10 @@ def test_the_service_refuses_a_damaged_artifact_before_it_starts(work: Path, mon
 
     monkeypatch.setattr(uvicorn, "run", never)
     (work / "lm" / "histories.parquet").unlink()
-    _assert_user_error(_invoke("serve", "--model", work / "lm", "--port", "0"), "histories.parquet", "missing")
+    cli.assert_user_error(cli.invoke("serve", "--model", work / "lm", "--port", "0"), "histories.parquet", "missing")
 
 
-def test_nan_weights_are_refused(work: Path) -> None:
+def test_nan_weights_are_refused(work: Path, cli: Cli) -> None:
     from safetensors.torch import load_file, save_file
 
     weights = work / "lm" / "model.safetensors"
@@ -160,26 +148,26 @@ def test_nan_weights_are_refused(work: Path) -> None:
     tensors[name][0] = float("nan")
     save_file(tensors, str(weights))
     write_manifest(work / "lm")  # the manifest agrees: the weights themselves are bad
-    _assert_user_error(_recommend(work), str(weights), "NaN or infinite")
+    cli.assert_user_error(_recommend(work, cli), str(weights), "NaN or infinite")
 
 
-def test_an_artifact_without_a_manifest_loads_with_a_notice(work: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_artifact_without_a_manifest_loads_with_a_notice(work: Path, caplog: pytest.LogCaptureFixture, cli: Cli) -> None:
     (work / "lm" / MANIFEST).unlink()  # as saved by an llmrec older than manifests
     with caplog.at_level(logging.WARNING, logger="llmrec.artifact"):
         rec = Recommender.load(work / "lm")
     assert rec.recommend(user="u01", k=3)
     notices = [r.getMessage() for r in caplog.records if "not checked for damage" in r.getMessage()]
     assert len(notices) == 1 and str(work / "lm") in notices[0]
-    result = _recommend(work)
+    result = _recommend(work, cli)
     assert result.exit_code == 0, result.output
 
 
-def test_a_damaged_manifest_is_named(work: Path) -> None:
+def test_a_damaged_manifest_is_named(work: Path, cli: Cli) -> None:
     (work / "lm" / MANIFEST).write_text("{not json")
-    _assert_user_error(_recommend(work), str(work / "lm" / MANIFEST))
+    cli.assert_user_error(_recommend(work, cli), str(work / "lm" / MANIFEST))
 
 
-def test_export_copies_only_llmrec_files_and_follows_no_links(work: Path, tmp_path: Path) -> None:
+def test_export_copies_only_llmrec_files_and_follows_no_links(work: Path, tmp_path: Path, cli: Cli) -> None:
     lm = work / "lm"
     (lm / "secrets.env").write_text("API_KEY=hunter2\n")
     outside = tmp_path / "outside"
@@ -188,7 +176,7 @@ def test_export_copies_only_llmrec_files_and_follows_no_links(work: Path, tmp_pa
     (lm / "ann").mkdir()
     (lm / "ann" / "linked").symlink_to(outside, target_is_directory=True)
     (lm / "ann" / "index.faiss").write_bytes(b"index")
-    result = _invoke("export", "--model", lm, "--out", work / "slim", "--no-text-embeddings")
+    result = cli.invoke("export", "--model", lm, "--out", work / "slim", "--no-text-embeddings")
     assert result.exit_code == 0, result.output
     copied = {p.relative_to(work / "slim").as_posix() for p in (work / "slim").rglob("*")}
     assert "secrets.env" not in copied and not any("private" in c or "linked" in c for c in copied), copied
