@@ -13,32 +13,17 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from llmrec.artifact import write_manifest
-from llmrec.cli import app
 
-runner = CliRunner()
-TINY = ["--set", "model.d_model=16", "--set", "model.n_layers=1", "--set", "model.d_ff=32", "--set", "model.max_seq_len=8"]
-QUICK = ["--set", "train.epochs=1", "--set", "train.refit_on_valid=false", "--set", "train.progress=false"]
-
-
-def _invoke(*args: str | Path) -> Result:
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _assert_user_error(result: Result, *fragments: str) -> None:
-    """Exit 2 and exactly one `error: ` line (progress bars may come first) holding every fragment; no traceback."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
-    assert "Traceback" not in result.output
+if TYPE_CHECKING:
+    from tests.conftest import Cli
 
 
 def _prepare(out: Path, n_items: int = 30, seed: int = 0, prefix: str = "") -> Path:
@@ -56,11 +41,11 @@ def _prepare(out: Path, n_items: int = 30, seed: int = 0, prefix: str = "") -> P
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built(tmp_path_factory: pytest.TempPathFactory, cli: Cli) -> Path:
     """<root>/data (prepared) and <root>/lm (a one-epoch next-item LM with its training state in lm/train)."""
     root = tmp_path_factory.mktemp("artifacts")
     _prepare(root / "data")
-    result = _invoke("train", "--dataset", root / "data", "--out", root / "lm", *TINY, *QUICK)
+    result = cli.invoke("train", "--dataset", root / "data", "--out", root / "lm", *cli.TINY, *cli.QUICK)
     assert result.exit_code == 0, result.output
     return root
 
@@ -106,19 +91,19 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
 
 
 # ---- commands that read a model artifact --------------------------------------------------------------------------
-def _recommend(w: Path) -> Result:
-    return _invoke("recommend", "--model", w / "lm", "--user", "u1", "-k", "3")
+def _recommend(w: Path, cli: Cli) -> Result:
+    return cli.invoke("recommend", "--model", w / "lm", "--user", "u1", "-k", "3")
 
 
-def _explain(w: Path) -> Result:
-    return _invoke("explain", "--model", w / "lm", "--user", "u1", "-k", "2")
+def _explain(w: Path, cli: Cli) -> Result:
+    return cli.invoke("explain", "--model", w / "lm", "--user", "u1", "-k", "2")
 
 
-def _evaluate(w: Path) -> Result:
-    return _invoke("evaluate", "--model", w / "lm", "--dataset", w / "data", "--n-boot", "10")
+def _evaluate(w: Path, cli: Cli) -> Result:
+    return cli.invoke("evaluate", "--model", w / "lm", "--dataset", w / "data", "--n-boot", "10")
 
 
-def _serve(w: Path) -> Result:
+def _serve(w: Path, cli: Cli) -> Result:
     import uvicorn
 
     def never(*args: object, **kwargs: object) -> None:
@@ -126,7 +111,7 @@ def _serve(w: Path) -> Result:
 
     run, uvicorn.run = uvicorn.run, never  # type: ignore[assignment]
     try:
-        return _invoke("serve", "--model", w / "lm", "--port", "0")
+        return cli.invoke("serve", "--model", w / "lm", "--port", "0")
     finally:
         uvicorn.run = run
 
@@ -143,31 +128,36 @@ MODEL_CASES = [(cmd, f, d) for cmd, files in READS.items() for f in files for d 
 
 
 @pytest.mark.parametrize(("command", "file", "damage"), MODEL_CASES)
-def test_a_damaged_model_file_is_named(command: str, file: str, damage: str, work: Path) -> None:
+def test_a_damaged_model_file_is_named(command: str, file: str, damage: str, work: Path, cli: Cli) -> None:
     path = work / "lm" / file
     DAMAGE[damage](path)
-    _assert_user_error(MODEL_COMMANDS[command](work), str(path))
+    cli.assert_user_error(MODEL_COMMANDS[command](work, cli), str(path))
 
 
 @pytest.mark.parametrize("file", ["manifest.json", "sequences.parquet", "users.parquet", "items.parquet"])
 @pytest.mark.parametrize("damage", list(DAMAGE))
-def test_a_damaged_dataset_file_is_named(file: str, damage: str, work: Path) -> None:
+def test_a_damaged_dataset_file_is_named(file: str, damage: str, work: Path, cli: Cli) -> None:
     path = work / "data" / file
     DAMAGE[damage](path)
-    _assert_user_error(_evaluate(work), str(path))
+    cli.assert_user_error(_evaluate(work, cli), str(path))
 
 
-def test_messages_say_damaged_or_incomplete(work: Path) -> None:
+def test_messages_say_damaged_or_incomplete(work: Path, cli: Cli) -> None:
     _truncate(work / "lm" / "model.safetensors")
-    _assert_user_error(_recommend(work), f"{work / 'lm' / 'model.safetensors'}: damaged or incomplete (")
+    cli.assert_user_error(_recommend(work, cli), f"{work / 'lm' / 'model.safetensors'}: damaged or incomplete (")
 
 
-def test_weights_of_another_size_name_the_weights(work: Path, tmp_path: Path) -> None:
+def test_weights_of_another_size_name_the_weights(work: Path, tmp_path: Path, cli: Cli) -> None:
     other = tmp_path / "other"
-    assert _invoke("train", "--dataset", work / "data", "--out", other, *TINY, *QUICK, "--set", "model.d_model=8").exit_code == 0
+    assert (
+        cli.invoke(
+            "train", "--dataset", work / "data", "--out", other, *cli.TINY, *cli.QUICK, "--set", "model.d_model=8"
+        ).exit_code
+        == 0
+    )
     shutil.copy(other / "model.safetensors", work / "lm" / "model.safetensors")
     write_manifest(work / "lm")  # a manifest that agrees: the loader's own check names the mismatch
-    _assert_user_error(_recommend(work), str(work / "lm" / "model.safetensors"), "does not fit config.json")
+    cli.assert_user_error(_recommend(work, cli), str(work / "lm" / "model.safetensors"), "does not fit config.json")
 
 
 # ---- train --resume with a damaged or different checkpoint -------------------------------------------------------
@@ -176,103 +166,103 @@ CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "state.json", 
 
 @pytest.mark.parametrize("file", CHECKPOINT_FILES)
 @pytest.mark.parametrize("damage", list(DAMAGE))
-def test_resume_from_a_damaged_checkpoint_names_the_file(file: str, damage: str, work: Path) -> None:
+def test_resume_from_a_damaged_checkpoint_names_the_file(file: str, damage: str, work: Path, cli: Cli) -> None:
     DAMAGE[damage](work / "lm" / "train" / "checkpoint" / file)
-    result = _invoke("train", "--dataset", work / "data", "--out", work / "lm", *TINY, *QUICK, "--resume")
+    result = cli.invoke("train", "--dataset", work / "data", "--out", work / "lm", *cli.TINY, *cli.QUICK, "--resume")
     # --resume continues in the hidden run folder beside the artifact, where the checkpoint was copied back
-    _assert_user_error(result, str(work / ".lm.train" / "checkpoint" / file))
+    cli.assert_user_error(result, str(work / ".lm.train" / "checkpoint" / file))
     assert (work / "lm" / "config.json").is_file()  # the finished artifact is untouched
 
 
-def test_resume_with_another_d_model_says_which_setting(work: Path) -> None:
-    sizes = [a if a != "model.d_model=16" else "model.d_model=32" for a in TINY]
-    result = _invoke("train", "--dataset", work / "data", "--out", work / "lm", *sizes, *QUICK, "--resume")
-    _assert_user_error(result, "--resume: checkpoint was trained with d_model 16, config asks 32")
+def test_resume_with_another_d_model_says_which_setting(work: Path, cli: Cli) -> None:
+    sizes = [a if a != "model.d_model=16" else "model.d_model=32" for a in cli.TINY]
+    result = cli.invoke("train", "--dataset", work / "data", "--out", work / "lm", *sizes, *cli.QUICK, "--resume")
+    cli.assert_user_error(result, "--resume: checkpoint was trained with d_model 16, config asks 32")
 
 
-def test_resume_with_another_dataset_is_refused(work: Path) -> None:
+def test_resume_with_another_dataset_is_refused(work: Path, cli: Cli) -> None:
     _prepare(work / "other-size", n_items=25, seed=1)
-    result = _invoke("train", "--dataset", work / "other-size", "--out", work / "lm", *TINY, *QUICK, "--resume")
-    _assert_user_error(result, "--resume: checkpoint was trained on")
+    result = cli.invoke("train", "--dataset", work / "other-size", "--out", work / "lm", *cli.TINY, *cli.QUICK, "--resume")
+    cli.assert_user_error(result, "--resume: checkpoint was trained on")
     _prepare(work / "same-size", n_items=30, seed=0, prefix="x")  # same sizes, other item ids
-    result = _invoke("train", "--dataset", work / "same-size", "--out", work / "lm", *TINY, *QUICK, "--resume")
-    _assert_user_error(result, "--resume: checkpoint was trained on another dataset")
+    result = cli.invoke("train", "--dataset", work / "same-size", "--out", work / "lm", *cli.TINY, *cli.QUICK, "--resume")
+    cli.assert_user_error(result, "--resume: checkpoint was trained on another dataset")
 
 
-def test_a_refused_resume_leaves_the_run_as_it_was(work: Path) -> None:
-    sizes = [a if a != "model.d_model=16" else "model.d_model=32" for a in TINY]
-    result = _invoke(
-        "train", "--dataset", work / "data", "--out", work / "lm", *sizes, *QUICK, "--set", "train.lr=0.5", "--resume"
+def test_a_refused_resume_leaves_the_run_as_it_was(work: Path, cli: Cli) -> None:
+    sizes = [a if a != "model.d_model=16" else "model.d_model=32" for a in cli.TINY]
+    result = cli.invoke(
+        "train", "--dataset", work / "data", "--out", work / "lm", *sizes, *cli.QUICK, "--set", "train.lr=0.5", "--resume"
     )
-    _assert_user_error(result, "--resume: checkpoint was trained with d_model 16, config asks 32")
+    cli.assert_user_error(result, "--resume: checkpoint was trained with d_model 16, config asks 32")
     run = work / ".lm.train"  # where --resume continues: a copy of lm/train
     assert (run / "train_config.json").read_bytes() == (work / "lm" / "train" / "train_config.json").read_bytes()
     assert json.loads((run / "train_config.json").read_text())["lr"] != 0.5
 
 
-def test_resuming_a_checkpoint_without_a_dataset_identity_records_it(work: Path) -> None:
+def test_resuming_a_checkpoint_without_a_dataset_identity_records_it(work: Path, cli: Cli) -> None:
     (work / "lm" / "train" / "dataset_identity.json").unlink()  # as written before identities were recorded
-    result = _invoke("train", "--dataset", work / "data", "--out", work / "lm", *TINY, *QUICK, "--resume")
+    result = cli.invoke("train", "--dataset", work / "data", "--out", work / "lm", *cli.TINY, *cli.QUICK, "--resume")
     assert result.exit_code == 0, result.output
     assert (work / "lm" / "train" / "dataset_identity.json").is_file()
     _prepare(work / "same-size", n_items=30, seed=0, prefix="x")  # same sizes, other item ids: now refused
-    result = _invoke("train", "--dataset", work / "same-size", "--out", work / "lm", *TINY, *QUICK, "--resume")
-    _assert_user_error(result, "--resume: checkpoint was trained on another dataset")
+    result = cli.invoke("train", "--dataset", work / "same-size", "--out", work / "lm", *cli.TINY, *cli.QUICK, "--resume")
+    cli.assert_user_error(result, "--resume: checkpoint was trained on another dataset")
 
 
-def test_resume_without_a_checkpoint_leaves_nothing(work: Path) -> None:
-    result = _invoke("train", "--dataset", work / "data", "--out", work / "new", *TINY, *QUICK, "--resume")
-    _assert_user_error(result, "--resume", "no checkpoint")
+def test_resume_without_a_checkpoint_leaves_nothing(work: Path, cli: Cli) -> None:
+    result = cli.invoke("train", "--dataset", work / "data", "--out", work / "new", *cli.TINY, *cli.QUICK, "--resume")
+    cli.assert_user_error(result, "--resume", "no checkpoint")
     assert not (work / ".new.train").exists() and not (work / "new").exists()
 
 
-def test_train_on_cuda_without_cuda_is_one_line(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_on_cuda_without_cuda_is_one_line(work: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli) -> None:
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    result = _invoke("train", "--dataset", work / "data", "--out", work / "gpu", *TINY, *QUICK, "--device", "cuda")
-    _assert_user_error(result, "--device cuda", "no CUDA device")
+    result = cli.invoke("train", "--dataset", work / "data", "--out", work / "gpu", *cli.TINY, *cli.QUICK, "--device", "cuda")
+    cli.assert_user_error(result, "--device cuda", "no CUDA device")
 
 
 # ---- a model paired with data it was not trained on -------------------------------------------------------------
 @pytest.mark.parametrize(("n_items", "prefix"), [(25, ""), (30, "x")], ids=["other-size", "same-size-other-ids"])
-def test_evaluate_refuses_a_dataset_the_model_was_not_trained_on(work: Path, n_items: int, prefix: str) -> None:
+def test_evaluate_refuses_a_dataset_the_model_was_not_trained_on(work: Path, n_items: int, prefix: str, cli: Cli) -> None:
     _prepare(work / "other", n_items=n_items, seed=1, prefix=prefix)
-    result = _evaluate_on(work, work / "other")
-    _assert_user_error(result, "--dataset", "not the data it was trained on")
+    result = _evaluate_on(work, work / "other", cli)
+    cli.assert_user_error(result, "--dataset", "not the data it was trained on")
 
 
-def _evaluate_on(w: Path, data: Path) -> Result:
-    return _invoke("evaluate", "--model", w / "lm", "--dataset", data, "--n-boot", "10")
+def _evaluate_on(w: Path, data: Path, cli: Cli) -> Result:
+    return cli.invoke("evaluate", "--model", w / "lm", "--dataset", data, "--n-boot", "10")
 
 
-def test_evaluate_refuses_data_reprepared_into_the_recorded_path(work: Path) -> None:
+def test_evaluate_refuses_data_reprepared_into_the_recorded_path(work: Path, cli: Cli) -> None:
     shutil.rmtree(work / "data")
     _prepare(work / "data", n_items=30, seed=5)  # same path and sizes, other users' events
     recorded = json.loads((work / "lm" / "dataset.json").read_text())
     recorded["prepared_path"] = str(work / "data")
     (work / "lm" / "dataset.json").write_text(json.dumps(recorded))
     write_manifest(work / "lm")  # recorded by llmrec, not damaged
-    result = _invoke("evaluate", "--model", work / "lm", "--n-boot", "10")
-    _assert_user_error(result, "not the data it was trained on")
+    result = cli.invoke("evaluate", "--model", work / "lm", "--n-boot", "10")
+    cli.assert_user_error(result, "not the data it was trained on")
 
 
-def test_an_artifact_without_a_recorded_identity_is_checked_by_its_items(work: Path) -> None:
+def test_an_artifact_without_a_recorded_identity_is_checked_by_its_items(work: Path, cli: Cli) -> None:
     meta = json.loads((work / "lm" / "dataset.json").read_text())
     del meta["identity"]  # as saved before identities were recorded
     (work / "lm" / "dataset.json").write_text(json.dumps(meta))
     (work / "lm" / "manifest.json").unlink()  # which was before manifests too
-    assert _evaluate_on(work, work / "data").exit_code == 0
+    assert _evaluate_on(work, work / "data", cli).exit_code == 0
     _prepare(work / "other", n_items=30, seed=1, prefix="x")
-    _assert_user_error(_evaluate_on(work, work / "other"), "not the data it was trained on")
+    cli.assert_user_error(_evaluate_on(work, work / "other", cli), "not the data it was trained on")
 
 
-def test_map_cold_items_and_meta_train_refuse_another_dataset(work: Path) -> None:
+def test_map_cold_items_and_meta_train_refuse_another_dataset(work: Path, cli: Cli) -> None:
     _prepare(work / "other", n_items=30, seed=1, prefix="x")
-    result = _invoke("map-cold-items", "--model", work / "lm", "--dataset", work / "other", "--out", work / "mapped")
-    _assert_user_error(result, "not the data it was trained on")
-    result = _invoke("meta-train", "--dataset", work / "other", "--base", work / "lm", "--out", work / "meta")
-    _assert_user_error(result, "not the data it was trained on")
+    result = cli.invoke("map-cold-items", "--model", work / "lm", "--dataset", work / "other", "--out", work / "mapped")
+    cli.assert_user_error(result, "not the data it was trained on")
+    result = cli.invoke("meta-train", "--dataset", work / "other", "--base", work / "lm", "--out", work / "meta")
+    cli.assert_user_error(result, "not the data it was trained on")
     assert not (work / "mapped").exists() and not (work / "meta").exists()
 
 
@@ -291,9 +281,12 @@ def _events_csv(path: Path) -> None:
     pl.DataFrame({"user_id": ["a", "a", "b", "b"], "item_id": ["1", "2", "1", "3"], "timestamp": [1, 2, 1, 2]}).write_csv(path)
 
 
-def _writing_commands(w: Path) -> dict[str, tuple[list[str | Path], Path]]:
-    """Every command that writes: (arguments, the output that must not exist after a refused write)."""
-    return {
+WRITERS = ("prepare", "train", "evaluate", "tune", "meta-train", "map-cold-items", "build-index", "export", "recommend")
+
+
+def _writing_commands(w: Path, cli: Cli) -> dict[str, tuple[list[str | Path], Path]]:
+    """Every command that writes (`WRITERS`): (arguments, the output that must not exist after a refused write)."""
+    commands: dict[str, tuple[list[str | Path], Path]] = {
         "prepare": (["data", "prepare", "--events", w / "events.csv", "--format", "csv", "--out", w / "out"], w / "out"),
         "train": (["train", "--dataset", w / "data", "--out", w / "out", "--model", "most-popular"], w / "out"),
         "evaluate": (
@@ -311,8 +304,8 @@ def _writing_commands(w: Path) -> dict[str, tuple[list[str | Path], Path]]:
                 w / "best.toml",
                 "--trials",
                 "1",
-                *TINY,
-                *QUICK,
+                *cli.TINY,
+                *cli.QUICK,
             ],
             w / "best.toml",
         ),
@@ -328,10 +321,12 @@ def _writing_commands(w: Path) -> dict[str, tuple[list[str | Path], Path]]:
         "export": (["export", "--model", w / "lm", "--out", w / "out"], w / "out"),
         "recommend": (["recommend", "--model", w / "lm", "--users", "all", "--out", w / "recs.parquet"], w / "recs.parquet"),
     }
+    assert tuple(commands) == WRITERS, "WRITERS must name every writing command"
+    return commands
 
 
 @pytest.fixture(scope="module")
-def cold_built(built: Path) -> Path:
+def cold_built(built: Path, cli: Cli) -> Path:
     """Beside `built`'s: <root>/cold (a cold-user split) and <root>/cold-lm, for meta-train; <root>/cold-items (a
     cold-item split) and <root>/cold-items-lm, for map-cold-items. One-epoch tiny LMs."""
     from llmrec.data import PrepareConfig, RawData, prepare
@@ -343,7 +338,7 @@ def cold_built(built: Path) -> Path:
     prepare(raw, PrepareConfig(split="cold-user", cold_user_fraction=0.3)).save(built / "cold")
     prepare(raw, PrepareConfig(split="cold-item", cold_item_fraction=0.2)).save(built / "cold-items")
     for data in ("cold", "cold-items"):
-        result = _invoke("train", "--dataset", built / data, "--out", built / f"{data}-lm", *TINY, *QUICK)
+        result = cli.invoke("train", "--dataset", built / data, "--out", built / f"{data}-lm", *cli.TINY, *cli.QUICK)
         assert result.exit_code == 0, result.output
     return built
 
@@ -361,28 +356,28 @@ def _fake_text_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(llmrec.index, "encode_items", encode_items)
 
 
-@pytest.mark.parametrize("command", list(_writing_commands(Path("."))))
+@pytest.mark.parametrize("command", WRITERS)
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
 def test_an_unwritable_output_is_one_line(
-    command: str, code: int, cold_built: Path, work: Path, monkeypatch: pytest.MonkeyPatch
+    command: str, code: int, cold_built: Path, work: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
 ) -> None:
     _events_csv(work / "events.csv")
-    args, output = _writing_commands(work)[command]
+    args, output = _writing_commands(work, cli)[command]
     _fake_text_encoder(monkeypatch)
     _refuse_mkdtemp(code, monkeypatch)
-    result = _invoke(*args)
-    _assert_user_error(result, str(work), os.strerror(code))
+    result = cli.invoke(*args)
+    cli.assert_user_error(result, str(work), os.strerror(code))
     assert not output.exists(), sorted(p.name for p in output.parent.iterdir())
     assert not [p.name for p in work.rglob("*") if ".tmp-" in p.name]
 
 
 @pytest.mark.parametrize("command", ["prepare", "train"])
-def test_a_full_disk_mid_write_leaves_nothing(command: str, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_mid_write_leaves_nothing(command: str, work: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli) -> None:
     _events_csv(work / "events.csv")
-    args, _ = _writing_commands(work)[command]
+    args, _ = _writing_commands(work, cli)[command]
     monkeypatch.setattr(pl.DataFrame, "write_parquet", _disk_full)
-    result = _invoke(*args)
-    _assert_user_error(result, f"{work / 'out'}: No space left on device")
+    result = cli.invoke(*args)
+    cli.assert_user_error(result, f"{work / 'out'}: No space left on device")
     assert not (work / "out").exists()
     assert not [p.name for p in work.iterdir() if p.name.startswith(".out")]
 
@@ -431,11 +426,11 @@ def test_writer_io_errors_become_os_errors_naming_the_output(raised: Exception, 
         raise ValueError("unrelated (os error 28)")  # not a writer's error: unchanged
 
 
-def test_evaluate_takes_a_device(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluate_takes_a_device(work: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli) -> None:
     import torch
 
-    cpu = _invoke("evaluate", "--model", work / "lm", "--dataset", work / "data", "--n-boot", "10", "--device", "cpu")
+    cpu = cli.invoke("evaluate", "--model", work / "lm", "--dataset", work / "data", "--n-boot", "10", "--device", "cpu")
     assert cpu.exit_code == 0, cpu.output
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    result = _invoke("evaluate", "--model", work / "lm", "--dataset", work / "data", "--n-boot", "10", "--device", "cuda")
-    _assert_user_error(result, "--device cuda", "no CUDA device")
+    result = cli.invoke("evaluate", "--model", work / "lm", "--dataset", work / "data", "--n-boot", "10", "--device", "cuda")
+    cli.assert_user_error(result, "--device cuda", "no CUDA device")

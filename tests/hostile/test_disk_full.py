@@ -14,35 +14,20 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import pytest
-from typer.testing import CliRunner, Result
 
-from llmrec.cli import app
+if TYPE_CHECKING:
+    from tests.conftest import Cli
 
-runner = CliRunner()
-TINY = ["--set", "model.d_model=16", "--set", "model.n_layers=1", "--set", "model.d_ff=32", "--set", "model.max_seq_len=8"]
-QUICK = ["--set", "train.epochs=1", "--set", "train.refit_on_valid=false", "--set", "train.progress=false"]
 NO_SPACE = os.strerror(errno.ENOSPC)
 
 
-def _invoke(*args: str | Path) -> Result:
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _assert_user_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
-    assert "Traceback" not in result.output
-
-
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def data(tmp_path_factory: pytest.TempPathFactory, cli: Cli) -> Path:
     from llmrec.data import PrepareConfig, RawData, prepare
 
     root = tmp_path_factory.mktemp("disk-full")
@@ -56,7 +41,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pl.DataFrame(
         {"user_id": [f"u{u}" for u in many[:, 0]], "item_id": [f"i{i}" for i in many[:, 1]], "timestamp": range(20000)}
     ).write_csv(root / "events.csv")
-    result = _invoke("train", "--dataset", root / "data", "--out", root / "lm", "--model", "next-item-lm", *TINY, *QUICK)
+    result = cli.invoke(
+        "train", "--dataset", root / "data", "--out", root / "lm", "--model", "next-item-lm", *cli.TINY, *cli.QUICK
+    )
     assert result.exit_code == 0, result.output
     return root
 
@@ -80,20 +67,20 @@ def _left_in(folder: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("command", ["train", "export", "prepare"])
-def test_a_full_disk_is_one_line_naming_the_output(data: Path, small_disk: Path, command: str) -> None:
+def test_a_full_disk_is_one_line_naming_the_output(data: Path, small_disk: Path, command: str, cli: Cli) -> None:
     out = small_disk / "M"
     args = {
-        "train": ["train", "--dataset", data / "data", "--out", out, "--model", "next-item-lm", *TINY, *QUICK],
+        "train": ["train", "--dataset", data / "data", "--out", out, "--model", "next-item-lm", *cli.TINY, *cli.QUICK],
         "export": ["export", "--model", data / "lm", "--out", out, "--no-text-embeddings"],
         "prepare": ["data", "prepare", "--events", data / "events.csv", "--format", "csv", "--out", out],
     }[command]
-    result = _invoke(*args)
-    _assert_user_error(result, f"{out}: {NO_SPACE}")
+    result = cli.invoke(*args)
+    cli.assert_user_error(result, f"{out}: {NO_SPACE}")
     assert _left_in(small_disk) == []  # no half-written model, no .M.train, no temporary, no lock
 
 
 def test_safetensors_running_out_of_space_names_out_and_removes_the_run(
-    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
 ) -> None:
     """Issue 28: a Rich traceback ending 'SafetensorError ... No space left on device', exit 1, .M.train left."""
     from safetensors import SafetensorError
@@ -105,13 +92,13 @@ def test_safetensors_running_out_of_space_names_out_and_removes_the_run(
 
     monkeypatch.setattr(llmrec.models.item_sequence, "save_file", full)
     out = tmp_path / "M"
-    result = _invoke("train", "--dataset", data / "data", "--out", out, "--model", "next-item-lm", *TINY, *QUICK)
-    _assert_user_error(result, f"{out}: {NO_SPACE}")
+    result = cli.invoke("train", "--dataset", data / "data", "--out", out, "--model", "next-item-lm", *cli.TINY, *cli.QUICK)
+    cli.assert_user_error(result, f"{out}: {NO_SPACE}")
     assert _left_in(tmp_path) == []
 
 
 def test_a_full_disk_while_copying_names_the_output_not_the_source(
-    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
 ) -> None:
     real = shutil.copy2
 
@@ -122,11 +109,13 @@ def test_a_full_disk_while_copying_names_the_output_not_the_source(
 
     monkeypatch.setattr(shutil, "copy2", full)
     out = tmp_path / "slim"
-    _assert_user_error(_invoke("export", "--model", data / "lm", "--out", out), f"{out}: {NO_SPACE}")
+    cli.assert_user_error(cli.invoke("export", "--model", data / "lm", "--out", out), f"{out}: {NO_SPACE}")
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".slim")]
 
 
-def test_a_resumable_run_is_kept_when_the_disk_fills(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_resumable_run_is_kept_when_the_disk_fills(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
+) -> None:
     """An interrupted run's state that --resume continues is not the failed command's to remove."""
     from safetensors import SafetensorError
 
@@ -141,36 +130,40 @@ def test_a_resumable_run_is_kept_when_the_disk_fills(data: Path, tmp_path: Path,
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
     monkeypatch.setattr(llmrec.models.item_sequence, "save_file", full)
-    result = _invoke("train", "--dataset", work / "data", "--out", work / "lm", "--model", "next-item-lm", *TINY, *QUICK)
-    _assert_user_error(result, f"{work / 'lm'}: {NO_SPACE}")
+    result = cli.invoke(
+        "train", "--dataset", work / "data", "--out", work / "lm", "--model", "next-item-lm", *cli.TINY, *cli.QUICK
+    )
+    cli.assert_user_error(result, f"{work / 'lm'}: {NO_SPACE}")
     assert (work / ".lm.train" / "note").is_file() and (work / "lm" / "config.json").is_file()
 
 
-def test_n_boot_is_range_checked_before_any_work(data: Path) -> None:
+def test_n_boot_is_range_checked_before_any_work(data: Path, cli: Cli) -> None:
     """Issue 28: --n-boot 10000000000 was a MemoryError (596 GiB); 1e8 ran for minutes."""
     for n_boot in ("10000000000", "100001", "-1"):
-        result = _invoke("evaluate", "--model", data / "lm", "--dataset", data / "data", "--n-boot", n_boot)
-        _assert_user_error(result, "--n-boot must be between 0 and 100,000", n_boot)
+        result = cli.invoke("evaluate", "--model", data / "lm", "--dataset", data / "data", "--n-boot", n_boot)
+        cli.assert_user_error(result, "--n-boot must be between 0 and 100,000", n_boot)
     from llmrec.eval.stats import bootstrap_ci
 
     with pytest.raises(ValueError, match="n_boot must be between 0 and 100,000"):
         bootstrap_ci([0.1, 0.2], n_boot=10**10)
 
 
-def test_negative_threads_are_one_line(data: Path, tmp_path: Path) -> None:
-    result = _invoke("train", "--dataset", data / "data", "--out", tmp_path / "M", "--model", "most-popular", "--threads", "-3")
-    _assert_user_error(result, "--threads", "-3")
+def test_negative_threads_are_one_line(data: Path, tmp_path: Path, cli: Cli) -> None:
+    result = cli.invoke(
+        "train", "--dataset", data / "data", "--out", tmp_path / "M", "--model", "most-popular", "--threads", "-3"
+    )
+    cli.assert_user_error(result, "--threads", "-3")
     assert not (tmp_path / "M").exists()
 
 
 @pytest.mark.parametrize("command", ["train", "prepare"])
-def test_an_out_name_too_long_for_its_hidden_sibling_names_out(data: Path, tmp_path: Path, command: str) -> None:
+def test_an_out_name_too_long_for_its_hidden_sibling_names_out(data: Path, tmp_path: Path, command: str, cli: Cli) -> None:
     """Issue 28: a 240-character --out failed naming the hidden temporary folder beside it."""
     out = tmp_path / ("m" * 240)
     args = {
         "train": ["train", "--dataset", data / "data", "--out", out, "--model", "most-popular"],
         "prepare": ["data", "prepare", "--events", data / "events.csv", "--format", "csv", "--out", out],
     }[command]
-    result = _invoke(*args)
-    _assert_user_error(result, f"error: {out}: the name is 240 bytes long, at most", "choose a shorter --out")
+    result = cli.invoke(*args)
+    cli.assert_user_error(result, f"error: {out}: the name is 240 bytes long, at most", "choose a shorter --out")
     assert ".tmp-" not in result.stderr and _left_in(tmp_path) == []
