@@ -13,11 +13,13 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -176,3 +178,53 @@ class Cli:
 def cli() -> Cli:
     """The `Cli` helper (session-wide, so module-scoped fixtures can use it too)."""
     return Cli()
+
+
+# ---- a real server -------------------------------------------------------------------------------------------
+@pytest.fixture
+def serve_in_thread() -> Iterator[Callable[..., tuple[Any, threading.Thread, str, int]]]:
+    """serve_in_thread(app, **uvicorn.Config options) -> (server, thread, host, port): uvicorn serving `app` in a
+    daemon thread on a socket bound to 127.0.0.1 at a port the OS picks, started before it returns (an assertion
+    error if it has not within 30 s); every server still running is stopped after the test."""
+    import socket
+    import time
+
+    import uvicorn
+
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(app: Any, **options: Any) -> tuple[uvicorn.Server, threading.Thread, str, int]:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))  # the OS picks a free port; uvicorn serves on this very socket
+        server = uvicorn.Server(uvicorn.Config(app, **options))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.02)
+        servers.append((server, thread))
+        host, port = sock.getsockname()[:2]
+        return server, thread, host, port
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _read_until_closed(sock: socket.socket, seconds: float) -> bytes:
+    sock.settimeout(seconds)
+    out = b""
+    try:
+        while chunk := sock.recv(65536):
+            out += chunk
+    except TimeoutError:
+        pass
+    return out
+
+
+@pytest.fixture
+def read_all() -> Callable[[socket.socket, float], bytes]:
+    """read_all(sock, seconds) -> what the server sends until it closes the connection (or `seconds` pass)."""
+    return _read_until_closed

@@ -9,9 +9,6 @@ A real server: uvicorn with `llmrec.serve.connections.GuardedProtocol` (what `ll
 from __future__ import annotations
 
 import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +18,8 @@ from llmrec.data import PreparedDataset
 
 
 @pytest.fixture
-def guarded_server(tiny_prepared: PreparedDataset, tmp_path: Path) -> Iterator[Any]:
+def guarded_server(tiny_prepared: PreparedDataset, tmp_path: Path, serve_in_thread: Any) -> Any:
     """start(**head limits) -> (host, port): the service of a tiny model behind the guarded protocol."""
-    import uvicorn
-
     from llmrec.recommend import Recommender
     from llmrec.serve import create_app
     from llmrec.serve.connections import guarded_protocol
@@ -32,40 +27,13 @@ def guarded_server(tiny_prepared: PreparedDataset, tmp_path: Path) -> Iterator[A
 
     model = build_model(tiny_prepared, {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32})[0]
     recommender = Recommender.load(save_artifact(model.eval(), tiny_prepared, tmp_path / "model"))
-    servers: list[tuple[Any, threading.Thread]] = []
 
     def start(**heads: Any) -> tuple[str, int]:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
         http = guarded_protocol(10.0, 100, **heads)
-        config = uvicorn.Config(create_app(recommender), log_level="warning", access_log=False, http=http)
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
-        servers.append((server, thread))
-        host, port = sock.getsockname()[:2]
+        _, _, host, port = serve_in_thread(create_app(recommender), log_level="warning", access_log=False, http=http)
         return host, port
 
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-def _read_all(sock: socket.socket, seconds: float) -> bytes:
-    """What the server sends until it closes the connection (or `seconds` pass)."""
-    sock.settimeout(seconds)
-    out = b""
-    try:
-        while chunk := sock.recv(65536):
-            out += chunk
-    except TimeoutError:
-        pass
-    return out
+    return start
 
 
 def _send_until_closed(sock: socket.socket, chunk: bytes, total: int) -> int:
@@ -87,7 +55,7 @@ def _peak_rss_mib() -> float:
 
 
 @pytest.mark.parametrize("shape", ["many-lines", "one-long-line", "long-url"])
-def test_a_huge_request_head_gets_431_before_it_is_read(guarded_server: Any, shape: str) -> None:
+def test_a_huge_request_head_gets_431_before_it_is_read(guarded_server: Any, shape: str, read_all: Any) -> None:
     """Issue 28: 401 MB of header lines were read to the end and grew the service by 390 MB."""
     host, port = guarded_server()  # the defaults: 32 KiB, 100 header lines
     head = {
@@ -99,23 +67,23 @@ def test_a_huge_request_head_gets_431_before_it_is_read(guarded_server: Any, sha
     with socket.create_connection((host, port), timeout=10) as s:
         s.sendall(head[0])
         sent = _send_until_closed(s, head[1], 256 << 20)  # up to 256 MiB
-        answer = _read_all(s, 10)
+        answer = read_all(s, 10)
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
     assert b'"code":"head_too_large"' in answer and b"32768 bytes" in answer
     assert sent < 64 << 20, sent  # the server stopped reading long before (the socket buffers hold a few MiB)
     assert _peak_rss_mib() - before < 64  # the service (this process) did not grow by what was sent
 
 
-def test_too_many_header_lines_get_431(guarded_server: Any) -> None:
+def test_too_many_header_lines_get_431(guarded_server: Any, read_all: Any) -> None:
     host, port = guarded_server(max_header_lines=20)
     lines = b"".join(b"X-%d: 1\r\n" % i for i in range(21))  # 21 short lines, 200 bytes: only the count is over
     with socket.create_connection((host, port), timeout=10) as s:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + lines + b"\r\n")
-        answer = _read_all(s, 10)
+        answer = read_all(s, 10)
     assert answer.startswith(b"HTTP/1.1 431 ") and b"20 header lines" in answer, answer[:200]
 
 
-def test_heads_within_the_limits_are_served_one_after_another(guarded_server: Any) -> None:
+def test_heads_within_the_limits_are_served_one_after_another(guarded_server: Any, read_all: Any) -> None:
     """The budget is per request head: on one keep-alive connection, each head under it is served; a body does
     not count against it."""
     host, port = guarded_server(max_head_bytes=2048, max_header_lines=20)
@@ -128,7 +96,7 @@ def test_heads_within_the_limits_are_served_one_after_another(guarded_server: An
             answer = s.recv(65536)
             assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
         s.sendall(post + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
-        answer = _read_all(s, 10)
+        answer = read_all(s, 10)
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
 
 

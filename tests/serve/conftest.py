@@ -63,33 +63,11 @@ def client(recommender: Recommender, make_client: Any) -> TestClient:
 
 
 @pytest.fixture
-def live_server() -> Iterator[Any]:
+def live_server(serve_in_thread: Any) -> Any:
     """live_server(app) -> "http://127.0.0.1:PORT": the app under uvicorn in a thread, stopped after the test."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
     def start(app: FastAPI) -> str:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))  # the OS picks a free port; uvicorn serves on this very socket
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        servers.append((server, thread))
-        host, port = sock.getsockname()[:2]
+        _, _, host, port = serve_in_thread(app, log_level="warning", access_log=False, lifespan="on")
         return f"http://{host}:{port}"
 
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
+    return start

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -92,26 +91,7 @@ def test_explanations_are_split_across_passes_of_the_model_thread(recommender: R
     assert len(sizes) >= 2 and max(sizes) < 16, sizes
 
 
-def _serve(app: Any, graceful_timeout: float) -> tuple[Any, threading.Thread, str]:
-    import socket
-
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="critical", access_log=False, timeout_graceful_shutdown=graceful_timeout)  # type: ignore[arg-type]
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    host, port = sock.getsockname()[:2]
-    return server, thread, f"http://{host}:{port}"
-
-
-def test_requests_outlasting_the_graceful_timeout_get_503_not_500(recommender: Recommender) -> None:
+def test_requests_outlasting_the_graceful_timeout_get_503_not_500(recommender: Recommender, serve_in_thread: Any) -> None:
     from llmrec.serve import create_app
 
     release = threading.Event()
@@ -125,7 +105,8 @@ def test_requests_outlasting_the_graceful_timeout_get_503_not_500(recommender: R
     recommender.recommend_batch = slow  # type: ignore[method-assign]
     release.set()  # the warm-up at start passes at once
     app = create_app(recommender, max_wait_ms=1)
-    server, thread, base = _serve(app, graceful_timeout=0.3)
+    server, thread, host, port = serve_in_thread(app, log_level="critical", access_log=False, timeout_graceful_shutdown=0.3)
+    base = f"http://{host}:{port}"
     release.clear()
 
     async def clients() -> list[httpx.Response | Exception]:

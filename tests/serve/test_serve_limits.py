@@ -12,7 +12,6 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -232,50 +231,21 @@ def _metrics_lines(app: Any) -> list[str]:
 
 
 @pytest.fixture
-def guarded_server(recommender: Recommender) -> Iterator[Any]:
+def guarded_server(recommender: Recommender, serve_in_thread: Any) -> Any:
     """start(header_timeout=, max_connections=, body_timeout=) -> (host, port, app): uvicorn with the guarded
     protocol in a thread on 127.0.0.1, stopped after the test."""
-    import uvicorn
 
     from llmrec.serve.connections import guarded_protocol
-
-    servers: list[tuple[Any, threading.Thread]] = []
 
     def start(
         header_timeout: float | None = None, max_connections: int | None = None, body_timeout: float = 30.0, **heads: Any
     ) -> Any:
         app = create_app(recommender, body_timeout=body_timeout)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
         http = guarded_protocol(header_timeout, max_connections, **heads)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, http=http, timeout_keep_alive=5)
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
-        servers.append((server, thread))
-        host, port = sock.getsockname()[:2]
+        _, _, host, port = serve_in_thread(app, log_level="warning", access_log=False, http=http, timeout_keep_alive=5)
         return host, port, app
 
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-def _read_all(sock: socket.socket, seconds: float) -> bytes:
-    """What the server sends until it closes the connection (or `seconds` pass)."""
-    sock.settimeout(seconds)
-    out = b""
-    try:
-        while chunk := sock.recv(65536):
-            out += chunk
-    except TimeoutError:
-        pass
-    return out
+    return start
 
 
 def test_real_server_client_gone_mid_body_logs_one_line_and_counts_499(
@@ -296,37 +266,37 @@ def test_real_server_client_gone_mid_body_logs_one_line_and_counts_499(
     assert not any(r.exc_info for r in caplog.records)
 
 
-def test_a_body_that_stalls_gets_408_and_the_connection_closes(guarded_server: Any) -> None:
+def test_a_body_that_stalls_gets_408_and_the_connection_closes(guarded_server: Any, read_all: Any) -> None:
     host, port, _ = guarded_server(body_timeout=0.5)
     with socket.create_connection((host, port), timeout=5) as s:
         s.sendall(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n")
         s.sendall(b'{"user_id"')
-        answer = _read_all(s, 10)
+        answer = read_all(s, 10)
     assert answer.startswith(b"HTTP/1.1 408 ") and b'"code":"body_timeout"' in answer
 
 
-def test_a_request_head_that_stalls_is_closed_after_the_header_timeout(guarded_server: Any) -> None:
+def test_a_request_head_that_stalls_is_closed_after_the_header_timeout(guarded_server: Any, read_all: Any) -> None:
     host, port, _ = guarded_server(header_timeout=0.5)
     with socket.create_connection((host, port), timeout=5) as s:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHo")  # and nothing more
         started = time.monotonic()
-        assert _read_all(s, 10) == b""  # closed by the server, not by our 10 s timeout
+        assert read_all(s, 10) == b""  # closed by the server, not by our 10 s timeout
         assert time.monotonic() - started < 5
     with socket.create_connection((host, port), timeout=5) as s:  # a whole head within the timeout is answered
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert _read_all(s, 10).startswith(b"HTTP/1.1 200 ")
+        assert read_all(s, 10).startswith(b"HTTP/1.1 200 ")
 
 
-def test_connections_past_the_cap_get_503_and_are_closed(guarded_server: Any) -> None:
+def test_connections_past_the_cap_get_503_and_are_closed(guarded_server: Any, read_all: Any) -> None:
     host, port, _ = guarded_server(max_connections=2)
     held = [socket.create_connection((host, port), timeout=5) for _ in range(2)]
     try:
         time.sleep(0.2)
         with socket.create_connection((host, port), timeout=5) as extra:
-            answer = _read_all(extra, 10)
+            answer = read_all(extra, 10)
         assert answer.startswith(b"HTTP/1.1 503 ") and b'"code":"overloaded"' in answer
         held[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert _read_all(held[0], 10).startswith(b"HTTP/1.1 200 ")  # the admitted ones are served
+        assert read_all(held[0], 10).startswith(b"HTTP/1.1 200 ")  # the admitted ones are served
     finally:
         for s in held:
             s.close()
