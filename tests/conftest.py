@@ -228,3 +228,17 @@ def _read_until_closed(sock: socket.socket, seconds: float) -> bytes:
 def read_all() -> Callable[[socket.socket, float], bytes]:
     """read_all(sock, seconds) -> what the server sends until it closes the connection (or `seconds` pass)."""
     return _read_until_closed
+
+
+# ---- a tiny model artifact -----------------------------------------------------------------------------------
+TINY_MODEL = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
+
+
+@pytest.fixture
+def tiny_artifact(tiny_prepared: PreparedDataset, tmp_path: Path) -> Path:
+    """An untrained next-item LM artifact (max_seq_len 8, seed 0) over the tiny catalogue, in <tmp_path>/model;
+    titles are "Item <id>"."""
+    from llmrec.training import build_model, save_artifact
+
+    model = build_model(tiny_prepared, TINY_MODEL, seed=0)[0].eval()
+    return save_artifact(model, tiny_prepared, tmp_path / "model")

@@ -12,7 +12,6 @@ import pytest
 from typer.testing import CliRunner
 
 from llmrec.cli import app
-from llmrec.data import PreparedDataset
 from llmrec.explain.text import (
     ItemInfo,
     LLMTextGenerator,
@@ -26,7 +25,6 @@ from llmrec.explain.text import (
     write_reason,
 )
 from llmrec.recommend import Recommender
-from llmrec.training import build_model, save_artifact
 
 OPI = ItemInfo("1", "OPI Nail Lacquer, Simmer and Shimmer, 0.5-Fluid Ounce")
 SERUM = ItemInfo("2", "Burt's Bees Healthy Treatment Repair Serum, 1 Fluid Ounce")
@@ -35,14 +33,7 @@ SCRUB = ItemInfo("4", "Tree Hut Shea Sugar Scrub, Brazilian Nut, 18 Ounce")
 OPI_RED = ItemInfo("5", "OPI Nail Lacquer, Red Hot Rio")
 MOUSSE = ItemInfo("6", "Maybelline New York Dream Matte Mousse Foundation, Classic Ivory")
 REASON = Reason(SCRUB, (BUTTER,), "ecommerce", history=(OPI, SERUM, BUTTER))
-TINY_MODEL = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
 runner = CliRunner()
-
-
-@pytest.fixture
-def artifact(tiny_prepared: PreparedDataset, tmp_path: Path) -> Path:
-    model = build_model(tiny_prepared, TINY_MODEL, seed=0)[0].eval()
-    return save_artifact(model, tiny_prepared, tmp_path / "model")
 
 
 class _Scripted:
@@ -218,8 +209,8 @@ def test_load_text_generator_refuses_what_is_not_a_model(tmp_path: Path) -> None
         load_text_generator(tmp_path / "missing")
 
 
-def test_recommender_explain_with_llm_text_records_who_wrote_each_reason(artifact: Path, tiny_llm: Path) -> None:
-    rec = Recommender.load(artifact)
+def test_recommender_explain_with_llm_text_records_who_wrote_each_reason(tiny_artifact: Path, tiny_llm: Path) -> None:
+    rec = Recommender.load(tiny_artifact)
     user = next(iter(rec.histories))
     plain = rec.explain(user=user, k=3)
     worded = rec.explain(user=user, k=3, llm_text=tiny_llm)
@@ -234,8 +225,8 @@ def test_recommender_explain_with_llm_text_records_who_wrote_each_reason(artifac
     assert rec.llm_writer(tiny_llm) is rec.llm_writer(tiny_llm)  # loaded once
 
 
-def test_recommender_gives_the_writer_its_recent_history(artifact: Path, tiny_llm: Path) -> None:
-    rec = Recommender.load(artifact)
+def test_recommender_gives_the_writer_its_recent_history(tiny_artifact: Path, tiny_llm: Path) -> None:
+    rec = Recommender.load(tiny_artifact)
     user = next(iter(rec.histories))
     seen: list[Reason] = []
 
@@ -249,24 +240,26 @@ def test_recommender_gives_the_writer_its_recent_history(artifact: Path, tiny_ll
     assert [i.item_id for i in seen[0].history] == [rec.raw_ids[i - 1] for i in h[-5:]]
 
 
-def test_cli_explain_with_llm_text(artifact: Path, tiny_llm: Path) -> None:
-    user = next(iter(Recommender.load(artifact).histories))
-    args = ["recommend", "--model", str(artifact), "--user", user, "-k", "2", "--explain", "--json"]
+def test_cli_explain_with_llm_text(tiny_artifact: Path, tiny_llm: Path) -> None:
+    user = next(iter(Recommender.load(tiny_artifact).histories))
+    args = ["recommend", "--model", str(tiny_artifact), "--user", user, "-k", "2", "--explain", "--json"]
     result = runner.invoke(app, [*args, "--generator", str(tiny_llm)])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert len(rows) == 2 and all(r["written_by"] in ("llm", "template") for r in rows)
     assert all((r["fallback"] is None) == (r["written_by"] == "llm") for r in rows)
-    table = runner.invoke(app, ["explain", "--model", str(artifact), "--user", user, "-k", "2", "--generator", str(tiny_llm)])
+    table = runner.invoke(
+        app, ["explain", "--model", str(tiny_artifact), "--user", user, "-k", "2", "--generator", str(tiny_llm)]
+    )
     assert table.exit_code == 0, table.output
     assert "reasons written by the LLM:" in table.stdout
     implied = runner.invoke(
-        app, ["recommend", "--model", str(artifact), "--user", user, "-k", "2", "--json", "--generator", str(tiny_llm)]
+        app, ["recommend", "--model", str(tiny_artifact), "--user", user, "-k", "2", "--json", "--generator", str(tiny_llm)]
     )
     assert implied.exit_code == 0 and json.loads(implied.stdout) == rows  # a writer implies --explain
-    batch = runner.invoke(app, ["recommend", "--model", str(artifact), "--users", "all", "--out", "x.csv", "--llm-text"])
+    batch = runner.invoke(app, ["recommend", "--model", str(tiny_artifact), "--users", "all", "--out", "x.csv", "--llm-text"])
     assert batch.exit_code == 2 and "do not go with --users/--out" in batch.stderr
-    missing = runner.invoke(app, ["explain", "--model", str(artifact), "--user", user, "--generator", "/nonexistent/gpt"])
+    missing = runner.invoke(app, ["explain", "--model", str(tiny_artifact), "--user", user, "--generator", "/nonexistent/gpt"])
     assert missing.exit_code == 2 and missing.stderr.startswith("error: ") and "not a causal-LM folder" in missing.stderr
 
 

@@ -17,20 +17,13 @@ from llmrec.explain.attribution import occlusion
 from llmrec.explain.text import Reason, TemplateGenerator
 from llmrec.models.baselines import MostPopular
 from llmrec.recommend import Recommender
-from llmrec.training import build_model, save_artifact
+from llmrec.training import save_artifact
 
-TINY_MODEL = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
 runner = CliRunner()
 
 
-@pytest.fixture
-def artifact(tiny_prepared: PreparedDataset, tmp_path: Path) -> Path:
-    model = build_model(tiny_prepared, TINY_MODEL, seed=0)[0].eval()
-    return save_artifact(model, tiny_prepared, tmp_path / "model")
-
-
-def test_explain_attributes_each_recommended_item(artifact: Path) -> None:
-    rec = Recommender.load(artifact)
+def test_explain_attributes_each_recommended_item(tiny_artifact: Path) -> None:
+    rec = Recommender.load(tiny_artifact)
     user = next(iter(rec.histories))
     h = rec.histories[user]
     explanations = rec.explain(user=user, k=3, n_contributions=4)
@@ -49,8 +42,8 @@ def test_explain_attributes_each_recommended_item(artifact: Path) -> None:
         assert e.text == TemplateGenerator().generate(Reason(item, causes, "generic"))
 
 
-def test_explain_options_pass_through(artifact: Path) -> None:
-    rec = Recommender.load(artifact)
+def test_explain_options_pass_through(tiny_artifact: Path) -> None:
+    rec = Recommender.load(tiny_artifact)
     user = list(rec.histories)[1]
 
     class Shouting:
@@ -89,26 +82,26 @@ class _WordEncoder:
         return np.divide(out, n, out=np.zeros_like(out), where=n > 0)
 
 
-def test_cli_explain_json_and_table(artifact: Path) -> None:
-    user = next(iter(Recommender.load(artifact).histories))
-    result = runner.invoke(app, ["explain", "--model", str(artifact), "--user", user, "-k", "2", "--json"])
+def test_cli_explain_json_and_table(tiny_artifact: Path) -> None:
+    user = next(iter(Recommender.load(tiny_artifact).histories))
+    result = runner.invoke(app, ["explain", "--model", str(tiny_artifact), "--user", user, "-k", "2", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [r["rank"] for r in rows] == [1, 2]
     assert all(r["reason"] and len(r["contributions"]) == 5 for r in rows)
     table = runner.invoke(
-        app, ["recommend", "--model", str(artifact), "--user", user, "-k", "2", "--explain", "--diversity", "0.3"]
+        app, ["recommend", "--model", str(tiny_artifact), "--user", user, "-k", "2", "--explain", "--diversity", "0.3"]
     )
     assert table.exit_code == 0, table.output
     assert "top 2, explained" in table.stdout
 
 
-def test_cli_recommend_query(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_recommend_query(tiny_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from llmrec.index import text_encoder
 
     monkeypatch.setattr(text_encoder, "SentenceTransformerEncoder", _WordEncoder)
-    user = next(iter(Recommender.load(artifact).histories))
-    args = ["recommend", "--model", str(artifact), "--user", user, "-k", "5", "--json", "--query", "some jazz"]
+    user = next(iter(Recommender.load(tiny_artifact).histories))
+    args = ["recommend", "--model", str(tiny_artifact), "--user", user, "-k", "5", "--json", "--query", "some jazz"]
     result = runner.invoke(app, [*args, "--query-weight", "1.0"])
     assert result.exit_code == 0, result.output
     titles = [r["title"] for r in json.loads(result.stdout)]
@@ -123,15 +116,15 @@ def test_cli_recommend_query(artifact: Path, monkeypatch: pytest.MonkeyPatch) ->
         (["--generator", "/nonexistent/gpt"], "not a causal-LM folder"),
     ],
 )
-def test_cli_explain_user_errors(artifact: Path, args: list[str], message: str) -> None:
-    user = next(iter(Recommender.load(artifact).histories))
-    result = runner.invoke(app, ["explain", "--model", str(artifact), "--user", user, *args])
+def test_cli_explain_user_errors(tiny_artifact: Path, args: list[str], message: str) -> None:
+    user = next(iter(Recommender.load(tiny_artifact).histories))
+    result = runner.invoke(app, ["explain", "--model", str(tiny_artifact), "--user", user, *args])
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: ") and message in result.stderr
 
 
-def test_explain_never_cites_the_item_it_explains(artifact: Path) -> None:
-    rec = Recommender.load(artifact)
+def test_explain_never_cites_the_item_it_explains(tiny_artifact: Path) -> None:
+    rec = Recommender.load(tiny_artifact)
     user = next(iter(rec.histories))
     seen = {rec.raw_ids[i - 1] for i in rec.histories[user]}
     reasons: list[Reason] = []
@@ -151,8 +144,8 @@ def test_explain_never_cites_the_item_it_explains(artifact: Path) -> None:
         assert e.text.count(f"Item {item} ") + e.text.count(f"Item {item})") <= 1  # named once, as the explained item
 
 
-def test_explain_and_recommend_leave_out_the_history_by_default(artifact: Path) -> None:
-    rec = Recommender.load(artifact)
+def test_explain_and_recommend_leave_out_the_history_by_default(tiny_artifact: Path) -> None:
+    rec = Recommender.load(tiny_artifact)
     user = next(iter(rec.histories))
     seen = {rec.raw_ids[i - 1] for i in rec.histories[user]}
     assert not {r.item_id for r in rec.recommend(user=user, k=rec.n_items)} & seen
@@ -160,12 +153,12 @@ def test_explain_and_recommend_leave_out_the_history_by_default(artifact: Path) 
     assert {r.item_id for r in rec.recommend(user=user, k=rec.n_items, exclude_seen=False)} >= seen
 
 
-def test_explain_says_when_a_query_shaped_the_list(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_explain_says_when_a_query_shaped_the_list(tiny_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from llmrec.index import text_encoder
 
     monkeypatch.setattr(text_encoder, "SentenceTransformerEncoder", _WordEncoder)
-    rec = Recommender.load(artifact)
-    rec.text_cache_dir = artifact / "text-cache"
+    rec = Recommender.load(tiny_artifact)
+    rec.text_cache_dir = tiny_artifact / "text-cache"
     user = next(iter(rec.histories))
     shaped = rec.explain(user=user, k=2, query="some jazz")
     assert all('Your request "some jazz" also shaped this list.' in e.text for e in shaped)
@@ -173,11 +166,11 @@ def test_explain_says_when_a_query_shaped_the_list(artifact: Path, monkeypatch: 
     assert not any("request" in e.text for e in unweighted)
 
 
-def test_cli_recommend_excludes_the_history_unless_asked(artifact: Path) -> None:
-    rec = Recommender.load(artifact)
+def test_cli_recommend_excludes_the_history_unless_asked(tiny_artifact: Path) -> None:
+    rec = Recommender.load(tiny_artifact)
     user = next(iter(rec.histories))
     seen = {rec.raw_ids[i - 1] for i in rec.histories[user]}
-    base = ["--model", str(artifact), "--user", user, "-k", str(rec.n_items), "--json"]
+    base = ["--model", str(tiny_artifact), "--user", user, "-k", str(rec.n_items), "--json"]
     default = runner.invoke(app, ["recommend", *base])
     assert default.exit_code == 0, default.output
     assert not {r["item_id"] for r in json.loads(default.stdout)} & seen

@@ -7,20 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from llmrec.data import PreparedDataset
 from llmrec.errors import UnknownIdError
 from llmrec.explain.attribution import MIN_STRENGTH, is_weak, occlusion, score_spread, strength
 from llmrec.explain.text import ItemInfo, Reason, TemplateGenerator
 from llmrec.recommend import Recommender
-from llmrec.training import build_model, save_artifact
-
-TINY_MODEL = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
 
 
 @pytest.fixture
-def rec(tiny_prepared: PreparedDataset, tmp_path: Path) -> Recommender:
-    model = build_model(tiny_prepared, TINY_MODEL, seed=0)[0].eval()
-    return Recommender.load(save_artifact(model, tiny_prepared, tmp_path / "model"), device="cpu")
+def rec(tiny_artifact: Path) -> Recommender:
+    return Recommender.load(tiny_artifact, device="cpu")
 
 
 def test_strength_is_the_attribution_in_units_of_the_score_spread() -> None:

@@ -15,26 +15,14 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from llmrec.data import PreparedDataset
     from llmrec.recommend import Recommender
-
-TINY_MODEL = {"max_seq_len": 8, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}
 
 
 @pytest.fixture
-def serve_artifact(tiny_prepared: PreparedDataset, tmp_path: Path) -> Path:
-    """A next-item LM artifact (max_seq_len 8) over the tiny catalogue: titles are "Item <id>"."""
-    from llmrec.training import build_model, save_artifact
-
-    model = build_model(tiny_prepared, TINY_MODEL, seed=0)[0].eval()
-    return save_artifact(model, tiny_prepared, tmp_path / "model")
-
-
-@pytest.fixture
-def recommender(serve_artifact: Path) -> Recommender:
+def recommender(tiny_artifact: Path) -> Recommender:
     from llmrec.recommend import Recommender
 
-    return Recommender.load(serve_artifact)
+    return Recommender.load(tiny_artifact)
 
 
 @pytest.fixture

