@@ -241,12 +241,18 @@ class LLMEncoder:
         self.cache_dir = cache_dir
         self._llm: LLM | None = None
         self._means: dict[int, np.ndarray] | None = None
+        self._name: str | None = None
 
     @property
     def name(self) -> str:
-        digest = _file_digest(self.path) if self.path.is_file() else _folder_digest(self.path)
-        stem = self.path.stem if self.path.is_file() else self.path.name
-        return f"{stem}@{digest}:mean-layer{self.layer}{'-centred' if self.centre else ''}-{self.max_tokens}tok"
+        """`<model>@<weights digest, 16 hex>:<pooling>`: the text cache follows the weights and the pooling. The
+        digest reads the whole file once (a 98 MB GGUF file takes a fraction of a second), then it is kept."""
+        if self._name is None:
+            digest = _file_digest(self.path) if self.path.is_file() else _folder_digest(self.path)
+            stem = self.path.stem if self.path.is_file() else self.path.name
+            pooling = f"mean-layer{self.layer}{'-centred' if self.centre else ''}-{self.max_tokens}tok"
+            self._name = f"{stem}@{digest}:{pooling}"
+        return self._name
 
     @property
     def dim(self) -> int:
