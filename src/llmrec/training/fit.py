@@ -1,7 +1,8 @@
 """Fitting a sequence model on a PreparedDataset: item features, validation and selection + refit.
 
 `fit` builds a model of any type the generic loop trains (default the next-item LM) sized for the dataset and fits
-it with `llmrec.training.refit.select_then_refit`, the recipe every trainable model shares (the T5's is `llmrec.training.semantic.fit_t5_semantic`). The model artifact
+it with `llmrec.training.refit.select_then_refit`, the recipe every trainable model shares (the T5's is
+`llmrec.training.semantic.fit_t5_semantic`). The model artifact
 format is `llmrec.artifact` (`save_artifact` is re-exported here).
 """
 
@@ -156,7 +157,7 @@ def build_model(
     check_model_params(params)
     text = params.pop("item_text", False)
     use_text = bool(text) or use_text
-    if text_encoder is None and text not in (False, True):
+    if text_encoder is None and text:
         text_encoder = text_encoder_for(text)
     meta = dataset_meta(
         dataset, use_attributes=use_attributes, use_text=use_text, text_encoder=text_encoder, text_cache_dir=text_cache_dir
