@@ -81,6 +81,53 @@ def test_select_then_refit_builds_from_train_then_train_plus_valid(tiny_prepared
     assert seen == [n_train]
 
 
+def test_continue_refit_starts_from_the_selected_weights(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
+    """refit = "continue": the selection run's best weights, trained `refit_epochs` more epochs on train + valid at
+    refit_lr x lr; with selected_epoch, the same model without validation (train-only epochs, then the tail)."""
+    from llmrec.training import fit
+    from llmrec.training.loop import train_loop
+
+    cfg = _cfg(refit="continue", refit_epochs=2, refit_lr=0.5)
+    cont, result, _ = fit(tiny_prepared, TINY_LM, cfg)
+    assert result.epochs_run == 4 and "valid_ndcg@10" in result.history[0]  # the selection run's result is reported
+    selected, _, _ = fit(tiny_prepared, TINY_LM, _cfg(refit_on_valid=False))  # the selection run alone
+    assert not _same_weights(cont, selected)
+    # by hand: the selected weights in a model built on train + valid, two epochs of a 2-epoch schedule at lr / 2
+    from llmrec.data.sequences import training_windows
+    from llmrec.training import build_model
+
+    by_hand, _ = build_model(tiny_prepared, TINY_LM, seed=0)
+    by_hand.load_state_dict(selected.state_dict())
+    tail = replace(cfg, epochs=2, lr=cfg.lr * 0.5)
+    windows = training_windows(tiny_prepared.train_sequences(through="valid"), by_hand.config.max_seq_len)
+    train_loop(by_hand, windows, tail)
+    assert _same_weights(cont, by_hand)
+    # selected_epoch = best epoch: the same model, no validation run
+    direct, only_run, _ = fit(tiny_prepared, TINY_LM, cfg, selected_epoch=result.best_epoch)
+    assert all("valid_ndcg@10" not in row for row in only_run.history)
+    assert _same_weights(cont, direct)
+    # the tail's state goes to <run_dir>/refit
+    from llmrec.training.fit import validation_evaluator
+    from llmrec.training.refit import select_then_refit
+
+    def build(sequences):  # type: ignore[no-untyped-def]
+        model, _ = build_model(tiny_prepared, TINY_LM, seed=0)
+        return model, training_windows(sequences, 8)
+
+    select_then_refit(build, tiny_prepared, cfg, evaluate=validation_evaluator(tiny_prepared), run_dir=tmp_path / "run")
+    state = (tmp_path / "run" / "refit" / "checkpoint" / "state.json").read_text()
+    assert '"epoch": 2' in state
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("refit", "warm", "refit must be scratch|continue"), ("refit_epochs", 0, "refit_epochs"), ("refit_lr", 0.0, "refit_lr")],
+)
+def test_refit_settings_are_checked(key: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _cfg(**{key: value})
+
+
 def test_examples_prefixes_and_valid_exclude_seen_still_train(tiny_prepared: PreparedDataset) -> None:
     from llmrec.training import fit
 

@@ -82,11 +82,18 @@ class TrainConfig:
     # seen items by default) and the published tables use; false selects on the unmasked ranking
     valid_exclude_seen: bool = True
     selected_epoch: int = 0  # > 0: no selection run; train this many epochs (on train + valid with refit_on_valid)
+    # how the refit is trained (llmrec.training.refit): "scratch", a fresh model for the selected number of epochs of
+    # the same schedule; "continue", the selection run's best model trained on for `refit_epochs` more epochs on
+    # train + valid events, peak learning rate `refit_lr` x lr (warm-up, cosine decay), a fraction of the time
+    refit: str = "scratch"
+    refit_epochs: int = 3
+    refit_lr: float = 0.2
 
     def __post_init__(self) -> None:
         """Ranges (`llmrec.config.check_range`, the error names the key): epochs, patience and selected_epoch up
         to 100,000, batch_size 1..1,048,576, lr finite and > 0, weight_decay and grad_clip >= 0, ema_decay and
-        adam_beta2 in [0, 1), max_minutes >= 0 (or None; 0 stops after the first epoch), seed 0..2**32 - 1, num_threads 0..4096."""
+        adam_beta2 in [0, 1), max_minutes >= 0 (or None; 0 stops after the first epoch), seed 0..2**32 - 1, num_threads 0..4096,
+        refit_epochs 1..100,000, refit_lr finite and > 0."""
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be cosine|constant, got {self.schedule!r}")
         check_range("epochs", self.epochs, 1, 100_000)
@@ -107,6 +114,10 @@ class TrainConfig:
         check_range("selected_epoch", self.selected_epoch, 0, 100_000)
         if self.examples not in ("windows", "prefixes"):
             raise ValueError(f"examples must be windows|prefixes, got {self.examples!r}")
+        if self.refit not in ("scratch", "continue"):
+            raise ValueError(f"refit must be scratch|continue, got {self.refit!r}")
+        check_range("refit_epochs", self.refit_epochs, 1, 100_000)
+        check_range("refit_lr", self.refit_lr, 0.0, low_open=True)
 
 
 @dataclass
