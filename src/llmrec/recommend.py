@@ -111,12 +111,23 @@ class Recommender(IndexedRetrieval):
 
     @classmethod
     def load(
-        cls, path: str | Path, *, ann: str = "auto", ann_threshold: int = ANN_THRESHOLD, device: str = "auto"
+        cls,
+        path: str | Path,
+        *,
+        ann: str = "auto",
+        ann_threshold: int = ANN_THRESHOLD,
+        device: str = "auto",
+        threads: int = 0,
     ) -> Recommender:
         """Load an artifact folder. ann: "auto" | "off" | "flat" | "ivf" | "hnsw" (see `use_ann`); a saved index
         in ``<path>/ann`` is used when it matches. device: "auto" (default, as on the command line: CUDA when
         available, else the CPU) | "cpu" | "cuda"; "cuda" without a CUDA device is a ValueError. Scores come back
-        on the CPU either way; ``adapt=True`` needs ``device="cpu"``."""
+        on the CPU either way; ``adapt=True`` needs ``device="cpu"``. threads: CPU threads for scoring, as
+        ``--threads`` on the command line (torch's, and FAISS's when loaded; they are the process's, so the last
+        setting wins); 0 leaves them."""
+        from llmrec.threads import use_threads
+
+        use_threads(threads, name="threads")
         art = open_artifact(path)  # every file is read through it (`llmrec.artifact.Artifact`)
         model = art.model(resolve_device(device))  # "cuda" without CUDA is a ValueError before anything is loaded
         art.check_catalogue(model.n_items)  # the catalogue the model was built for

@@ -51,3 +51,20 @@ def test_a_misplaced_threads_key_names_the_right_one() -> None:
         check_settings("tvrec", {"model": {"dropuot": 0.1}})
     with pytest.raises(ValueError, match=r"did you mean train\.lr"):
         check_settings("tvrec", {"train": {"learning_rate": 1e-3}})
+
+
+def test_recommender_load_takes_threads(shop_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Recommender.load(path, threads=2)` sets the scoring threads as `--threads` does; a bad count is refused."""
+    import torch
+
+    from llmrec import Recommender
+
+    seen: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    rec = Recommender.load(shop_artifact, threads=2)
+    assert seen == [2] and len(rec.recommend(user="u01", k=3)) == 3
+    Recommender.load(shop_artifact)  # 0, the default, leaves them
+    assert seen == [2]
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=r"threads must be in 0\.\.4096"):
+            Recommender.load(shop_artifact, threads=bad)  # type: ignore[arg-type]

@@ -162,19 +162,11 @@ Threads = Annotated[int, typer.Option("--threads", help=THREADS_HELP)]
 
 
 def use_threads(threads: int) -> None:
-    """Apply ``--threads``: torch's intra-op threads, and FAISS's OpenMP threads when FAISS is loaded; 0 leaves them.
-    A negative count is a ValueError (inside `user_errors`: ``error: ...``, exit 2)."""
-    if threads < 0 or threads > 4096:
-        raise ValueError(f"--threads must be in 0..4096 (0 = the default), got {threads}")
-    if threads:
-        import sys
+    """Apply ``--threads`` (`llmrec.threads.use_threads`): torch's intra-op threads, and FAISS's OpenMP threads when
+    FAISS is loaded; 0 leaves them. A negative count is a ValueError (inside `user_errors`: ``error: ...``, exit 2)."""
+    from llmrec.threads import use_threads as apply
 
-        import torch
-
-        torch.set_num_threads(threads)
-        faiss = sys.modules.get("faiss")
-        if faiss is not None:
-            faiss.omp_set_num_threads(threads)
+    apply(threads)
 
 
 def use_data_threads(threads: int) -> None:
