@@ -89,3 +89,37 @@ def test_apply_text_map_rejects_bad_input() -> None:
         apply_text_map(model, text, [])
     with pytest.raises(ValueError, match="ridge"):
         fit_text_map(text, text, ridge=-1.0)
+
+
+@pytest.mark.parametrize("tie_weights", [True, False])
+def test_zero_id_rows_leaves_the_cold_items_their_text_alone(tie_weights: bool) -> None:
+    """After zeroing, a cold item's table row is its projected text (its features), its input row too; the eval
+    cache of the table is refreshed and every warm row is unchanged."""
+    from llmrec.models.cold_items import zero_id_rows
+
+    model = _lm(text_dim=E, tie_weights=tie_weights)
+    g = torch.Generator().manual_seed(2)
+    model.set_item_text(torch.cat([torch.zeros(1, E), torch.randn(V, E, generator=g)]))
+    with torch.no_grad():
+        before = model.item_table().clone()  # fills the eval cache
+        zero_id_rows(model, np.array(COLD))
+        after = model.item_table()
+        text_part = model.text_proj(model.item_text[COLD])  # [M, D]
+    warm = [i for i in range(1, V + 1) if i not in COLD]
+    torch.testing.assert_close(after[COLD], text_part)
+    assert not torch.allclose(before[COLD], after[COLD])  # the id rows did contribute before
+    torch.testing.assert_close(after[warm], before[warm], atol=0, rtol=0)
+    assert not model.item_emb.weight.detach()[COLD].any()  # the input side reads the text alone too
+    with torch.no_grad():
+        emb, _, pos = model.embed(torch.tensor([[0, COLD[0]]]))
+        position = model.pos_emb(pos[0, 1]) if model.pos_emb is not None else torch.zeros(D)
+    torch.testing.assert_close(emb[0, 1], text_part[0] + position)
+
+
+def test_zero_id_rows_refuses_padding_and_unknown_ids() -> None:
+    from llmrec.models.cold_items import zero_id_rows
+
+    model = _lm()
+    for bad in ([0, 3], [V + 1]):
+        with pytest.raises(ValueError, match="ids must be in 1"):
+            zero_id_rows(model, np.array(bad))

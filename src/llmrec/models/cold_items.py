@@ -27,12 +27,13 @@ import numpy as np
 import torch
 
 from llmrec.models.base import ColdItemMappable
+from llmrec.models.item_sequence import ItemSequenceModel
 from llmrec.types import PAD_ID
 
 if TYPE_CHECKING:
     from llmrec.data.dataset import PreparedDataset
 
-__all__ = ["TextMap", "apply_text_map", "fit_text_map", "map_cold_items_artifact", "untrained_items"]
+__all__ = ["TextMap", "apply_text_map", "fit_text_map", "map_cold_items_artifact", "untrained_items", "zero_id_rows"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,23 @@ def apply_text_map(
     if isinstance(model, torch.nn.Module):
         model.train(was_training)
     return mapping
+
+
+@torch.no_grad()
+def zero_id_rows(model: ItemSequenceModel, items: Sequence[int] | np.ndarray | torch.Tensor) -> None:
+    """Set the id-embedding rows of `items` to zero (input rows, and the output rows when untied): the items keep
+    only their feature part (attributes, projected text), so ``item_table()[items]`` is what their features say.
+
+    An item that never occurs in training has an id row that no positive example shaped: randomly initialised,
+    and with a full softmax pushed away from every user state as a negative. In a model with item features that
+    row only blurs what the features say about the item; zeroing it lets the text speak alone (cold items scored
+    by their text). Other rows are untouched; the eval cache of the item table sees the in-place write."""
+    ids = torch.as_tensor(np.asarray(items, dtype=np.int64)) if not isinstance(items, torch.Tensor) else items.long()
+    if ids.numel() and (int(ids.min()) < 1 or int(ids.max()) > model.n_items):
+        raise ValueError(f"items: ids must be in 1..{model.n_items} (0 is padding), got {int(ids.min())}..{int(ids.max())}")
+    model.item_emb.weight[ids] = 0.0
+    if model.out_emb is not None:
+        model.out_emb.weight[ids] = 0.0
 
 
 def untrained_items(dataset: PreparedDataset, *, refit: bool) -> np.ndarray:
