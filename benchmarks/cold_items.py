@@ -31,8 +31,8 @@ Every choice is made on validation targets; test targets are read once per repor
 offset choice (0.03: the 97% above).
 
 --model NAME (issue 29 item 3: cold items through their text with the default model). Two models of the run's
-settings (--config TOML, then --lm-set; train.refit_on_valid is forced off: the cold items are exactly the
-untrained ones and validation stays held out): NAME/ without item text (the reference, "the model without text"),
+settings (--config TOML, then --lm-set; train.refit_on_valid is forced off: the held-out cold items stay untrained
+and validation stays held out): NAME/ without item text (the reference, "the model without text"),
 NAME-text/ the same with `model.item_text = true` (frozen MiniLM titles through the learned `text_proj`, added to
 the id embedding). Ranking is full, with the history's items excluded (the strict protocol of the Beauty tables: a
 repeated target is a miss). A never-trained item's id row is no signal (randomly initialised, and pushed away from
@@ -44,9 +44,14 @@ reference's (the issue's constraint, relative to the model without text), and TI
 chosen on validation among all of them (warm constraint met, then the largest cold Recall@10) and read on test
 with --final; results.md states it with the number of cold targets it rests on and the ratio to a random ranking
 of the cold items. Only [N] / [N, cold items] score summaries are kept (never [users, catalogue] matrices).
-Stages: data/, NAME/, NAME-text/ (resumable as above), then scoring (2 models x (2 + 2 + ridge grid + 1) passes
-over the validation and test users), results.json / results.md.
- the validation targets stand in for the test targets in every table (a dry run: those numbers saw
+Also a separate new-items list per way, with its own headline (chosen on validation). Stages: data/, NAME/,
+NAME-text/ (resumable as above), then scoring (per model 9 passes over the validation or test users: as trained,
+zeroed, 4 ridges on validation, the chosen one on test), results.json / results.md. Cost on beauty, tvrec with
+configs/beauty/tvrec.strict.toml, 2 threads: two trainings of <= 30 epochs (~30 s an epoch: ~15 min each), the titles encoded once
+(~1 min, cached), the scoring ~10 min (one pass ~20 s and one 25-offset calibration ~20 s with 1 thread), peak
+memory ~3 GiB.
+
+Without --final the validation targets stand in for the test targets in every table (a dry run: those numbers saw
 the choices made on them and are optimistic), so no development run can read the test targets.
 """
 
