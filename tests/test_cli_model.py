@@ -88,6 +88,25 @@ def test_selected_epoch_trains_that_many_epochs_without_a_selection_run(data: Pa
     _assert_user_error(too_long, "selected_epoch")
 
 
+def test_continue_refit_is_recorded_and_said(data: Path, tmp_path: Path) -> None:
+    """--set train.refit=continue: the summary says the selected model trained on, training.json records the tail,
+    and the tail's state is kept under train/refit."""
+    out = tmp_path / "cont"
+    cont = ["--set", "train.refit=continue", "--set", "train.refit_epochs=1"]
+    result = _train(data, out, "next-item-lm", *TWO_EPOCHS, *cont, *TINY)
+    assert result.exit_code == 0, result.output
+    summary = _json(out / "training.json")
+    assert summary["train"]["refit"] == "continue" and summary["train"]["refit_epochs"] == 1
+    said = " ".join(result.stdout.split())
+    assert f"the epoch-{summary['best_epoch']} model trained 1 more epoch on train + valid" in said
+    with (out / "train" / "refit" / "metrics.csv").open() as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1.0"]
+    fixed = _train(data, tmp_path / "fixed", "next-item-lm", *TWO_EPOCHS, *cont, "--set", "train.selected_epoch=2", *TINY)
+    assert fixed.exit_code == 0, fixed.output
+    assert "2 on training events, then 1 on train + valid events" in " ".join(fixed.stdout.split())
+    _assert_user_error(_train(data, tmp_path / "bad", "next-item-lm", "--set", "train.refit=warm", *TINY), "refit")
+
+
 @pytest.mark.parametrize("model", ["next-item-lm", "sasrec", "most-popular", "item-knn"])
 def test_train_writes_an_artifact(model: str, data: Path, tmp_path: Path) -> None:
     neural = model in ("next-item-lm", "sasrec")

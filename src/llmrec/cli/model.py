@@ -114,8 +114,13 @@ def _training_table(summary: dict[str, Any], out: Path) -> Table:
     table = Table("", "", show_header=False)
     fixed = int(summary.get("train", {}).get("selected_epoch") or 0)
     if fixed and "best_epoch" in summary:  # train.selected_epoch: one fixed-length run, nothing was validated
-        events = "train + valid" if summary["train"].get("refit_on_valid") else "training"
-        table.add_row("epochs", f"{summary['epochs_run']} on {events} events (train.selected_epoch; no selection run)")
+        train = summary["train"]
+        if train.get("refit_on_valid") and train.get("refit") == "continue":
+            epochs = f"{summary['epochs_run']} on training events, then {train.get('refit_epochs')} on train + valid events"
+            table.add_row("epochs", f"{epochs} (train.selected_epoch, refit continue; no selection run)")
+        else:
+            events = "train + valid" if train.get("refit_on_valid") else "training"
+            table.add_row("epochs", f"{summary['epochs_run']} on {events} events (train.selected_epoch; no selection run)")
     elif "best_epoch" in summary:
         stopped = " (stopped early)" if summary.get("stopped_early") else ""
         table.add_row("best epoch", f"{summary['best_epoch']} of {summary['epochs_run']} run{stopped}")
@@ -126,7 +131,12 @@ def _training_table(summary: dict[str, Any], out: Path) -> Table:
             shown = {str(summary.get("train", {}).get("metric", "valid")): float(summary["best_valid"])}
         for name, value in shown.items():
             table.add_row(f"valid {name}", f"{value:.4f}")
-        if summary.get("train", {}).get("refit_on_valid"):
+        train = summary.get("train", {})
+        if train.get("refit_on_valid") and train.get("refit") == "continue":
+            n = train.get("refit_epochs")
+            more = f"{n} more epoch{'' if n == 1 else 's'} on train + valid events"
+            table.add_row("then", f"the epoch-{summary['best_epoch']} model trained {more} (refit continue)")
+        elif train.get("refit_on_valid"):
             table.add_row("then", f"refit on train + valid events for {summary['best_epoch']} epochs")
     table.add_row("time", f"{summary['seconds']:.1f} s")
     if "world_size" in summary:
