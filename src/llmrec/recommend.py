@@ -395,10 +395,12 @@ class Recommender(IndexedRetrieval):
 
         The attribution is of the model's own score (a query blend or diversity re-ranking chooses among
         items, but the model's score is what the history drives). method: "occlusion" (exact) | "gradient".
-        The text cites up to `n_reasons` history items: those with a positive attribution of at least
-        CITE_SHARE of the strongest one (a distant second is not a reason). An item never explains itself:
-        with exclude_seen=False a recommended item may be in the history, and its own occurrences are left out
-        of the contributions and the text. When a query blended into the scores (query_weight > 0), the text
+        The text cites up to `n_reasons` history items: with occlusion, only items whose deletion moves the
+        recommended item's score more than the catalogue's (`llmrec.explain.attribution.occlusion_reasons`); with
+        the gradient, only when the strongest weight is at least MIN_STRENGTH score spreads; in both, those with a
+        positive attribution of at least CITE_SHARE of the strongest such item (a distant second is not a
+        reason). An item never explains itself: with exclude_seen=False a recommended item may be in the history,
+        and its own occurrences are left out of the contributions and the text. When a query blended into the scores (query_weight > 0), the text
         says so. generator: an `llmrec.explain.text.TextGenerator` (default: the template generator). llm_text:
         True (the packaged SmolLM2) or a local causal-LM folder / GGUF file: the LLM writes the text, checked against
         the attribution (`llm_writer`); `Explanation.written_by` and `fallback` say whether its text was used.
@@ -457,7 +459,7 @@ class Recommender(IndexedRetrieval):
         """`explain` for an internal-id history `h` (1-D int64, oldest first), as `recommend_batch` takes: the
         service's path, which has already encoded and checked the ids. filters: the business rules
         (`llmrec.filters.ItemFilter`; None: the default rule)."""
-        from llmrec.explain.attribution import attribute, is_weak, score_spread
+        from llmrec.explain.attribution import attribute, is_weak, occlusion_reasons, score_spread
         from llmrec.explain.text import Reason, TemplateGenerator, write_reason
 
         recs = self.recommend_batch(
@@ -468,24 +470,36 @@ class Recommender(IndexedRetrieval):
         targets = [self.item_index[r.item_id] for r in recs]
         if self.device.type != "cpu" and method != "occlusion":
             raise ValueError(f"method={method!r} runs on the CPU: load the model with device='cpu' or use occlusion")
-        # [K, T] (occlusion runs on the model's device); an empty history has nothing to attribute to
-        weights = attribute(self.model, h, targets, self.max_seq_len, method) if len(h) else np.zeros((len(targets), 0))
-        spread = score_spread(self.model, h, self.max_seq_len)  # an attribution below MIN_STRENGTH of it names nothing
+        # [K, T] (occlusion runs on the model's device); an empty history has nothing to attribute to. Occlusion names
+        # a history item only where `occlusion_reasons` finds the target reacts to its deletion more than the
+        # catalogue does; the gradient estimate keeps the global rule (strongest weight >= MIN_STRENGTH x spread).
+        reasons: np.ndarray | None = None
+        if method == "occlusion":
+            weights, reasons = occlusion_reasons(self.model, h, targets, self.max_seq_len)
+        else:
+            weights = attribute(self.model, h, targets, self.max_seq_len, method) if len(h) else np.zeros((len(targets), 0))
+            spread = score_spread(self.model, h, self.max_seq_len)
         generator = generator or TemplateGenerator()
         domain = str(self.meta.get("domain") or "generic")
         shaping_query = query if query is not None and query_weight > 0 else None
         recent = tuple(self.item_info(int(i)) for i in h[-N_RECENT:])  # the user's latest items, for an LLM's text
         out = []
-        for rec, j, w in zip(recs, targets, weights, strict=True):
+        for k, (rec, j, w) in enumerate(zip(recs, targets, weights, strict=True)):
             per_item: dict[int, float] = {}
             for item, a in zip(h.tolist(), w.tolist(), strict=True):  # an item seen twice: its parts add up
                 if item != j:  # never cite the recommended item as its own reason
                     per_item[item] = per_item.get(item, 0.0) + a
             ranked = sorted(per_item.items(), key=lambda t: -t[1])
             contributions = [Contribution(self.raw_ids[i - 1], a, self.titles[i - 1]) for i, a in ranked[:n_contributions]]
-            strongest = ranked[0][1] if ranked else 0.0
-            weak = bool(ranked) and is_weak(strongest, spread)
-            cited = [] if weak else [i for i, a in ranked[:n_reasons] if a > 0 and a >= CITE_SHARE * strongest]
+            if reasons is not None:  # occlusion: only the items that pass the test may be named
+                named = {int(i) for i, r in zip(h.tolist(), reasons[k].tolist(), strict=True) if r and i != j}
+                candidates = [(i, a) for i, a in ranked if i in named and a > 0]
+                weak = bool(ranked) and not candidates
+            else:
+                candidates = ranked
+                weak = bool(ranked) and is_weak(ranked[0][1], spread)
+            strongest = candidates[0][1] if candidates else 0.0
+            cited = [] if weak else [i for i, a in candidates[:n_reasons] if a > 0 and a >= CITE_SHARE * strongest]
             causes = tuple(self.item_info(i) for i in cited)
             reason = Reason(self.item_info(j), causes, domain, query=shaping_query, weak=weak, history=recent)
             written = write_reason(generator, reason)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from llmrec.cli import app
 from llmrec.data import PreparedDataset
-from llmrec.explain.attribution import occlusion
+from llmrec.explain.attribution import occlusion, occlusion_reasons
 from llmrec.explain.text import Reason, TemplateGenerator
 from llmrec.models.baselines import MostPopular
 from llmrec.recommend import Recommender
@@ -28,18 +28,22 @@ def test_explain_attributes_each_recommended_item(tiny_artifact: Path) -> None:
     h = rec.histories[user]
     explanations = rec.explain(user=user, k=3, n_contributions=4)
     assert [e.recommendation for e in explanations] == rec.recommend(user=user, k=3)
-    weights = occlusion(rec.model, h, [rec.item_index[e.recommendation.item_id] for e in explanations], rec.max_seq_len)
-    for e, w in zip(explanations, weights, strict=True):
+    targets = [rec.item_index[e.recommendation.item_id] for e in explanations]
+    weights = occlusion(rec.model, h, targets, rec.max_seq_len)
+    _, reasons = occlusion_reasons(rec.model, h, targets, rec.max_seq_len)
+    for e, w, r in zip(explanations, weights, reasons, strict=True):
         per_item: dict[int, float] = {}
         for i, a in zip(h.tolist(), w.tolist(), strict=True):
             per_item[i] = per_item.get(i, 0.0) + a
-        best = sorted(per_item.items(), key=lambda t: -t[1])[:4]
+        ranked = sorted(per_item.items(), key=lambda t: -t[1])
+        best = ranked[:4]
         assert [c.item_id for c in e.contributions] == [rec.raw_ids[i - 1] for i, _ in best]
-        assert [c.weight for c in e.contributions] == pytest.approx([a for _, a in best])
+        assert [c.weight for c in e.contributions] == pytest.approx([a for _, a in best], abs=1e-6)
         assert all(c.title == f"Item {c.item_id}" for c in e.contributions)
-        causes = tuple(rec.item_info(i) for i, a in best[:2] if a > 0 and a >= 0.25 * best[0][1])
+        named = [(i, a) for i, a in ranked if a > 0 and i in set(h[r].tolist())]  # items that pass the reason test
+        causes = tuple(rec.item_info(i) for i, a in named[:2] if a >= 0.25 * named[0][1])
         item = rec.item_info(rec.item_index[e.recommendation.item_id])
-        assert e.text == TemplateGenerator().generate(Reason(item, causes, "generic"))
+        assert e.text == TemplateGenerator().generate(Reason(item, causes, "generic", weak=not named))
 
 
 def test_explain_options_pass_through(tiny_artifact: Path) -> None:

@@ -71,7 +71,7 @@ class Reason:
     causes: tuple[ItemInfo, ...]  # strongest first; only items whose attribution is positive; never `item`
     domain: str = "generic"
     query: str | None = None  # the text request blended into the ranking, if any
-    weak: bool = False  # the strongest attribution is too weak to name an item (`llmrec.explain.attribution.is_weak`)
+    weak: bool = False  # no history item passes the test for a reason (`llmrec.explain.attribution.occlusion_reasons`)
     history: tuple[ItemInfo, ...] = ()  # the user's most recent items, oldest first (context for an LLM's text)
 
 
