@@ -79,10 +79,15 @@ def test_blend_weight_zero_is_the_base_and_a_large_weight_follows_the_text() -> 
         return b.text_knn_scores(emb, hs, "mean", 1.0)
 
     hs = [_h(1)]  # text prefers item 1 (itself), then item 2
-    zero = b.blend(base, text, "z", 0.0)(hs)
+    zero = b.blend(base, "z", [(text, 0.0)])(hs)
     assert not torch.isnan(zero).any() and torch.equal(zero, b.normalise(base_scores, "z"))
-    heavy = b.blend(base, text, "log-softmax", 100.0)(hs)
+    heavy = b.blend(base, "log-softmax", [(text, 100.0)])(hs)
     assert int(heavy[0, 1:].argmax()) + 1 == 1 and torch.isneginf(heavy[0, 0])
+    # two terms: the weighted sum of the z-scored others, on top of the normalised base
+    both = b.blend(base, "z", [(text, 0.5), (base, 2.0)])(hs)
+    t, z = b.text_term(text(hs)), b.normalise(base_scores, "z")
+    assert torch.allclose(both[0, 1:], z[0, 1:] + 0.5 * t[0, 1:] + 2.0 * z[0, 1:])
+    assert float(t[0, 0]) == 0.0  # a masked entry of a term adds 0, not NaN
 
 
 def test_memo_scores_each_distinct_history_once() -> None:
