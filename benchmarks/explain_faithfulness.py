@@ -9,8 +9,9 @@ Usage: python benchmarks/explain_faithfulness.py MODEL_DIR OUT_DIR [--users 300]
   with more than `--curve-steps` items in the model's window are cases (the others are skipped and counted):
   on ml-100k that is every user; on beauty (median validation history: 4 items) `--curve-steps 10` keeps the
   long-history minority, and `--curve-steps 2` keeps every history of 3 or more items.
-- Reason-naming share: of the top-5 explanations `Recommender.explain` gives the sampled users (their whole stored
-  histories, as served), how many name a history item (``Explanation.cited`` not empty), overall and by the
+  The occlusion test is repeated over the cases whose top-1 explanation names an item (what a user reads).
+- Reason-naming share: of the top-5 explanations `Recommender.explain` gives the sampled users (their validation
+  histories, as in the deletion test: no explanation of the test split), how many name a history item (``Explanation.cited`` not empty), overall and by the
   number of items in the model's window (1-3, 4-10, 11+); the same for two models of the same architecture that
   know nothing (the null the rule must not fool), each explaining its own top-5: **shuffled** (each weight
   tensor's values permuted, the trained scales kept) and **reinit** (weights re-drawn from the initialisation).
@@ -127,9 +128,16 @@ def main() -> None:
             f"drop top-2 {r.mean_drop_attributed:.3f}",
             f"random {r.mean_drop_random:.3f}",
         )
+    # The same test over the cases whose top-1 explanation names an item: the faithfulness of what a user reads.
+    named_cases = [h for h in histories if rec.explain_history(h, k=1)[0].cited]
+    try:
+        r = deletion_test(rec.model, named_cases, rec.max_seq_len, n_remove=2, curve_steps=a.curve_steps, n_random=5)
+        results["occlusion_named_only"] = r.to_dict()
+        print("occlusion, named top-1 only", f"cases {r.n_cases}", f"win rate {r.win_rate:.3f}")
+    except ValueError as err:  # no named case long enough
+        results["occlusion_named_only"] = {"error": str(err)}
 
-    served = [rec.histories[u] for u in sorted(rec.histories)]
-    served = [served[i] for i in sorted(pick)]
+    served = histories  # validation histories, all lengths (the deletion test skips short ones)
     results["naming_share_top5"] = _naming_share(rec, served)
     print("share of top-5 explanations that name an item:", json.dumps(results["naming_share_top5"]))
     trained = rec.model
