@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -145,6 +146,11 @@ class Memo:
         self.rows.clear()
 
 
+def _fail(msg: str) -> NoReturn:
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
 def _mean_ndcg(r: ColdStartResult) -> float:
     return float(np.mean([r.metrics[n]["ndcg@10"] for n in r.support_sizes]))
 
@@ -153,12 +159,12 @@ def _model_fn(path: Path, ds: PreparedDataset) -> ScoreFn:
     art = open_artifact(path)
     items = art.items
     if items.height != ds.n_items or items["item"].to_list() != ds.items.sort("item_idx")["item"].to_list():
-        raise SystemExit(f"error: {path}: its catalogue is not the dataset's ({items.height} items): train it on that folder")
+        _fail(f"{path}: its catalogue is not the dataset's ({items.height} items): train it on that folder")
     trained_on = json.loads((path / "dataset.json").read_text()) if (path / "dataset.json").is_file() else {}
     roles = trained_on.get("stats", {}).get("roles")
     if trained_on.get("split", {}).get("protocol") != "cold-user" or roles != ds.stats()["roles"]:
-        raise SystemExit(
-            f"error: {path}/dataset.json: trained on split {trained_on.get('split', {}).get('protocol')!r} with roles "
+        _fail(
+            f"{path}/dataset.json: trained on split {trained_on.get('split', {}).get('protocol')!r} with roles "
             f"{roles}, not on this cold-user dataset ({ds.stats()['roles']}): cold users may have been trained on"
         )
     model = art.model("cpu")
@@ -179,18 +185,21 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     t_all = time.perf_counter()
+    if not (a.prepared / "manifest.json").is_file():
+        _fail(f"{a.prepared}: not a prepared dataset (no manifest.json): run llmrec data prepare first")
     ds = PreparedDataset.load(a.prepared)
     _, valid_seqs = ds.cold_users("cold_valid")
     _, test_seqs = ds.cold_users("cold_test")
     if not valid_seqs or not test_seqs:
-        raise SystemExit(f"error: {a.prepared}: no cold_valid / cold_test users: prepare it with --split cold-user")
+        _fail(f"{a.prepared}: no cold_valid / cold_test users: prepare it with --split cold-user")
     models: dict[str, tuple[Path, bool]] = {}
     for spec, has_text in [(s, False) for s in a.model] + [(s, True) for s in a.text_model]:
         name, sep, path = spec.partition("=")
         if not sep or not name or not Path(path, "config.json").is_file():
-            raise SystemExit(f"error: --model {spec!r}: expected NAME=MODEL_DIR with a model artifact")
+            _fail(f"--model {spec!r}: expected NAME=MODEL_DIR with a model artifact")
         models[name] = (Path(path), has_text)
 
+    model_fns = {name: _model_fn(path, ds) for name, (path, _) in models.items()}  # checked before any work
     train_seqs = ds.train_sequences()
     pop, knn = MostPopular.fit(train_seqs, ds.n_items), ItemKNN.fit(train_seqs, ds.n_items)
     floors: dict[str, ScoreFn] = {
@@ -218,8 +227,7 @@ def main() -> None:
         return text_knn_scores(emb, hs, agg, decay)
 
     bases: dict[str, tuple[ScoreFn, tuple[str, ...]]] = {"item-kNN": (floors["item-kNN"], ("z",))}
-    for name, (path, _) in models.items():
-        bases[name] = (_model_fn(path, ds), ("log-softmax", "z"))
+    bases.update({name: (fn, ("log-softmax", "z")) for name, fn in model_fns.items()})
     text_memo = Memo(lambda hs: text_term(text_fn(hs)))  # the grid rescores the same supports: normalise once
     knn_memo = Memo(lambda hs: text_term(floors["item-kNN"](hs)))
     chosen: dict[str, tuple[str, float]] = {}
