@@ -8,7 +8,8 @@ than explain_faithfulness.py's 0, so the level is not chosen on the users it is 
 its own top-5 unseen items, and an explanation names an item when some history item (not the recommended item
 itself) passes the test at that level with a positive occlusion weight: what `Recommender.explain` cites. Models:
 the trained one, **shuffled** (each weight tensor's values permuted) and **reinit** (weights re-drawn from the
-initialisation), as in explain_faithfulness.py. Pick the largest level at which the shuffled null names at most
+initialisation), as in explain_faithfulness.py; "former" is the former global rule (strongest occlusion weight at
+least MIN_STRENGTH standard deviations of the catalogue's scores). Pick the largest level at which the shuffled null names at most
 about 10%. Writes the shares (overall and by window length) to OUT_JSON and prints them.
 """
 
@@ -23,12 +24,13 @@ import numpy as np
 import torch
 
 from explain_faithfulness import _reinit, _shuffled  # same directory: run as a script
-from llmrec.explain.attribution import occlusion_reasons
+from llmrec.explain.attribution import is_weak, occlusion_reasons, score_spread
 from llmrec.recommend import Recommender
 
 
 def _shares(rec: Recommender, histories: list[np.ndarray], levels: list[float]) -> dict[str, Any]:
-    named = {lv: {"1-3": [0, 0], "4-10": [0, 0], "11+": [0, 0]} for lv in levels}
+    keys: list[Any] = [*levels, "former"]
+    named: dict[Any, dict[str, list[int]]] = {key: {"1-3": [0, 0], "4-10": [0, 0], "11+": [0, 0]} for key in keys}
     for h in histories:
         w = min(len(h), rec.max_seq_len)
         bucket = "1-3" if w <= 3 else "4-10" if w <= 10 else "11+"
@@ -38,6 +40,14 @@ def _shares(rec: Recommender, histories: list[np.ndarray], levels: list[float]) 
             for j, wk, rk in zip(targets, weights, reasons, strict=True):
                 named[lv][bucket][0] += bool(np.any(rk & (wk > 0) & (h != j)))
                 named[lv][bucket][1] += 1
+        spread = score_spread(rec.model, h, rec.max_seq_len)  # the former rule: strongest weight >= MIN_STRENGTH x spread
+        for j, wk in zip(targets, weights, strict=True):
+            per_item: dict[int, float] = {}
+            for item, a in zip(h.tolist(), wk.tolist(), strict=True):
+                if item != j:
+                    per_item[item] = per_item.get(item, 0.0) + a
+            named["former"][bucket][0] += bool(per_item) and not is_weak(max(per_item.values()), spread)
+            named["former"][bucket][1] += 1
     out: dict[str, Any] = {}
     for lv, by in named.items():
         n, total = sum(v[0] for v in by.values()), sum(v[1] for v in by.values())
