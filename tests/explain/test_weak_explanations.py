@@ -152,3 +152,14 @@ def test_item_info_takes_raw_and_internal_ids(rec: Recommender) -> None:
         rec.item_info("no-such-item")
     with pytest.raises(TypeError):
         rec.item_info(0)
+
+
+def test_a_higher_level_names_at_least_as_much_and_an_empty_history_nothing(rec: Recommender) -> None:
+    rec.model = _model(rec, seed=4, noise=0.5)
+    h = rec.histories[next(iter(rec.histories))]
+    targets = np.arange(1, rec.n_items + 1)
+    _, strict = occlusion_reasons(rec.model, h, targets, rec.max_seq_len, level=0.05)
+    _, loose = occlusion_reasons(rec.model, h, targets, rec.max_seq_len, level=0.5)
+    assert (loose | ~strict).all() and loose.sum() > strict.sum()
+    weights, reasons = occlusion_reasons(rec.model, np.zeros(0, dtype=np.int64), [1, 2], rec.max_seq_len)
+    assert weights.shape == reasons.shape == (2, 0)
