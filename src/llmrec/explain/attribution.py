@@ -11,6 +11,11 @@ Two attributions of the score s(h, j) of a recommended item j to the items h_1..
   https://arxiv.org/abs/1605.01713) on the token inputs of the first transformer block (item embedding +
   item features + position), a_t = ⟨∂s/∂x_t, x_t⟩: one forward and one backward pass.
 
+Whether an attribution may be *named* as the reason: ``occlusion_reasons`` scores the whole catalogue for the T
+shortened histories and keeps a history item only when the recommended item reacts to its deletion more than all
+but ``REASON_LEVEL`` of the catalogue reacts to any one deletion (docs/trust.md, "When an explanation names no
+item"); the gradient keeps the global ``MIN_STRENGTH`` threshold.
+
 Faithfulness, as in the deletion metric of Petsiuk et al. ("RISE", BMVC 2018, https://arxiv.org/abs/1806.07421)
 and the comprehensiveness score of DeYoung et al. ("ERASER", ACL 2020): removing the most attributed items
 should lower the score more than removing random ones. ``deletion_test`` measures how often it does, and the
