@@ -57,10 +57,9 @@ def main() -> None:
         model = load_model(a.selection)
         assert isinstance(model, torch.nn.Module)
         windows = examples_for(ds.train_sequences(through="valid"), model.max_seq_len, base.examples)
-        cfg = replace(base, epochs=int(epochs), lr=base.lr * float(frac))
         t0 = time.perf_counter()
-        if int(epochs) > 0:
-            train_loop(model, windows, cfg)  # type: ignore[type-var]
+        if int(epochs) > 0:  # 0: the selected model as it is (no refit)
+            train_loop(model, windows, replace(base, epochs=int(epochs), lr=base.lr * float(frac)))  # type: ignore[type-var]
         seconds = time.perf_counter() - t0
         model.eval()
         with torch.no_grad():
