@@ -433,6 +433,41 @@ def test_map_cold_items_writes_a_mapped_copy_that_recommends(data: Path, lm: Pat
     _no_temporary_folders(tmp_path)
 
 
+def test_map_cold_items_by_features_zeroes_the_untrained_id_rows(data: Path, tmp_path: Path) -> None:
+    """--method features: the untrained items' id rows become zero (their attributes alone place them); warm rows
+    are unchanged; a model with ids only is refused (nothing else would place the items)."""
+    import numpy as np
+    import torch
+
+    from llmrec.models.cold_items import untrained_items
+    from llmrec.models.next_item_lm import NextItemLM
+
+    attr = tmp_path / "attr"
+    trained = _train(data, attr, "next-item-lm", *TWO_EPOCHS, *TINY, "--set", "model.use_attributes=true")
+    assert trained.exit_code == 0, trained.output
+    result = _invoke("map-cold-items", "--model", attr, "--dataset", data, "--out", tmp_path / "zeroed", "--method", "features")
+    assert result.exit_code == 0, result.output
+    assert "by their item features alone (id rows zeroed)" in " ".join(result.stdout.split())
+    ds = PreparedDataset.load(data)
+    cold = untrained_items(ds, refit=_json(attr / "training.json")["train"]["refit_on_valid"])
+    base, zeroed = NextItemLM.from_pretrained(attr), NextItemLM.from_pretrained(tmp_path / "zeroed")
+    warm = np.setdiff1d(np.arange(1, ds.n_items + 1), cold)
+    assert torch.equal(base.item_emb.weight[warm], zeroed.item_emb.weight[warm])
+    assert not torch.any(zeroed.item_emb.weight[cold]) and torch.any(base.item_emb.weight[cold])
+    assert _json(tmp_path / "zeroed" / "text_map.json")["method"] == "features"
+    ids = tmp_path / "ids-only"
+    assert _train(data, ids, "next-item-lm", *TWO_EPOCHS, *TINY, "--set", "model.use_attributes=false").exit_code == 0
+    _assert_user_error(
+        _invoke("map-cold-items", "--model", ids, "--dataset", data, "--out", tmp_path / "ids", "--method", "features"),
+        "needs a model trained with item text or attributes",
+    )
+    _assert_user_error(
+        _invoke("map-cold-items", "--model", attr, "--dataset", data, "--out", tmp_path / "bad", "--method", "zero"),
+        "--method must be text-map or features",
+    )
+    assert not (tmp_path / "ids").exists() and not (tmp_path / "bad").exists()
+
+
 def test_map_cold_items_refuses_bad_input(data: Path, lm: Path, tmp_path: Path) -> None:
     _assert_user_error(
         _invoke("map-cold-items", "--model", data, "--dataset", data, "--out", tmp_path / "x"), "not a model artifact"

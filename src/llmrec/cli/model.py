@@ -331,6 +331,13 @@ def map_cold_items_cmd(
     ],
     out: Annotated[Path, typer.Option("--out", help="Artifact folder to write (a copy with the cold items mapped).")],
     ridge: Annotated[float, typer.Option(help="Ridge strength of the text -> embedding regression (>= 0).")] = 0.1,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="text-map: a ridge map from text to the trained embeddings; features: zero the items' id rows so a "
+            "model trained with item text or attributes places them by those alone."
+        ),
+    ] = "text-map",
     text_model: Annotated[
         str | None, typer.Option(help="Local sentence-transformers folder (default: all-MiniLM-L6-v2, offline).")
     ] = None,
@@ -345,13 +352,24 @@ def map_cold_items_cmd(
         inputs = {"--model": model, "--dataset": dataset, "--text-model": text_model}
         with claim_folder(out, "model", inputs=inputs) as target:
             summary = map_cold_items_artifact(
-                model, dataset_arg(dataset, model.parent), target, ridge=ridge, text_model=text_model, progress=True
+                model,
+                dataset_arg(dataset, model.parent),
+                target,
+                ridge=ridge,
+                text_model=text_model,
+                progress=True,
+                method=method,
             )
     console.print(
         f"mapped {summary['cold_items']} items in no training event"
         f"{' (train + valid: the model was refit)' if summary.get('refit_on_valid') else ''}; of them held out by "
-        f"the split as cold items: {summary.get('split_cold_items', 0)}; from {summary['warm_items']} trained items "
-        f"(ridge {summary['ridge']}) → {out}",
+        f"the split as cold items: {summary.get('split_cold_items', 0)}; "
+        + (
+            f"from {summary['warm_items']} trained items (ridge {summary['ridge']})"
+            if summary["method"] == "text-map"
+            else "by their item features alone (id rows zeroed)"
+        )
+        + f" → {out}",
         markup=False,
         soft_wrap=True,
     )

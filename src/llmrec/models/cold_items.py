@@ -137,10 +137,14 @@ def map_cold_items_artifact(
     text_model: str | None = None,
     text_cache_dir: str | Path | None = None,
     progress: bool = False,
+    method: str = "text-map",
 ) -> dict[str, object]:
     """`llmrec map-cold-items`: copy a model artifact to `out` with its untrained items' rows text-mapped.
 
-    Any model that is `ColdItemMappable` (next-item-lm, bsarec) can be mapped; others are refused.
+    Any model that is `ColdItemMappable` (next-item-lm, bsarec, tvrec) can be mapped; others are refused.
+    method: "text-map" (the ridge map below) | "features": the untrained items' id rows are zeroed
+    (`zero_id_rows`), so a model trained with item text or attributes places them by those alone (on Beauty's
+    cold-item split the better way for the TV-Rec that reads titles: docs/cold-start.md).
 
     The items' text is built from the dataset's catalogue (`llmrec.index.encode_items`) and encoded with
     `text_model` (default all-MiniLM-L6-v2, offline), cached. Writes ``text_map.json`` (ridge, item counts) beside the
@@ -164,21 +168,38 @@ def map_cold_items_artifact(
             f"{model_dir}: a {art.model_type!r} model has no item rows to map (needs item embeddings, "
             "e.g. next-item-lm or bsarec)"
         )
+    if method not in ("text-map", "features"):
+        raise ValueError(f"--method must be text-map or features, got {method!r}")
+    if method == "features":
+        from llmrec.models.item_sequence import ItemSequenceModel
+
+        if not isinstance(model, ItemSequenceModel) or not (model.config.text_dim or model.config.n_attributes):
+            raise ValueError(
+                f"{model_dir}: --method features needs a model trained with item text or attributes "
+                "(model.item_text / model.use_attributes); this one has ids only: use --method text-map"
+            )
     check_model_dataset(model_dir, dataset)
     refit = bool(artifact.refit_on_valid(model_dir))  # as written by llmrec train (training.json)
     cold = untrained_items(dataset, refit=refit)
     if len(cold) == 0:
         raise ValueError(f"{model_dir}: every item occurs in training; there are no cold items to map")
-    encoder = SentenceTransformerEncoder(text_model)
-    text = encode_items(dataset.items, dataset.domain, encoder, artifact.text_cache_dir(text_cache_dir), progress=progress)
-    mapping = apply_text_map(model, text, cold, ridge=ridge)
+    if method == "features":
+        assert isinstance(model, ItemSequenceModel)
+        with torch.no_grad():
+            zero_id_rows(model, cold)
+        used_ridge: float | None = None
+    else:
+        encoder = SentenceTransformerEncoder(text_model)
+        text = encode_items(dataset.items, dataset.domain, encoder, artifact.text_cache_dir(text_cache_dir), progress=progress)
+        used_ridge = apply_text_map(model, text, cold, ridge=ridge).ridge
     summary: dict[str, object] = {
-        "ridge": mapping.ridge,
+        "method": method,
+        "ridge": used_ridge,
         "cold_items": int(len(cold)),  # in no training event (`untrained_items`); `llmrec data stats` counts them too
         "split_cold_items": int(dataset.is_cold_item[cold].sum()),  # of them, held out by a cold-item split
         "warm_items": int(model.n_items - len(cold)),
         "refit_on_valid": refit,
-        "text_model": text_model or "all-MiniLM-L6-v2",
+        "text_model": (text_model or "all-MiniLM-L6-v2") if method == "text-map" else None,
         "base": str(model_dir),
     }
     artifact.copy_with_weights(model_dir, out, model, extra={"text_map.json": json.dumps(summary, indent=2)})
