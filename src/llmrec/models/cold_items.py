@@ -171,8 +171,6 @@ def map_cold_items_artifact(
     if method not in ("text-map", "features"):
         raise ValueError(f"--method must be text-map or features, got {method!r}")
     if method == "features":
-        from llmrec.models.item_sequence import ItemSequenceModel
-
         if not isinstance(model, ItemSequenceModel) or not (model.config.text_dim or model.config.n_attributes):
             raise ValueError(
                 f"{model_dir}: --method features needs a model trained with item text or attributes "
@@ -185,8 +183,7 @@ def map_cold_items_artifact(
         raise ValueError(f"{model_dir}: every item occurs in training; there are no cold items to map")
     if method == "features":
         assert isinstance(model, ItemSequenceModel)
-        with torch.no_grad():
-            zero_id_rows(model, cold)
+        zero_id_rows(model, cold)  # under torch.no_grad (its decorator)
         used_ridge: float | None = None
     else:
         encoder = SentenceTransformerEncoder(text_model)
