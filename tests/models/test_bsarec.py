@@ -58,7 +58,7 @@ def test_output_shapes_and_contract() -> None:
     batch = _prefix_batch()  # 4 rows, L = 8
     out = model(batch)
     assert out.logits is not None and out.logits.shape == (4, N_ITEMS + 1)  # one target per row
-    assert out.hidden is not None and out.hidden.shape == (4, 8, 16)
+    assert out.hidden is not None and out.hidden.shape == (4, 1, 16)  # last position only: the one it trains
     assert out.loss is not None and out.loss.shape == () and torch.isfinite(out.loss)
     scores = model.score(batch.item_ids)
     assert scores.shape == (4, N_ITEMS + 1) and torch.all(scores[:, PAD_ID] == float("-inf"))

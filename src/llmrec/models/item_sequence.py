@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -115,7 +116,41 @@ class RecOutput:
     # was computed in chunks (the full [N, V+1] matrix is never built then)
     logits: torch.Tensor | None
     loss: torch.Tensor | None = None
-    hidden: torch.Tensor | None = None  # [B, L, D] final hidden states
+    hidden: torch.Tensor | None = None  # [B, L, D] final hidden states ([B, 1, D]: the last position only)
+
+
+class _TableCrossEntropy(torch.autograd.Function):
+    """Mean softmax cross-entropy of the scores ``hs @ items.T`` against targets ``y`` (0-based), with label
+    smoothing ``eps`` over the V classes: the value and gradients of
+    ``F.cross_entropy(hs @ items.T, y, label_smoothing=eps)``.
+
+    Written by hand for the training step's largest tensor, the [N, V] scores: torch's cross-entropy writes a
+    log-softmax copy in forward and, in backward, a zero-filled one-hot gradient and the log-softmax gradient (three
+    more passes over [N, V]); here forward keeps the scores and their log-sum-exp, and backward turns the scores
+    into softmax − target in place (one pass) before the two products. About 9% of a TV-Rec epoch on Beauty.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hs: torch.Tensor, items: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+        scores = hs @ items.T  # [N, V]
+        lse = torch.logsumexp(scores, 1)  # [N]
+        picked = scores.gather(1, y.unsqueeze(1)).squeeze(1)  # [N]
+        loss = lse - picked if eps == 0 else lse - (1 - eps) * picked - eps * scores.mean(1)
+        ctx.save_for_backward(hs, items, y, scores, lse)
+        ctx.eps = eps
+        return loss.mean()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        hs, items, y, scores, lse = ctx.saved_tensors
+        eps = ctx.eps
+        n, v = scores.shape
+        d = scores.sub_(lse.unsqueeze(1)).exp_()  # softmax, in the saved scores' memory (backward runs once)
+        if eps:
+            d.sub_(eps / v)
+        d[torch.arange(n, device=d.device), y] -= 1 - eps
+        d.mul_(grad / n)
+        return (d @ items if ctx.needs_input_grad[0] else None), (d.T @ hs if ctx.needs_input_grad[1] else None), None, None
 
 
 class ItemSequenceModel(nn.Module):
@@ -159,7 +194,7 @@ class ItemSequenceModel(nn.Module):
         log_q = torch.full((V,), -math.log(c.n_items))
         log_q[PAD_ID] = -1e4  # PAD is never a negative (as in set_item_popularity)
         self.register_buffer("log_q", log_q)
-        self.emb_drop = nn.Dropout(c.emb_dropout)
+        self.emb_drop: nn.Module = nn.Dropout(c.emb_dropout)
 
     def _finish_init(self) -> None:
         """Called by a subclass's ``__init__`` after it has built its blocks: the untied output table (registered
@@ -168,6 +203,7 @@ class ItemSequenceModel(nn.Module):
         c = self.config
         self.out_emb = None if c.tie_weights else nn.Embedding(c.n_items + 1, c.d_model, padding_idx=PAD_ID)
         self._table_cache: tuple[tuple[tuple[int, int], ...], torch.Tensor] | None = None
+        self._attr_cache: tuple[tuple[int, int, str], torch.Tensor] | None = None  # `_attribute_matrix`
         self.apply(self._init_weights)
 
     @staticmethod
@@ -224,6 +260,12 @@ class ItemSequenceModel(nn.Module):
     def _has_features(self) -> bool:
         return bool(self.config.n_attributes or self.config.text_dim)
 
+    def train(self, mode: bool = True) -> Self:
+        """`nn.Module.train`, dropping the inference table cache: a fused optimizer updates the weights in place
+        without bumping their version counters, so the cache key alone would not see a training epoch."""
+        self._table_cache = None
+        return super().train(mode)
+
     def item_table(self) -> torch.Tensor:
         """[V+1, D] output embedding of every item (row 0 = padding).
 
@@ -257,14 +299,46 @@ class ItemSequenceModel(nn.Module):
 
     def _build_item_table(self) -> torch.Tensor:
         w = self.item_emb.weight if self.out_emb is None else self.out_emb.weight
-        if self._has_features():
+        if self._has_features() and self.training and self.config.n_attributes:
+            w = w + self._attribute_matrix() @ self.attr_emb.weight  # the same mean, as one sparse product
+            if self.config.text_dim:
+                w = w + self.text_proj(self.item_text)
+        elif self._has_features():
             w = w + self._item_features(torch.arange(w.shape[0], device=w.device))
         return w
+
+    def _attribute_matrix(self) -> torch.Tensor:
+        """[V+1, n_attributes+1] sparse (CSR): row i holds 1 / n_i at each of item i's n_i attributes, so that its
+        product with ``attr_emb.weight`` is `_item_features`' attribute mean for every item at once.
+
+        Used for the whole table in training, where gathering [V+1, A, D] attribute rows and scattering their
+        gradient back was about a quarter of a TV-Rec step on Beauty (A = 6); the sparse product and its gradient
+        cost about a quarter of that. Cached until ``item_attributes`` changes (keyed like the table cache).
+        Inference keeps the gather (cached, and what the ONNX exporter traces).
+        """
+        a = self.item_attributes
+        key = (a.data_ptr(), a._version, str(a.device))
+        if self._attr_cache is None or self._attr_cache[0] != key:
+            real = a > 0
+            count = real.sum(1, keepdim=True).clamp_min(1)
+            rows = torch.arange(a.shape[0], device=a.device).unsqueeze(1).expand_as(a)[real]
+            values = (1.0 / count).expand_as(a)[real].to(self.attr_emb.weight.dtype)
+            shape = (a.shape[0], self.attr_emb.num_embeddings)
+            coo = torch.sparse_coo_tensor(torch.stack([rows, a[real]]), values, shape, check_invariants=False)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+                self._attr_cache = (key, coo.coalesce().to_sparse_csr())
+        return self._attr_cache[1]
 
     # ---- encoder ------------------------------------------------------------------------------
     def encode(self, item_ids: torch.Tensor) -> torch.Tensor:
         """item_ids [B, L] left-padded -> hidden states [B, L, D]; the last position reads the whole history."""
         raise NotImplementedError
+
+    def encode_last(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """item_ids [B, L] left-padded -> [B, D], the last position's hidden state (what scoring and a
+        ``last_position_only`` loss read); an encoder that can skip the other positions' work overrides it."""
+        return self.encode(item_ids)[:, -1]
 
     def embed(self, item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The input side every encoder starts from: item_ids [B, L] left-padded, truncated to max_seq_len ->
@@ -290,28 +364,36 @@ class ItemSequenceModel(nn.Module):
     def forward(self, batch: SeqBatch) -> RecOutput:
         """Scores at the last position (no targets) or the training loss at the target positions; a model with
         ``last_position_only`` keeps only each row's last target (its earlier positions have seen their targets)."""
-        if batch.targets is not None and self.last_position_only:
-            last = torch.full_like(batch.targets, PAD_ID)
-            last[:, -1] = batch.targets[:, -1]
-            batch = SeqBatch(item_ids=batch.item_ids, targets=last)
-        h = self.encode(batch.item_ids)  # [B, L, D]
         if batch.targets is None:
+            h = self.encode_last(batch.item_ids).unsqueeze(1)  # [B, 1, D]
             logits = h[:, -1] @ self.item_table().T  # [B, V+1]
             logits[:, PAD_ID] = float("-inf")
             return RecOutput(logits=logits, hidden=h)
-        targets = batch.targets[:, -h.shape[1] :]
-        real = targets != PAD_ID  # [B, L]
-        hs = h[real]  # [N, D]: only real positions pay for the output layer
-        y = targets[real]  # [N]
+        if self.last_position_only:
+            h = self.encode_last(batch.item_ids).unsqueeze(1)  # [B, 1, D]
+            width = min(batch.item_ids.shape[1], self.config.max_seq_len)
+            real = torch.zeros(batch.targets.shape[0], width, dtype=torch.bool, device=batch.targets.device)
+            real[:, -1] = batch.targets[:, -1] != PAD_ID  # [B, L]: each row's last target only
+            hs = h[:, -1][real[:, -1]]  # [N, D]
+            y = batch.targets[:, -1][real[:, -1]]  # [N]
+        else:
+            h = self.encode(batch.item_ids)  # [B, L, D]
+            width = h.shape[1]
+            real = batch.targets[:, -width:] != PAD_ID  # [B, L]
+            hs = h[real]  # [N, D]: only real positions pay for the output layer
+            y = batch.targets[:, -width:][real]  # [N]
         table = self.item_table()  # [V+1, D]
         if self.config.loss == "ce" and self.config.loss_exclude_seen:
-            seen = prefix_items(batch.item_ids[:, -h.shape[1] :], real)  # [N, L]
+            seen = prefix_items(batch.item_ids[:, -width:], real)  # [N, L]
             return RecOutput(logits=None, loss=self._seen_masked_ce(hs, y, table, seen), hidden=h)
         if self.config.loss == "ce":
             # PAD is not a class: the softmax (and label smoothing) run over the real items 1..V only. Multiplying
             # by table[1:] directly avoids writing -inf into, and slicing, the largest tensor of the step.
             if self.training and hs.shape[0] > self.config.ce_chunk_size:
                 return RecOutput(logits=None, loss=self._chunked_ce(hs, y, table[1:]), hidden=h)
+            if self.training and torch.is_grad_enabled():  # nothing reads training scores: no [N, V + 1] copy
+                loss = _TableCrossEntropy.apply(hs, table[1:], y - 1, self.config.label_smoothing)  # type: ignore[no-untyped-call]
+                return RecOutput(logits=None, loss=loss, hidden=h)
             item_logits = hs @ table[1:].T  # [N, V]
             loss = F.cross_entropy(item_logits, y - 1, label_smoothing=self.config.label_smoothing)
             logits = item_logits.new_empty(item_logits.shape[0], item_logits.shape[1] + 1)  # [N, V+1]

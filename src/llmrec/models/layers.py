@@ -13,7 +13,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PreLNBlock", "Rope", "ScoreModule", "attend", "causal_padding_mask", "positions", "prefix_items", "rotary", "rotate"]
+__all__ = [
+    "MaskDropout",
+    "PreLNBlock",
+    "Rope",
+    "ScoreModule",
+    "attend",
+    "causal_padding_mask",
+    "positions",
+    "prefix_items",
+    "rotary",
+    "rotate",
+]
 
 Rope = tuple[torch.Tensor, torch.Tensor]
 
@@ -28,6 +39,40 @@ class ScoreModule(nn.Module):
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
         return self.score(item_ids)
+
+
+class MaskDropout(nn.Module):
+    """Inverted dropout (as `torch.nn.Dropout`) whose mask is cut from 16-bit slices of 64-bit random integers.
+
+    In distribution the same as `nn.Dropout(p)` with p rounded to a multiple of 1/65536: each element is zeroed
+    independently with probability p and the rest scaled by 1 / (1 − p). Written by hand because torch's CPU
+    dropout draws its mask with `bernoulli_`, one random number per element: 35% of a TV-Rec training step on
+    Beauty (batch 256 × 50 slots × 256 features, 2 threads), against about a tenth of that for the 64-bit draws,
+    one per four elements, and a `masked_fill` (a bool mask multiplied in would cost as much as the draw). The
+    random stream differs from `nn.Dropout`'s, so a run is reproducible with the same seed, not bit-equal to one
+    trained with `nn.Dropout`.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        self.p = p
+        self._cut = round(p * 65536)  # elements whose 16-bit draw (0..65535) is below this are dropped
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self._cut == 0:
+            return x
+        if self._cut >= 65536:
+            return x * 0.0
+        n = x.numel()
+        words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
+        draws = words.view(torch.int16)[:n].view(x.shape)  # uniform over -32768..32767
+        drop = draws < self._cut - 32768
+        return (x * (65536 / (65536 - self._cut))).masked_fill_(drop, 0.0)
 
 
 def positions(is_real: torch.Tensor, origin: str) -> torch.Tensor:

@@ -42,6 +42,7 @@ from torch import nn
 
 from llmrec.config import check_range
 from llmrec.models.item_sequence import ItemSequenceConfig, ItemSequenceModel, RecOutput
+from llmrec.models.layers import MaskDropout
 from llmrec.models.spec import ModelSpec, SearchParam
 from llmrec.types import SeqBatch
 
@@ -76,7 +77,7 @@ class _TVBlock(nn.Module):
         self.ln_filter = nn.LayerNorm(c.d_model)
         self.mlp = nn.Sequential(nn.Linear(c.d_model, c.d_ff), nn.GELU(), nn.Linear(c.d_ff, c.d_model))
         self.ln_ff = nn.LayerNorm(c.d_model)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = MaskDropout(c.dropout)
 
     def kernels(self) -> torch.Tensor:
         """[N slots, N taps]: h_s[k] = Re(Σ_m c_{s,m} b_m[k] / ||b_m||)."""
@@ -109,6 +110,14 @@ class _TVBlock(nn.Module):
         out: torch.Tensor = self.ln_ff(h + self.drop(self.mlp(h))) * keep
         return out
 
+    def forward_last(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """`forward(x, keep)[:, -1]` -> [B, D], without the other positions' filter rows, norms and feed-forward."""
+        taps = self.mixing(x.shape[1])[-1]  # [L]: the newest slot's row
+        filtered = torch.einsum("l,bld->bd", taps, x)
+        h = self.ln_filter(x[:, -1] + self.drop(filtered))
+        out: torch.Tensor = self.ln_ff(h + self.drop(self.mlp(h))) * keep[:, -1]
+        return out
+
 
 class TVRec(ItemSequenceModel):
     """TV-Rec blocks over the shared (tied) item table; trained at the last position only."""
@@ -122,6 +131,7 @@ class TVRec(ItemSequenceModel):
         super().__init__(config)
         self.blocks = nn.ModuleList(_TVBlock(config) for _ in range(config.n_layers))
         self.emb_ln = nn.LayerNorm(config.d_model)  # on the input embeddings, as in the paper
+        self.emb_drop = MaskDropout(config.emb_dropout)  # the cheaper mask (`MaskDropout`); no parameters
         self._finish_init()
 
     def encode(self, item_ids: torch.Tensor) -> torch.Tensor:
@@ -133,6 +143,20 @@ class TVRec(ItemSequenceModel):
             x = block(x, keep)
         h: torch.Tensor = x
         return h
+
+    def encode_last(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """`encode(item_ids)[:, -1]` -> [B, D]: the last block computes the newest slot only (what scoring and the
+        last-position loss read), about a third of a training step saved at batch 256 × 50 slots."""
+        if not len(self.blocks):
+            return self.encode(item_ids)[:, -1]
+        x, is_real, _ = self.embed(item_ids)
+        keep = is_real.unsqueeze(-1).to(x.dtype)  # [B, L, 1]
+        x = self.emb_drop(self.emb_ln(x)) * keep
+        *first, last = self.blocks
+        for block in first:
+            x = block(x, keep)
+        assert isinstance(last, _TVBlock)
+        return last.forward_last(x, keep)
 
     def forward(self, batch: SeqBatch) -> RecOutput:
         """The shared forward, plus the basis orthogonality penalty in training when ``ortho_weight`` > 0."""

@@ -148,7 +148,9 @@ def _make_optimizer(model: Trainable, c: TrainConfig) -> torch.optim.AdamW:
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
     groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=c.lr, betas=(0.9, c.adam_beta2))
+    # fused: one kernel per parameter instead of ~8 passes (the item table's update was ~8% of a TV-Rec step)
+    fused = all(p.dtype in (torch.float32, torch.float64) and p.device.type in ("cpu", "cuda") for p in model.parameters())
+    return torch.optim.AdamW(groups, lr=c.lr, betas=(0.9, c.adam_beta2), fused=fused)
 
 
 def _local_rows(batch: SeqBatch, ctx: distributed.DistContext) -> tuple[SeqBatch, float]:

@@ -1,0 +1,167 @@
+"""The training step's fast paths compute what the plain ones do: `MaskDropout` (distribution, scaling, gradient,
+seeding), TV-Rec's last-slot encoder, the sparse attribute table, the fused table cross-entropy, and the inference
+table cache after a fused optimizer step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llmrec.models.item_sequence import _TableCrossEntropy
+from llmrec.models.layers import MaskDropout
+from llmrec.models.tvrec import TVRec, TVRecConfig
+from llmrec.types import PAD_ID, SeqBatch
+
+N_ITEMS = 30
+
+
+# ---- MaskDropout ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.73])
+def test_mask_dropout_drops_a_share_p_and_scales_the_rest(p: float) -> None:
+    torch.manual_seed(0)
+    drop = MaskDropout(p).train()
+    x = torch.rand(64, 50, 33) + 1.0  # no zeros of its own; 105,600 elements, not a multiple of 4 per row
+    y = drop(x)
+    dropped = y == 0
+    assert abs(dropped.float().mean().item() - p) < 0.01
+    kept = ~dropped
+    torch.testing.assert_close(y[kept], x[kept] / (1 - round(p * 65536) / 65536))
+    # every 16-bit slice of the 64-bit draws is used without bias (four interleaved positions)
+    flat = dropped.flatten()
+    for slot in range(4):
+        assert abs(flat[slot::4].float().mean().item() - p) < 0.015
+
+
+def test_mask_dropout_gradient_is_its_mask_times_the_scale() -> None:
+    torch.manual_seed(1)
+    x = torch.randn(10, 7, requires_grad=True)
+    y = MaskDropout(0.5).train()(x)
+    y.sum().backward()
+    assert x.grad is not None
+    expected = torch.where(y == 0, 0.0, 2.0)
+    torch.testing.assert_close(x.grad, expected)
+
+
+def test_mask_dropout_is_identity_in_eval_and_at_p0_all_zero_at_p1_and_seeded() -> None:
+    x = torch.randn(5, 9)
+    assert MaskDropout(0.5).eval()(x) is x
+    assert MaskDropout(0.0).train()(x) is x
+    assert torch.count_nonzero(MaskDropout(1.0).train()(x)) == 0
+    torch.manual_seed(3)
+    a = MaskDropout(0.4).train()(x)
+    torch.manual_seed(3)
+    b = MaskDropout(0.4).train()(x)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="dropout probability"):
+        MaskDropout(1.5)
+
+
+# ---- TV-Rec's last-slot encoder -------------------------------------------------------------------------------------
+def _tvrec(**overrides: Any) -> TVRec:
+    base: dict[str, Any] = dict(n_items=N_ITEMS, max_seq_len=8, d_model=16, n_layers=3, d_ff=32, dropout=0.0, emb_dropout=0.0)
+    torch.manual_seed(0)
+    model = TVRec(TVRecConfig(**{**base, **overrides}))
+    with torch.no_grad():
+        for block in model.blocks:
+            block.coef.normal_(0.0, 1.0)  # taps that matter
+    return model
+
+
+@pytest.mark.parametrize("width", [5, 8, 12])  # shorter than, equal to and longer than the window
+def test_encode_last_equals_the_last_column_of_encode(width: int) -> None:
+    model = _tvrec().eval()
+    ids = torch.randint(1, N_ITEMS + 1, (6, width))
+    ids[0, : width - 2] = PAD_ID  # a short history
+    ids[1, :-1] = PAD_ID  # one item
+    torch.testing.assert_close(model.encode_last(ids), model.encode(ids)[:, -1])
+
+
+def test_last_position_training_loss_and_gradients_match_the_full_encoder() -> None:
+    """The loss read from `encode_last` (what training runs) equals the one read from every slot's states."""
+    fast = _tvrec().train()
+    slow = _tvrec().train()
+    slow.encode_last = lambda item_ids: slow.encode(item_ids)[:, -1]  # type: ignore[method-assign]
+    ids = torch.randint(1, N_ITEMS + 1, (5, 8))
+    ids[2, :5] = PAD_ID
+    targets = torch.full_like(ids, PAD_ID)
+    targets[:, -1] = torch.randint(1, N_ITEMS + 1, (5,))
+    targets[3, -1] = PAD_ID  # a row without a target
+    a, b = fast(SeqBatch(ids, targets)), slow(SeqBatch(ids, targets))
+    assert a.loss is not None and b.loss is not None
+    torch.testing.assert_close(a.loss, b.loss)
+    a.loss.backward()
+    b.loss.backward()
+    for (name, p), q in zip(fast.named_parameters(), slow.parameters(), strict=True):
+        assert p.grad is not None and q.grad is not None, name
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+# ---- the sparse attribute table ---------------------------------------------------------------------------------
+def test_training_table_with_attributes_equals_the_gathered_mean_and_its_gradient() -> None:
+    model = _tvrec(n_attributes=6, max_item_attributes=3)
+    attrs = torch.randint(0, 7, (N_ITEMS + 1, 3))
+    attrs[0] = 0
+    attrs[5] = 0  # an item without attributes
+    attrs[6] = torch.tensor([2, 2, 0])  # a repeated attribute counts twice, as in the gather
+    model.set_item_attributes(attrs)
+    model.train()
+    fast = model.item_table()
+    fast.square().sum().backward()
+    grad_fast = model.attr_emb.weight.grad.clone()  # type: ignore[union-attr]
+    model.attr_emb.weight.grad = None
+    w = model.item_emb.weight
+    slow = w + model._item_features(torch.arange(N_ITEMS + 1))
+    slow.square().sum().backward()
+    torch.testing.assert_close(fast, slow)
+    torch.testing.assert_close(grad_fast, model.attr_emb.weight.grad)
+    # a change of the attributes is seen (the sparse matrix is cached by the buffer's version)
+    attrs2 = attrs.clone()
+    attrs2[1] = torch.tensor([4, 0, 0])
+    model.set_item_attributes(attrs2)
+    with torch.no_grad():
+        expected = model.item_emb.weight[1] + model.attr_emb.weight[4]
+        torch.testing.assert_close(model.item_table()[1], expected)
+
+
+# ---- the fused table cross-entropy ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_table_cross_entropy_matches_torch_value_and_gradients(eps: float) -> None:
+    torch.manual_seed(0)
+    hs = torch.randn(11, 8, requires_grad=True, dtype=torch.float64)
+    items = torch.randn(23, 8, requires_grad=True, dtype=torch.float64)
+    y = torch.randint(0, 23, (11,))
+    loss = _TableCrossEntropy.apply(hs, items, y, eps)  # type: ignore[no-untyped-call]
+    ref = F.cross_entropy(hs @ items.T, y, label_smoothing=eps)
+    torch.testing.assert_close(loss, ref)
+    g_fast = torch.autograd.grad(loss, (hs, items))
+    g_ref = torch.autograd.grad(ref, (hs, items))
+    for a, b in zip(g_fast, g_ref, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+# ---- the inference cache after a fused optimizer step -----------------------------------------------------------
+def test_scores_follow_a_fused_optimizer_step() -> None:
+    """A fused AdamW updates the weights without bumping their version counters; `train()` drops the cached
+    table, so the next evaluation scores with the new weights."""
+    model = _tvrec(n_attributes=4, max_item_attributes=2)
+    model.set_item_attributes(torch.randint(0, 5, (N_ITEMS + 1, 2)))
+    ids = torch.randint(1, N_ITEMS + 1, (3, 6))
+    model.eval()
+    before = model.score(ids).clone()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
+    model.train()
+    targets = torch.full_like(ids, PAD_ID)
+    targets[:, -1] = torch.tensor([1, 2, 3])
+    loss = model(SeqBatch(ids, targets)).loss
+    assert loss is not None
+    loss.backward()
+    opt.step()
+    model.eval()
+    after = model.score(ids)
+    with torch.no_grad():
+        fresh = model.encode_last(ids) @ model._build_item_table().T
+    assert not torch.allclose(after[:, 1:], before[:, 1:])
+    torch.testing.assert_close(after[:, 1:], fresh[:, 1:])
