@@ -87,7 +87,7 @@ def test_unknown_key_error_lists_item_text_but_not_derived_sizes(tiny_prepared: 
 
 
 def test_item_text_must_be_a_boolean(tiny_prepared: PreparedDataset, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match='model.item_text: expected true/false, "minilm", "llm" or the path'):
+    with pytest.raises(ValueError, match='model.item_text: expected true/false, "auto", "minilm", "llm" or the path'):
         check_settings("next-item-lm", {"model": {"item_text": "no-such-encoder"}})
 
 
@@ -158,3 +158,48 @@ def test_cli_trains_with_an_llm_folder_as_item_encoder(
     assert config["text_dim"] == 16  # the tiny LLM's hidden size
     stored = json.loads((tmp_path / "m" / "item_text.json").read_text())
     assert stored["encoder"].startswith("tiny-llm@") and "layer" in stored["encoder"]
+
+
+def _titled(dataset: PreparedDataset, share: float) -> PreparedDataset:
+    """`dataset` with a title on the first `share` of its items only (no text column values)."""
+    n = dataset.items.height
+    keep = int(round(share * n))
+    titles = [f"Product {i}" if i < keep else None for i in range(n)]
+    items = dataset.items.with_columns(pl.Series("title", titles, pl.String), pl.lit(None, pl.String).alias("text"))
+    return PreparedDataset(
+        sequences=dataset.sequences, times=dataset.times, users=dataset.users, items=items, manifest=dataset.manifest
+    )
+
+
+@pytest.mark.parametrize(("share", "expected"), [(1.0, "minilm"), (0.6, "minilm"), (0.4, False), (0.0, False)])
+def test_auto_reads_text_when_most_of_the_catalogue_has_some(
+    share: float, expected: bool | str, tiny_prepared: PreparedDataset
+) -> None:
+    from llmrec.training.fit import resolve_item_text, titled_share
+
+    data = _titled(tiny_prepared, share)
+    assert titled_share(data.items) == pytest.approx(round(share * data.items.height) / data.items.height)
+    assert resolve_item_text("auto", data) == expected
+    for kept in (True, False, "llm"):  # anything but "auto" is the user's choice, kept as given
+        assert resolve_item_text(kept, data) == kept
+
+
+def test_blank_titles_do_not_count_as_text(tiny_prepared: PreparedDataset) -> None:
+    from llmrec.training.fit import titled_share
+
+    items = tiny_prepared.items.with_columns(pl.lit("  ", pl.String).alias("title"), pl.lit(None, pl.String).alias("text"))
+    assert titled_share(items) == 0.0
+
+
+@pytest.mark.parametrize(("share", "text_dim", "shown"), [(1.0, FakeEncoder.dim, "titles / text through"), (0.0, 0, "none")])
+def test_cli_auto_builds_the_text_model_only_on_a_titled_catalogue(
+    share: float, text_dim: int, shown: str, tiny_prepared: PreparedDataset, tmp_path: Path, fake_minilm: Path
+) -> None:
+    data = _titled(tiny_prepared, share).save(tmp_path / "data")
+    tv = ["--model", "tvrec", "--set=model.d_model=16", "--set=model.n_layers=1", "--set=model.max_seq_len=8"]
+    args = ["train", "--dataset", str(data), "--out", str(tmp_path / "tv"), "--set", "train.epochs=1", *tv]
+    result = CliRunner().invoke(app, [*args, "--set", "model.item_text=auto"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "tv" / "config.json").read_text())["text_dim"] == text_dim
+    row = next(line for line in result.output.splitlines() if "item text" in line)
+    assert shown in row

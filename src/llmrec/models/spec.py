@@ -163,6 +163,7 @@ class ModelSpec:
     build: Callable[[Any, DatasetMeta], RecModel] | None = None  # (sized config, metadata) -> a fresh model
     examples: tuple[Examples, ...] = ("windows", "prefixes")  # accepted training examples, the default first
     features: bool = False  # reads item attributes / text: accepts [model] use_attributes and item_text
+    text_default: bool | str = False  # [model] item_text when unset ("auto": the catalogue's titles when it has them)
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # training name -> settings under the user's
     train_defaults: Mapping[str, Any] = field(default_factory=dict)  # [train] settings under the user's (its recipe)
     # its own fit -> (the model, summary fields); None: the generic neural fit (`llmrec.training.fit.fit_spec`)

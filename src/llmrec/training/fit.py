@@ -50,6 +50,7 @@ __all__ = [
     "fit_spec",
     "make_score_fn",
     "save_artifact",
+    "resolve_item_text",
     "store_item_text",
     "text_encoder_for",
     "validation_evaluator",
@@ -83,12 +84,37 @@ def check_model_params(params: dict[str, Any]) -> None:
             raise ValueError(f"model.{key} is derived from the data and cannot be set{hint}")
     if "item_text" in params:
         value = params["item_text"]
-        named = isinstance(value, str) and (value in ("minilm", "llm") or Path(value).expanduser().exists())
+        named = isinstance(value, str) and (value in ("auto", "minilm", "llm") or Path(value).expanduser().exists())
         if not isinstance(value, bool) and not named:
             raise ValueError(
-                'model.item_text: expected true/false, "minilm", "llm" or the path of a text encoder '
+                'model.item_text: expected true/false, "auto", "minilm", "llm" or the path of a text encoder '
                 f"(a sentence-transformers or causal-LM folder, or a .gguf file), got {value!r}"
             )
+
+
+# ``item_text = "auto"``: the catalogue's text is read when at least this share of its items has a title or text.
+TEXT_AUTO_SHARE = 0.5
+
+
+def titled_share(items: pl.DataFrame) -> float:
+    """The share of catalogue rows with a non-empty title or text."""
+    if items.height == 0:
+        return 0.0
+    has = pl.lit(False)
+    for column in ("title", "text"):
+        if column in items.columns:
+            has = has | (pl.col(column).is_not_null() & (pl.col(column).cast(pl.Utf8).str.strip_chars() != ""))
+    return float(items.select(has.fill_null(False).mean()).item())
+
+
+def resolve_item_text(setting: bool | str, dataset: PreparedDataset) -> bool | str:
+    """``[model] item_text`` for `dataset`: ``"auto"`` (TV-Rec's default) becomes ``"minilm"`` (the packaged
+    all-MiniLM-L6-v2 reads each item's title / text) when at least `TEXT_AUTO_SHARE` of the catalogue has some, else
+    false (ids and categories only); any other setting is kept. Chosen on validation: on Beauty the titles raised
+    TV-Rec's validation NDCG@10 by 1.4% (3 seeds) and on ml-100k they did not lower it (docs/benchmarks.md)."""
+    if setting != "auto":
+        return setting
+    return "minilm" if titled_share(dataset.items) >= TEXT_AUTO_SHARE else False
 
 
 def text_encoder_for(setting: bool | str) -> TextEncoder | None:
@@ -98,6 +124,8 @@ def text_encoder_for(setting: bool | str) -> TextEncoder | None:
     causal-LM folder or ``.gguf`` file read as an encoder. Nothing is loaded until the first text is encoded."""
     if setting is False:
         return None
+    if setting == "auto":
+        raise ValueError('model.item_text = "auto" is resolved against a dataset first (resolve_item_text)')
     if setting is True or setting == "minilm":
         return SentenceTransformerEncoder()
     from llmrec.index.llm import LLMEncoder
@@ -155,7 +183,7 @@ def build_model(
     """
     params = dict(params or {})
     check_model_params(params)
-    text = params.pop("item_text", False)
+    text = resolve_item_text(params.pop("item_text", False), dataset)
     use_text = bool(text) or use_text
     if text_encoder is None and text:
         text_encoder = text_encoder_for(text)
@@ -305,7 +333,7 @@ def fit(
         raise ValueError(f"model {model!r} is not trained by the generic loop (it has its own fit)")
     params = dict(params or {})
     check_model_params(params)
-    text = params.pop("item_text", False)
+    text = resolve_item_text(params.pop("item_text", spec.text_default), dataset)
     config = spec.config(n_items=dataset.n_items, **params)
     return fit_spec(
         spec,

@@ -58,7 +58,7 @@ class ModelSettings:
 
     config: Any  # the spec's frozen config dataclass
     use_attributes: bool = True  # item categories (a no-op when the catalogue has none)
-    item_text: bool | str = False  # frozen text embeddings of the items: true (MiniLM), "llm" or an encoder path
+    item_text: bool | str = False  # frozen text embeddings of the items: true (MiniLM), "auto", "llm" or an encoder path
 
 
 def model_settings(spec: ModelSpec, params: Mapping[str, Any]) -> ModelSettings | None:
@@ -78,7 +78,7 @@ def model_settings(spec: ModelSpec, params: Mapping[str, Any]) -> ModelSettings 
     names = {f.name for f in fields(spec.config)}
     derived = {k: v for k, v in DERIVED_SIZES.items() if k in names}
     config = build(spec.config, params, section="model", allowed_extra=extra, derived=derived)
-    return ModelSettings(config, bool(params.get("use_attributes", True)), params.get("item_text", False))
+    return ModelSettings(config, bool(params.get("use_attributes", True)), params.get("item_text", spec.text_default))
 
 
 @dataclass(frozen=True)
@@ -142,17 +142,18 @@ class Recipe:
         if spec.fit is not None:
             model, summary = spec.fit(req)
         else:
-            from llmrec.training.fit import fit_spec, text_encoder_for
+            from llmrec.training.fit import fit_spec, resolve_item_text, text_encoder_for
 
             assert settings is not None
-            encoder = text_encoder_for(settings.item_text) if spec.features else None
+            item_text = resolve_item_text(settings.item_text, req.dataset) if spec.features else False
+            encoder = text_encoder_for(item_text)
             model, result, vocab = fit_spec(
                 spec,
                 req.dataset,
                 settings.config,
                 req.train,
                 use_attributes=settings.use_attributes,
-                use_text=bool(settings.item_text),
+                use_text=bool(item_text),
                 text_encoder=encoder,
                 run_dir=run_dir,
                 resume=req.resume,
@@ -160,6 +161,8 @@ class Recipe:
                 selected_epoch=req.train.selected_epoch or None,
             )
             summary = selection_summary(result, req.train)
+            if spec.features:  # what the model read besides ids ("auto" resolved against this catalogue)
+                summary["item_text"] = item_text
         if ctx.is_main:
             write: Callable[[Path], None] | None = None
             if spec.features:
