@@ -1,6 +1,7 @@
 """Faithfulness and speed of the explanations on a trained model artifact (docs/trust.md).
 
 Usage: python benchmarks/explain_faithfulness.py MODEL_DIR OUT_DIR [--users 300] [--threads 1] [--curve-steps 10]
+       [--rule singles]
 
 - Deletion test (llmrec.explain.attribution.deletion_test) on validation histories (each user's sequence without
   its last two items), explaining the model's top-1 unseen item: how often deleting the top-2 attributed history
@@ -10,15 +11,21 @@ Usage: python benchmarks/explain_faithfulness.py MODEL_DIR OUT_DIR [--users 300]
   on ml-100k that is every user; on beauty (median validation history: 4 items) `--curve-steps 10` keeps the
   long-history minority, and `--curve-steps 2` keeps every history of 3 or more items.
   The occlusion test is repeated over the cases whose top-1 explanation names an item (what a user reads).
+- Deletion of what the text cites: for every sampled history (3 items or more in the window) whose top-1
+  explanation names items, delete the cited items (each occurrence in the window) vs as many random window items
+  (5 draws): how often the cited deletion lowers the item's score more (a draw of the cited items themselves is a
+  tie, no win), also over the draws that differ from the cited items. With a group reason the text cites the
+  group's most attributed items, not necessarily the history's top-2, so this is the faithfulness of the words.
 - Reason-naming share: of the top-5 explanations `Recommender.explain` gives the sampled users (their validation
   histories, as in the deletion test: no explanation of the test split), how many name a history item (``Explanation.cited`` not empty), overall and by the
   number of items in the model's window (1-3, 4-10, 11+); the same for two models of the same architecture that
   know nothing (the null the rule must not fool), each explaining its own top-5: **shuffled** (each weight
   tensor's values permuted, the trained scales kept) and **reinit** (weights re-drawn from the initialisation).
 - Latency of occlusion (and gradient × input) for one 50-item history, explaining the top-5 items: median of
-  50 runs after 5 warm-up runs; `occlusion_reasons` (the catalogue-wide test explain uses) beside the former
-  path (occlusion of the 5 items + the score spread).
-Writes OUT_DIR/explain.json.
+  50 runs after 5 warm-up runs; `occlusion_reasons` (the catalogue-wide test explain uses), the same with single
+  items only (the rule before groups), and the former path (occlusion of the 5 items + the score spread).
+`--rule singles` measures the rule before groups (single items only, REASON_LEVEL for every window) through the
+same `Recommender.explain` path. Writes OUT_DIR/explain.json.
 """
 
 from __future__ import annotations
@@ -34,7 +41,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmrec.explain.attribution import deletion_test, gradient_x_input, occlusion, occlusion_reasons, score_spread
+from llmrec.data.sequences import pad_left
+from llmrec.explain import attribution
+from llmrec.explain.attribution import (
+    deletion_test,
+    gradient_x_input,
+    occlusion,
+    occlusion_reasons,
+    score_spread,
+    target_scores,
+)
 from llmrec.recommend import Recommender
 
 
@@ -87,17 +103,60 @@ def _naming_share(rec: Recommender, served: list[np.ndarray]) -> dict[str, Any]:
     }
 
 
+def _cited_deletion(rec: Recommender, histories: list[np.ndarray], n_random: int = 5, seed: int = 0) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    wins: list[bool] = []
+    identical: list[bool] = []
+    drops_cited: list[float] = []
+    drops_random: list[float] = []
+    n_cited: list[int] = []
+    for h in histories:
+        window = range(max(0, len(h) - rec.max_seq_len), len(h))
+        if len(window) < 3:
+            continue
+        (e,) = rec.explain_history(h, k=1)
+        if not e.cited:
+            continue
+        j = rec.item_index[e.recommendation.item_id]
+        cited = [t for t in window if rec.raw_ids[h[t] - 1] in e.cited]  # every occurrence in the window
+        draws = [window.start + rng.choice(len(window), len(cited), replace=False) for _ in range(n_random)]
+        variants = [h, np.delete(h, cited)] + [np.delete(h, d) for d in draws]
+        s = target_scores(rec.model, pad_left(variants, rec.max_seq_len), torch.tensor([j]))[:, 0].numpy()
+        drop_cited, drop_random = s[0] - s[1], s[0] - s[2:]  # scalar, [R]
+        wins.extend((drop_cited > drop_random).tolist())
+        identical.extend(set(d.tolist()) == set(cited) for d in draws)
+        drops_cited.append(float(drop_cited))
+        drops_random.append(float(drop_random.mean()))
+        n_cited.append(len(e.cited))
+    if not wins:
+        return {"cases": 0}
+    distinct = ~np.array(identical)
+    return {
+        "cases": len(drops_cited),
+        "win_rate": round(float(np.mean(wins)), 4),
+        "identical_rate": round(float(np.mean(identical)), 4),
+        "win_rate_distinct": round(float(np.mean(np.array(wins)[distinct])), 4) if distinct.any() else None,
+        "mean_drop_cited": round(float(np.mean(drops_cited)), 4),
+        "mean_drop_random": round(float(np.mean(drops_random)), 4),
+        "mean_items_cited": round(float(np.mean(n_cited)), 2),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--users", type=int, default=300, help="users sampled (seeded) for the deletion test")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rule", choices=("default", "singles"), default="default", help="singles: the rule before groups")
     ap.add_argument(
         "--curve-steps", type=int, default=10, help="deletion curve length; histories with at most this many items are skipped"
     )
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.rule == "singles":  # occlusion_reasons reads these on each call that Recommender.explain makes
+        attribution.REASON_GROUPS = ()
+        attribution.REASON_LEVEL_LONG = attribution.REASON_LEVEL
     a.out.mkdir(parents=True, exist_ok=True)
     rec = Recommender.load(a.model)
     valid = [h[:-2] for h in rec.histories.values()]
@@ -110,6 +169,9 @@ def main() -> None:
         "users": len(histories),
         "threads": a.threads,
         "curve_steps": a.curve_steps,
+        "rule": a.rule,
+        "reason_groups": list(attribution.REASON_GROUPS),
+        "reason_levels": [attribution.REASON_LEVEL, attribution.REASON_LEVEL_LONG],
         "users_skipped_short_history": int((window <= a.curve_steps).sum()),
         "history_window_length_quartiles": np.percentile(window[window > a.curve_steps], [25, 50, 75]).tolist()
         if (window > a.curve_steps).any()
@@ -137,6 +199,9 @@ def main() -> None:
     except ValueError as err:  # no named case long enough
         results["occlusion_named_only"] = {"error": str(err)}
 
+    results["cited_deletion_top1"] = _cited_deletion(rec, histories)
+    print("deleting what the top-1 text cites vs as many random items:", json.dumps(results["cited_deletion_top1"]))
+
     served = histories  # validation histories, all lengths (the deletion test skips short ones)
     results["naming_share_top5"] = _naming_share(rec, served)
     print("share of top-5 explanations that name an item:", json.dumps(results["naming_share_top5"]))
@@ -156,6 +221,9 @@ def main() -> None:
         "occlusion_top5": _median_ms(lambda: occlusion(rec.model, h50, top5, rec.max_seq_len)),
         "gradient_top1": _median_ms(lambda: gradient_x_input(rec.model, h50, top5[:1], rec.max_seq_len)),
         "occlusion_reasons_top5": _median_ms(lambda: occlusion_reasons(rec.model, h50, top5, rec.max_seq_len)),
+        "occlusion_reasons_top5_singles_only": _median_ms(
+            lambda: occlusion_reasons(rec.model, h50, top5, rec.max_seq_len, level=attribution.REASON_LEVEL, group_sizes=())
+        ),
         "former_occlusion_top5_and_spread": _median_ms(
             lambda: (occlusion(rec.model, h50, top5, rec.max_seq_len), score_spread(rec.model, h50, rec.max_seq_len))
         ),

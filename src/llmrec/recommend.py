@@ -29,6 +29,7 @@ import torch
 
 from llmrec.arguments import check_histories, check_history, check_k, check_options
 from llmrec.artifact import ANN_DIR, Artifact, open_artifact
+from llmrec.config import QUERY_WEIGHT
 from llmrec.data.sequences import pad_left
 from llmrec.errors import UnknownIdError
 from llmrec.eval.scoring import model_device, resolve_device, score_fn
@@ -190,7 +191,7 @@ class Recommender(IndexedRetrieval):
         *,
         exclude_seen: bool | Sequence[bool] | None = None,
         query: str | None = None,
-        query_weight: float = 0.7,
+        query_weight: float = QUERY_WEIGHT,
         diversity: float = 0.0,
         adapt: bool = False,
         filters: ItemFilter | Sequence[ItemFilter | None] | None = None,
@@ -260,7 +261,7 @@ class Recommender(IndexedRetrieval):
         k: int = 10,
         exclude_seen: bool | None = None,
         query: str | None = None,
-        query_weight: float = 0.7,
+        query_weight: float = QUERY_WEIGHT,
         diversity: float = 0.0,
         adapt: bool = False,
         strict: bool = False,
@@ -375,7 +376,7 @@ class Recommender(IndexedRetrieval):
         k: int = 5,
         exclude_seen: bool | None = None,
         query: str | None = None,
-        query_weight: float = 0.7,
+        query_weight: float = QUERY_WEIGHT,
         diversity: float = 0.0,
         method: str = "occlusion",
         n_contributions: int = 5,
@@ -448,7 +449,7 @@ class Recommender(IndexedRetrieval):
         k: int = 5,
         exclude_seen: bool | None = None,
         query: str | None = None,
-        query_weight: float = 0.7,
+        query_weight: float = QUERY_WEIGHT,
         diversity: float = 0.0,
         method: str = "occlusion",
         n_contributions: int = 5,
@@ -490,7 +491,6 @@ class Recommender(IndexedRetrieval):
                 if item != j:  # never cite the recommended item as its own reason
                     per_item[item] = per_item.get(item, 0.0) + a
             ranked = sorted(per_item.items(), key=lambda t: -t[1])
-            contributions = [Contribution(self.raw_ids[i - 1], a, self.titles[i - 1]) for i, a in ranked[:n_contributions]]
             if reasons is not None:  # occlusion: only the items that pass the test may be named
                 named = {int(i) for i, r in zip(h.tolist(), reasons[k].tolist(), strict=True) if r and i != j}
                 candidates = [(i, a) for i, a in ranked if i in named and a > 0]
@@ -500,6 +500,9 @@ class Recommender(IndexedRetrieval):
                 weak = bool(ranked) and is_weak(ranked[0][1], spread)
             strongest = candidates[0][1] if candidates else 0.0
             cited = [] if weak else [i for i, a in candidates[:n_reasons] if a > 0 and a >= CITE_SHARE * strongest]
+            # the table: the largest weights, and every item the text cites (a group's item may rank lower)
+            shown = ranked[:n_contributions] + [(i, a) for i, a in ranked[n_contributions:] if i in cited]
+            contributions = [Contribution(self.raw_ids[i - 1], a, self.titles[i - 1]) for i, a in shown]
             causes = tuple(self.item_info(i) for i in cited)
             reason = Reason(self.item_info(j), causes, domain, query=shaping_query, weak=weak, history=recent)
             written = write_reason(generator, reason)

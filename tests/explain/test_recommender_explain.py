@@ -36,12 +36,13 @@ def test_explain_attributes_each_recommended_item(tiny_artifact: Path) -> None:
         for i, a in zip(h.tolist(), w.tolist(), strict=True):
             per_item[i] = per_item.get(i, 0.0) + a
         ranked = sorted(per_item.items(), key=lambda t: -t[1])
-        best = ranked[:4]
+        named = [(i, a) for i, a in ranked if a > 0 and i in set(h[r].tolist())]  # items that pass the reason test
+        cited = [i for i, a in named[:2] if a >= 0.25 * named[0][1]]
+        causes = tuple(rec.item_info(i) for i in cited)
+        best = ranked[:4] + [(i, a) for i, a in ranked[4:] if i in cited]  # the table shows every cited item
         assert [c.item_id for c in e.contributions] == [rec.raw_ids[i - 1] for i, _ in best]
         assert [c.weight for c in e.contributions] == pytest.approx([a for _, a in best], abs=1e-6)
         assert all(c.title == f"Item {c.item_id}" for c in e.contributions)
-        named = [(i, a) for i, a in ranked if a > 0 and i in set(h[r].tolist())]  # items that pass the reason test
-        causes = tuple(rec.item_info(i) for i, a in named[:2] if a >= 0.25 * named[0][1])
         item = rec.item_info(rec.item_index[e.recommendation.item_id])
         assert e.text == TemplateGenerator().generate(Reason(item, causes, "generic", weak=not named))
 

@@ -15,12 +15,17 @@ import torch
 
 from llmrec.errors import UnknownIdError
 from llmrec.explain.attribution import (
+    LONG_WINDOW,
     MIN_STRENGTH,
+    REASON_GROUPS,
     REASON_LEVEL,
+    REASON_LEVEL_LONG,
     gradient_x_input,
     is_weak,
     occlusion,
     occlusion_reasons,
+    reason_groups,
+    reason_level,
     score_spread,
     strength,
 )
@@ -123,6 +128,19 @@ def test_the_item_that_drives_the_recommendation_is_named(rec: Recommender) -> N
     assert f"Item {rec.raw_ids[cause - 1]}" in first.text and NO_REASON not in first.text
 
 
+def test_the_table_shows_every_item_the_text_cites(rec: Recommender) -> None:
+    user = next(iter(rec.histories))
+    h = rec.histories[user]
+    causes = [int(h[-2]), int(h[-3])]
+    target = int(np.setdiff1d(np.arange(1, rec.n_items + 1), h)[0])
+    rec.model = _model(rec, seed=1)
+    with torch.no_grad():
+        rec.model.links[causes, target] = torch.tensor([5.0, 4.0])  # both items lift `target`, the first more
+    first = rec.explain(user=user, k=5, n_contributions=1)[0]
+    assert first.cited == tuple(rec.raw_ids[i - 1] for i in causes)
+    assert [c.item_id for c in first.contributions] == list(first.cited)  # the one largest weight, then the other cited
+
+
 def test_a_history_that_drives_nothing_names_nothing(rec: Recommender) -> None:
     model = _model(rec, seed=2)
     with torch.no_grad():
@@ -158,8 +176,58 @@ def test_a_higher_level_names_at_least_as_much_and_an_empty_history_nothing(rec:
     rec.model = _model(rec, seed=4, noise=0.5)
     h = rec.histories[next(iter(rec.histories))]
     targets = np.arange(1, rec.n_items + 1)
-    _, strict = occlusion_reasons(rec.model, h, targets, rec.max_seq_len, level=0.05)
-    _, loose = occlusion_reasons(rec.model, h, targets, rec.max_seq_len, level=0.5)
-    assert (loose | ~strict).all() and loose.sum() > strict.sum()
+    for sizes in ((), (2,), None):
+        _, strict = occlusion_reasons(rec.model, h, targets, rec.max_seq_len, level=0.05, group_sizes=sizes)
+        _, loose = occlusion_reasons(rec.model, h, targets, rec.max_seq_len, level=0.5, group_sizes=sizes)
+        # every target explained at the strict level is explained at the loose one (by the same or a single item)
+        assert (loose.any(1) | ~strict.any(1)).all() and loose.any(1).sum() > strict.any(1).sum()
     weights, reasons = occlusion_reasons(rec.model, np.zeros(0, dtype=np.int64), [1, 2], rec.max_seq_len)
     assert weights.shape == reasons.shape == (2, 0)
+
+
+def test_reason_groups_are_the_newest_items_and_long_windows_get_the_long_level() -> None:
+    assert reason_groups(8, (2, 3, 5, 8)) == [range(6, 8), range(5, 8), range(3, 8)]  # never the whole window
+    assert reason_groups(3, (1, 2, 3)) == [range(1, 3)] and reason_groups(2, (2, 3)) == []
+    assert reason_groups(50) == [range(50 - k, 50) for k in REASON_GROUPS] and min(REASON_GROUPS) >= 2
+    assert reason_level(LONG_WINDOW) == REASON_LEVEL and reason_level(LONG_WINDOW + 1) == REASON_LEVEL_LONG
+
+
+def _group_model(V: int, history: np.ndarray, target: int, link: float, seed: int = 5) -> _BagOfItems:
+    """Every history item moves every score by N(0, 0.01) (row 0 is padding); the newest 3 history items each lift
+    `target` by `link`, the others not at all."""
+    g = torch.Generator().manual_seed(seed)
+    links = 0.01 * torch.randn(V + 1, V + 1, generator=g)
+    links[0] = 0.0
+    links[torch.from_numpy(history), target] = 0.0
+    links[torch.from_numpy(history[-3:]), target] = link
+    return _BagOfItems(links, torch.zeros(V + 1), max_seq_len=8)
+
+
+def test_a_recommendation_driven_by_a_group_is_explained_by_that_group() -> None:
+    # 8 items (the whole window: no older item slides in), 2,000 catalogue items. Deleting one of the 3 newest lowers
+    # the target by 1.6 catalogue standard deviations: no single item passes the max-T threshold (about 2.3 at level
+    # 0.1 over the 8 singles and the newest 2, 3 and 5). Deleting the newest 3 together lowers it by 3 x 0.016
+    # against a catalogue spread of sqrt(3) x 0.01: z = 2.8, the largest of the groups (newest 2: 2.3, newest 5: 2.1).
+    V, target = 2000, 1999
+    history = np.array([11, 12, 13, 14, 15, 16, 17, 18], dtype=np.int64)
+    model = _group_model(V, history, target, link=0.016)
+    weights, singles_only = occlusion_reasons(model, history, [target], 8, group_sizes=())
+    assert not singles_only.any()
+    assert weights[0] == pytest.approx([0, 0, 0, 0, 0, 0.016, 0.016, 0.016], abs=1e-6)
+    _, by_group = occlusion_reasons(model, history, [target], 8, group_sizes=(2, 3, 5))
+    assert by_group[0].tolist() == [False] * 5 + [True] * 3
+    # a strong single item is still named alone, before any group
+    strong = _group_model(V, history, target, link=0.016)
+    with torch.no_grad():
+        strong.links[history[-1], target] = 0.1
+    _, reasons = occlusion_reasons(strong, history, [target], 8, group_sizes=(2, 3, 5))
+    assert reasons[0].tolist() == [False] * 7 + [True]
+
+
+def test_groups_of_items_the_recommendation_does_not_depend_on_are_named_at_the_level() -> None:
+    V = 2000
+    history = np.array([11, 12, 13, 14, 15, 16, 17, 18], dtype=np.int64)
+    model = _group_model(V, history, 1999, link=0.0)  # no structure: each deletion moves the scores at random
+    targets = np.arange(100, 600)  # 500 catalogue items taken as if recommended
+    _, reasons = occlusion_reasons(model, history, targets, 8, group_sizes=(2, 3, 5))
+    assert reasons.any(1).mean() == pytest.approx(REASON_LEVEL, abs=0.05)  # the level holds over singles and groups
