@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from llmrec.cli.recommend import explain_cmd, recommend_cmd
+from llmrec.config import QUERY_WEIGHT
 from llmrec.data import PreparedDataset
 from llmrec.eval.diversity import intra_list_diversity
 from llmrec.recommend import Recommender
@@ -120,6 +123,20 @@ def test_recommend_query_follows_the_weight(rec: Recommender) -> None:
     assert rec.text_encoder.n_texts == rec.n_items + 4
     with pytest.raises(ValueError, match="empty"):
         rec.recommend(user=users[0], query="  ")
+
+
+def test_query_weight_default_is_one_constant(rec: Recommender) -> None:
+    """Every door (Python, CLI; the service calls recommend_batch) defaults to llmrec.config.QUERY_WEIGHT."""
+    doors = (Recommender.recommend, Recommender.recommend_batch, Recommender.explain, Recommender.explain_history)
+    for door in (*doors, recommend_cmd, explain_cmd):
+        assert inspect.signature(door).parameters["query_weight"].default == QUERY_WEIGHT, door.__name__
+    assert 0.0 < QUERY_WEIGHT < 1.0  # a blend: neither the history nor the query alone
+    user = next(iter(rec.histories))
+    by_default = rec.recommend(user=user, k=5, query="jazz")
+    explicit = rec.recommend(user=user, k=5, query="jazz", query_weight=QUERY_WEIGHT)
+    other = rec.recommend(user=user, k=5, query="jazz", query_weight=0.3)
+    assert [(r.item_id, r.score) for r in by_default] == [(r.item_id, r.score) for r in explicit]
+    assert [r.score for r in by_default] != [r.score for r in other]  # the weight is used, not ignored
 
 
 def test_recommend_diversity_reranks_the_top_candidates(rec: Recommender) -> None:

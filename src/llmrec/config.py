@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 __all__ = [
     "ELSEWHERE",
     "MAX_SEQ_LEN",
+    "QUERY_WEIGHT",
     "SettingError",
     "build",
     "check_range",
@@ -35,6 +36,11 @@ T = TypeVar("T")
 # The longest history any model reads. Published sequential recommenders read 50-200 items and HSTU-scale runs
 # 8192; 16384 leaves room above those, and the training memory check (`llmrec.training.memory`) judges the rest.
 MAX_SEQ_LEN = 16384
+
+# The default weight of a text query against the history (`llmrec.rerank.blend_query`: 0 = history only, 1 = query
+# only), for Recommender, the CLI and the service alike. Chosen on Beauty's validation queries
+# (benchmarks/intent_beauty_valid_queries.json): the smallest weight whose precision@10 reaches 0.8 (docs/trust.md).
+QUERY_WEIGHT = 0.85
 
 
 class SettingError(ValueError):

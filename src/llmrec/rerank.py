@@ -68,7 +68,9 @@ def blend_query(scores: torch.Tensor, similarity: torch.Tensor, weight: float) -
     """Blend personal scores [B, V+1] with a query's similarity to every item [V+1]: (1 − w)·z(scores) + w·z(sim).
 
     Both are standardised over the catalogue (items 1..V; −inf entries stay −inf) so that `weight` trades
-    comparable units: w = 0 is the model alone, w = 1 the query alone.
+    comparable units: w = 0 is the model alone, w = 1 the query alone. The library's default weight is
+    `llmrec.config.QUERY_WEIGHT`. On Beauty's validation queries min-max and rank (percentile) normalisation,
+    and the query as a filter with the model as the ranker, did no better than the z-score (docs/trust.md).
     """
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"query weight must be in [0, 1], got {weight}")

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from llmrec.cli.common import DEVICE_HELP, Threads, console, say, use_threads, user_errors, warnings_as_lines
+from llmrec.config import QUERY_WEIGHT
 
 if TYPE_CHECKING:
     from llmrec.filters import ItemFilter
@@ -105,7 +106,7 @@ def recommend_cmd(
     ] = None,
     diversity: Annotated[float, typer.Option(help=_DIVERSITY_HELP)] = 0.0,
     query: Annotated[str | None, typer.Option(help=_QUERY_HELP)] = None,
-    query_weight: Annotated[float, typer.Option(help=_QUERY_WEIGHT_HELP)] = 0.7,
+    query_weight: Annotated[float, typer.Option(help=_QUERY_WEIGHT_HELP)] = QUERY_WEIGHT,
     generator: Annotated[Path | None, typer.Option(help=_GENERATOR_HELP)] = None,
     llm_text: Annotated[bool, typer.Option("--llm-text", help=_LLM_TEXT_HELP)] = False,
     users: Annotated[
@@ -229,7 +230,7 @@ def explain_cmd(
     method: Annotated[str, typer.Option(help="occlusion (exact) | gradient (gradient × input, LM only).")] = "occlusion",
     diversity: Annotated[float, typer.Option(help=_DIVERSITY_HELP)] = 0.0,
     query: Annotated[str | None, typer.Option(help=_QUERY_HELP)] = None,
-    query_weight: Annotated[float, typer.Option(help=_QUERY_WEIGHT_HELP)] = 0.7,
+    query_weight: Annotated[float, typer.Option(help=_QUERY_WEIGHT_HELP)] = QUERY_WEIGHT,
     generator: Annotated[Path | None, typer.Option(help=_GENERATOR_HELP)] = None,
     llm_text: Annotated[bool, typer.Option("--llm-text", help=_LLM_TEXT_HELP)] = False,
     include_items: IncludeItems = None,
