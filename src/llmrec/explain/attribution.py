@@ -68,14 +68,15 @@ MIN_STRENGTH = 0.65
 
 # `occlusion_reasons` names history item t for a recommended item only when deleting t moves the user's
 # representation away from that item more than away from all but REASON_LEVEL of the catalogue, the maximum over
-# the history's items taken (so a long history gets no more chances than a short one). Chosen on beauty validation
-# histories against a weight-shuffled TV-Rec (at 0.1 it names 7.6% of the top-5 items, the trained model 55%; at 0.2,
-# 28%); docs/trust.md ("When an explanation names no item"), benchmarks/explain_reason_level.py.
+# the deletions tried (so a long history gets no more chances than a short one). Chosen on beauty validation
+# histories against a weight-shuffled TV-Rec (single items: at 0.1 it names 7.6% of its top-5 items, the trained
+# model 55%; at 0.2, 28%; with REASON_GROUPS: 3.4% and 74%); docs/trust.md ("When an explanation names no item"),
+# benchmarks/explain_reason_level.py.
 REASON_LEVEL = 0.1
 # Windows of more than LONG_WINDOW items are tested at REASON_LEVEL_LONG: there a weight-shuffled TV-Rec's own top-5
-# items seldom react to any deletion more than the catalogue does (at 0.2 it names 1.9% on beauty's long windows,
-# 2.4% on ml-100k; 0.1 on short windows: 6.9%), while the trained model's recommendations depend on many items a little
-# (ml-100k validation: 31% named at 0.1, 52% at 0.2). Chosen with REASON_GROUPS on validation histories.
+# items seldom react to any deletion more than the catalogue does (with REASON_GROUPS at 0.2 it names 1.9% on beauty's
+# long windows and 2.4% on ml-100k, against 6.9% at 0.1 on beauty's 1-3-item windows), while the trained model's
+# recommendations depend on many items a little (ml-100k validation: 31% named at 0.1, 52% at 0.2).
 LONG_WINDOW = 10
 REASON_LEVEL_LONG = 0.2
 
