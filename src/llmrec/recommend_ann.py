@@ -67,9 +67,15 @@ class IndexedRetrieval:
         if mode not in ANN_MODES:
             raise ValueError(f"ann must be one of {', '.join(ANN_MODES)}; got {mode!r}")
         has_table = isinstance(self.model, ItemEmbeddingModel)
-        if mode == "off" or (mode == "auto" and (not has_table or len(self.raw_ids) <= threshold)):
+        blended = bool(getattr(self.model, "blends_text", False))  # scores add the title term: no dot product
+        if mode == "off" or (mode == "auto" and (not has_table or blended or len(self.raw_ids) <= threshold)):
             self.ann = None
             return None
+        if blended:
+            raise ValueError(
+                f"ann={mode}: this model's scores add the items' title similarity (model.text_blend), which an index "
+                "of the item table cannot hold; use ann='off' (or a model trained with model.text_blend = 0)"
+            )
         if not has_table:
             raise ValueError(
                 f"ann={mode} needs a model with item embeddings (e.g. a next-item LM); this model is {type(self.model).__name__}"

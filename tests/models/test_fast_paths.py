@@ -165,3 +165,80 @@ def test_scores_follow_a_fused_optimizer_step() -> None:
         fresh = model.encode_last(ids) @ model._build_item_table().T
     assert not torch.allclose(after[:, 1:], before[:, 1:])
     torch.testing.assert_close(after[:, 1:], fresh[:, 1:])
+
+
+# ---- the title term in the scores (text_blend) ------------------------------------------------------------------
+def _text_tvrec(blend: float) -> TVRec:
+    model = _tvrec(text_dim=6, text_blend=blend).eval()
+    g = torch.Generator().manual_seed(5)
+    text = torch.randn(N_ITEMS + 1, 6, generator=g)
+    text[0] = 0.0
+    text[7] = text[3] * 2.0  # item 7's title says what item 3's says
+    model.set_item_text(text)
+    return model
+
+
+def test_text_blend_adds_the_standardised_title_similarity_to_the_newest_item() -> None:
+    ids = torch.randint(1, N_ITEMS + 1, (4, 6))
+    ids[:, -1] = torch.tensor([3, 3, 9, 1])
+    ids[1, :-1] = PAD_ID
+    plain, blended = _text_tvrec(0.0), _text_tvrec(0.5)
+    blended.load_state_dict(plain.state_dict())
+    raw = plain.score(ids)
+    got = blended.score(ids)
+    unit = F.normalize(blended.item_text, dim=1)
+    sim = unit[ids[:, -1]] @ unit.T
+
+    def z(x: torch.Tensor) -> torch.Tensor:
+        return (x - x[:, 1:].mean(1, keepdim=True)) / x[:, 1:].std(1, keepdim=True)
+
+    torch.testing.assert_close(got[:, 1:], (z(raw) + 0.5 * z(sim))[:, 1:])
+    assert torch.all(got[:, PAD_ID] == float("-inf"))
+    # the item whose title matches the newest item's moves up the most
+    gain = z(got)[:2, 1:] - z(raw)[:2, 1:]
+    assert int(gain.argmax(1)[0]) + 1 in (3, 7) and int(gain.argmax(1)[1]) + 1 in (3, 7)
+    assert blended.blends_text and not plain.blends_text
+
+
+def test_text_blend_needs_item_text_and_an_empty_history_adds_nothing() -> None:
+    ids_only = _tvrec(text_blend=0.5).eval()  # no text: the setting is inert
+    ids = torch.randint(1, N_ITEMS + 1, (2, 5))
+    assert not ids_only.blends_text
+    torch.testing.assert_close(ids_only.score(ids)[:, 1:], (ids_only.encode_last(ids) @ ids_only.item_table().T)[:, 1:])
+    model = _text_tvrec(0.5)
+    empty = torch.zeros(1, 5, dtype=torch.long)  # TV-Rec's state of an empty history is 0: a constant row
+    assert torch.count_nonzero(model.encode_last(empty)) == 0
+    torch.testing.assert_close(model.score(empty)[:, 1:], torch.zeros(1, N_ITEMS))  # standardised 0, + 0.5 x 0
+
+
+def test_text_blend_round_trips_and_older_artifacts_score_without_it(tmp_path: Any) -> None:
+    import json
+
+    model = _text_tvrec(0.3)
+    model.save_pretrained(tmp_path / "m")
+    assert TVRec.from_pretrained(tmp_path / "m").config.text_blend == 0.3
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    del cfg["text_blend"]  # written before the option existed
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    old = TVRec.from_pretrained(tmp_path / "m")
+    assert old.config.text_blend == 0.0 and not old.blends_text
+    with pytest.raises(ValueError, match="text_blend"):
+        TVRecConfig(n_items=5, text_blend=-1.0)
+
+
+def test_approximate_retrieval_is_off_for_a_model_that_blends_titles() -> None:
+    import numpy as np
+    import polars as pl
+
+    from llmrec.recommend import Recommender
+
+    items = pl.DataFrame({"item_idx": list(range(1, N_ITEMS + 1)), "item": [str(i) for i in range(1, N_ITEMS + 1)]})
+    items = items.with_columns(pl.lit(None, pl.String).alias("title"))
+    rec = Recommender(_text_tvrec(0.5), items, {"u": np.array([1, 2, 3])}, {})
+    assert rec.use_ann("auto", threshold=1) is None  # "auto" scores every item
+    with pytest.raises(ValueError, match="title similarity"):
+        rec.use_ann("flat")
+    got = [r.item_id for r in rec.recommend(user="u", k=5)]
+    scores = rec.model.score(torch.tensor([[1, 2, 3]]))[0]
+    scores[[1, 2, 3]] = float("-inf")  # seen items left out
+    assert got == [str(int(i)) for i in scores.topk(5).indices]
