@@ -242,3 +242,34 @@ def test_approximate_retrieval_is_off_for_a_model_that_blends_titles() -> None:
     scores = rec.model.score(torch.tensor([[1, 2, 3]]))[0]
     scores[[1, 2, 3]] = float("-inf")  # seen items left out
     assert got == [str(int(i)) for i in scores.topk(5).indices]
+
+
+def test_the_onnx_scorer_includes_the_title_term(tmp_path: Any) -> None:
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    model = _text_tvrec(0.5)
+    example = torch.zeros(2, 8, dtype=torch.long)
+    example[:, -1] = 1
+    from llmrec.export import _quiet_exporter  # as `llmrec export --onnx` runs it (torch's notes silenced)
+
+    with _quiet_exporter(), torch.no_grad():
+        program = torch.onnx.export(
+            model.onnx_module().eval(),
+            (example,),
+            input_names=["item_ids"],
+            output_names=["scores"],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+            dynamo=True,
+            verbose=False,
+        )
+    assert program is not None
+    program.save(str(tmp_path / "scorer.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "scorer.onnx"), providers=["CPUExecutionProvider"])
+    ids = np.zeros((3, 8), dtype=np.int64)
+    ids[0, -3:] = [1, 2, 3]
+    ids[1, -1] = 7
+    ids[2, -5:] = [9, 8, 4, 3, 5]
+    want = model.score(torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(session.run(None, {"item_ids": ids})[0][:, 1:], want[:, 1:], atol=1e-4)

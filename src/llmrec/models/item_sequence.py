@@ -119,6 +119,11 @@ class RecOutput:
     hidden: torch.Tensor | None = None  # [B, L, D] final hidden states ([B, 1, D]: the last position only)
 
 
+def _tracing() -> bool:
+    """torch.export / torch.compile is tracing (ONNX export): no cache, whose key reads storage pointers."""
+    return bool(torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
 def _standardised(x: torch.Tensor) -> torch.Tensor:
     """Each row of x [B, V+1] minus its mean over items 1..V, over its standard deviation there (column 0 is the
     padding); a constant row becomes 0."""
@@ -280,7 +285,7 @@ class ItemSequenceModel(nn.Module):
         At inference (eval mode, no grad) the table is cached until a weight or feature tensor changes (keyed by
         tensor storage and version counters): with attribute features, rebuilding it was ~80% of a one-user forward.
         """
-        if self.training or torch.is_grad_enabled():
+        if self.training or torch.is_grad_enabled() or _tracing():
             return self._build_item_table()
         key = tuple((t.data_ptr(), t._version) for t in self._table_inputs())
         if self._table_cache is None or self._table_cache[0] != key:
@@ -393,7 +398,10 @@ class ItemSequenceModel(nn.Module):
         return _standardised(scores) + self._text_blend() * _standardised(sim)
 
     def _unit_text(self) -> torch.Tensor:
-        """``item_text`` with unit rows (the padding row stays 0), cached until the buffer changes."""
+        """``item_text`` with unit rows (the padding row stays 0), cached at inference (as `item_table`) until the
+        buffer changes."""
+        if self.training or torch.is_grad_enabled() or _tracing():
+            return F.normalize(self.item_text.float(), dim=1)
         key = (self.item_text.data_ptr(), self.item_text._version, str(self.item_text.device))
         if self._unit_text_cache is None or self._unit_text_cache[0] != key:
             self._unit_text_cache = (key, F.normalize(self.item_text.float(), dim=1))
