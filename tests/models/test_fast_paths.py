@@ -179,24 +179,24 @@ def _text_tvrec(blend: float) -> TVRec:
 
 
 def test_text_blend_adds_the_standardised_title_similarity_to_the_newest_item() -> None:
-    ids = torch.randint(1, N_ITEMS + 1, (4, 6))
-    ids[:, -1] = torch.tensor([3, 3, 9, 1])
-    ids[1, :-1] = PAD_ID
+    ids = torch.tensor([[11, 12, 13, 14, 15, 3], [0, 0, 0, 0, 0, 3], [2, 4, 6, 8, 10, 9], [5, 6, 7, 8, 9, 1]])
     plain, blended = _text_tvrec(0.0), _text_tvrec(0.5)
     blended.load_state_dict(plain.state_dict())
     raw = plain.score(ids)
     got = blended.score(ids)
     unit = F.normalize(blended.item_text, dim=1)
     sim = unit[ids[:, -1]] @ unit.T
+    for row in range(len(ids)):
+        sim[row, ids[row]] = 0.0  # the history's own items get no lift
 
     def z(x: torch.Tensor) -> torch.Tensor:
-        return (x - x[:, 1:].mean(1, keepdim=True)) / x[:, 1:].std(1, keepdim=True)
+        return (x - x[:, 1:].mean(1, keepdim=True)) / x[:, 1:].std(1, keepdim=True, correction=0)
 
     torch.testing.assert_close(got[:, 1:], (z(raw) + 0.5 * z(sim))[:, 1:])
     assert torch.all(got[:, PAD_ID] == float("-inf"))
-    # the item whose title matches the newest item's moves up the most
-    gain = z(got)[:2, 1:] - z(raw)[:2, 1:]
-    assert int(gain.argmax(1)[0]) + 1 in (3, 7) and int(gain.argmax(1)[1]) + 1 in (3, 7)
+    # the item whose title matches the newest item's (3) moves up the most; item 3 itself, in the history, does not
+    gain = got[:2, 1:] - z(raw)[:2, 1:]
+    assert int(gain.argmax(1)[0]) + 1 == 7 and int(gain.argmax(1)[1]) + 1 == 7
     assert blended.blends_text and not plain.blends_text
 
 
@@ -273,3 +273,9 @@ def test_the_onnx_scorer_includes_the_title_term(tmp_path: Any) -> None:
     ids[2, -5:] = [9, 8, 4, 3, 5]
     want = model.score(torch.from_numpy(ids)).numpy()
     np.testing.assert_allclose(session.run(None, {"item_ids": ids})[0][:, 1:], want[:, 1:], atol=1e-4)
+
+
+def test_text_blend_is_finite_for_a_one_item_catalogue() -> None:
+    model = TVRec(TVRecConfig(n_items=1, max_seq_len=4, d_model=8, n_layers=1, d_ff=16, text_dim=3, text_blend=0.5)).eval()
+    model.set_item_text(torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]))
+    assert torch.isfinite(model.score(torch.tensor([[0, 0, 1, 1]]))[:, 1:]).all()

@@ -106,9 +106,14 @@ def target_scores(model: RecModel, item_ids: torch.Tensor, targets: torch.Tensor
 @torch.no_grad()
 def score_spread(model: RecModel, history: np.ndarray, max_seq_len: int) -> float:
     """Standard deviation of the model's scores of every item (padding left out) for one history: the scale an
-    attribution is compared with (a drop of 0.01 means nothing when scores spread over several units)."""
+    attribution is compared with (a drop of 0.01 means nothing when scores spread over several units). For a model
+    with item embeddings that is the sequence model's own score, ``encode(...)[:, -1] @ item_table()``, the score
+    every attribution here reads (`target_scores`; a title term that `text_blend` adds when serving is not in it)."""
     ids = pad_left([np.asarray(history, dtype=np.int64)], max_seq_len).to(model_device(model))
-    s = model.score(ids)[0, 1:].float()  # [V]
+    if isinstance(model, ItemEmbeddingModel):
+        s = (model.encode(ids)[:, -1] @ model.item_table().T)[0, 1:].float()  # [V]
+    else:
+        s = model.score(ids)[0, 1:].float()  # [V]
     s = s[torch.isfinite(s)]
     return float(s.std()) if s.numel() > 1 else 0.0
 

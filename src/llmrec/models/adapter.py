@@ -240,6 +240,8 @@ def adapted_scores(
     user = inner_loop(adapter, support, adapter.config.inner_steps if steps is None else steps, keep_graph=False)
     user = user * ((item_ids != PAD_ID).sum(1) <= adapter.config.max_history).unsqueeze(1)  # [B, D]
     scores = (support.last + user) @ support.table.T  # [B, V+1]
+    if getattr(model, "blends_text", False):  # the title term of `text_blend`, as the model's own score() adds it
+        scores = model.blend_recent_text(scores, item_ids)  # type: ignore[attr-defined]
     scores[:, PAD_ID] = float("-inf")
     return scores
 

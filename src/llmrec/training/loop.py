@@ -288,9 +288,10 @@ def _place(model: torch.nn.Module, run: Run) -> torch.nn.Module:
     ctx = run.ctx
     if ctx.device.type != "cpu":
         model.to(ctx.device)
+        fused = any(g.get("fused") for g in run.opt.param_groups)  # a fused step wants its step counts there too
         for s in run.opt.state.values():
             for k, v in s.items():
-                if torch.is_tensor(v) and v.ndim > 0:
+                if torch.is_tensor(v) and (v.ndim > 0 or fused):
                     s[k] = v.to(ctx.device)
     if not ctx.enabled:
         return model

@@ -182,7 +182,12 @@ def estimate_lm_run(dataset: PreparedDataset, params: dict[str, Any], train: Tra
         if n_attr:
             width = min(8, max(1, int(cats.list.len().fill_null(0).to_numpy().max())))
             p.update(n_attributes=n_attr, max_item_attributes=width)
-    if params.get("item_text"):
+    text = params.get("item_text", False)
+    if text == "auto":  # as training resolves it (`llmrec.training.fit.resolve_item_text`), without its imports
+        from llmrec.training.fit import TEXT_AUTO_SHARE, titled_share
+
+        text = titled_share(dataset.items) >= TEXT_AUTO_SHARE
+    if text:
         p["text_dim"] = 384
     config = ItemSequenceConfig(n_items=dataset.n_items, **p)
     lengths = [len(s) for s in dataset.train_sequences()]
