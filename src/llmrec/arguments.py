@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_histories", "check_history", "check_k", "check_options", "check_path"]
+__all__ = ["check_histories", "check_history", "check_k", "check_new_items", "check_options", "check_path"]
 
 
 def _show(value: Any) -> str:
@@ -86,6 +86,16 @@ def check_options(diversity: float, query_weight: float, query: Any) -> None:
             raise ValueError(f"{name} must be in [0, 1], got {value}")
     if query is not None and not isinstance(query, str):
         raise TypeError(f"query must be a str (what you are in the mood for) or None, not {type(query).__name__}")
+
+
+def check_new_items(new_items: Any, k: int, name: str = "new_items") -> int:
+    """The cold-item quota: an int in 0..k (0 = off); a bool or float is a TypeError, a value outside a ValueError."""
+    if isinstance(new_items, bool) or not isinstance(new_items, numbers.Integral):
+        raise TypeError(f"{name} must be an int in 0..k, not {type(new_items).__name__} {_show(new_items)}")
+    n = int(new_items)
+    if not 0 <= n <= k:
+        raise ValueError(f"{name} must be in 0..k ({k}): the list's last {name} positions hold new items, got {n}")
+    return n
 
 
 def check_path(value: Any, name: str, *, optional: bool = False) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "UnknownCategoryWarning",
     "UnknownIdWarning",
     "apply_masks",
+    "new_item_quota",
     "read_id_file",
     "seen_matrix",
 ]
@@ -198,6 +199,32 @@ def apply_masks(
 
         scores.masked_fill_(torch.from_numpy(mask).to(scores.device), float("-inf"))
     return scores
+
+
+def new_item_quota(
+    row: npt.NDArray[np.floating[Any]],
+    k: int,
+    new_items: int,
+    is_new: npt.NDArray[np.bool_],
+    order: npt.NDArray[np.int64] | None = None,
+) -> npt.NDArray[np.int64]:
+    """The item columns of one top-k list that keeps its last `new_items` positions for new items (TIGER's
+    cold-item quota; Rajput et al. 2023, https://arxiv.org/abs/2305.05065): positions 1..k-n are the ranking's
+    first k-n items (`order`, default the row by score, ties the lower id first), positions k-n+1..k the n
+    best-scored `is_new` items that those positions do not already hold, in score order. Items at -inf (masked
+    by `apply_masks`) are never listed; when fewer than n new items are left, the ranking fills their places.
+
+    row: one masked score row [V+1]; is_new: [V+1] bool (column 0 False); order: a ranking of item columns (the
+    diversity re-ranking's), at least k long when it has k items to give."""
+    is_listed = np.isfinite(row)  # [V+1]
+    by_score = np.argsort(-row, kind="stable")  # [V+1] best first, ties: the lower item id first
+    ranking = by_score if order is None else np.asarray(order, dtype=np.int64)
+    ranking = ranking[is_listed[ranking]]
+    head = ranking[: k - new_items]
+    candidates = by_score[is_listed[by_score] & is_new[by_score]]
+    quota = candidates[~np.isin(candidates, head)][:new_items]  # [<= n] best-scored new items outside the head
+    rest = ranking[~np.isin(ranking, quota)][: k - len(quota)]
+    return np.concatenate([rest, quota]).astype(np.int64)
 
 
 def read_id_file(path: str) -> list[str]:

@@ -21,7 +21,8 @@ ids (an unknown history id is skipped, an unknown user has an empty history; bot
 empty history ranks the items by popularity (ties: the catalogue's order); then the history's own items (the
 model's seen-item rule unless ``exclude_seen`` says otherwise), unavailable items and the business filters
 (include/exclude items and categories, categories in any case) are masked out before top-k, by the same
-``apply_masks`` as the Recommender's.
+``apply_masks`` as the Recommender's. ``new_items=n`` keeps the last n places of each list for the best-scored
+new items (no event in the stored histories), as ``Recommender.recommend(new_items=n)`` (``new_item_quota``).
 """
 
 from __future__ import annotations
@@ -157,11 +158,17 @@ class OnnxScorer:
         exclude_seen: bool | None = None,
         filters: Any = None,
         strict: bool = False,
+        new_items: int = 0,
     ) -> list[list[tuple[str, float]]]:
         """Top-k (raw id, score) per raw history or per stored user (`users`), best first. exclude_seen: None =
-        the model's rule; filters: an ``ItemFilter`` of `llmrec.filters` (or of the export's ``onnx_filters``)."""
+        the model's rule; filters: an ``ItemFilter`` of `llmrec.filters` (or of the export's ``onnx_filters``);
+        new_items: the last n places hold the n best-scored new items (items with no stored event), 0 = off."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
+        if isinstance(new_items, bool) or not isinstance(new_items, int) or not 0 <= new_items <= k:
+            raise ValueError(f"new_items must be an int in 0..k ({k}), got {new_items!r}")
+        if new_items and self.popularity is None:
+            raise ValueError("new_items needs the stored histories (onnx_rules.json) to tell new items")
         if (histories is None) == (users is None):
             raise ValueError("give exactly one of histories or users=")
         if histories is not None:
@@ -192,6 +199,12 @@ class OnnxScorer:
         rule = self.exclude_seen_default if exclude_seen is None else bool(exclude_seen)
         scores = self.filters.apply_masks(self._scores(ids), ids, [rule] * len(ids), [self.masks.blocked(filters)] * len(ids))
         out = []
+        if new_items and self.popularity is not None:
+            is_new = self.popularity == 0  # [V+1]; column 0 is -inf
+            for row in scores:
+                cols = self.filters.new_item_quota(row, k, new_items, is_new)
+                out.append([(self.raw_ids[i - 1], float(row[i])) for i in cols])
+            return out
         for row in scores:
             n = min(k, int(np.isfinite(row).sum()))
             top = np.argsort(-row, kind="stable")[:n]  # ties: the lower item id first
@@ -211,6 +224,7 @@ class OnnxScorer:
         include_categories: Sequence[str] | None = None,
         exclude_categories: Sequence[str] | None = None,
         include_unavailable: bool = False,
+        new_items: int = 0,
     ) -> list[tuple[str, float]]:
         """Top-k (raw id, score) for one raw history (oldest first) or one stored user, best first, with the
         Recommender's options and business rules."""
@@ -218,9 +232,11 @@ class OnnxScorer:
             include_items, exclude_items, include_categories, exclude_categories, include_unavailable
         )
         if user is not None and history is None:
-            return self.recommend_batch(users=[user], k=k, exclude_seen=exclude_seen, filters=rules, strict=strict)[0]
+            return self.recommend_batch(
+                users=[user], k=k, exclude_seen=exclude_seen, filters=rules, strict=strict, new_items=new_items
+            )[0]
         if history is None:
             raise ValueError("give exactly one of history or user=")
         if user is not None:
             raise ValueError("give exactly one of history or user=")
-        return self.recommend_batch([history], k, exclude_seen=exclude_seen, filters=rules, strict=strict)[0]
+        return self.recommend_batch([history], k, exclude_seen=exclude_seen, filters=rules, strict=strict, new_items=new_items)[0]

@@ -27,14 +27,14 @@ import numpy as np
 import polars as pl
 import torch
 
-from llmrec.arguments import check_histories, check_history, check_k, check_options
+from llmrec.arguments import check_histories, check_history, check_k, check_new_items, check_options
 from llmrec.artifact import ANN_DIR, Artifact, open_artifact
 from llmrec.config import QUERY_WEIGHT
 from llmrec.data.sequences import pad_left
 from llmrec.errors import UnknownIdError
 from llmrec.eval.scoring import model_device, resolve_device, score_fn
 from llmrec.eval.seen_rule import served_exclude_seen
-from llmrec.filters import ItemFilter, ItemMasks, UnknownCategoryWarning, UnknownIdWarning, apply_masks
+from llmrec.filters import ItemFilter, ItemMasks, UnknownCategoryWarning, UnknownIdWarning, apply_masks, new_item_quota
 from llmrec.models import load_model  # re-exported: `from llmrec.recommend import load_model` keeps working
 from llmrec.models.base import ItemEmbeddingModel, RecModel
 from llmrec.recommend_ann import IndexedRetrieval
@@ -195,6 +195,7 @@ class Recommender(IndexedRetrieval):
         diversity: float = 0.0,
         adapt: bool = False,
         filters: ItemFilter | Sequence[ItemFilter | None] | None = None,
+        new_items: int = 0,
     ) -> list[list[Recommendation]]:
         """Top-k for each internal-id history (`encode_history`'s arrays; an empty one gets the popularity
         fallback of `recommend`); `exclude_seen` for all rows or one flag per row (the service batches requests
@@ -205,9 +206,17 @@ class Recommender(IndexedRetrieval):
 
         query: a natural-language intent blended with the personal scores (`llmrec.rerank.blend_query`, weight
         `query_weight`); the reported score is then the blended one. diversity: in [0, 1], re-rank the top
-        candidates by maximal marginal relevance with λ = 1 − diversity (`llmrec.rerank.mmr`)."""
+        candidates by maximal marginal relevance with λ = 1 − diversity (`llmrec.rerank.mmr`).
+
+        new_items: positions k-n+1..k of each list hold the n best-scored new items (`new_item_mask`: no event in
+        the stored histories), when the top k-n do not already hold them; 0 = off. TIGER's cold-item quota: the
+        model ranks items it never trained on low, so without a reserved place they are never shown. The quota's
+        items keep their score (the list is then not in score order) and pass the same rules as any item
+        (`llmrec.filters.new_item_quota`)."""
         histories, k = check_histories(histories, self.n_items), check_k(k)
         check_options(diversity, query_weight, query)
+        new_items = check_new_items(new_items, k)
+        is_new = self.new_item_mask() if new_items else None
         if exclude_seen is None:
             exclude_seen = self.exclude_seen_default
         excluded = [exclude_seen] * len(histories) if isinstance(exclude_seen, bool) else list(exclude_seen)
@@ -219,7 +228,7 @@ class Recommender(IndexedRetrieval):
         blocked = [self.masks.blocked(f) for f in per_row]  # [V+1] bool per row, None: nothing blocked
         empty = [i for i, h in enumerate(histories) if not len(h)]
         unfiltered = all(b is None for b in blocked)  # the index path serves unfiltered rows only
-        if self.ann is not None and not adapt and query is None and not empty and unfiltered:
+        if self.ann is not None and not adapt and query is None and not empty and unfiltered and not new_items:
             values, indices = self._retrieve(histories, k, excluded, diversity)
             return self._ranked(values, indices)
         scores = self.score_batch(histories, adapt=adapt)
@@ -232,6 +241,8 @@ class Recommender(IndexedRetrieval):
 
             scores = blend_query(scores, self.query_similarity(query), query_weight)
         apply_masks(scores, histories, excluded, blocked)
+        if is_new is not None:
+            return self._with_quota(scores, k, new_items, is_new, diversity)
         if diversity > 0.0:
             values, indices = self._diversify(scores, k, 1.0 - diversity)
         else:
@@ -239,6 +250,31 @@ class Recommender(IndexedRetrieval):
             if empty and self.histories:  # popularity ties: the lower item id first, as every door ranks them
                 ordered = scores[empty].sort(dim=1, descending=True, stable=True)
                 values[empty], indices[empty] = ordered.values[:, : values.shape[1]], ordered.indices[:, : values.shape[1]]
+        return self._ranked(values, indices)
+
+    def new_item_mask(self) -> np.ndarray:
+        """[V+1] bool: the catalogue's new items, those with no event in the stored histories (column 0 False)."""
+        if not self.histories:
+            raise ValueError("new_items needs the artifact's stored histories (histories.parquet) to tell new items")
+        if self._popularity is None:
+            self._popularity = popularity_scores(self.histories, self.n_items)
+        is_new: np.ndarray = (self._popularity == 0).numpy()  # column 0 is -inf: never new
+        return is_new
+
+    def _with_quota(
+        self, scores: torch.Tensor, k: int, new_items: int, is_new: np.ndarray, diversity: float
+    ) -> list[list[Recommendation]]:
+        """Masked scores [B, V+1] -> lists of k whose last `new_items` positions hold new items (`new_item_quota`);
+        with diversity, the rest of the list is the re-ranking's."""
+        orders = self._diversify(scores, k, 1.0 - diversity)[1].numpy() if diversity > 0.0 else None  # [B, K]
+        rows = scores.numpy()
+        width = min(k, self.n_items)
+        values = torch.full((len(rows), width), float("-inf"))  # [B, K]: -inf = nothing
+        indices = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, row in enumerate(rows):
+            cols = new_item_quota(row, k, new_items, is_new, None if orders is None else orders[b])
+            values[b, : len(cols)] = torch.from_numpy(row[cols].astype(np.float32))
+            indices[b, : len(cols)] = torch.from_numpy(cols)
         return self._ranked(values, indices)
 
     def _ranked(self, values: torch.Tensor, indices: torch.Tensor) -> list[list[Recommendation]]:
@@ -270,6 +306,7 @@ class Recommender(IndexedRetrieval):
         include_categories: Sequence[str] | None = None,
         exclude_categories: Sequence[str] | None = None,
         include_unavailable: bool = False,
+        new_items: int = 0,
     ) -> Recommendations:
         """Top-k items for a raw history (oldest first) or a raw user id (options: see recommend_batch;
         adapt=True fits the artifact's per-user adapter to the history first: cold-start users).
@@ -311,6 +348,7 @@ class Recommender(IndexedRetrieval):
             diversity=diversity,
             adapt=adapt,
             filters=rules,
+            new_items=new_items,
         )[0]
         return Recommendations(found, ignored, fallback, unknown_categories, user=None if user is None else str(user))
 
@@ -389,6 +427,7 @@ class Recommender(IndexedRetrieval):
         exclude_categories: Sequence[str] | None = None,
         include_unavailable: bool = False,
         strict: bool = False,
+        new_items: int = 0,
     ) -> list[Explanation]:
         """Recommend (same options as recommend, the business rules and unknown ids included: skipped with an
         `UnknownIdWarning`, or refused with strict=True) and explain each item by the history items behind its
@@ -429,6 +468,7 @@ class Recommender(IndexedRetrieval):
             n_contributions=n_contributions,
             n_reasons=n_reasons,
             generator=generator,
+            new_items=new_items,
         )
 
     def llm_writer(self, source: str | Path | None = None) -> TextGenerator:
@@ -456,6 +496,7 @@ class Recommender(IndexedRetrieval):
         n_reasons: int = 2,
         generator: TextGenerator | None = None,
         filters: ItemFilter | None = None,
+        new_items: int = 0,
     ) -> list[Explanation]:
         """`explain` for an internal-id history `h` (1-D int64, oldest first), as `recommend_batch` takes: the
         service's path, which has already encoded and checked the ids. filters: the business rules
@@ -464,7 +505,14 @@ class Recommender(IndexedRetrieval):
         from llmrec.explain.text import Reason, TemplateGenerator, write_reason
 
         recs = self.recommend_batch(
-            [h], k, exclude_seen=exclude_seen, query=query, query_weight=query_weight, diversity=diversity, filters=filters
+            [h],
+            k,
+            exclude_seen=exclude_seen,
+            query=query,
+            query_weight=query_weight,
+            diversity=diversity,
+            filters=filters,
+            new_items=new_items,
         )[0]
         if not recs:
             return []

@@ -46,3 +46,22 @@ def shop_client(shop_artifact: Path) -> Any:
     client: TestClient = TestClient(create_app(Recommender.load(shop_artifact, device="cpu")))
     with client:
         yield client
+
+
+# Raw ids whose events shop_new_artifact's stored histories drop: items the model scores but no user has had ("new"
+# items); drama 5, 10, 20, rock 8, 13, sports 24, and 7 (jazz) is out of stock.
+NEW_ITEMS = ("5", "7", "8", "10", "13", "20", "24")
+
+
+@pytest.fixture
+def shop_new_artifact(shop_artifact: Path) -> Path:
+    """shop_artifact whose stored histories hold no event with NEW_ITEMS (its manifest written again)."""
+    from llmrec.artifact import write_manifest
+
+    items = pl.read_parquet(shop_artifact / "items.parquet")
+    dropped = items.filter(pl.col("item").is_in(NEW_ITEMS))["item_idx"].to_list()
+    histories = pl.read_parquet(shop_artifact / "histories.parquet")
+    histories = histories.with_columns(pl.col("items").list.eval(pl.element().filter(~pl.element().is_in(dropped))))
+    histories.write_parquet(shop_artifact / "histories.parquet")
+    write_manifest(shop_artifact)
+    return shop_artifact

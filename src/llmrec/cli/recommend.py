@@ -34,6 +34,10 @@ _EXCLUDE_SEEN_HELP = (
 )
 _STRICT_HELP = "Refuse unknown ids (exit 2) instead of skipping unknown history items and giving unknown users the popular items."
 _IDS = "comma-separated"
+_NEW_ITEMS_HELP = (
+    "Keep the last N of the k places for the best-scored new items (no event in the model's stored histories), "
+    "when the top k-N do not already hold them; 0 = off."
+)
 
 
 IncludeItems = Annotated[str | None, typer.Option(help=f"Recommend only these item ids ({_IDS}).")]
@@ -46,6 +50,7 @@ ExcludeCategories = Annotated[str | None, typer.Option(help=f"Never recommend it
 IncludeUnavailable = Annotated[
     bool, typer.Option("--include-unavailable", help="Also recommend items the catalogue marks unavailable.")
 ]
+NewItems = Annotated[int, typer.Option("--new-items", help=_NEW_ITEMS_HELP)]
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -72,17 +77,24 @@ def _item_filter(
 
 
 def _request(
-    model: Path, user: str | None, history: str | None, k: int, device: str = "cpu"
+    model: Path, user: str | None, history: str | None, k: int, device: str = "cpu", new_items: int = 0
 ) -> tuple[Recommender, list[str] | None]:
-    """Shared checks of `recommend` and `explain`: exactly one of --user/--history, k >= 1; loads the model."""
+    """Shared checks of `recommend` and `explain`: exactly one of --user/--history, k >= 1, 0 <= --new-items <= k;
+    loads the model."""
     if (user is None) == (history is None):
         raise ValueError("give exactly one of --user ID or --history ID,ID,... (or --users all|FILE with --out)")
-    if k < 1:
-        raise ValueError(f"-k must be >= 1, got {k}")
+    _check_k(k, new_items)
     from llmrec.recommend import Recommender
 
     hist = [h.strip() for h in history.split(",") if h.strip()] if history is not None else None
     return Recommender.load(model, device=device), hist
+
+
+def _check_k(k: int, new_items: int) -> None:
+    if k < 1:
+        raise ValueError(f"-k must be >= 1, got {k}")
+    if not 0 <= new_items <= k:
+        raise ValueError(f"--new-items must be in 0..k ({k}): the list's last N places hold new items, got {new_items}")
 
 
 def recommend_cmd(
@@ -100,6 +112,7 @@ def recommend_cmd(
     include_categories: IncludeCategories = None,
     exclude_categories: ExcludeCategories = None,
     include_unavailable: IncludeUnavailable = False,
+    new_items: NewItems = 0,
     columns: Annotated[
         str | None,
         typer.Option(help="Batch: catalogue columns to add, e.g. title,categories [default: those the catalogue has]."),
@@ -133,15 +146,17 @@ def recommend_cmd(
         if llm_text or generator is not None:
             with user_errors():
                 raise ValueError("--llm-text and --generator word one user's --explain; they do not go with --users/--out")
-        options = {"query": query, "query_weight": query_weight, "diversity": diversity, "filters": rules}
+        options = {"query": query, "query_weight": query_weight, "diversity": diversity, "filters": rules, "new_items": new_items}
         _recommend_batch(model, users, out, k, exclude_seen, chunk_size, device, user, history, explain, strict, columns, options)
         return
     if explain or llm_text or generator is not None:  # a writer for the reasons implies --explain
         writer = generator if generator is not None else llm_text
-        _explain(model, user, history, k, exclude_seen, as_json, "occlusion", diversity, query, query_weight, writer, rules)
+        _explain(
+            model, user, history, k, exclude_seen, as_json, "occlusion", diversity, query, query_weight, writer, rules, new_items
+        )
         return
     with user_errors(), warnings_as_lines():  # unknown ids and categories: one `warning: ...` line each
-        rec, hist = _request(model, user, history, k, device)
+        rec, hist = _request(model, user, history, k, device, new_items)
         recs = rec.recommend(
             history=hist,
             user=user,
@@ -156,6 +171,7 @@ def recommend_cmd(
             include_categories=rules.include_categories,
             exclude_categories=rules.exclude_categories,
             include_unavailable=rules.include_unavailable,
+            new_items=new_items,
         )
     if recs.fallback is not None and not recs.ignored_items and (user is None or user in rec.histories):
         say(f"nothing known to go on: the {recs.fallback} items (fallback: {recs.fallback})", err=True)
@@ -189,8 +205,7 @@ def _recommend_batch(
             raise ValueError("batch recommendations need both --users all|FILE and --out FILE.parquet|FILE.csv")
         if user is not None or history is not None or explain:
             raise ValueError("--users goes without --user, --history and --explain")
-        if k < 1:
-            raise ValueError(f"-k must be >= 1, got {k}")
+        _check_k(k, int(options.get("new_items", 0)))
         if chunk_size < 1:
             raise ValueError(f"--chunk-size must be >= 1, got {chunk_size}")
         from llmrec.batch import FORMATS, parse_columns, read_user_ids, write_recommendations
@@ -239,6 +254,7 @@ def explain_cmd(
     include_categories: IncludeCategories = None,
     exclude_categories: ExcludeCategories = None,
     include_unavailable: IncludeUnavailable = False,
+    new_items: NewItems = 0,
     threads: Threads = 0,
 ) -> None:
     """Recommend, and show which history items drove each recommendation (attribution scores and a reason)."""
@@ -248,7 +264,7 @@ def explain_cmd(
             include_items, exclude_items, exclude_items_file, include_categories, exclude_categories, include_unavailable
         )
     writer = generator if generator is not None else llm_text
-    _explain(model, user, history, k, exclude_seen, as_json, method, diversity, query, query_weight, writer, rules)
+    _explain(model, user, history, k, exclude_seen, as_json, method, diversity, query, query_weight, writer, rules, new_items)
 
 
 def _explain(
@@ -264,11 +280,12 @@ def _explain(
     query_weight: float,
     llm_text: bool | Path,
     rules: ItemFilter,
+    new_items: int = 0,
 ) -> None:
     """`explain` and `recommend --explain`: one table row (or JSON object) per item, with its reason (the
     "because of" column lists the history items the reason names, nothing when it names none)."""
     with user_errors(), warnings_as_lines():
-        rec, hist = _request(model, user, history, k)
+        rec, hist = _request(model, user, history, k, new_items=new_items)
         explanations = rec.explain(
             history=hist,
             user=user,
@@ -284,6 +301,7 @@ def _explain(
             include_categories=rules.include_categories,
             exclude_categories=rules.exclude_categories,
             include_unavailable=rules.include_unavailable,
+            new_items=new_items,
         )
     if as_json:
         rows = [

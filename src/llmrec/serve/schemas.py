@@ -123,6 +123,14 @@ class RecommendRequest(BaseModel):
         description='A text intent ("something for summer") blended into the scores; needs the `text` extra.',
     )
     adapt: bool = Field(False, description="Adapt to the history first (cold start); needs an artifact with an adapter.")
+    new_items: int = Field(
+        0,
+        ge=0,
+        le=MAX_K,
+        description="Keep the last new_items of the k places for the best-scored new items (no event in the model's "
+        "stored histories), when the top k - new_items do not already hold them; 0 = off, at most k. The business "
+        "rules apply to them as to any item; they keep their score, so the list is then not in score order.",
+    )
     llm_text: bool = Field(
         False,
         description=f"With explain: the reasons written by the service's LLM (SmolLM2-135M-Instruct by default) and "
@@ -145,6 +153,10 @@ class RecommendRequest(BaseModel):
     def _check(self) -> RecommendRequest:
         if (self.user_id is None) == (self.history is None):
             raise ValueError("give exactly one of user_id or history")
+        if self.new_items > self.k:
+            raise ValueError(
+                f"new_items ({self.new_items}) must be at most k ({self.k}): it is how many of the k places hold new items"
+            )
         return self
 
 

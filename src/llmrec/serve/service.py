@@ -67,6 +67,7 @@ class Job:
     explain: bool = False
     filters: ItemFilter | None = None  # business rules (None: the default, unavailable items left out)
     llm_text: bool = False  # with explain: the reasons written by the service's LLM (checked; `Recommender.llm_writer`)
+    new_items: int = 0  # the last new_items places hold new items (`Recommender.recommend_batch`)
 
     @property
     def is_plain(self) -> bool:
@@ -75,7 +76,12 @@ class Job:
 
     def options(self) -> list[str]:
         """The options beyond plain ranking that this job uses (for messages)."""
-        used = {"query": self.query is not None, "diversity": self.diversity > 0, "adapt": self.adapt}
+        used = {
+            "query": self.query is not None,
+            "diversity": self.diversity > 0,
+            "adapt": self.adapt,
+            "new_items": self.new_items > 0,
+        }
         return [name for name, is_used in (used | {"explain": self.explain, "llm_text": self.llm_text}).items() if is_used]
 
 
@@ -173,18 +179,21 @@ class Service:
 
         Plain requests (the common case) form one group: one forward pass at the largest k, each row cut to its own
         k, per-row exclude_seen. A query, diversity or adapt makes a group of its own (the Recommender applies them
-        per call); diversity also groups by k, since its candidate pool grows with k. `explain` runs per job. A
-        group's error becomes the answer of its jobs only.
+        per call); diversity also groups by k, since its candidate pool grows with k, and so does new_items, whose
+        places are the last of the k. `explain` runs per job. A group's error becomes the answer of its jobs only.
         """
         answers: list[Answer] = [None] * len(jobs)
-        groups: dict[tuple[str | None, float, bool, int], list[int]] = {}
+        groups: dict[tuple[tuple[str | None, float, bool, int], int, int], list[int]] = {}
         for i, job in enumerate(jobs):
             if job.explain:
                 answers[i] = self._explained(job)
             else:
-                groups.setdefault(group_key(job.query, job.diversity, job.adapt, job.k), []).append(i)
-        for (query, diversity, adapt, _), members in groups.items():
+                quota = (job.new_items, job.k if job.new_items else 0)
+                groups.setdefault((group_key(job.query, job.diversity, job.adapt, job.k), *quota), []).append(i)
+        for ((query, diversity, adapt, _), new_items, _), members in groups.items():
             options: dict[str, Any] = {}
+            if new_items:
+                options["new_items"] = new_items
             if query is not None:
                 options["query"] = query
             if diversity > 0:
@@ -217,6 +226,7 @@ class Service:
                 query=job.query,
                 diversity=job.diversity,
                 filters=job.filters,
+                new_items=job.new_items,
                 generator=self.rec.llm_writer() if job.llm_text else None,  # loaded once, at start-up
             )
         except Exception as e:  # noqa: BLE001 - the endpoint turns it into 422 or 503
@@ -261,7 +271,18 @@ class Service:
         )
         frame.ignored_categories = self.rec.masks.unknown_categories(rules)
         filters = None if rules == ItemFilter() else rules
-        job = Job(history, req.k, exclude_seen, req.query, req.diversity or 0.0, req.adapt, req.explain, filters, req.llm_text)
+        job = Job(
+            history,
+            req.k,
+            exclude_seen,
+            req.query,
+            req.diversity or 0.0,
+            req.adapt,
+            req.explain,
+            filters,
+            req.llm_text,
+            req.new_items,
+        )
         return job, frame
 
     async def start(self) -> None:
