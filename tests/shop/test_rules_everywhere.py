@@ -88,6 +88,43 @@ def test_every_door_gives_the_same_lists(shop_artifact: Path, shop_client: Any, 
         assert table.filter(pl.col("user") == "ghost")["fallback"].unique().to_list() == ["popular"]
 
 
+def test_every_door_keeps_the_new_item_quota(shop_new_artifact: Path, tmp_path: Path) -> None:
+    """new_items=2 on every path: the same users (one unknown: the popularity list) and rules give the same lists."""
+    from fastapi.testclient import TestClient
+    from tests.shop.conftest import NEW_ITEMS
+
+    from llmrec.serve import create_app
+
+    rec = Recommender.load(shop_new_artifact, device="cpu")
+    scorer = _onnx_export(shop_new_artifact, tmp_path / "deploy")
+    users = [*list(rec.histories)[:6], "ghost"]
+    k, n = 8, 2
+    with TestClient(create_app(Recommender.load(shop_new_artifact, device="cpu"))) as client:
+        for rules in RULES:
+            f = ItemFilter.of(**rules)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UnknownIdWarning)
+                python = {u: [r.item_id for r in rec.recommend(user=u, k=k, new_items=n, **rules)] for u in users}
+                batch_file = tmp_path / "recs.parquet"
+                write_recommendations(rec, users, batch_file, k=k, filters=f, new_items=n)
+                onnx = {u: [i for i, _ in scorer.recommend(user=u, k=k, new_items=n, **rules)] for u in users}
+            table = pl.read_parquet(batch_file)
+            batch = {u: table.filter(pl.col("user") == u).sort("rank")["item"].to_list() for u in users}
+            body = {"k": k, "new_items": n, **rules}
+            http = {
+                u: [i["item_id"] for i in client.post("/v1/recommend", json={"user_id": u, **body}).json()["items"]]
+                for u in users
+            }
+            assert python == batch == http == onnx, rules
+            for u, items in python.items():
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UnknownIdWarning)
+                    plain = [r.item_id for r in rec.recommend(user=u, k=k, **rules)]
+                assert items[: k - n] == plain[: k - n], (u, rules)  # the head is the plain list's
+                if not rules:  # six new items in stock: at least n of them in every list
+                    assert len(set(items) & set(NEW_ITEMS)) >= n, u
+
+
 def test_the_onnx_scorer_needs_neither_torch_nor_llmrec(shop_artifact: Path, tmp_path: Path, monkeypatch: Any) -> None:
     out = tmp_path / "deploy"
     _onnx_export(shop_artifact, out)
@@ -105,6 +142,8 @@ def test_the_onnx_scorer_needs_neither_torch_nor_llmrec(shop_artifact: Path, tmp
     scorer = module.OnnxScorer(out)
     got = scorer.recommend(user="u01", k=5, exclude_categories=["Jazz"])
     assert len(got) == 5 and not {i for i, _ in got} & set(UNAVAILABLE)
+    # the quota runs on the shipped copy of the rules; every item here has events, so it changes nothing
+    assert scorer.recommend(user="u01", k=5, exclude_categories=["Jazz"], new_items=2) == got
     with pytest.raises(KeyError, match="nope"):
         scorer.recommend(["nope"], strict=True)
     with pytest.warns(scorer.filters.UnknownCategoryWarning, match="gardening"):
