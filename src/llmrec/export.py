@@ -176,6 +176,8 @@ def _write_serving_helper(model_dir: Path, folder: Path) -> None:
         # the empty history's ranking (`Recommender.recommend_batch`), None without stored histories
         "popularity": popularity_scores(histories, len(raw_ids))[1:].tolist() if histories else None,
         "histories": {u: h.tolist() for u, h in histories.items()},  # the graph's item ids, oldest first
+        # items a cold-item split held out of training: new items for `new_items` (`Recommender.new_item_mask`)
+        "is_cold": items["is_cold"].fill_null(False).to_list() if "is_cold" in items.columns else None,
     }
     (folder / onnx_scorer.RULES_FILE).write_text(json.dumps(rules), encoding="utf-8")
     shutil.copyfile(onnx_scorer.__file__, folder / "onnx_scorer.py")

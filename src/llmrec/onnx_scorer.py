@@ -22,7 +22,7 @@ empty history ranks the items by popularity (ties: the catalogue's order); then 
 model's seen-item rule unless ``exclude_seen`` says otherwise), unavailable items and the business filters
 (include/exclude items and categories, categories in any case) are masked out before top-k, by the same
 ``apply_masks`` as the Recommender's. ``new_items=n`` keeps the last n places of each list for the best-scored
-new items (no event in the stored histories), as ``Recommender.recommend(new_items=n)`` (``new_item_quota``).
+new items (no event in the stored histories, or held out of training by a cold-item split), as ``Recommender.recommend(new_items=n)`` (``new_item_quota``).
 """
 
 from __future__ import annotations
@@ -90,6 +90,13 @@ class OnnxScorer:
         self.histories = {str(u): np.asarray(h, dtype=np.int64) for u, h in rules.get("histories", {}).items()}
         popularity = rules.get("popularity")
         self.popularity = None if popularity is None else np.array([-np.inf, *popularity], dtype=np.float32)  # [V+1]
+        # new items (`new_items`): no stored event, or held out of training by a cold-item split; None: unknown
+        is_cold = rules.get("is_cold")
+        self.is_new: npt.NDArray[np.bool_] | None = None
+        if self.popularity is not None or is_cold is not None:
+            self.is_new = np.zeros(self.n_items + 1, dtype=bool) if self.popularity is None else self.popularity == 0
+            if is_cold is not None:
+                self.is_new[1:] |= np.asarray(is_cold, dtype=bool)
 
     @property
     def n_items(self) -> int:
@@ -167,7 +174,7 @@ class OnnxScorer:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
         if isinstance(new_items, bool) or not isinstance(new_items, int) or not 0 <= new_items <= k:
             raise ValueError(f"new_items must be an int in 0..k ({k}), got {new_items!r}")
-        if new_items and self.popularity is None:
+        if new_items and self.is_new is None:
             raise ValueError("new_items needs the stored histories (onnx_rules.json) to tell new items")
         if (histories is None) == (users is None):
             raise ValueError("give exactly one of histories or users=")
@@ -199,10 +206,9 @@ class OnnxScorer:
         rule = self.exclude_seen_default if exclude_seen is None else bool(exclude_seen)
         scores = self.filters.apply_masks(self._scores(ids), ids, [rule] * len(ids), [self.masks.blocked(filters)] * len(ids))
         out = []
-        if new_items and self.popularity is not None:
-            is_new = self.popularity == 0  # [V+1]; column 0 is -inf
+        if new_items and self.is_new is not None:
             for row in scores:
-                cols = self.filters.new_item_quota(row, k, new_items, is_new)
+                cols = self.filters.new_item_quota(row, k, new_items, self.is_new)
                 out.append([(self.raw_ids[i - 1], float(row[i])) for i in cols])
             return out
         for row in scores:

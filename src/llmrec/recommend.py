@@ -209,10 +209,10 @@ class Recommender(IndexedRetrieval):
         candidates by maximal marginal relevance with λ = 1 − diversity (`llmrec.rerank.mmr`).
 
         new_items: positions k-n+1..k of each list hold the n best-scored new items (`new_item_mask`: no event in
-        the stored histories), when the top k-n do not already hold them; 0 = off. TIGER's cold-item quota: the
-        model ranks items it never trained on low, so without a reserved place they are never shown. The quota's
-        items keep their score (the list is then not in score order) and pass the same rules as any item
-        (`llmrec.filters.new_item_quota`)."""
+        the stored histories, or held out of training by a cold-item split), when the top k-n do not already hold
+        them; 0 = off. TIGER's cold-item quota: the model ranks items it never trained on low, so without a
+        reserved place they are rarely shown. The quota's items keep their score (the list is then not in score
+        order) and pass the same rules as any item (`llmrec.filters.new_item_quota`)."""
         histories, k = check_histories(histories, self.n_items), check_k(k)
         check_options(diversity, query_weight, query)
         new_items = check_new_items(new_items, k)
@@ -253,12 +253,19 @@ class Recommender(IndexedRetrieval):
         return self._ranked(values, indices)
 
     def new_item_mask(self) -> np.ndarray:
-        """[V+1] bool: the catalogue's new items, those with no event in the stored histories (column 0 False)."""
-        if not self.histories:
+        """[V+1] bool (column 0 False): the catalogue's new items, those with no event in the stored histories and
+        those a cold-item split held out of every training sequence (the catalogue's ``is_cold`` column: their
+        validation and test events are in the stored histories, but the model never trained on them)."""
+        is_cold = self.items["is_cold"].fill_null(False).to_numpy() if "is_cold" in self.items.columns else None
+        if not self.histories and is_cold is None:
             raise ValueError("new_items needs the artifact's stored histories (histories.parquet) to tell new items")
-        if self._popularity is None:
-            self._popularity = popularity_scores(self.histories, self.n_items)
-        is_new: np.ndarray = (self._popularity == 0).numpy()  # column 0 is -inf: never new
+        is_new = np.zeros(self.n_items + 1, dtype=bool)
+        if self.histories:
+            if self._popularity is None:
+                self._popularity = popularity_scores(self.histories, self.n_items)
+            is_new |= (self._popularity == 0).numpy()  # column 0 is -inf: never new
+        if is_cold is not None:
+            is_new[1:] |= is_cold.astype(bool)
         return is_new
 
     def _with_quota(

@@ -150,3 +150,28 @@ def test_command_line_and_service_give_the_python_list(shop_new_artifact: Path, 
         for body in ({"k": 3, "new_items": 4}, {"k": 3, "new_items": -1}, {"k": 3, "new_items": 1.5}):
             refused = client.post("/v1/recommend", json={"user_id": users[0], **body})
             assert refused.status_code == 422 and "new_items" in refused.text, refused.text
+
+
+def test_items_a_cold_item_split_held_out_are_new(tiny_raw: Any, tmp_path: Path) -> None:
+    """A cold-item split keeps its held-out items' validation and test events in the stored histories; the model
+    never trained on them, so they are new items all the same, in Python and in the exported ONNX scorer."""
+    from tests.shop.conftest import TINY_MODEL
+    from tests.shop.test_rules_everywhere import _onnx_export
+
+    from llmrec.data import PrepareConfig, prepare
+    from llmrec.training import build_model, save_artifact
+
+    data = prepare(tiny_raw, PrepareConfig(split="cold-item", cold_item_fraction=0.1))
+    model = build_model(data, TINY_MODEL, seed=0)[0].eval()
+    path = save_artifact(model, data, tmp_path / "model")
+    rec = Recommender.load(path, device="cpu")
+    cold = set(data.is_cold_item.nonzero()[0].tolist())
+    assert cold and set(rec.new_item_mask().nonzero()[0].tolist()) == cold
+    # their events are stored: the stored histories alone would not tell them
+    assert any(set(h.tolist()) & cold for h in rec.histories.values())
+    users = list(rec.histories)[:5]
+    python = {u: [r.item_id for r in rec.recommend(user=u, k=6, new_items=2)] for u in users}
+    for u, items in python.items():
+        assert {rec.item_index[i] for i in items[-2:]} <= cold, u
+    scorer = _onnx_export(path, tmp_path / "deploy")
+    assert {u: [i for i, _ in scorer.recommend(user=u, k=6, new_items=2)] for u in users} == python

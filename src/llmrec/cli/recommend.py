@@ -35,8 +35,8 @@ _EXCLUDE_SEEN_HELP = (
 _STRICT_HELP = "Refuse unknown ids (exit 2) instead of skipping unknown history items and giving unknown users the popular items."
 _IDS = "comma-separated"
 _NEW_ITEMS_HELP = (
-    "Keep the last N of the k places for the best-scored new items (no event in the model's stored histories), "
-    "when the top k-N do not already hold them; 0 = off."
+    "Keep the last N of the k places for the best-scored new items (no event in the model's stored histories, or "
+    "held out of training by a cold-item split), when the top k-N do not already hold them; 0 = off."
 )
 
 

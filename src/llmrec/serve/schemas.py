@@ -128,8 +128,9 @@ class RecommendRequest(BaseModel):
         ge=0,
         le=MAX_K,
         description="Keep the last new_items of the k places for the best-scored new items (no event in the model's "
-        "stored histories), when the top k - new_items do not already hold them; 0 = off, at most k. The business "
-        "rules apply to them as to any item; they keep their score, so the list is then not in score order.",
+        "stored histories, or held out of training by a cold-item split), when the top k - new_items do not already "
+        "hold them; 0 = off, at most k. The business rules apply to them as to any item; they keep their score, so "
+        "the list is then not in score order.",
     )
     llm_text: bool = Field(
         False,
