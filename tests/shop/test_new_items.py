@@ -78,6 +78,12 @@ def test_new_items_is_checked_and_may_fill_the_list(shop_new_artifact: Path) -> 
     for wrong in (1.5, True, "2"):
         with pytest.raises(TypeError, match="new_items"):
             rec.recommend(user=user, k=3, new_items=wrong)  # type: ignore[arg-type]
+    # with diversity the head is the re-ranked list's, the quota the best-scored new items after it
+    mixed = [r.item_id for r in rec.recommend(user=user, k=6, diversity=0.5, new_items=2)]
+    assert mixed[:4] == [r.item_id for r in rec.recommend(user=user, k=6, diversity=0.5)][:4]
+    assert mixed[4:] == [i for i in _by_hand(rec, user, 6, 6, {}) if i not in mixed[:4]][:2]  # new items by score
+    explained = rec.explain(user=user, k=4, new_items=2)
+    assert [e.recommendation.item_id for e in explained] == _by_hand(rec, user, 4, 2, {})
     every = rec.recommend(user=user, k=3, new_items=3)
     assert [r.item_id for r in every] == _by_hand(rec, user, 3, 3, {})
     assert {r.item_id for r in every} <= set(NEW_ITEMS)
