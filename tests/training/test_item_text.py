@@ -191,7 +191,7 @@ def test_blank_titles_do_not_count_as_text(tiny_prepared: PreparedDataset) -> No
     assert titled_share(items) == 0.0
 
 
-@pytest.mark.parametrize(("share", "text_dim", "shown"), [(1.0, FakeEncoder.dim, "titles / text through"), (0.0, 0, "none")])
+@pytest.mark.parametrize(("share", "text_dim", "shown"), [(1.0, FakeEncoder.dim, "item titles / text through"), (0.0, 0, "none")])
 def test_cli_auto_builds_the_text_model_only_on_a_titled_catalogue(
     share: float, text_dim: int, shown: str, tiny_prepared: PreparedDataset, tmp_path: Path, fake_minilm: Path
 ) -> None:
@@ -201,5 +201,5 @@ def test_cli_auto_builds_the_text_model_only_on_a_titled_catalogue(
     result = CliRunner().invoke(app, [*args, "--set", "model.item_text=auto"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "tv" / "config.json").read_text())["text_dim"] == text_dim
-    row = next(line for line in result.output.splitlines() if "item text" in line)
+    row = next(line for line in result.output.splitlines() if line.startswith("│ text "))
     assert shown in row

@@ -141,7 +141,7 @@ def _training_table(summary: dict[str, Any], out: Path) -> Table:
     if "item_text" in summary:
         text = summary["item_text"]
         encoder = {True: "all-MiniLM-L6-v2", "minilm": "all-MiniLM-L6-v2", "llm": "the packaged LLM"}.get(text, str(text))
-        table.add_row("item text", f"titles / text through {encoder}" if text else "none (ids and categories)")
+        table.add_row("text", f"item titles / text through {encoder}" if text else "none (ids and categories)")
     table.add_row("time", f"{summary['seconds']:.1f} s")
     if "world_size" in summary:
         table.add_row("processes", str(summary["world_size"]))
