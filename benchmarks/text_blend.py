@@ -20,6 +20,7 @@ reported recipe: give the beta chosen on validation only).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -34,12 +35,7 @@ from llmrec.data import PreparedDataset
 from llmrec.data.sequences import pad_left
 from llmrec.eval.metrics import summarize
 from llmrec.models import load_model
-
-
-def _zrow(x: torch.Tensor) -> torch.Tensor:
-    """Each row standardised over items 1..V (column 0, the padding, is left at -inf by the caller)."""
-    body = x[:, 1:]
-    return (x - body.mean(1, keepdim=True)) / body.std(1, keepdim=True).clamp_min(1e-6)
+from llmrec.models.layers import standardise_rows
 
 
 def _text(path: Path) -> torch.Tensor:
@@ -76,6 +72,8 @@ def main() -> None:
     rare = ds.item_popularity()[ex.targets] <= a.max_count
     short = np.array([train_len.get(int(u), 0) <= a.short_user for u in ex.user_idx])
     model = load_model(a.model)
+    if getattr(getattr(model, "config", None), "text_blend", 0.0):  # its own title term off: beta is the only one
+        model.config = dataclasses.replace(model.config, text_blend=0.0)  # type: ignore[attr-defined]
     if isinstance(model, torch.nn.Module):
         model.eval()
     text = _text(a.text or a.model)  # [V+1, E]
@@ -92,7 +90,7 @@ def main() -> None:
             recent = ids[:, -a.recent :]  # [B, R] (0 = padding)
             profile = (text[recent] * (recent > 0).unsqueeze(-1)).sum(1)  # [B, E]
             sim = F.normalize(profile, dim=1) @ text.T  # [B, V+1]
-            zm, zs = _zrow(scores), _zrow(sim)
+            zm, zs = standardise_rows(scores), standardise_rows(sim)
             seen = torch.zeros_like(scores, dtype=torch.bool)
             for row, h in enumerate(hist):
                 seen[row, torch.as_tensor(h)] = True

@@ -30,13 +30,16 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from llmrec.artifact import ANN_DIR, artifact_files, open_artifact, output_errors, write_manifest
 from llmrec.atomic import atomic_directory
+
+if TYPE_CHECKING:
+    from llmrec.models.base import OnnxExportable
 
 __all__ = ["ONNX_FILE", "check_onnx", "export_artifact"]
 
@@ -117,30 +120,14 @@ def write_onnx(model_dir: Path, path: Path) -> float:
     model = open_artifact(model_dir).model()
     if not isinstance(model, OnnxExportable):
         raise ValueError(f"--onnx: {model_dir} holds a {type(model).__name__}, which cannot be exported to ONNX")
-    scorer = model.onnx_module().eval()
-    L = model.max_seq_len
-    example = torch.zeros(2, L, dtype=torch.long)
-    example[:, -1] = 1
     try:  # the exporter needs onnxscript, the check onnxruntime: a clear message beats their ImportError
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as e:
         raise ValueError(f"--onnx needs the export extra (pip install 'llmrec[export]'): {e}") from None
-    with _quiet_exporter(), torch.no_grad():
-        try:
-            program = torch.onnx.export(
-                scorer,
-                (example,),
-                input_names=["item_ids"],
-                output_names=["scores"],
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-                dynamo=True,
-                verbose=False,
-            )
-        except Exception as e:  # noqa: BLE001 - an operator the exporter cannot convert: one line, not its report
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise ValueError(f"--onnx: torch's ONNX exporter could not convert this {model.model_type} model ({first})") from None
-        assert program is not None
+    L = model.max_seq_len
+    program = onnx_program(model)
+    with _quiet_exporter():
         program.save(str(path))
     (path.parent / "onnx.json").write_text(
         json.dumps(
@@ -155,6 +142,31 @@ def write_onnx(model_dir: Path, path: Path) -> float:
     )
     _write_serving_helper(model_dir, path.parent)
     return check_onnx(model_dir, path)
+
+
+def onnx_program(model: OnnxExportable) -> Any:
+    """torch's ONNX program of `model`'s scorer: item_ids [batch, max_seq_len] (int64, left-padded) -> scores
+    [batch, V+1]; the exporter's own notes silenced, a failure one ValueError line."""
+    scorer = model.onnx_module().eval()
+    example = torch.zeros(2, model.max_seq_len, dtype=torch.long)
+    example[:, -1] = 1
+    with _quiet_exporter(), torch.no_grad():
+        try:
+            program = torch.onnx.export(
+                scorer,
+                (example,),
+                input_names=["item_ids"],
+                output_names=["scores"],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                dynamo=True,
+                verbose=False,
+            )
+        except Exception as e:  # noqa: BLE001 - an operator the exporter cannot convert: one line, not its report
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            kind = getattr(model, "model_type", type(model).__name__)
+            raise ValueError(f"--onnx: torch's ONNX exporter could not convert this {kind} model ({first})") from None
+    assert program is not None
+    return program
 
 
 def _write_serving_helper(model_dir: Path, folder: Path) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from llmrec.eval.diversity import pairwise_similarity
+from llmrec.models.layers import standardise_rows
 
 __all__ = ["blend_query", "mmr", "mmr_rerank"]
 
@@ -74,18 +75,6 @@ def blend_query(scores: torch.Tensor, similarity: torch.Tensor, weight: float) -
     """
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"query weight must be in [0, 1], got {weight}")
-    z_s, z_q = _standardise(scores), _standardise(similarity.unsqueeze(0))  # [B, V+1], [1, V+1]
+    z_s, z_q = standardise_rows(scores), standardise_rows(similarity.unsqueeze(0))  # [B, V+1], [1, V+1]
     blended = (1.0 - weight) * z_s + weight * z_q
     return torch.where(torch.isfinite(z_s) & torch.isfinite(z_q), blended, float("-inf"))  # 0 · −inf is nan
-
-
-def _standardise(x: torch.Tensor) -> torch.Tensor:
-    """Per row z-score over the finite entries of columns 1..V; column 0 and −inf entries become −inf. [B, V+1]."""
-    x = x.double()
-    finite = torch.isfinite(x)
-    finite[:, 0] = False
-    n = finite.sum(1, keepdim=True).clamp_min(1)  # [B, 1]
-    v = torch.where(finite, x, 0.0)
-    mean = v.sum(1, keepdim=True) / n
-    std = (torch.where(finite, x - mean, 0.0).pow(2).sum(1, keepdim=True) / n).sqrt().clamp_min(1e-12)
-    return torch.where(finite, (x - mean) / std, float("-inf")).float()

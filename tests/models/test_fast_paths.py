@@ -249,23 +249,11 @@ def test_the_onnx_scorer_includes_the_title_term(tmp_path: Any) -> None:
     ort = pytest.importorskip("onnxruntime")
     import numpy as np
 
-    model = _text_tvrec(0.5)
-    example = torch.zeros(2, 8, dtype=torch.long)
-    example[:, -1] = 1
-    from llmrec.export import _quiet_exporter  # as `llmrec export --onnx` runs it (torch's notes silenced)
+    from llmrec.export import _quiet_exporter, onnx_program  # what `llmrec export --onnx` writes
 
-    with _quiet_exporter(), torch.no_grad():
-        program = torch.onnx.export(
-            model.onnx_module().eval(),
-            (example,),
-            input_names=["item_ids"],
-            output_names=["scores"],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-            dynamo=True,
-            verbose=False,
-        )
-    assert program is not None
-    program.save(str(tmp_path / "scorer.onnx"))
+    model = _text_tvrec(0.5)
+    with _quiet_exporter():
+        onnx_program(model).save(str(tmp_path / "scorer.onnx"))
     session = ort.InferenceSession(str(tmp_path / "scorer.onnx"), providers=["CPUExecutionProvider"])
     ids = np.zeros((3, 8), dtype=np.int64)
     ids[0, -3:] = [1, 2, 3]

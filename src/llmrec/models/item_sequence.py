@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -32,7 +33,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from llmrec.config import MAX_SEQ_LEN, check_range
-from llmrec.models.layers import Rope, ScoreModule, positions, prefix_items, rotary
+from llmrec.models.layers import Rope, ScoreModule, positions, prefix_items, rotary, standardise_rows
 from llmrec.models.spec import DatasetMeta
 from llmrec.types import PAD_ID, SeqBatch
 
@@ -124,13 +125,6 @@ def _tracing() -> bool:
     return bool(torch.compiler.is_compiling() or torch.compiler.is_exporting())
 
 
-def _standardised(x: torch.Tensor) -> torch.Tensor:
-    """Each row of x [B, V+1] minus its mean over items 1..V, over its standard deviation there (column 0 is the
-    padding); a constant row becomes 0."""
-    body = x[:, 1:]
-    return (x - body.mean(1, keepdim=True)) / body.std(1, keepdim=True, correction=0).clamp_min(1e-6)
-
-
 class _TableCrossEntropy(torch.autograd.Function):
     """Mean softmax cross-entropy of the scores ``hs @ items.T`` against targets ``y`` (0-based), with label
     smoothing ``eps`` over the V classes: the value and gradients of
@@ -214,9 +208,7 @@ class ItemSequenceModel(nn.Module):
         initialisation."""
         c = self.config
         self.out_emb = None if c.tie_weights else nn.Embedding(c.n_items + 1, c.d_model, padding_idx=PAD_ID)
-        self._table_cache: tuple[tuple[tuple[int, int], ...], torch.Tensor] | None = None
-        self._attr_cache: tuple[tuple[int, int, str], torch.Tensor] | None = None  # `_attribute_matrix`
-        self._unit_text_cache: tuple[tuple[int, int, str], torch.Tensor] | None = None  # `_unit_text`
+        self._memos: dict[str, tuple[tuple[tuple[int, int, str], ...], torch.Tensor]] = {}  # `_memo`
         self.apply(self._init_weights)
 
     @staticmethod
@@ -273,10 +265,18 @@ class ItemSequenceModel(nn.Module):
     def _has_features(self) -> bool:
         return bool(self.config.n_attributes or self.config.text_dim)
 
+    def _memo(self, name: str, inputs: list[torch.Tensor], build: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """`build()`, kept under `name` until one of `inputs` changes (its storage, version counter or device)."""
+        key = tuple((t.data_ptr(), t._version, str(t.device)) for t in inputs)
+        held = self._memos.get(name)
+        if held is None or held[0] != key:
+            held = self._memos[name] = (key, build())
+        return held[1]
+
     def train(self, mode: bool = True) -> Self:
-        """`nn.Module.train`, dropping the inference table cache: a fused optimizer updates the weights in place
-        without bumping their version counters, so the cache key alone would not see a training epoch."""
-        self._table_cache = None
+        """`nn.Module.train`, dropping what `_memo` keeps: a fused optimizer updates the weights in place without
+        bumping their version counters, so the keys alone would not see a training epoch."""
+        self._memos.clear()
         return super().train(mode)
 
     def item_table(self) -> torch.Tensor:
@@ -287,10 +287,7 @@ class ItemSequenceModel(nn.Module):
         """
         if self.training or torch.is_grad_enabled() or _tracing():
             return self._build_item_table()
-        key = tuple((t.data_ptr(), t._version) for t in self._table_inputs())
-        if self._table_cache is None or self._table_cache[0] != key:
-            self._table_cache = (key, self._build_item_table())
-        return self._table_cache[1]
+        return self._memo("table", self._table_inputs(), self._build_item_table)
 
     @torch.no_grad()
     def set_item_rows(self, items: torch.Tensor, vectors: torch.Tensor) -> None:
@@ -299,7 +296,7 @@ class ItemSequenceModel(nn.Module):
         features = self._item_features(items) if self._has_features() else torch.zeros_like(vectors)
         weight = self.item_emb.weight if self.out_emb is None else self.out_emb.weight
         weight[items] = (vectors - features).to(weight.dtype)  # in place
-        self._table_cache = None
+        self._memos.pop("table", None)
 
     def _table_inputs(self) -> list[torch.Tensor]:
         """The tensors `_build_item_table` reads (the cache key: walking every parameter cost 0.2 ms a request)."""
@@ -312,12 +309,12 @@ class ItemSequenceModel(nn.Module):
 
     def _build_item_table(self) -> torch.Tensor:
         w = self.item_emb.weight if self.out_emb is None else self.out_emb.weight
-        if self._has_features() and self.training and self.config.n_attributes:
-            w = w + self._attribute_matrix() @ self.attr_emb.weight  # the same mean, as one sparse product
-            if self.config.text_dim:
-                w = w + self.text_proj(self.item_text)
-        elif self._has_features():
-            w = w + self._item_features(torch.arange(w.shape[0], device=w.device))
+        if not self.training and self._has_features():
+            return w + self._item_features(torch.arange(w.shape[0], device=w.device))
+        if self.config.n_attributes:  # training: `_item_features`' attribute mean as one sparse product
+            w = w + self._attribute_matrix() @ self.attr_emb.weight
+        if self.config.text_dim:
+            w = w + self.text_proj(self.item_text)
         return w
 
     def _attribute_matrix(self) -> torch.Tensor:
@@ -330,8 +327,8 @@ class ItemSequenceModel(nn.Module):
         Inference keeps the gather (cached, and what the ONNX exporter traces).
         """
         a = self.item_attributes
-        key = (a.data_ptr(), a._version, str(a.device))
-        if self._attr_cache is None or self._attr_cache[0] != key:
+
+        def build() -> torch.Tensor:
             real = a > 0
             count = real.sum(1, keepdim=True).clamp_min(1)
             rows = torch.arange(a.shape[0], device=a.device).unsqueeze(1).expand_as(a)[real]
@@ -340,8 +337,9 @@ class ItemSequenceModel(nn.Module):
             coo = torch.sparse_coo_tensor(torch.stack([rows, a[real]]), values, shape, check_invariants=False)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
-                self._attr_cache = (key, coo.coalesce().to_sparse_csr())
-        return self._attr_cache[1]
+                return coo.coalesce().to_sparse_csr()
+
+        return self._memo("attributes", [a], build)
 
     # ---- encoder ------------------------------------------------------------------------------
     def encode(self, item_ids: torch.Tensor) -> torch.Tensor:
@@ -398,17 +396,18 @@ class ItemSequenceModel(nn.Module):
         unit = self._unit_text()  # [V+1, E]
         sim = unit[newest] @ unit.T  # [B, V+1] cosine (0 against the padding row and for an empty history)
         sim = sim.scatter(1, item_ids, 0.0)  # history items get no title lift (the newest would match itself)
-        return _standardised(scores) + self._text_blend() * _standardised(sim)
+        return standardise_rows(scores) + self._text_blend() * standardise_rows(sim)
 
     def _unit_text(self) -> torch.Tensor:
         """``item_text`` with unit rows (the padding row stays 0), cached at inference (as `item_table`) until the
         buffer changes."""
-        if self.training or torch.is_grad_enabled() or _tracing():
+
+        def build() -> torch.Tensor:
             return F.normalize(self.item_text.float(), dim=1)
-        key = (self.item_text.data_ptr(), self.item_text._version, str(self.item_text.device))
-        if self._unit_text_cache is None or self._unit_text_cache[0] != key:
-            self._unit_text_cache = (key, F.normalize(self.item_text.float(), dim=1))
-        return self._unit_text_cache[1]
+
+        if self.training or torch.is_grad_enabled() or _tracing():
+            return build()
+        return self._memo("unit_text", [self.item_text], build)
 
     # ---- training -----------------------------------------------------------------------------
     def forward(self, batch: SeqBatch) -> RecOutput:

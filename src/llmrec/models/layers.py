@@ -162,3 +162,16 @@ def prefix_items(item_ids: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     upto = torch.ones(L, L, dtype=torch.bool, device=item_ids.device).tril()  # [L(t), L(j)]: j <= t
     rows = item_ids.unsqueeze(1).expand(B, L, L) * upto  # [B, L(t), L(j)]
     return rows[real]  # [N, L]
+
+
+def standardise_rows(x: torch.Tensor) -> torch.Tensor:
+    """Per row z-score over the finite entries of columns 1..V (population standard deviation); column 0 and −inf
+    entries become −inf; a constant row becomes 0. [B, V+1] (a query blend, a model's title term)."""
+    x = x.double()
+    finite = torch.isfinite(x)
+    finite[:, 0] = False
+    n = finite.sum(1, keepdim=True).clamp_min(1)  # [B, 1]
+    v = torch.where(finite, x, 0.0)
+    mean = v.sum(1, keepdim=True) / n
+    std = (torch.where(finite, x - mean, 0.0).pow(2).sum(1, keepdim=True) / n).sqrt().clamp_min(1e-12)
+    return torch.where(finite, (x - mean) / std, float("-inf")).float()

@@ -138,24 +138,26 @@ class TVRec(ItemSequenceModel):
         self.emb_drop = MaskDropout(config.emb_dropout)  # the cheaper mask (`MaskDropout`); no parameters
         self._finish_init()
 
+    def _blocks_input(self, item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """item_ids [B, L] left-padded -> (x [B, L, D] the normalised, dropped-out embeddings, zero at padding;
+        keep [B, L, 1])."""
+        x, is_real, _ = self.embed(item_ids)
+        keep = is_real.unsqueeze(-1).to(x.dtype)
+        return self.emb_drop(self.emb_ln(x)) * keep, keep
+
     def encode(self, item_ids: torch.Tensor) -> torch.Tensor:
         """item_ids [B, L] left-padded -> hidden states [B, L, D] (causal, zero at padding)."""
-        x, is_real, _ = self.embed(item_ids)
-        keep = is_real.unsqueeze(-1).to(x.dtype)  # [B, L, 1]
-        x = self.emb_drop(self.emb_ln(x)) * keep
+        x, keep = self._blocks_input(item_ids)
         for block in self.blocks:
             x = block(x, keep)
-        h: torch.Tensor = x
-        return h
+        return x
 
     def encode_last(self, item_ids: torch.Tensor) -> torch.Tensor:
         """`encode(item_ids)[:, -1]` -> [B, D]: the last block computes the newest slot only (what scoring and the
         last-position loss read), about a third of a training step saved at batch 256 × 50 slots."""
         if not len(self.blocks):
             return self.encode(item_ids)[:, -1]
-        x, is_real, _ = self.embed(item_ids)
-        keep = is_real.unsqueeze(-1).to(x.dtype)  # [B, L, 1]
-        x = self.emb_drop(self.emb_ln(x)) * keep
+        x, keep = self._blocks_input(item_ids)
         *first, last = self.blocks
         for block in first:
             x = block(x, keep)
