@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", type=Path, help="prepared dataset folder")
-    ap.add_argument("out", type=Path, help="model folder to write (replaced)")
+    ap.add_argument("out", type=Path, help="model folder to write (as llmrec train --out: its own output is replaced)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--model", default=None, help="model type (default: the library default)")
@@ -37,7 +36,6 @@ def main() -> None:
     import llmrec.training.loop as loop
     from llmrec.cli import main as cli_main
 
-    shutil.rmtree(args.out, ignore_errors=True)
     train_loop = loop.train_loop
     tables: list[str] = []
 
