@@ -142,6 +142,24 @@ def test_table_cross_entropy_matches_torch_value_and_gradients(eps: float) -> No
         torch.testing.assert_close(a, b)
 
 
+def test_table_cross_entropy_under_bf16_autocast_matches_torch_and_keeps_input_dtypes() -> None:
+    torch.manual_seed(0)
+    hs = torch.randn(11, 8, requires_grad=True)
+    items = torch.randn(23, 8, requires_grad=True)
+    y = torch.randint(0, 23, (11,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h16 = hs.to(torch.bfloat16)  # a bf16 activation, as a bf16 block would hand over
+        loss = _TableCrossEntropy.apply(h16, items, y, 0.1)  # type: ignore[no-untyped-call]
+        ref = F.cross_entropy(h16 @ items.T, y, label_smoothing=0.1)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, ref.float(), atol=2e-2, rtol=2e-2)
+    g_hs, g_items = torch.autograd.grad(loss, (hs, items), retain_graph=True)
+    r_hs, r_items = torch.autograd.grad(ref, (hs, items))
+    assert g_hs.dtype == g_items.dtype == torch.float32
+    torch.testing.assert_close(g_hs, r_hs, atol=2e-2, rtol=5e-2)
+    torch.testing.assert_close(g_items, r_items, atol=2e-2, rtol=5e-2)
+
+
 # ---- the inference cache after a fused optimizer step -----------------------------------------------------------
 def test_scores_follow_a_fused_optimizer_step() -> None:
     """A fused AdamW updates the weights without bumping their version counters; `train()` drops the cached
