@@ -52,6 +52,11 @@ def main() -> None:
     ap.add_argument("model", type=Path)
     ap.add_argument("--text", type=Path, help="item_text.safetensors or a folder with it (default: the model's)")
     ap.add_argument("--betas", default="0,0.1,0.2,0.3,0.5")
+    ap.add_argument(
+        "--rare-extra",
+        default="0",
+        help="extra title weight for long-tail items (at most --max-count training events): beta + extra on them",
+    )
     ap.add_argument("--recent", type=int, default=1, help="history items averaged into the text profile")
     ap.add_argument("--max-count", type=int, default=5, help="long-tail targets: at most this many training events")
     ap.add_argument("--short-user", type=int, default=5, help="short users: at most this many training items")
@@ -64,12 +69,14 @@ def main() -> None:
     if a.split == "test" and not a.final:
         sys.exit("error: --split test reads the test targets; mark the run --final")
     torch.set_num_threads(a.threads)
-    betas = [float(b) for b in a.betas.split(",")]
+    grid = [(float(b), float(r)) for b in a.betas.split(",") for r in a.rare_extra.split(",")]
     ds = PreparedDataset.load(a.prepared)
     ex = ds.eval_examples(a.split)
     valid = ds.eval_examples("valid")
     train_len = dict(zip(valid.user_idx.tolist(), (len(h) for h in valid.histories), strict=True))
-    rare = ds.item_popularity()[ex.targets] <= a.max_count
+    popularity = ds.item_popularity()
+    rare = popularity[ex.targets] <= a.max_count
+    rare_item = torch.from_numpy(popularity <= a.max_count).float()  # [V+1]
     short = np.array([train_len.get(int(u), 0) <= a.short_user for u in ex.user_idx])
     model = load_model(a.model)
     if getattr(getattr(model, "config", None), "text_blend", 0.0):  # its own title term off: beta is the only one
@@ -79,7 +86,7 @@ def main() -> None:
     text = _text(a.text or a.model)  # [V+1, E]
     if text.shape[0] != ds.n_items + 1:
         sys.exit(f"error: {a.text or a.model}: {text.shape[0] - 1} items of text, the dataset has {ds.n_items}")
-    ranks = {b: np.empty(len(ex.targets), dtype=np.int64) for b in betas}
+    ranks = {g: np.empty(len(ex.targets), dtype=np.int64) for g in grid}
     t0 = time.perf_counter()
     with torch.no_grad():
         for start in range(0, len(ex.targets), a.batch):
@@ -96,17 +103,17 @@ def main() -> None:
                 seen[row, torch.as_tensor(h)] = True
             seen[:, 0] = True
             rows = torch.arange(len(targets))
-            for b in betas:
-                s = (zm + b * zs).masked_fill(seen, float("-inf"))
+            for b, r in grid:
+                s = (zm + (b + r * rare_item) * zs).masked_fill(seen, float("-inf"))
                 target = s[rows, targets].unsqueeze(1)
                 rank = (s > target).sum(1) + (s == target).sum(1)  # pessimistic ties (the target counts itself)
                 rank = torch.where(torch.isinf(target.squeeze(1)), ds.n_items, rank)  # a seen target is a miss
-                ranks[b][start : start + len(targets)] = rank.numpy()
+                ranks[b, r][start : start + len(targets)] = rank.numpy()
     out = []
-    for b in betas:
-        row: dict[str, object] = {"beta": b, "split": a.split, "model": str(a.model), "recent": a.recent}
+    for b, r in grid:
+        row: dict[str, object] = {"beta": b, "rare_extra": r, "split": a.split, "model": str(a.model), "recent": a.recent}
         for name, mask in (("", np.ones_like(rare)), (f"rare_le{a.max_count}_", rare), (f"short_le{a.short_user}_", short)):
-            m = summarize(ranks[b][mask], (10,))
+            m = summarize(ranks[b, r][mask], (10,))
             row[f"{name}n"] = int(mask.sum())
             row[f"{name}ndcg@10"] = round(m["ndcg@10"], 4)
             row[f"{name}recall@10"] = round(m["recall@10"], 4)

@@ -186,8 +186,8 @@ def test_scores_follow_a_fused_optimizer_step() -> None:
 
 
 # ---- the title term in the scores (text_blend) ------------------------------------------------------------------
-def _text_tvrec(blend: float) -> TVRec:
-    model = _tvrec(text_dim=6, text_blend=blend).eval()
+def _text_tvrec(blend: float, rare: float = 0.0) -> TVRec:
+    model = _tvrec(text_dim=6, text_blend=blend, text_rare_weight=rare).eval()
     g = torch.Generator().manual_seed(5)
     text = torch.randn(N_ITEMS + 1, 6, generator=g)
     text[0] = 0.0
@@ -244,6 +244,56 @@ def test_text_blend_round_trips_and_older_artifacts_score_without_it(tmp_path: A
         TVRecConfig(n_items=5, text_blend=-1.0)
 
 
+def test_long_tail_items_get_text_rare_weight_more_of_the_title_term() -> None:
+    ids = torch.tensor([[11, 12, 13, 14, 15, 3], [2, 4, 6, 8, 10, 9], [5, 6, 7, 8, 9, 1]])
+    plain, model = _text_tvrec(0.0), _text_tvrec(0.2, rare=0.5)
+    model.load_state_dict(plain.state_dict() | {"item_rare": model.item_rare})
+    counts = torch.zeros(N_ITEMS + 1, dtype=torch.long)
+    counts[1:] = torch.arange(1, N_ITEMS + 1)  # item i has i training events
+    model.set_item_popularity(counts)
+    rare = torch.zeros(N_ITEMS + 1)
+    rare[1:6] = 1.0  # text_rare_count 5: items 1..5, never the padding row
+    torch.testing.assert_close(model.item_rare, rare)
+    unit = F.normalize(model.item_text, dim=1)
+    sim = unit[ids[:, -1]] @ unit.T
+    for row in range(len(ids)):
+        sim[row, ids[row]] = 0.0
+
+    def z(x: torch.Tensor) -> torch.Tensor:
+        return (x - x[:, 1:].mean(1, keepdim=True)) / x[:, 1:].std(1, keepdim=True, correction=0)
+
+    want = z(plain.score(ids)) + (0.2 + 0.5 * rare) * z(sim)
+    torch.testing.assert_close(model.score(ids)[:, 1:], want[:, 1:])
+    # the fitted model knows its long tail from the training counts it was built with
+    from llmrec.models.spec import DatasetMeta
+
+    text = model.item_text.clone()
+    built = TVRec.build(model.config, DatasetMeta(N_ITEMS, None, (), text, counts.numpy()))
+    torch.testing.assert_close(built.item_rare, rare)
+    assert not hasattr(_text_tvrec(0.2), "item_rare")  # weight 0: no buffer, the artifact is as before
+    with pytest.raises(ValueError, match="text_rare_weight"):
+        TVRecConfig(n_items=5, text_rare_weight=-0.1)
+
+
+def test_text_rare_weight_round_trips_and_older_artifacts_load_without_it(tmp_path: Any) -> None:
+    import json
+
+    model = _text_tvrec(0.1, rare=0.3)
+    model.set_item_popularity(torch.arange(N_ITEMS + 1))
+    model.save_pretrained(tmp_path / "m")
+    back = TVRec.from_pretrained(tmp_path / "m")
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    torch.testing.assert_close(back.score(ids), model.score(ids))
+    old = _text_tvrec(0.1)  # written before the option: no item_rare, no text_rare_weight in config.json
+    old.save_pretrained(tmp_path / "old")
+    cfg = json.loads((tmp_path / "old" / "config.json").read_text())
+    del cfg["text_rare_weight"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(cfg))
+    loaded = TVRec.from_pretrained(tmp_path / "old")
+    assert loaded.config.text_rare_weight == 0.0 and not hasattr(loaded, "item_rare")
+    torch.testing.assert_close(loaded.score(ids), old.score(ids))
+
+
 def test_approximate_retrieval_is_off_for_a_model_that_blends_titles() -> None:
     import numpy as np
     import polars as pl
@@ -269,7 +319,8 @@ def test_the_onnx_scorer_includes_the_title_term(tmp_path: Any) -> None:
 
     from llmrec.export import _quiet_exporter, onnx_program  # what `llmrec export --onnx` writes
 
-    model = _text_tvrec(0.5)
+    model = _text_tvrec(0.5, rare=0.4)
+    model.set_item_popularity(torch.arange(N_ITEMS + 1) % 4 * 3)  # items with count <= 5 (0 or 3) are long-tail
     with _quiet_exporter():
         onnx_program(model).save(str(tmp_path / "scorer.onnx"))
     session = ort.InferenceSession(str(tmp_path / "scorer.onnx"), providers=["CPUExecutionProvider"])

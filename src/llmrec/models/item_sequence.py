@@ -174,6 +174,7 @@ class ItemSequenceModel(nn.Module):
     # buffers (register_buffer): declared for the type checker, which otherwise sees `Tensor | Module`
     item_attributes: torch.Tensor
     item_text: torch.Tensor
+    item_rare: torch.Tensor  # only with item text and a config's text_rare_weight > 0
     log_q: torch.Tensor
 
     model_type: str  # llmrec.models.MODELS key and config.json "model_type" (set by each subclass)
@@ -205,6 +206,8 @@ class ItemSequenceModel(nn.Module):
         if c.text_dim:
             self.text_proj = nn.Linear(c.text_dim, c.d_model, bias=False)
             self.register_buffer("item_text", torch.zeros(V, c.text_dim))
+            if float(getattr(c, "text_rare_weight", 0.0)):  # the long-tail items of the title term (set_item_popularity)
+                self.register_buffer("item_rare", torch.zeros(V))
         # The proposal distribution of loss="sampled" (uniform until set_item_popularity is called).
         log_q = torch.full((V,), -math.log(c.n_items))
         log_q[PAD_ID] = -1e4  # PAD is never a negative (as in set_item_popularity)
@@ -240,7 +243,7 @@ class ItemSequenceModel(nn.Module):
             model.set_item_attributes(meta.attributes)
         if meta.text is not None and config.text_dim:
             model.set_item_text(meta.text)
-        if config.loss == "sampled" and meta.popularity is not None:
+        if meta.popularity is not None and (config.loss == "sampled" or hasattr(model, "item_rare")):
             model.set_item_popularity(torch.from_numpy(meta.popularity))
         return model
 
@@ -254,10 +257,15 @@ class ItemSequenceModel(nn.Module):
         self.item_text.copy_(text)
 
     def set_item_popularity(self, counts: torch.Tensor, alpha: float = 0.75) -> None:
-        """Proposal for the sampled softmax: q ∝ (count + 1)^alpha over items 1..V (word2vec-style smoothing)."""
+        """counts [V+1]: training events per item. Proposal for the sampled softmax: q ∝ (count + 1)^alpha over items
+        1..V (word2vec-style smoothing); and the long-tail items of the title term (`text_rare_weight`)."""
         w = (counts.double() + 1.0) ** alpha
         w[PAD_ID] = 0.0
         self.log_q.copy_(torch.log(w / w.sum()).float().clamp_min(-1e4))
+        if hasattr(self, "item_rare"):
+            rare = (counts <= int(getattr(self.config, "text_rare_count", 5))).float()
+            rare[PAD_ID] = 0.0
+            self.item_rare.copy_(rare)
 
     def _item_features(self, ids: torch.Tensor) -> torch.Tensor:
         """Feature part of the item representation for ids of any shape [...] -> [..., D]."""
@@ -385,11 +393,17 @@ class ItemSequenceModel(nn.Module):
     def blends_text(self) -> bool:
         """Its scores add the title similarity to the newest history item (``text_blend`` > 0 and item text): they
         are then no plain dot product of `encode_last` and `item_table` (approximate retrieval does not apply)."""
-        return bool(self._text_blend() and self.config.text_dim)
+        return bool((self._text_blend() or hasattr(self, "item_rare")) and self.config.text_dim)
 
     def _text_blend(self) -> float:
         """The config's ``text_blend`` (a field of the model files that declare it, e.g. TV-Rec's), else 0."""
         return float(getattr(self.config, "text_blend", 0.0))
+
+    def _text_weights(self) -> torch.Tensor | float:
+        """The title term's weight: ``text_blend``, plus ``text_rare_weight`` on the long-tail items ([V+1])."""
+        if not hasattr(self, "item_rare"):
+            return self._text_blend()
+        return self._text_blend() + float(getattr(self.config, "text_rare_weight", 0.0)) * self.item_rare
 
     def blend_recent_text(self, scores: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
         """scores [B, V+1] of left-padded histories item_ids [B, L] -> z(scores) + text_blend · z(cos(text of the
@@ -400,12 +414,15 @@ class ItemSequenceModel(nn.Module):
         the long-tail targets' by 12% (docs/benchmarks.md). The history's own items get no title lift (their
         similarity counts as 0: with seen items kept, the newest item would otherwise match itself); an empty
         history adds nothing. The standard deviations are the population ones (a one-item catalogue gives 0).
+        Long-tail items (at most ``text_rare_count`` training events) get ``text_rare_weight`` more: their id
+        embeddings learned least, their titles say as much as anyone's. On Beauty (3 seeds, validation) 0.1 more
+        raised the long-tail targets' NDCG@10 by 24-28% for 0.2% overall (docs/benchmarks.md).
         """
         newest = item_ids[:, -1]  # [B]: left padding puts the newest item last (0: an empty history)
         unit = self._unit_text()  # [V+1, E]
         sim = unit[newest] @ unit.T  # [B, V+1] cosine (0 against the padding row and for an empty history)
         sim = sim.scatter(1, item_ids, 0.0)  # history items get no title lift (the newest would match itself)
-        return standardise_rows(scores) + self._text_blend() * standardise_rows(sim)
+        return standardise_rows(scores) + self._text_weights() * standardise_rows(sim)
 
     def _unit_text(self) -> torch.Tensor:
         """``item_text`` with unit rows (the padding row stays 0), cached at inference (as `item_table`) until the
@@ -570,6 +587,8 @@ class ItemSequenceModel(nn.Module):
         cfg.setdefault("pos_origin", "start")  # artifacts written before the option counted from the start
         if "text_blend" in {f.name for f in fields(cls.config_class)}:
             cfg.setdefault("text_blend", 0.0)  # artifacts written before the option scored without it
+        if "text_rare_weight" in {f.name for f in fields(cls.config_class)}:
+            cfg.setdefault("text_rare_weight", 0.0)  # (and without the long-tail weight)
         model = cls(cls.config_class.from_dict(cfg))
         model.load_state_dict(load_file(str(path / "model.safetensors")))
         model.eval()

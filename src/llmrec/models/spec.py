@@ -125,7 +125,7 @@ class DatasetMeta:
     attributes: torch.Tensor | None = None  # [V+1, A] attribute ids per item (0 = none), when used
     attribute_vocab: tuple[str, ...] = ()  # attribute id i <-> attribute_vocab[i - 1]
     text: torch.Tensor | None = None  # [V+1, text_dim] frozen text embeddings, when used
-    popularity: np.ndarray | None = None  # [V+1] training counts per item (a sampled softmax's proposal)
+    popularity: np.ndarray | None = None  # [V+1] training counts per item (a sampled softmax's proposal; the long tail)
 
     def sizes(self) -> dict[str, int]:
         """The derived config fields (`DERIVED_SIZES`) this metadata sets."""
