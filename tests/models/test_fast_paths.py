@@ -250,7 +250,7 @@ def test_long_tail_items_get_text_rare_weight_more_of_the_title_term() -> None:
     model.load_state_dict(plain.state_dict() | {"item_rare": model.item_rare})
     counts = torch.zeros(N_ITEMS + 1, dtype=torch.long)
     counts[1:] = torch.arange(1, N_ITEMS + 1)  # item i has i training events
-    model.set_item_popularity(counts)
+    model.set_long_tail(counts)
     rare = torch.zeros(N_ITEMS + 1)
     rare[1:6] = 1.0  # text_rare_count 5: items 1..5, never the padding row
     torch.testing.assert_close(model.item_rare, rare)
@@ -271,6 +271,8 @@ def test_long_tail_items_get_text_rare_weight_more_of_the_title_term() -> None:
     built = TVRec.build(model.config, DatasetMeta(N_ITEMS, None, (), text, counts.numpy()))
     torch.testing.assert_close(built.item_rare, rare)
     assert not hasattr(_text_tvrec(0.2), "item_rare")  # weight 0: no buffer, the artifact is as before
+    with pytest.raises(ValueError, match="no long-tail title weight"):
+        _text_tvrec(0.2).set_long_tail(counts)
     with pytest.raises(ValueError, match="text_rare_weight"):
         TVRecConfig(n_items=5, text_rare_weight=-0.1)
 
@@ -279,7 +281,7 @@ def test_text_rare_weight_round_trips_and_older_artifacts_load_without_it(tmp_pa
     import json
 
     model = _text_tvrec(0.1, rare=0.3)
-    model.set_item_popularity(torch.arange(N_ITEMS + 1))
+    model.set_long_tail(torch.arange(N_ITEMS + 1))
     model.save_pretrained(tmp_path / "m")
     back = TVRec.from_pretrained(tmp_path / "m")
     ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
@@ -320,7 +322,7 @@ def test_the_onnx_scorer_includes_the_title_term(tmp_path: Any) -> None:
     from llmrec.export import _quiet_exporter, onnx_program  # what `llmrec export --onnx` writes
 
     model = _text_tvrec(0.5, rare=0.4)
-    model.set_item_popularity(torch.arange(N_ITEMS + 1) % 4 * 3)  # items with count <= 5 (0 or 3) are long-tail
+    model.set_long_tail(torch.arange(N_ITEMS + 1) % 4 * 3)  # items with count <= 5 (0 or 3) are long-tail
     with _quiet_exporter():
         onnx_program(model).save(str(tmp_path / "scorer.onnx"))
     session = ort.InferenceSession(str(tmp_path / "scorer.onnx"), providers=["CPUExecutionProvider"])

@@ -206,7 +206,7 @@ class ItemSequenceModel(nn.Module):
         if c.text_dim:
             self.text_proj = nn.Linear(c.text_dim, c.d_model, bias=False)
             self.register_buffer("item_text", torch.zeros(V, c.text_dim))
-            if float(getattr(c, "text_rare_weight", 0.0)):  # the long-tail items of the title term (set_item_popularity)
+            if float(getattr(c, "text_rare_weight", 0.0)):  # the long-tail items of the title term (set_long_tail)
                 self.register_buffer("item_rare", torch.zeros(V))
         # The proposal distribution of loss="sampled" (uniform until set_item_popularity is called).
         log_q = torch.full((V,), -math.log(c.n_items))
@@ -243,8 +243,12 @@ class ItemSequenceModel(nn.Module):
             model.set_item_attributes(meta.attributes)
         if meta.text is not None and config.text_dim:
             model.set_item_text(meta.text)
-        if meta.popularity is not None and (config.loss == "sampled" or hasattr(model, "item_rare")):
-            model.set_item_popularity(torch.from_numpy(meta.popularity))
+        if meta.popularity is not None:
+            counts = torch.from_numpy(meta.popularity)
+            if config.loss == "sampled":
+                model.set_item_popularity(counts)
+            if hasattr(model, "item_rare"):
+                model.set_long_tail(counts)
         return model
 
     # ---- item features ------------------------------------------------------------------------
@@ -257,15 +261,19 @@ class ItemSequenceModel(nn.Module):
         self.item_text.copy_(text)
 
     def set_item_popularity(self, counts: torch.Tensor, alpha: float = 0.75) -> None:
-        """counts [V+1]: training events per item. Proposal for the sampled softmax: q ∝ (count + 1)^alpha over items
-        1..V (word2vec-style smoothing); and the long-tail items of the title term (`text_rare_weight`)."""
+        """Proposal for the sampled softmax: q ∝ (count + 1)^alpha over items 1..V (word2vec-style smoothing)."""
         w = (counts.double() + 1.0) ** alpha
         w[PAD_ID] = 0.0
         self.log_q.copy_(torch.log(w / w.sum()).float().clamp_min(-1e4))
-        if hasattr(self, "item_rare"):
-            rare = (counts <= int(getattr(self.config, "text_rare_count", 5))).float()
-            rare[PAD_ID] = 0.0
-            self.item_rare.copy_(rare)
+
+    def set_long_tail(self, counts: torch.Tensor) -> None:
+        """counts [V+1]: training events per item -> the long-tail items of the title term (at most the config's
+        ``text_rare_count``), which get ``text_rare_weight`` more of it; a model without that weight has none."""
+        if not hasattr(self, "item_rare"):
+            raise ValueError("this model has no long-tail title weight (model.text_rare_weight = 0 or no item text)")
+        rare = (counts <= int(getattr(self.config, "text_rare_count", 5))).float()
+        rare[PAD_ID] = 0.0
+        self.item_rare.copy_(rare)
 
     def _item_features(self, ids: torch.Tensor) -> torch.Tensor:
         """Feature part of the item representation for ids of any shape [...] -> [..., D]."""
