@@ -108,10 +108,10 @@ def titled_share(items: pl.DataFrame) -> float:
 
 
 def resolve_item_text(setting: bool | str, dataset: PreparedDataset) -> bool | str:
-    """``[model] item_text`` for `dataset`: ``"auto"`` (TV-Rec's default) becomes ``"minilm"`` (the packaged
+    """``[model] item_text`` for `dataset`: ``"auto"`` becomes ``"minilm"`` (the packaged
     all-MiniLM-L6-v2 reads each item's title / text) when at least `TEXT_AUTO_SHARE` of the catalogue has some, else
-    false (ids and categories only); any other setting is kept. Chosen on validation: on Beauty the titles raised
-    TV-Rec's validation NDCG@10 by 1.4% (3 seeds) and on ml-100k they did not lower it (docs/benchmarks.md)."""
+    false (ids and categories only); any other setting is kept. Not TV-Rec's default: on Beauty the titles raised
+    its validation NDCG@10 by 1.4% (3 seeds), on ml-100k they lowered it by 1.7% (3 seeds; docs/benchmarks.md)."""
     if setting != "auto":
         return setting
     return "minilm" if titled_share(dataset.items) >= TEXT_AUTO_SHARE else False
