@@ -399,8 +399,9 @@ class ItemSequenceModel(nn.Module):
     # ---- scoring with item text ------------------------------------------------------------------
     @property
     def blends_text(self) -> bool:
-        """Its scores add the title similarity to the newest history item (``text_blend`` > 0 and item text): they
-        are then no plain dot product of `encode_last` and `item_table` (approximate retrieval does not apply)."""
+        """Its scores add the title similarity to the newest history item (item text, and ``text_blend`` > 0 or a
+        long-tail weight): they are then no plain dot product of `encode_last` and `item_table` (approximate
+        retrieval does not apply)."""
         return bool((self._text_blend() or hasattr(self, "item_rare")) and self.config.text_dim)
 
     def _text_blend(self) -> float:
